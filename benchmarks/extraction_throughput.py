@@ -1,0 +1,77 @@
+"""Extraction throughput: edgetune's LocalBackend vs a bare batched forward loop over the same prompts.
+
+Usage:  EDGETUNE_DATA_DIR=../shared/data python benchmarks/extraction_throughput.py [--task sst2 --n 400]
+
+The bare loop is what a user would write: tokenizer(batch, padding=True) then model(**batch) under
+torch.inference_mode, in dataset order, batch size 32. edgetune runs with an in-memory cache (so every
+prompt is a real query). Each is timed --repeats times after one warm-up batch; medians are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from edgetune.backends import FeatureCache, LocalBackend
+from edgetune.bench.experiment import machine_info
+from edgetune.data import Template, load_task
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--task", default="sst2")
+    ap.add_argument("--n", type=int, default=400)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "extraction_throughput.json"))
+    args = ap.parse_args()
+
+    task = load_task(args.task)
+    data = task.load("test", limit=args.n)
+    template = Template(task.template)
+    backend = LocalBackend.load(args.model, progress=False, batch_size=args.batch_size)
+    model, tok = backend.model, backend.tokenizer
+    texts = [template.render(ex).text_before for ex in data]
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "right"
+
+    def bare() -> None:
+        with torch.inference_mode():
+            for b in range(0, len(texts), args.batch_size):
+                enc = tok(texts[b : b + args.batch_size], return_tensors="pt", padding=True)
+                model(**enc)
+
+    def ours() -> None:
+        backend.cache = FeatureCache(None)
+        backend.features(data, template, task.words)
+
+    bare_t, ours_t = [], []
+    ours()  # warm-up (also checks label words)
+    for _ in range(args.repeats):
+        t = time.perf_counter()
+        bare()
+        bare_t.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        ours()
+        ours_t.append(time.perf_counter() - t)
+    b, o = statistics.median(bare_t), statistics.median(ours_t)
+    result = {
+        "task": args.task, "n_prompts": len(texts), "model": args.model, "batch_size": args.batch_size,
+        "bare_loop_seconds": bare_t, "edgetune_seconds": ours_t,
+        "bare_prompts_per_s": len(texts) / b, "edgetune_prompts_per_s": len(texts) / o,
+        "ratio_edgetune_over_bare": b / o, "machine": machine_info(),
+    }
+    Path(args.out).write_text(json.dumps(result, indent=2), encoding="utf-8")
+    print(f"bare loop: {len(texts) / b:.1f} prompts/s · edgetune: {len(texts) / o:.1f} prompts/s · "
+          f"ratio {b / o:.2f} (target ≥ 0.9)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""The backend interface: a frozen model reached one query per prompt.
+
+A backend turns examples + a template + label words into :class:`Features`: the label-word scores at
+the label position (n x C; logits, or log-probabilities, which differ only by a per-row constant) and a
+hidden representation (n x d). It batches length-sorted prompts, reads and writes the content-keyed
+cache, counts the queries it really makes and shows a progress bar. It never knows which method asked.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from ..data.example import Example
+from ..data.templates import Prompt, Template
+from ..errors import EdgetuneError
+from .cache import FeatureCache, content_key
+
+
+@dataclass
+class Features:
+    """What one query per prompt returns, for n prompts and C label words."""
+
+    scores: np.ndarray  # (n, C) float32
+    hidden: np.ndarray  # (n, d) float32
+    queries: int = 0  # prompts actually sent to the model for this call (cache misses)
+    cache_hits: int = 0
+    seconds: float = 0.0  # wall time spent querying the model
+    truncated: int = 0
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def take(self, idx: Sequence[int]) -> Features:
+        return Features(self.scores[list(idx)], self.hidden[list(idx)])
+
+
+class Backend(ABC):
+    """Base class. Subclasses implement :meth:`_encode` (tokenise one prompt) and :meth:`_run` (one
+    batch of encoded prompts -> scores and hidden states), plus :attr:`identity` and :meth:`settings`."""
+
+    kind: str = ""
+    batch_size: int = 32
+
+    def __init__(self, name: str, cache: FeatureCache | None, batch_size: int = 32, progress: bool = True) -> None:
+        self.name = name
+        self.cache = cache if cache is not None else FeatureCache(None)
+        self.batch_size = batch_size
+        self.progress = progress
+        self.total_queries = 0
+        self._warned_truncation = False
+
+    # -- to implement -------------------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def identity(self) -> str:
+        """A string that changes whenever the model's answers could change (weights, tokenizer)."""
+
+    def settings(self) -> dict[str, Any]:
+        """Backend settings that change answers (part of every cache key)."""
+        return {}
+
+    @abstractmethod
+    def check_label_words(self, words: Sequence[str]) -> list[int]:
+        """Token ids of the label words; raise :class:`LabelWordError` if one is not a single token."""
+
+    def check_template(self, template: Template) -> None:  # noqa: B027 - optional hook
+        """Raise if the template cannot be used with this kind of model."""
+
+    @abstractmethod
+    def _encode(self, prompt: Prompt) -> tuple[Any, int, bool]:
+        """-> (encoded prompt, its length in tokens, whether its input was truncated)."""
+
+    @abstractmethod
+    def _run(self, batch: list[Any], label_ids: list[int], words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Score one batch -> (scores (b, C), hidden (b, d))."""
+
+    def torch_model(self) -> tuple[Any, Any]:
+        """The frozen ``torch`` model and its tokenizer, for input-side methods."""
+        raise EdgetuneError(f"backend {self.name!r} ({self.kind}) cannot provide the model's weights; "
+                            "input-side methods need an in-process model")
+
+    # -- shared machinery ---------------------------------------------------------------------------------
+    def key(self, prompt: Prompt, words: Sequence[str]) -> str:
+        return content_key(self.identity, self.kind, self.settings(), prompt.key(), list(words))
+
+    def features(
+        self,
+        examples: Sequence[Example],
+        template: Template | str,
+        words: Sequence[str],
+        description: str = "prompts",
+    ) -> Features:
+        """Scores and hidden states for every example; cached prompts cost no query."""
+        template = Template(template) if isinstance(template, str) else template
+        self.check_template(template)
+        label_ids = self.check_label_words(words)
+        prompts = [template.render(ex) for ex in examples]
+        keys = [self.key(p, words) for p in prompts]
+        found = self.cache.get_many(keys)
+        todo = list(dict.fromkeys(k for k in keys if k not in found))
+        first = {k: i for i, k in reversed(list(enumerate(keys)))}
+        seconds = 0.0
+        truncated = 0
+        if todo:
+            start = time.perf_counter()
+            encoded = []
+            for k in todo:
+                enc, length, was_cut = self._encode(prompts[first[k]])
+                truncated += was_cut
+                encoded.append((length, k, enc))
+            if truncated and not self._warned_truncation:
+                warnings.warn(
+                    f"{truncated} prompt(s) were longer than {self.name}'s window; their input text was "
+                    "truncated and the template kept whole", stacklevel=2)
+                self._warned_truncation = True
+            encoded.sort(key=lambda t: -t[0])  # length-sorted batches: little padding
+            with self._progress(len(todo), description) as bar:
+                for b in range(0, len(encoded), self.batch_size):
+                    chunk = encoded[b : b + self.batch_size]
+                    scores, hidden = self._run([c[2] for c in chunk], label_ids, words)
+                    rows = [(c[1], scores[i], hidden[i]) for i, c in enumerate(chunk)]
+                    self.cache.put_many(rows)
+                    for key, s, h in rows:
+                        found[key] = (s, h)
+                    bar.advance(len(chunk))
+            seconds = time.perf_counter() - start
+            self.total_queries += len(todo)
+        scores = np.stack([found[k][0] for k in keys]) if keys else np.zeros((0, len(words)), np.float32)
+        hidden = np.stack([found[k][1] for k in keys]) if keys else np.zeros((0, 0), np.float32)
+        return Features(scores.astype(np.float32), hidden.astype(np.float32), queries=len(todo),
+                        cache_hits=len(keys) - len(todo), seconds=seconds, truncated=truncated)
+
+    def _progress(self, total: int, description: str) -> _Bar:
+        return _Bar(total, f"{self.name}: {description}", enabled=self.progress)
+
+
+class _Bar:
+    """A rich progress bar that disappears when done (or does nothing when disabled)."""
+
+    def __init__(self, total: int, description: str, enabled: bool) -> None:
+        self.enabled = enabled
+        self.total = total
+        self.description = description
+
+    def __enter__(self) -> _Bar:
+        if self.enabled:
+            self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                               TimeRemainingColumn(), transient=True)
+            self._p.start()
+            self._t = self._p.add_task(self.description, total=self.total)
+        return self
+
+    def advance(self, n: int) -> None:
+        if self.enabled:
+            self._p.advance(self._t, n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self._p.stop()
+
+
+def suggest_single_token(words: Sequence[str], is_single) -> str:
+    """A hint listing case variants of the words that are single tokens."""
+    hints = []
+    for w in words:
+        for v in (w.lower(), w.capitalize(), w.upper()):
+            if v != w and is_single(v):
+                hints.append(f"{w!r} -> {v!r}")
+                break
+    return f" (single-token variants: {', '.join(hints)})" if hints else ""

@@ -1,0 +1,99 @@
+"""Embedding-model backend: what an embeddings-only API offers.
+
+Hidden = the pooled, L2-normalised sentence embedding of the input text (``text`` and ``text_b`` joined
+by a space; the template is not shown to the encoder). Score for label c = cosine similarity between that
+embedding and the embedding of the label's *description*: the template with its input fields emptied
+and ``{mask}`` replaced by the label word ("The topic of this sentence is sports"). Pooling and
+normalisation are the ones the model folder declares, applied by ``sentence-transformers``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..data.example import Example
+from ..data.templates import Prompt, Template
+from ..errors import ModelError
+from .base import Backend, Features
+from .cache import FeatureCache, content_key
+from .models import resolve_model
+
+
+def describe_label(template: Template, word: str) -> str:
+    """The template with inputs removed and the mask filled: a natural-language label description."""
+    empty = Example(text="", text_b="", extra={f: "" for f in template.fields})
+    prompt = template.render(empty)
+    text = prompt.text_before + " " + word + prompt.text_after
+    return re.sub(r"\s+", " ", text).strip()
+
+
+class EmbeddingBackend(Backend):
+    kind = "embedding"
+
+    def __init__(self, model: Any, name: str, identity: str, cache: FeatureCache | None = None,
+                 batch_size: int = 64, progress: bool = True) -> None:
+        super().__init__(name, cache, batch_size, progress)
+        self.model = model
+        self._identity = identity
+        self._label_cache: dict[tuple[str, ...], np.ndarray] = {}
+        self._template: Template | None = None
+
+    @classmethod
+    def load(cls, name: str = "minilm-l6", cache: FeatureCache | None = None, cache_root: str | None = None,
+             **kwargs: Any) -> EmbeddingBackend:
+        from sentence_transformers import SentenceTransformer
+
+        resolved = resolve_model(name, "embedding", cache_root)
+        try:
+            model = SentenceTransformer(resolved.path, device="cpu", trust_remote_code=False)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot load embedding model {name!r}: {str(exc).splitlines()[0]}") from None
+        return cls(model, name, resolved.identity, cache=cache, **kwargs)
+
+    @property
+    def identity(self) -> str:
+        return self._identity
+
+    def torch_model(self) -> tuple[Any, Any]:
+        return self.model, self.model.tokenizer
+
+    def check_label_words(self, words: Sequence[str]) -> list[int]:
+        return list(range(len(words)))  # any text can be embedded
+
+    def key(self, prompt: Prompt, words: Sequence[str]) -> str:
+        descriptions = [describe_label(self._template, w) for w in words] if self._template else list(words)
+        return content_key(self.identity, self.kind, prompt.key(), descriptions)
+
+    def features(self, examples: Sequence[Example], template: Template | str, words: Sequence[str],
+                 description: str = "prompts") -> Features:
+        template = Template(template) if isinstance(template, str) else template
+        self._template = template
+        # The encoder sees the raw input, so the "prompt" is just the input fields.
+        plain = Template("{text} {text_b} {mask}" if any(e.text_b for e in examples) else "{text} {mask}")
+        feats = super().features(examples, plain, words, description)
+        self._template = None
+        return feats
+
+    def _label_embeddings(self, descriptions: tuple[str, ...]) -> np.ndarray:
+        if descriptions not in self._label_cache:
+            self._label_cache[descriptions] = self._embed(list(descriptions))
+            self.total_queries += len(descriptions)
+        return self._label_cache[descriptions]
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        return np.asarray(self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
+                                            normalize_embeddings=True, show_progress_bar=False), dtype=np.float32)
+
+    def _encode(self, prompt: Prompt) -> tuple[Any, int, bool]:
+        text = re.sub(r"\s+", " ", prompt.text_before).strip()
+        return text, len(text), False  # the encoder truncates to its own window
+
+    def _run(self, batch: list[Any], label_ids: list[int], words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        assert self._template is not None
+        labels = self._label_embeddings(tuple(describe_label(self._template, w) for w in words))
+        emb = self._embed(batch)
+        return emb @ labels.T, emb

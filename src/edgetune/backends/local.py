@@ -1,0 +1,221 @@
+"""In-process backend: a frozen ``transformers`` model run under ``torch.inference_mode``.
+
+Where the label word is read, per backbone kind:
+
+- ``causal``: the next-token logits at the last prompt token (the label word follows the prompt). Only
+  the label words' rows of the output layer are computed (plus Gemma's logit soft-capping), since
+  DecT needs nothing else; this matters for models whose output layer is larger than their body.
+  Hidden = that position's final hidden state (or ``hidden_layer``).
+- ``masked``: the MLM head's logits and the hidden state at the mask token.
+- ``seq2seq``: the decoder's first step after the start token (after the ``<extra_id_0>`` sentinel for
+  T5-style vocabularies); hidden = the decoder's hidden state there.
+
+Scores are raw logits: they differ from log-probabilities by a per-prompt constant, which no method
+here is sensitive to (every use normalises over the label words).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data.templates import Prompt, Template
+from ..errors import LabelWordError, ModelError
+from .base import Backend, suggest_single_token
+from .cache import FeatureCache
+from .models import resolve_model
+
+
+def _model_class(kind: str):
+    import transformers as tf
+
+    return {"causal": tf.AutoModelForCausalLM, "masked": tf.AutoModelForMaskedLM,
+            "seq2seq": tf.AutoModelForSeq2SeqLM}[kind]
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """SHA-256 over every parameter's bytes (for in-memory models without files)."""
+    h = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().float().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class LocalBackend(Backend):
+    """A frozen HF model in this process. Build it with :meth:`load` (by name) or :meth:`from_model`."""
+
+    def __init__(self, model: Any, tokenizer: Any, kind: str, name: str, identity: str,
+                 cache: FeatureCache | None = None, batch_size: int = 32, max_length: int | None = None,
+                 hidden_layer: int = -1, progress: bool = True) -> None:
+        super().__init__(name, cache, batch_size, progress)
+        if kind not in ("causal", "masked", "seq2seq"):
+            raise ModelError(f"LocalBackend runs causal, masked or seq2seq models, not {kind!r}")
+        self.kind = kind
+        self.model = model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.tokenizer = tokenizer
+        self._identity = identity
+        window = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+        window = window or 512
+        self.max_length = min(max_length or 1024, window)
+        self.hidden_layer = hidden_layer
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (
+            tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0)
+        self._trailing_special = {i for i in (tokenizer.eos_token_id, tokenizer.sep_token_id) if i is not None}
+        self._sentinel = None
+        if kind != "causal":
+            if tokenizer.mask_token is not None:
+                self._mask_text = tokenizer.mask_token
+            elif "<extra_id_0>" in tokenizer.get_vocab():
+                self._mask_text = self._sentinel = "<extra_id_0>"
+            else:
+                raise ModelError(f"{name}: the tokenizer has no mask token or <extra_id_0> sentinel")
+            self._mask_id = tokenizer.convert_tokens_to_ids(self._mask_text)
+
+    # -- construction ----------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, name: str, kind: str | None = None, cache: FeatureCache | None = None,
+             cache_root: str | None = None, **kwargs: Any) -> LocalBackend:
+        from transformers import AutoTokenizer
+
+        resolved = resolve_model(name, kind, cache_root)
+        if resolved.kind == "embedding":
+            raise ModelError(f"{name} is an embedding model; use EmbeddingBackend")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(resolved.path)
+            model = _model_class(resolved.kind).from_pretrained(resolved.path, dtype=torch.float32,
+                                                                use_safetensors=True)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}") from None
+        return cls(model, tokenizer, resolved.kind, name, resolved.identity, cache=cache, **kwargs)
+
+    @classmethod
+    def from_model(cls, model: Any, tokenizer: Any, kind: str, name: str = "custom", **kwargs: Any) -> LocalBackend:
+        """Wrap an already-built model (its identity is a fingerprint of its weights)."""
+        return cls(model, tokenizer, kind, name, f"{name}:{weights_fingerprint(model)}", **kwargs)
+
+    # -- Backend hooks ---------------------------------------------------------------------------------
+    @property
+    def identity(self) -> str:
+        return self._identity
+
+    def settings(self) -> dict[str, Any]:
+        return {"max_length": self.max_length, "hidden_layer": self.hidden_layer, "scores": "logits"}
+
+    def torch_model(self) -> tuple[Any, Any]:
+        return self.model, self.tokenizer
+
+    def _word_ids(self, word: str) -> list[int]:
+        return self.tokenizer.encode(" " + word, add_special_tokens=False)
+
+    def check_label_words(self, words: Sequence[str]) -> list[int]:
+        ids = []
+        for w in words:
+            toks = self._word_ids(w)
+            if len(toks) != 1:
+                pieces = self.tokenizer.convert_ids_to_tokens(toks)
+                hint = suggest_single_token([w], lambda v: len(self._word_ids(v)) == 1)
+                raise LabelWordError(
+                    f"label word {w!r} is {len(toks)} tokens {pieces} for model {self.name}, not one; "
+                    f"choose a single-token word with --label-words LABEL:WORD,...{hint}")
+            ids.append(toks[0])
+        if len(set(ids)) != len(ids):
+            raise LabelWordError(f"label words {list(words)} map to the same token for model {self.name}")
+        return ids
+
+    def check_template(self, template: Template) -> None:
+        if self.kind == "causal" and not template.mask_is_last:
+            raise LabelWordError(
+                f"template {template.text!r}: a causal LM predicts the label word after the prompt, so "
+                "{mask} must come last")
+
+    def _ids(self, text: str) -> list[int]:
+        ids = self.tokenizer(text, add_special_tokens=True)["input_ids"]
+        if self.kind == "causal":
+            while ids and ids[-1] in self._trailing_special:
+                ids = ids[:-1]
+        return ids
+
+    def _text(self, prompt: Prompt) -> str:
+        if self.kind == "causal":
+            return prompt.text_before
+        after = prompt.text_after
+        return prompt.text_before + " " + self._mask_text + after
+
+    def _encode(self, prompt: Prompt) -> tuple[Any, int, bool]:
+        ids = self._ids(self._text(prompt))
+        cut = False
+        for _ in range(8):
+            excess = len(ids) - self.max_length
+            if excess <= 0:
+                break
+            prompt = self._truncate(prompt, excess)
+            ids = self._ids(self._text(prompt))
+            cut = True
+        else:
+            raise ModelError(f"{self.name}: the template alone is longer than the window of {self.max_length} tokens")
+        if self.kind == "masked" and self._mask_id not in ids:
+            raise ModelError(f"{self.name}: the mask token was lost in tokenisation")
+        return ids, len(ids), cut
+
+    def _truncate(self, prompt: Prompt, excess: int) -> Prompt:
+        """Shorten the longest input piece by ``excess`` tokens (plus a small margin)."""
+        parts = [list(prompt.before), list(prompt.after)]
+        best = None
+        for side, seq in enumerate(parts):
+            for i, (piece, is_input) in enumerate(seq):
+                if is_input:
+                    n = len(self.tokenizer.encode(piece, add_special_tokens=False))
+                    if best is None or n > best[0]:
+                        best = (n, side, i)
+        if best is None or best[0] == 0:
+            raise ModelError(f"{self.name}: the template alone is longer than the window of {self.max_length} tokens")
+        n, side, i = best
+        toks = self.tokenizer.encode(parts[side][i][0], add_special_tokens=False)
+        keep = max(0, n - excess - 2)
+        parts[side][i] = (self.tokenizer.decode(toks[:keep]).strip(), True)
+        return Prompt(tuple(parts[0]), tuple(parts[1]))
+
+    @torch.inference_mode()
+    def _run(self, batch: list[Any], label_ids: list[int], words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        width = max(len(x) for x in batch)
+        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, ids in enumerate(batch):
+            input_ids[i, : len(ids)] = torch.tensor(ids)
+            mask[i, : len(ids)] = 1
+        rows = torch.arange(len(batch))
+        want_all = self.hidden_layer != -1
+        if self.kind == "causal":
+            out = self.model.base_model(input_ids=input_ids, attention_mask=mask, output_hidden_states=want_all)
+            pos = mask.sum(1) - 1
+            final = out.last_hidden_state[rows, pos]
+            head = self.model.get_output_embeddings()
+            logits = final @ head.weight[label_ids].T
+            if getattr(head, "bias", None) is not None:
+                logits = logits + head.bias[label_ids]
+            cap = getattr(self.model.config, "final_logit_softcapping", None)
+            if cap:
+                logits = torch.tanh(logits / cap) * cap
+            hidden = out.hidden_states[self.hidden_layer][rows, pos] if want_all else final
+        elif self.kind == "masked":
+            out = self.model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
+            pos = (input_ids == self._mask_id).int().argmax(1)
+            logits = out.logits[rows, pos][:, label_ids]
+            hidden = out.hidden_states[self.hidden_layer][rows, pos]
+        else:
+            start = self.model.config.decoder_start_token_id
+            start = self.pad_id if start is None else start
+            prefix = [start] + ([self._mask_id] if self._sentinel else [])
+            dec = torch.tensor([prefix] * len(batch))
+            out = self.model(input_ids=input_ids, attention_mask=mask, decoder_input_ids=dec,
+                             output_hidden_states=True)
+            logits = out.logits[:, -1, label_ids]
+            hidden = out.decoder_hidden_states[self.hidden_layer][:, -1]
+        return logits.float().numpy(), hidden.float().numpy()

@@ -1,0 +1,175 @@
+"""Experiments: tasks x shots x seeds for output-edge methods, sharing one feature extraction.
+
+Every method of a run sees the same few-shot sample, the same test subset and the very same cached
+features, so differences between them are the methods' alone. Results are plain dataclasses written
+as JSON; reports read nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..backends import Backend
+from ..data.tasks import Task
+from ..data.templates import Template
+from ..methods.base import OutputEdgeMethod, content_free_examples, get_method
+
+OUTPUT_BASELINES = ("zeroshot", "calibrated", "linear_probe", "dect")
+
+# A method to run: its registry name, or (label, registry name, parameters) for a variant.
+MethodSpec = str | tuple[str, str, Mapping[str, Any]]
+
+
+@dataclass
+class RunResult:
+    """One method on one task, shot count and seed."""
+
+    method: str
+    task: str
+    model: str
+    shots: int
+    seed: int
+    accuracy: float
+    n_train: int
+    n_test: int
+    fit_seconds: float
+    trainable_params: int = 0
+    params: dict[str, Any] = field(default_factory=dict)
+    train_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Extraction:
+    """Model queries made (cache misses), cache hits and wall time of feature extraction."""
+
+    queries: int = 0
+    cache_hits: int = 0
+    seconds: float = 0.0
+
+    def add(self, feats: Any) -> None:
+        self.queries += feats.queries
+        self.cache_hits += feats.cache_hits
+        self.seconds += feats.seconds
+
+
+@dataclass
+class Experiment:
+    task: str
+    model: str
+    model_identity: str
+    backend: str
+    shots: int
+    seeds: list[int]
+    n_test: int
+    template: str
+    label_words: list[str]
+    results: list[RunResult]
+    extraction: Extraction
+    machine: dict[str, Any]
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Per method: accuracy mean and sample std (ddof=1) over seeds, mean fit time."""
+        out: dict[str, dict[str, float]] = {}
+        for name in dict.fromkeys(r.method for r in self.results):
+            accs = np.array([r.accuracy for r in self.results if r.method == name])
+            fits = np.array([r.fit_seconds for r in self.results if r.method == name])
+            out[name] = {
+                "mean": float(accs.mean()),
+                "std": float(accs.std(ddof=1)) if len(accs) > 1 else 0.0,
+                "fit_seconds_mean": float(fits.mean()),
+                "n_seeds": len(accs),
+            }
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["summary"] = self.summary()
+        return d
+
+
+def machine_info() -> dict[str, Any]:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version()}
+
+
+def count_params(method: OutputEdgeMethod) -> int:
+    return int(sum(np.asarray(v).size for k, v in method.state().items() if k not in ("mean", "std", "content_free")))
+
+
+def run_output_edge(
+    task: Task,
+    backend: Backend,
+    shots: int,
+    seeds: Sequence[int],
+    methods: Sequence[MethodSpec] = OUTPUT_BASELINES,
+    test_size: int | None = None,
+    method_params: Mapping[str, Mapping[str, Any]] | None = None,
+    save_dir: str | os.PathLike | None = None,
+) -> Experiment:
+    """Run output-edge ``methods`` on ``task`` for every seed; features are extracted once and shared.
+
+    ``method_params`` maps a registry name to constructor parameters; a ``(label, name, params)`` entry
+    in ``methods`` runs a variant under its own label (e.g. the reference DecT configuration).
+    """
+    method_params = method_params or {}
+    template = Template(task.template)
+    words = task.words
+    extraction = Extraction()
+    test = task.load("test", limit=test_size, seed=0)
+    test_feats = backend.features(test, template, words, f"{task.name} test")
+    extraction.add(test_feats)
+    cf = backend.features(content_free_examples(template), template, words, "content-free")
+    extraction.add(cf)
+    y_test = np.array(test.label_ids())
+    results: list[RunResult] = []
+    for seed in seeds:
+        train = task.sample(shots, seed)
+        feats = backend.features(train, template, words, f"{task.name} {shots}-shot seed {seed}")
+        extraction.add(feats)
+        y = np.array(train.label_ids())
+        for spec in methods:
+            label, name, params = (spec, spec, dict(method_params.get(spec, {}))) if isinstance(spec, str) else (
+                spec[0], spec[1], dict(spec[2]))
+            cls = get_method(name)
+            if "seed" in cls.__init__.__code__.co_varnames:
+                params.setdefault("seed", seed)
+            method = cls(model=backend, **params)
+            assert isinstance(method, OutputEdgeMethod)
+            start = time.perf_counter()
+            method.fit_prepared(feats, y, cf, labels=task.labels, template=template, words=words)
+            fit_s = time.perf_counter() - start
+            pred = method.decision_features(test_feats).argmax(axis=1)
+            results.append(RunResult(
+                method=label, task=task.name, model=backend.name, shots=shots, seed=seed,
+                accuracy=float((pred == y_test).mean()), n_train=len(train), n_test=len(test),
+                fit_seconds=fit_s, trainable_params=count_params(method), params=params,
+                train_ids=[str(i) for i in train.ids],
+            ))
+            if save_dir is not None and label == "dect":
+                method.save(Path(save_dir) / f"{task.name}-{shots}shot-seed{seed}")
+    return Experiment(
+        task=task.name, model=backend.name, model_identity=backend.identity, backend=backend.kind, shots=shots,
+        seeds=list(seeds), n_test=len(test), template=task.template, label_words=list(words), results=results,
+        extraction=extraction, machine=machine_info(),
+    )
+
+
+def write_json(experiments: Sequence[Experiment], path: str | os.PathLike) -> Path:
+    """Write experiments to ``path`` atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps([e.to_dict() for e in experiments], indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+    return path

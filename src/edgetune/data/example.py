@@ -1,0 +1,99 @@
+"""The unit of data: one (optionally paired) text with an optional label name."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import DataError
+
+
+@dataclass(frozen=True)
+class Example:
+    """One input. ``label`` is a label *name* (``None`` for unlabelled input); ``extra`` holds any other
+    field a template may name (WiC's ``word``)."""
+
+    text: str
+    text_b: str | None = None
+    label: str | None = None
+    id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def field(self, name: str) -> Any:
+        if name == "text":
+            return self.text
+        if name == "text_b":
+            return self.text_b
+        if name in self.extra:
+            return self.extra[name]
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class Dataset(Sequence[Example]):
+    """An ordered list of examples together with the label set they use.
+
+    ``ids`` record where each example came from (its row in the source file), so a few-shot sample can
+    be reported and re-drawn exactly.
+    """
+
+    examples: tuple[Example, ...]
+    labels: tuple[str, ...]
+    name: str = ""
+    seed: int | None = None
+    shots: int | None = None
+    task: Any = field(default=None, compare=False)  # the Task it came from (carries template and words)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self.examples[i]
+
+    def __iter__(self) -> Iterator[Example]:
+        return iter(self.examples)
+
+    @property
+    def ids(self) -> list[str | None]:
+        return [e.id for e in self.examples]
+
+    @property
+    def y(self) -> list[str]:
+        missing = [i for i, e in enumerate(self.examples) if e.label is None]
+        if missing:
+            raise DataError(f"{self.name or 'dataset'}: example {missing[0]} has no label")
+        return [e.label for e in self.examples]  # type: ignore[misc]
+
+    def label_ids(self) -> list[int]:
+        index = {name: i for i, name in enumerate(self.labels)}
+        return [index[label] for label in self.y]
+
+
+def as_examples(X: Iterable[Any], y: Sequence[str] | None = None) -> list[Example]:
+    """Accept what a scikit-learn user passes: examples, strings, ``(text, text_b)`` pairs or dicts."""
+    out: list[Example] = []
+    items = list(X)
+    if y is not None and len(y) != len(items):
+        raise DataError(f"got {len(items)} inputs but {len(y)} labels")
+    for i, item in enumerate(items):
+        label = None if y is None else str(y[i])
+        if isinstance(item, Example):
+            ex = item if label is None else Example(item.text, item.text_b, label, item.id, item.extra)
+        elif isinstance(item, str):
+            ex = Example(item, None, label, str(i))
+        elif isinstance(item, tuple | list) and len(item) == 2:
+            ex = Example(str(item[0]), str(item[1]), label, str(i))
+        elif isinstance(item, dict):
+            rest = {k: v for k, v in item.items() if k not in ("text", "text_b", "label", "id")}
+            ex = Example(
+                str(item.get("text", "")),
+                item.get("text_b"),
+                label if label is not None else item.get("label"),
+                str(item.get("id", i)),
+                rest,
+            )
+        else:
+            raise DataError(f"input {i} is a {type(item).__name__}; expected a string, a (text, text_b) pair or a dict")
+        out.append(ex)
+    return out

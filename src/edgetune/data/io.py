@@ -1,0 +1,124 @@
+"""Reading labelled examples from JSONL, CSV, TSV files or a Hugging Face ``datasets`` object.
+
+Column names are configurable (``text``, ``text_b``, ``label`` by default). Every problem names the
+file and the line: a malformed row, a missing column, an empty text or a label outside the task's set.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import DataError
+from .example import Example
+
+_STANDARD = ("text", "text_b", "label")
+
+
+def _check_row(
+    row: Mapping[str, Any], where: str, labels: Sequence[str] | None, text: str, text_b: str | None, label: str,
+    require_label: bool,
+) -> Example:
+    if text not in row:
+        raise DataError(f"{where}: no column {text!r} (columns: {', '.join(map(str, row))}); set the text column")
+    value = row[text]
+    if value is None or not str(value).strip():
+        raise DataError(f"{where}: empty text in column {text!r}")
+    second = None
+    if text_b is not None:
+        if text_b not in row:
+            raise DataError(f"{where}: no column {text_b!r} (columns: {', '.join(map(str, row))})")
+        second = "" if row[text_b] is None else str(row[text_b])
+        if not second.strip():
+            raise DataError(f"{where}: empty text in column {text_b!r}")
+    lab = row.get(label)
+    if lab is None or str(lab) == "":
+        if require_label:
+            raise DataError(f"{where}: no label in column {label!r}")
+        lab_s = None
+    else:
+        lab_s = str(lab)
+        if labels is not None and lab_s not in labels:
+            raise DataError(f"{where}: unknown label {lab_s!r}; the task's labels are {', '.join(labels)}")
+    skip = {text, label} | ({text_b} if text_b else set())
+    extra = {k: v for k, v in row.items() if k not in skip and k not in _STANDARD and k != "id"}
+    return Example(str(value).strip(), None if second is None else second.strip(), lab_s,
+                   str(row.get("id", "")) or None, extra)
+
+
+def _rows(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        with path.open(encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}:{n}: malformed JSON ({exc.msg})") from None
+                if not isinstance(obj, dict):
+                    raise DataError(f"{path}:{n}: expected a JSON object per line")
+                yield n, obj
+    elif suffix in (".csv", ".tsv"):
+        with path.open(encoding="utf-8", newline="") as fh:
+            reader = csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",")
+            if reader.fieldnames is None:
+                raise DataError(f"{path}: empty file (expected a header row)")
+            for row in reader:
+                if None in row:
+                    raise DataError(f"{path}:{reader.line_num}: more fields than the header has")
+                yield reader.line_num, row
+    else:
+        raise DataError(f"{path}: unsupported file type {suffix!r} (use .jsonl, .csv or .tsv)")
+
+
+def read_examples(
+    path: str | os.PathLike,
+    labels: Sequence[str] | None = None,
+    text: str = "text",
+    text_b: str | None = None,
+    label: str = "label",
+    require_label: bool = True,
+) -> list[Example]:
+    """Read examples from a file. ``text_b`` defaults to ``"text_b"`` when the file has that column."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file {str(path)!r} does not exist")
+    out: list[Example] = []
+    for n, row in _rows(path):
+        col_b = text_b if text_b is not None else ("text_b" if row.get("text_b") is not None else None)
+        ex = _check_row(row, f"{path}:{n}", labels, text, col_b, label, require_label)
+        out.append(Example(ex.text, ex.text_b, ex.label, ex.id or str(len(out)), ex.extra))
+    if not out:
+        raise DataError(f"{path}: no examples")
+    return out
+
+
+def examples_from_hf(
+    dataset: Any,
+    labels: Sequence[str] | None = None,
+    text: str = "text",
+    text_b: str | None = None,
+    label: str = "label",
+) -> list[Example]:
+    """Examples from a ``datasets.Dataset`` (or any sequence of row dicts). Integer labels of a
+    ``ClassLabel`` column are mapped to their names."""
+    names = None
+    features = getattr(dataset, "features", None)
+    if features is not None and label in features and hasattr(features[label], "names"):
+        names = list(features[label].names)
+    out = []
+    for i, row in enumerate(dataset):
+        row = dict(row)
+        if names is not None and isinstance(row.get(label), int):
+            row[label] = names[row[label]]
+        ex = _check_row(row, f"dataset row {i}", labels, text, text_b, label, require_label=True)
+        out.append(Example(ex.text, ex.text_b, ex.label, str(i), ex.extra))
+    if not out:
+        raise DataError("the dataset is empty")
+    return out

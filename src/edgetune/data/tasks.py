@@ -1,0 +1,253 @@
+"""Task registry: label names, a prompt template and a verbalizer (label -> word) per task.
+
+Templates and label words follow the DecT paper's released prompts (thunlp/DecT ``scripts/lm``) where
+the paper has the task (sst2, imdb, yelp, agnews, dbpedia, yahoo, rte, snli, mnli), with the label word
+right after the prompt so causal LMs can score it as the next token. Tasks the paper does not cover
+(trec, cb, boolq, wic, qnli, mrpc, cola) get templates in the same style. Every label word must be one
+token of the model's vocabulary (with its leading space); backends check this before any query.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ..errors import DataError
+from ..paths import data_dir as resolve_data_dir
+from .example import Dataset, Example
+from .io import read_examples
+from .sampling import sample_k_per_class, subsample
+from .templates import Template
+
+
+@dataclass(frozen=True)
+class Task:
+    """A classification task. ``files`` maps split name -> path (bring-your-own data); registry tasks
+    read ``<data_dir>/<name>/<split>.jsonl`` instead."""
+
+    name: str
+    labels: tuple[str, ...]
+    template: str
+    label_words: Mapping[str, str]
+    description: str = ""
+    files: Mapping[str, str] = field(default_factory=dict)
+    columns: Mapping[str, str] = field(default_factory=dict)
+    data_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        Template(self.template)  # validates
+        missing = [lab for lab in self.labels if lab not in self.label_words]
+        if missing:
+            raise DataError(f"task {self.name!r}: no label word for label(s) {missing}")
+        extra = [lab for lab in self.label_words if lab not in self.labels]
+        if extra:
+            raise DataError(f"task {self.name!r}: label word given for unknown label(s) {extra}")
+        words = [self.label_words[lab] for lab in self.labels]
+        if len(set(words)) != len(words):
+            raise DataError(f"task {self.name!r}: two labels share a label word ({words})")
+
+    @property
+    def words(self) -> list[str]:
+        """Label words in label order."""
+        return [self.label_words[lab] for lab in self.labels]
+
+    def with_data_dir(self, path: str | os.PathLike | None) -> Task:
+        return replace(self, data_dir=None if path is None else str(path))
+
+    def split_path(self, split: str) -> Path:
+        if split in self.files:
+            path = Path(self.files[split]).expanduser()
+        else:
+            root = resolve_data_dir(self.data_dir)
+            path = root / self.name / f"{split}.jsonl"
+        if not path.is_file():
+            have = sorted(p.stem for p in path.parent.glob("*.jsonl")) if path.parent.is_dir() else []
+            hint = f" (available splits: {', '.join(have)})" if have else ""
+            raise DataError(f"task {self.name!r}: no {split!r} split at {str(path)!r}{hint}")
+        return path
+
+    def load(self, split: str = "test", limit: int | None = None, seed: int = 0) -> Dataset:
+        """Read one split. ``limit`` takes a seeded random subset of that size (the same for every method)."""
+        examples = read_examples(self.split_path(split), labels=self.labels, **dict(self.columns))
+        ds = Dataset(tuple(examples), self.labels, name=f"{self.name}/{split}", task=self)
+        return subsample(ds, limit, seed) if limit is not None and limit < len(ds) else ds
+
+    def sample(self, shots: int, seed: int, split: str = "train") -> Dataset:
+        """Draw ``shots`` examples per class from ``split`` with ``seed`` (deterministic)."""
+        return sample_k_per_class(self.load(split), shots, seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "labels": list(self.labels),
+            "template": self.template,
+            "label_words": dict(self.label_words),
+            "description": self.description,
+        }
+
+
+_SENTIMENT = "{text} In summary, it was {mask}"
+_NLI3 = {"entailment": "Yes", "neutral": "Maybe", "contradiction": "No"}
+_ENTAIL = "{text} {text_b} Does the first sentence entail the second sentence? {mask}"
+
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in [
+        Task("sst2", ("negative", "positive"), _SENTIMENT, {"negative": "bad", "positive": "great"},
+             "SST-2 movie-review sentence sentiment"),
+        Task("imdb", ("negative", "positive"), _SENTIMENT, {"negative": "bad", "positive": "great"},
+             "IMDB movie-review sentiment"),
+        Task("yelp", ("negative", "positive"), _SENTIMENT, {"negative": "bad", "positive": "great"},
+             "Yelp review polarity (test split only)"),
+        Task("agnews", ("World", "Sports", "Business", "Sci/Tech"),
+             "{text} The topic of this sentence is {mask}",
+             {"World": "politics", "Sports": "sports", "Business": "business", "Sci/Tech": "technology"},
+             "AG News topic"),
+        Task("dbpedia",
+             ("Company", "EducationalInstitution", "Artist", "Athlete", "OfficeHolder", "MeanOfTransportation",
+              "Building", "NaturalPlace", "Village", "Animal", "Plant", "Album", "Film", "WrittenWork"),
+             "{text} The topic of this sentence is {mask}",
+             {"Company": "company", "EducationalInstitution": "school", "Artist": "artist", "Athlete": "athlete",
+              "OfficeHolder": "politics", "MeanOfTransportation": "transportation", "Building": "building",
+              "NaturalPlace": "river", "Village": "village", "Animal": "animal", "Plant": "plant",
+              "Album": "album", "Film": "film", "WrittenWork": "book"},
+             "DBpedia-14 ontology class"),
+        Task("yahoo",
+             ("Society & Culture", "Science & Mathematics", "Health", "Education & Reference",
+              "Computers & Internet", "Sports", "Business & Finance", "Entertainment & Music",
+              "Family & Relationships", "Politics & Government"),
+             "{text} The topic of this sentence is {mask}",
+             {"Society & Culture": "society", "Science & Mathematics": "science", "Health": "health",
+              "Education & Reference": "education", "Computers & Internet": "computers", "Sports": "sports",
+              "Business & Finance": "business", "Entertainment & Music": "entertainment",
+              "Family & Relationships": "family", "Politics & Government": "politics"},
+             "Yahoo! Answers topic"),
+        Task("trec", ("ABBR", "ENTY", "DESC", "HUM", "LOC", "NUM"),
+             "Question: {text} The answer to this question is a {mask}",
+             {"ABBR": "abbreviation", "ENTY": "thing", "DESC": "description", "HUM": "person",
+              "LOC": "location", "NUM": "number"},
+             "TREC question type (6 coarse classes)"),
+        Task("rte", ("entailment", "not_entailment"), _ENTAIL, {"entailment": "Yes", "not_entailment": "No"},
+             "RTE textual entailment"),
+        Task("cb", ("entailment", "contradiction", "neutral"), _ENTAIL, _NLI3, "CommitmentBank (3-way NLI)"),
+        Task("snli", ("entailment", "neutral", "contradiction"), _ENTAIL, _NLI3, "SNLI (3-way NLI)"),
+        Task("mnli", ("entailment", "neutral", "contradiction"), _ENTAIL, _NLI3, "MultiNLI (3-way NLI)"),
+        Task("boolq", ("false", "true"), "{text} Question: {text_b}? Answer: {mask}",
+             {"false": "No", "true": "Yes"}, "BoolQ yes/no questions (text = passage, text_b = question)"),
+        Task("wic", ("false", "true"),
+             "{text} {text_b} Is the word \"{word}\" used in the same sense in both sentences? {mask}",
+             {"false": "No", "true": "Yes"}, "Word-in-Context"),
+        Task("qnli", ("entailment", "not_entailment"),
+             "Question: {text} Sentence: {text_b} Does the sentence answer the question? {mask}",
+             {"entailment": "Yes", "not_entailment": "No"}, "QNLI question/sentence entailment"),
+        Task("mrpc", ("not_equivalent", "equivalent"),
+             "{text} {text_b} Do both sentences mean the same thing? {mask}",
+             {"not_equivalent": "No", "equivalent": "Yes"}, "MRPC paraphrase"),
+        Task("cola", ("unacceptable", "acceptable"),
+             "{text} Is this sentence grammatically correct? {mask}",
+             {"unacceptable": "No", "acceptable": "Yes"}, "CoLA grammatical acceptability"),
+    ]
+}
+
+
+def parse_label_words(spec: str | Mapping[str, str]) -> dict[str, str]:
+    """``"negative:bad,positive:great"`` (or a mapping) -> ``{"negative": "bad", "positive": "great"}``."""
+    if isinstance(spec, Mapping):
+        return {str(k): str(v) for k, v in spec.items()}
+    out: dict[str, str] = {}
+    for item in spec.split(","):
+        if not item.strip():
+            continue
+        if ":" not in item:
+            raise DataError(f"label words {spec!r}: expected LABEL:WORD pairs separated by commas")
+        label, word = item.rsplit(":", 1)
+        out[label.strip()] = word.strip()
+    if not out:
+        raise DataError(f"label words {spec!r} are empty")
+    return out
+
+
+def load_task(
+    name: str | os.PathLike,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    template: str | None = None,
+    label_words: str | Mapping[str, str] | None = None,
+) -> Task:
+    """A registry task by name, or a task file (YAML/JSON) by path; template and words may be overridden."""
+    path = Path(name)
+    if str(name) in TASKS:
+        task = TASKS[str(name)].with_data_dir(data_dir)
+    elif path.suffix.lower() in (".yaml", ".yml", ".json") and path.is_file():
+        task = task_from_file(path)
+        if data_dir is not None:
+            task = task.with_data_dir(data_dir)
+    elif path.suffix.lower() in (".yaml", ".yml", ".json"):
+        raise DataError(f"task file {str(path)!r} does not exist")
+    else:
+        raise DataError(f"unknown task {str(name)!r}; known: {', '.join(TASKS)} (or give a task .yaml file)")
+    if template is not None or label_words is not None:
+        task = replace(
+            task,
+            template=template if template is not None else task.template,
+            label_words=parse_label_words(label_words) if label_words is not None else task.label_words,
+        )
+    return task
+
+
+def task_from_file(path: str | os.PathLike) -> Task:
+    """Read a small task file::
+
+        name: reviews
+        template: "{text} All in all, it was {mask}"
+        label_words: {negative: bad, positive: great}
+        labels: [negative, positive]          # optional: defaults to the label_words keys
+        files: {train: train.csv, test: test.csv}   # relative to the task file
+        columns: {text: review, label: stars}        # optional column names
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) if path.suffix != ".json" else json.loads(
+            path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise DataError(f"task file {str(path)!r} is malformed: {str(exc).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise DataError(f"task file {str(path)!r} must hold a mapping")
+    for key in ("template", "label_words"):
+        if key not in raw:
+            raise DataError(f"task file {str(path)!r} lacks {key!r}")
+    words = parse_label_words(raw["label_words"])
+    files = {k: str((path.parent / v).resolve()) for k, v in dict(raw.get("files", {})).items()}
+    return Task(
+        name=str(raw.get("name", path.stem)),
+        labels=tuple(str(x) for x in raw.get("labels", list(words))),
+        template=str(raw["template"]),
+        label_words=words,
+        description=str(raw.get("description", "")),
+        files=files,
+        columns={str(k): str(v) for k, v in dict(raw.get("columns", {})).items()},
+    )
+
+
+def custom_task(
+    name: str,
+    template: str,
+    label_words: str | Mapping[str, str],
+    files: Mapping[str, str],
+    columns: Mapping[str, str] | None = None,
+    labels: Sequence[str] | None = None,
+) -> Task:
+    """A bring-your-own task from files given on the command line or in Python."""
+    words = parse_label_words(label_words)
+    return Task(name, tuple(labels) if labels else tuple(words), template, words,
+                files={k: str(v) for k, v in files.items()}, columns=dict(columns or {}))
+
+
+def dataset_from_examples(examples: Sequence[Example], labels: Sequence[str], name: str = "") -> Dataset:
+    return Dataset(tuple(examples), tuple(labels), name=name)

@@ -1,0 +1,206 @@
+"""DecT: Decoder Tuning (Cui et al., ACL 2023), the output-edge method.
+
+One query per sample gives the label-word scores ``s`` and the hidden state ``h`` at the label position.
+A small decoder is trained on top, full-batch with Adam:
+
+    z        = normalise(W · standardise(h))       W: d -> proto_dim, no bias; z on the unit sphere
+    score_c  = -||z - p_c|| + r_c + λ · s̃_c        p_c: class prototype, r_c: learned radius
+    s̃        = calibrated label-word log-probabilities (content-free inputs, Zhao et al. 2021)
+    loss     = cross-entropy(softmax(score), y)
+
+Choices, each a parameter (reference = thunlp/DecT ``dect_verbalizer.py``):
+
+- ``lam`` (λ) defaults to 1/shots as in the reference's ``run_dect.py``.
+- ``calibrate``: the reference divides raw logits by content-free logits; edgetune calibrates
+  probabilities (see :func:`edgetune.methods.base.calibrate`), which is scale-free and equals the
+  reference's intent. ``calibrate=False`` uses raw label-word log-probabilities.
+- ``normalize``: the reference feeds raw hidden states to ``W``. Decoder-only LMs have a few huge
+  outlier dimensions in their last hidden state, which then dominate ``W·h``; standardising each
+  dimension with the training mean/std (``"standardize"``, default) removes that. ``"center"`` only
+  subtracts the mean; ``"none"`` is the reference.
+- ``prototypes``: the reference draws prototypes at random (Xavier) and keeps them fixed, learning only
+  ``W`` and the radii. ``"mean"`` (default) starts each prototype at its class's mean projected
+  embedding and learns it too; ``"random"`` is the reference.
+- Radii start at each class's mean distance to its prototype (the reference uses the class spread in
+  the projected space before normalisation).
+- ``epochs`` full-batch Adam steps at learning rate ``lr``; the reference uses 30 at 0.01.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..backends import Backend, Features
+from ..backends.models import DEFAULT_MODEL
+from ..errors import EdgetuneError
+from .base import OutputEdgeMethod, calibrate, log_softmax, register
+
+
+@register
+class DecT(OutputEdgeMethod):
+    """Prototype decoder on a frozen model's output; see the module docstring for every choice."""
+
+    name = "dect"
+
+    def __init__(self, model: str | Backend = DEFAULT_MODEL, *, template: str | None = None,
+                 label_words=None, proto_dim: int = 128, lr: float = 0.01, epochs: int = 30,
+                 lam: float | str | None = "cv", lam_grid: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0),
+                 cv_folds: int = 4, calibrate: bool = True, normalize: str = "standardize",
+                 prototypes: str = "mean", weight_decay: float = 0.0, seed: int = 0) -> None:
+        super().__init__(model, template=template, label_words=label_words)
+        if normalize not in ("standardize", "center", "none"):
+            raise EdgetuneError(f"normalize must be 'standardize', 'center' or 'none', not {normalize!r}")
+        if prototypes not in ("mean", "random"):
+            raise EdgetuneError(f"prototypes must be 'mean' or 'random', not {prototypes!r}")
+        self.proto_dim = proto_dim
+        self.lr = lr
+        self.epochs = epochs
+        if not (lam is None or lam == "cv" or isinstance(lam, int | float)):
+            raise EdgetuneError(f"lam must be a number, None (1/shots) or 'cv', not {lam!r}")
+        self.lam = lam
+        self.lam_grid = tuple(lam_grid)
+        self.cv_folds = cv_folds
+        self.calibrate = calibrate
+        self.normalize = normalize
+        self.prototypes = prototypes
+        self.weight_decay = weight_decay
+        self.seed = seed
+
+    # -- pieces -----------------------------------------------------------------------------------------
+    def _prior(self, scores: np.ndarray) -> np.ndarray:
+        return calibrate(scores, self.content_free_) if self.calibrate else log_softmax(scores)
+
+    def _standardise(self, hidden: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(((hidden - self.mean_) / self.std_).astype(np.float32))
+
+    # -- training -----------------------------------------------------------------------------------------
+    def _train(self, x: torch.Tensor, y: torch.Tensor, prior: torch.Tensor, lams: torch.Tensor,
+               weights: torch.Tensor, n_classes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Train M decoders at once (one per row of ``weights``: which samples it trains on, and its λ).
+
+        Batching lets the λ search below cost one training run instead of one per (λ, fold).
+        Returns W (M, k, d), prototypes (M, C, k), radii (M, C).
+        """
+        m, d = weights.shape[0], x.shape[1]
+        gen = torch.Generator().manual_seed(self.seed)
+        bound = 1.0 / math.sqrt(d)  # nn.Linear's default initialisation range
+        W0 = (torch.rand(self.proto_dim, d, generator=gen) * 2 - 1) * bound
+        W = W0.expand(m, -1, -1).clone()
+        onehot = F.one_hot(y, n_classes).float()  # (n, C)
+        with torch.no_grad():
+            z0 = F.normalize(x @ W0.T, dim=-1)  # (n, k)
+            per_class = weights[:, :, None] * onehot[None]  # (M, n, C)
+            counts = per_class.sum(1).clamp_min(1e-9)  # (M, C)
+            if self.prototypes == "mean":
+                protos = torch.einsum("mnc,nk->mck", per_class, z0) / counts[..., None]
+            else:
+                b = math.sqrt(6.0 / (n_classes + self.proto_dim))
+                protos = ((torch.rand(n_classes, self.proto_dim, generator=gen) * 2 - 1) * b).expand(m, -1, -1)
+            dist0 = torch.cdist(z0[None].expand(m, -1, -1), protos)  # (M, n, C)
+            radii = (per_class * dist0).sum(1) / counts
+        W.requires_grad_(True)
+        protos = protos.clone().requires_grad_(self.prototypes == "mean")
+        radii = radii.clone().requires_grad_(True)
+        params = [W, radii] + ([protos] if self.prototypes == "mean" else [])
+        opt = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay, fused=True)
+        norm = weights.sum(1).clamp_min(1.0)
+        losses = []
+        for _ in range(self.epochs):
+            opt.zero_grad()
+            scores = self._batched_scores(x, W, protos, radii, prior, lams)
+            ce = F.cross_entropy(scores.reshape(-1, n_classes), y.repeat(m), reduction="none").reshape(m, -1)
+            loss = ((ce * weights).sum(1) / norm).sum()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()) / m)
+        self.losses_ = losses
+        return W.detach(), protos.detach(), radii.detach()
+
+    @staticmethod
+    def _batched_scores(x: torch.Tensor, W: torch.Tensor, protos: torch.Tensor, radii: torch.Tensor,
+                        prior: torch.Tensor, lams: torch.Tensor) -> torch.Tensor:
+        z = F.normalize(torch.einsum("nd,mkd->mnk", x, W), dim=-1)  # (M, n, k)
+        return -torch.cdist(z, protos) + radii[:, None, :] + lams[:, None, None] * prior[None]
+
+    def _search_lam(self, x: torch.Tensor, y: torch.Tensor, prior: torch.Tensor, shots: float,
+                    n_classes: int) -> tuple[float, dict[float, float]]:
+        """Pick λ by stratified k-fold cross-validation on the training set (accuracy, then log-loss)."""
+        grid = sorted({round(1.0 / shots, 6), *self.lam_grid})
+        counts = torch.bincount(y, minlength=n_classes)
+        k = int(min(self.cv_folds, counts.min().item()))
+        if k < 2:
+            return 1.0 / shots, {}
+        rng = np.random.default_rng(self.seed)
+        fold = np.zeros(len(y), dtype=np.int64)
+        for c in range(n_classes):
+            idx = np.flatnonzero(y.numpy() == c)
+            fold[rng.permutation(idx)] = np.arange(len(idx)) % k
+        fold_t = torch.from_numpy(fold)
+        lams = torch.tensor([lam for lam in grid for _ in range(k)], dtype=torch.float32)
+        held = torch.tensor([f for _ in grid for f in range(k)])
+        weights = (fold_t[None, :] != held[:, None]).float()
+        W, protos, radii = self._train(x, y, prior, lams, weights, n_classes)
+        with torch.no_grad():
+            scores = self._batched_scores(x, W, protos, radii, prior, lams)  # (M, n, C)
+            correct = (scores.argmax(-1) == y[None]).float()
+            ce = F.cross_entropy(scores.reshape(-1, n_classes), y.repeat(len(lams)), reduction="none").reshape(
+                len(lams), -1)
+        test_mask = 1.0 - weights
+        acc = (correct * test_mask).sum(1).reshape(len(grid), k).sum(1) / len(y)
+        nll = (ce * test_mask).sum(1).reshape(len(grid), k).sum(1) / len(y)
+        best = min(range(len(grid)), key=lambda i: (-round(float(acc[i]), 6), float(nll[i])))
+        return grid[best], {g: float(a) for g, a in zip(grid, acc, strict=False)}
+
+    # -- OutputEdgeMethod --------------------------------------------------------------------------------
+    def fit_features(self, train: Features, y: np.ndarray, content_free: Features) -> DecT:
+        n_classes = len(self.labels_)
+        counts = np.bincount(y, minlength=n_classes)
+        if (counts == 0).any():
+            missing = [self.labels_[i] for i in np.flatnonzero(counts == 0)]
+            raise EdgetuneError(f"DecT needs at least one training example of every label; none for {missing}")
+        self.content_free_ = content_free.scores.astype(np.float32)
+        h = train.hidden.astype(np.float64)
+        self.mean_ = (h.mean(axis=0) if self.normalize != "none" else np.zeros(h.shape[1])).astype(np.float32)
+        self.std_ = (h.std(axis=0) + 1e-6 if self.normalize == "standardize" else np.ones(h.shape[1])).astype(
+            np.float32)
+        x = self._standardise(train.hidden)
+        yt = torch.from_numpy(y.astype(np.int64))
+        prior = torch.from_numpy(self._prior(train.scores).astype(np.float32))
+        shots = float(counts.mean())
+        self.cv_accuracy_: dict[float, float] = {}
+        if self.lam == "cv":
+            self.lam_, self.cv_accuracy_ = self._search_lam(x, yt, prior, shots, n_classes)
+        elif self.lam is None:
+            self.lam_ = 1.0 / shots
+        else:
+            self.lam_ = float(self.lam)
+        W, protos, radii = self._train(x, yt, prior, torch.tensor([self.lam_]), torch.ones(1, len(y)), n_classes)
+        self.W_ = W[0].numpy().copy()
+        self.protos_ = protos[0].numpy().copy()
+        self.radii_ = radii[0].numpy().copy()
+        return self
+
+    def decision_features(self, features: Features) -> np.ndarray:
+        if features.hidden.shape[1] != self.W_.shape[1]:
+            raise EdgetuneError(f"features have {features.hidden.shape[1]} dimensions; this decoder expects "
+                                f"{self.W_.shape[1]} (was it trained on another model?)")
+        with torch.no_grad():
+            out = self._batched_scores(
+                self._standardise(features.hidden), torch.from_numpy(self.W_)[None],
+                torch.from_numpy(self.protos_)[None], torch.from_numpy(self.radii_)[None],
+                torch.from_numpy(self._prior(features.scores).astype(np.float32)), torch.tensor([self.lam_]))
+        return out[0].numpy()
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"W": self.W_, "protos": self.protos_, "radii": self.radii_, "mean": self.mean_, "std": self.std_,
+                "content_free": self.content_free_, "lam": np.array([self.lam_], dtype=np.float32)}
+
+    def set_state(self, tensors: dict[str, np.ndarray]) -> None:
+        self.W_, self.protos_, self.radii_ = tensors["W"], tensors["protos"], tensors["radii"]
+        self.mean_, self.std_ = tensors["mean"], tensors["std"]
+        self.content_free_ = tensors["content_free"]
+        self.lam_ = float(tensors["lam"][0])

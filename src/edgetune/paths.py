@@ -1,0 +1,37 @@
+"""Where edgetune reads data and keeps its caches (no global state: every function takes overrides)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import DataError
+
+
+def cache_dir(override: str | os.PathLike | None = None) -> Path:
+    """Per-user cache root: ``override``, else ``$EDGETUNE_CACHE_DIR``, else ``$XDG_CACHE_HOME/edgetune``."""
+    if override is not None:
+        return Path(override).expanduser()
+    env = os.environ.get("EDGETUNE_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "edgetune"
+
+
+def data_dir(override: str | os.PathLike | None = None) -> Path:
+    """Root of the task data: ``override``, else ``$EDGETUNE_DATA_DIR``.
+
+    The folder holds one sub-folder per task with ``<split>.jsonl`` files (the layout of the shared
+    benchmark copies). It is never downloaded: point edgetune at it.
+    """
+    raw = override if override is not None else os.environ.get("EDGETUNE_DATA_DIR")
+    if not raw:
+        raise DataError(
+            "no data directory given: pass --data-dir DIR or set EDGETUNE_DATA_DIR "
+            "(a folder with one sub-folder per task holding <split>.jsonl files)"
+        )
+    path = Path(raw).expanduser()
+    if not path.is_dir():
+        raise DataError(f"data directory {str(path)!r} does not exist: pass --data-dir or set EDGETUNE_DATA_DIR")
+    return path

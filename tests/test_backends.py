@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+import torch
+
+from edgetune.backends import FeatureCache
+from edgetune.data import Example, Template
+from edgetune.errors import LabelWordError
+
+TEMPLATE = Template("{text} In summary, it was {mask}")
+WORDS = ["bad", "great"]
+TEXTS = ["a wonderful film", "dull", "terrible acting and a bad story , truly awful in every way", "fine"]
+
+
+def test_features_shapes_and_query_count(make_backend, kind):
+    be = make_backend(kind)
+    f = be.features([Example(t) for t in TEXTS], TEMPLATE, WORDS)
+    assert f.scores.shape == (4, 2) and f.hidden.shape == (4, 32)
+    assert f.queries == 4 and f.cache_hits == 0
+    assert np.isfinite(f.scores).all() and np.isfinite(f.hidden).all()
+
+
+def test_batching_and_padding_do_not_change_features(make_backend, kind):
+    """Length-sorted, padded batches give the same numbers as one prompt at a time."""
+    batched = make_backend(kind, batch_size=4).features([Example(t) for t in TEXTS], TEMPLATE, WORDS)
+    single = make_backend(kind, batch_size=1).features([Example(t) for t in TEXTS], TEMPLATE, WORDS)
+    np.testing.assert_allclose(batched.scores, single.scores, atol=1e-4)
+    np.testing.assert_allclose(batched.hidden, single.hidden, atol=1e-4)
+
+
+def test_causal_scores_equal_the_full_models_next_token_logits(make_backend, tokenizer):
+    be = make_backend("causal")
+    f = be.features([Example(t) for t in TEXTS], TEMPLATE, WORDS)
+    ids = be.check_label_words(WORDS)
+    for i, text in enumerate(TEXTS):
+        enc = be._ids(TEMPLATE.render(Example(text)).text_before)
+        with torch.no_grad():
+            out = be.model(input_ids=torch.tensor([enc]), output_hidden_states=True)
+        np.testing.assert_allclose(f.scores[i], out.logits[0, -1, ids].numpy(), atol=1e-4)
+        np.testing.assert_allclose(f.hidden[i], out.hidden_states[-1][0, -1].numpy(), atol=1e-4)
+
+
+def test_masked_scores_are_read_at_the_mask(make_backend, tokenizer):
+    be = make_backend("masked")
+    f = be.features([Example("a fine film")], Template("{text} It was {mask} ."), WORDS)
+    enc = tokenizer("a fine film It was [MASK] .", return_tensors="pt")
+    pos = int((enc.input_ids[0] == tokenizer.mask_token_id).nonzero())
+    with torch.no_grad():
+        logits = be.model(**enc).logits[0, pos, be.check_label_words(WORDS)]
+    np.testing.assert_allclose(f.scores[0], logits.numpy(), atol=1e-4)
+
+
+def test_cache_makes_repeats_free_and_survives_reopening(make_backend, tmp_path):
+    path = tmp_path / "f.sqlite"
+    be = make_backend("causal", cache=FeatureCache(path))
+    first = be.features([Example(t) for t in TEXTS], TEMPLATE, WORDS)
+    again = be.features([Example(t) for t in TEXTS + TEXTS[:1]], TEMPLATE, WORDS)
+    assert (first.queries, again.queries, again.cache_hits) == (4, 0, 5)
+    np.testing.assert_array_equal(first.scores, again.scores[:4])
+    reopened = make_backend("causal", cache=FeatureCache(path))
+    assert reopened.features([Example(t) for t in TEXTS], TEMPLATE, WORDS).queries == 0
+    # Different label words, template or weights are different content: they are queried.
+    assert reopened.features([Example(TEXTS[0])], TEMPLATE, ["bad", "good"]).queries == 1
+    assert reopened.features([Example(TEXTS[0])], Template("{text} Overall: {mask}"), WORDS).queries == 1
+    other = make_backend("causal", seed=1, cache=FeatureCache(path))
+    assert other.features([Example(TEXTS[0])], TEMPLATE, WORDS).queries == 1
+
+
+def test_duplicate_prompts_are_queried_once(make_backend):
+    f = make_backend("causal").features([Example("same")] * 3, TEMPLATE, WORDS)
+    assert f.queries == 1 and f.cache_hits == 2 and len(f) == 3
+
+
+def test_multi_token_label_word_is_a_clear_error(make_backend):
+    be = make_backend("causal")
+    with pytest.raises(LabelWordError, match=r"label word 'unbelievableness' is \d tokens .* tiny-causal"):
+        be.features([Example("x")], TEMPLATE, ["bad", "unbelievableness"])
+
+
+def test_causal_template_must_end_with_mask(make_backend):
+    with pytest.raises(LabelWordError, match="must come last"):
+        make_backend("causal").features([Example("x")], Template("{mask} : {text}"), WORDS)
+
+
+def test_long_input_is_truncated_not_the_template(make_backend):
+    be = make_backend("causal", max_length=24)
+    long = " ".join(["word"] * 200)
+    with pytest.warns(UserWarning, match="truncated"):
+        f = be.features([Example(long), Example("short")], TEMPLATE, WORDS)
+    assert f.truncated == 1
+    enc, n, cut = be._encode(TEMPLATE.render(Example(long)))
+    assert cut and n <= 24
+    assert be.tokenizer.decode(enc).endswith("in summary, it was")

