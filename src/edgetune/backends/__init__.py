@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from .base import Backend, Features
@@ -22,7 +23,12 @@ def load_backend(model: str = DEFAULT_MODEL, *, kind: str | None = None, cache: 
         cache = FeatureCache(cache_dir(cache_root) / "features.sqlite")
     elif isinstance(cache, str):
         cache = FeatureCache(cache)
-    resolved_kind = kind or (PACKAGED[model].kind if model in PACKAGED else None)
+    if kind is not None:
+        resolved_kind = kind
+    elif model in PACKAGED:
+        resolved_kind = PACKAGED[model].kind
+    else:
+        resolved_kind = "embedding" if (Path(model).expanduser() / "modules.json").is_file() else None
     if resolved_kind == "embedding":
         return EmbeddingBackend.load(model, cache=cache, cache_root=cache_root, **kwargs)
     return LocalBackend.load(model, kind=kind, cache=cache, cache_root=cache_root, **kwargs)

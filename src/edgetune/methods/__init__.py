@@ -1,10 +1,15 @@
 """Adaptation methods, one module each, registered by name (see :data:`METHODS`)."""
 
-from . import dect, linear_probe, zeroshot  # noqa: F401  (registers the methods)
+from . import adept, dect, dept, linear_probe, lora, prompt_tuning, zeroshot  # noqa: F401  (registers them)
+from .adept import ADePT
 from .base import METHODS, Method, OutputEdgeMethod, get_method, load, register
 from .dect import DecT
+from .dept import DePT
 from .linear_probe import LinearProbe
+from .lora import LoRA
+from .prompt_tuning import PromptTuning
 from .zeroshot import CalibratedZeroShot, ZeroShot
 
-__all__ = ["METHODS", "CalibratedZeroShot", "DecT", "LinearProbe", "Method", "OutputEdgeMethod", "ZeroShot",
+__all__ = ["METHODS", "ADePT", "CalibratedZeroShot", "DePT", "DecT", "LinearProbe", "LoRA", "Method", "OutputEdgeMethod",
+           "PromptTuning", "ZeroShot",
            "get_method", "load", "register"]

@@ -50,8 +50,16 @@ class Method(ABC):
     edge: ClassVar[str]  # "output" (needs only Features) or "input" (needs the torch model)
 
     def get_params(self) -> dict[str, Any]:
-        sig = inspect.signature(type(self).__init__)
-        return {k: getattr(self, k) for k in sig.parameters if k not in ("self", "model")}
+        """Constructor parameters (of this class and its bases), as stored."""
+        names: dict[str, None] = {}
+        for klass in type(self).__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is None or klass is object:
+                continue
+            for k, p in inspect.signature(init).parameters.items():
+                if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and k not in ("self", "model"):
+                    names[k] = None
+        return {k: getattr(self, k) for k in names}
 
     @abstractmethod
     def fit(self, X: Any, y: Sequence[str] | None = None) -> Method: ...

@@ -1,0 +1,146 @@
+"""ADePT: Adaptive Decomposed Prompt Tuning (Tang et al., 2025; reference code HungerPWAY/ADePT).
+
+A short soft prompt of m vectors is prepended to the input embeddings, and a token-shared feed-forward
+network adds an offset to every real input token's embedding e:
+
+    e' = e + W2 · relu(dropout(W1 · e + b1)) + b2        (bottleneck r; W2, b2 start at zero)
+
+so training starts from the frozen model's own behaviour. As in the reference, dropout (0.1) acts on
+the bottleneck pre-activation during training, W1 is Kaiming-uniform, and the prompt and the network
+have separate learning rates (reference: 3e-1 and 1e-4).
+
+Where edgetune differs: the reference pads every input to 256 tokens and offsets the padding too; here
+only real tokens are offset (padding is masked out of attention anyway, so offsetting it only costs
+compute and makes results depend on the padding length).
+
+Because the network sees only the token's own embedding, it can be folded into the embedding table:
+:meth:`ADePT.merge` returns the frozen model with a new input-embedding matrix plus the short prompt,
+with no extra inference cost (the reference code and PEFT do not offer this).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..backends import Backend
+from ..backends.models import DEFAULT_MODEL
+from ..errors import EdgetuneError
+from .base import register
+from .budget import match_budget
+from .input_edge import InputEdgeMethod, PromptedModel, sample_vocab_prompt
+
+
+class ADePTModule(PromptedModel):
+    def __init__(self, frozen: Any, kind: str, label_ids, decoder_prefix, prompt: torch.Tensor, rank: int,
+                 dropout: float) -> None:
+        super().__init__(frozen, kind, label_ids, decoder_prefix)
+        d = prompt.shape[1]
+        self.soft_prompt = nn.Parameter(prompt)
+        self.w1 = nn.Linear(d, rank)
+        self.w2 = nn.Linear(rank, d)
+        nn.init.kaiming_uniform_(self.w1.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.w2.weight)
+        nn.init.zeros_(self.w2.bias)
+        self.dropout = dropout
+
+    def offset(self, e: torch.Tensor) -> torch.Tensor:
+        hidden = F.dropout(self.w1(e), p=self.dropout, training=self.training)
+        return self.w2(F.relu(hidden))
+
+    def transform(self, embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return embeds + self.offset(embeds) * attention_mask[..., None].to(embeds.dtype)
+
+    def prompt(self, batch_size: int) -> torch.Tensor:
+        return self.soft_prompt[None].expand(batch_size, -1, -1)
+
+
+class MergedModule(PromptedModel):
+    """A model whose input embeddings already include ADePT's offsets, plus the soft prompt."""
+
+    def __init__(self, frozen: Any, kind: str, label_ids, decoder_prefix, prompt: torch.Tensor) -> None:
+        super().__init__(frozen, kind, label_ids, decoder_prefix)
+        self.soft_prompt = nn.Parameter(prompt, requires_grad=False)
+
+    def prompt(self, batch_size: int) -> torch.Tensor:
+        return self.soft_prompt[None].expand(batch_size, -1, -1)
+
+
+@dataclass
+class Merged:
+    """What :meth:`ADePT.merge` returns: a plain model with new input embeddings, and the prompt to prepend."""
+
+    model: Any
+    prompt: torch.Tensor
+    module: MergedModule
+
+
+@register
+class ADePT(InputEdgeMethod):
+    """Soft prompt + token-shared offset network. ``prompt_tokens``/``rank`` default to a budget match
+    with 100-token prompt tuning (see :mod:`edgetune.methods.budget`)."""
+
+    name = "adept"
+
+    def __init__(self, model: str | Backend = DEFAULT_MODEL, *, prompt_tokens: int = 60, rank: int | None = None,
+                 budget_tokens: int = 100, lr_prompt: float = 0.3, lr_network: float = 1e-4,
+                 dropout: float = 0.1, **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        self.prompt_tokens = prompt_tokens
+        self.rank = rank
+        self.budget_tokens = budget_tokens
+        self.lr_prompt = lr_prompt
+        self.lr_network = lr_network
+        self.dropout = dropout
+
+    def build(self, model: Any, tokenizer: Any, kind: str) -> nn.Module:
+        embedding = model.get_input_embeddings()
+        d = embedding.weight.shape[1]
+        rank = self.rank or match_budget("adept", d, self.prompt_tokens, self.budget_tokens).rank
+        self.rank_ = rank
+        prompt = sample_vocab_prompt(embedding, self.prompt_tokens, self.seed)
+        return ADePTModule(model, kind, self.label_ids_, self.decoder_prefix_, prompt, rank, self.dropout)
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        m = self.module_
+        return [{"params": [m.soft_prompt], "lr": self.lr_prompt},
+                {"params": list(m.w1.parameters()) + list(m.w2.parameters()), "lr": self.lr_network}]
+
+    @torch.no_grad()
+    def merge(self) -> Merged:
+        """Fold the offset network into a copy of the input-embedding table (dropout off).
+
+        Returns the frozen model (a copy, with its input embeddings untied from the output layer) and the
+        soft prompt; :attr:`Merged.module` scores prompts exactly like the unmerged method.
+        """
+        self._check_fitted()
+        module = self.module_.eval()
+        model = copy.deepcopy(module.frozen)
+        embedding = copy.deepcopy(module.input_embedding())  # a new Parameter: untied from the output layer
+        weight = embedding.weight
+        scale = getattr(embedding, "embed_scale", None)  # Gemma scales embeddings in forward()
+        scale = float(scale) if scale is not None else 1.0
+        rows = []
+        for start in range(0, weight.shape[0], 8192):
+            e = weight[start : start + 8192].float() * scale
+            rows.append(((e + module.offset(e)) / scale).to(weight.dtype))
+        embedding.weight = nn.Parameter(torch.cat(rows), requires_grad=False)
+        if self.kind_ == "seq2seq":  # only the encoder reads the prompt; the decoder keeps its table
+            model.get_encoder().set_input_embeddings(embedding)
+        else:
+            model.set_input_embeddings(embedding)
+        if getattr(model.config, "tie_word_embeddings", False):
+            model.config.tie_word_embeddings = False
+        prompt = module.soft_prompt.detach().clone()
+        merged = MergedModule(model, self.kind_, self.label_ids_, self.decoder_prefix_, prompt).eval()
+        if merged.frozen.get_output_embeddings() is not None and self.kind_ == "causal":
+            out_w = merged.frozen.get_output_embeddings().weight
+            if out_w.data_ptr() == embedding.weight.data_ptr():
+                raise EdgetuneError("merging failed to untie input and output embeddings")
+        return Merged(model, prompt, merged)

@@ -1,0 +1,80 @@
+"""DePT: Decomposed Prompt Tuning (Shi & Lipani, ICLR 2024; reference code ZhengxiangShi/DePT).
+
+A short soft prompt plus a low-rank, position-wise offset ``scaling · (A · B)`` (A: s×r, B: r×d;
+scaling = alpha/√r as in the reference) added to the embeddings of the first s input positions. A is
+Kaiming-uniform and B zero, so training starts from the frozen model. Prompt and A/B have separate
+learning rates.
+
+Where edgetune differs: the reference pads every input to exactly s tokens so the offset matrix always
+fits; here an input of length L < s gets the first L rows, and only real tokens are offset (no forced
+padding, so short inputs stay cheap).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..backends import Backend
+from ..backends.models import DEFAULT_MODEL
+from .base import register
+from .budget import match_budget
+from .input_edge import InputEdgeMethod, PromptedModel, sample_vocab_prompt
+
+
+class DePTModule(PromptedModel):
+    def __init__(self, frozen: Any, kind: str, label_ids, decoder_prefix, prompt: torch.Tensor, rank: int,
+                 positions: int, alpha: float) -> None:
+        super().__init__(frozen, kind, label_ids, decoder_prefix)
+        d = prompt.shape[1]
+        self.soft_prompt = nn.Parameter(prompt)
+        self.lora_a = nn.Parameter(torch.empty(positions, rank))
+        self.lora_b = nn.Parameter(torch.zeros(rank, d))
+        nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))
+        self.scaling = alpha / math.sqrt(rank)
+
+    def transform(self, embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        n = min(embeds.shape[1], self.lora_a.shape[0])
+        offset = (self.lora_a[:n] @ self.lora_b) * self.scaling  # (n, d)
+        mask = attention_mask[:, :n, None].to(embeds.dtype)
+        head = embeds[:, :n] + offset[None] * mask
+        return torch.cat([head, embeds[:, n:]], dim=1)
+
+    def prompt(self, batch_size: int) -> torch.Tensor:
+        return self.soft_prompt[None].expand(batch_size, -1, -1)
+
+
+@register
+class DePT(InputEdgeMethod):
+    """Soft prompt + low-rank position offsets, budget-matched to 100-token prompt tuning by default."""
+
+    name = "dept"
+
+    def __init__(self, model: str | Backend = DEFAULT_MODEL, *, prompt_tokens: int = 60, rank: int | None = None,
+                 positions: int = 256, budget_tokens: int = 100, alpha: float = 8.0, lr_prompt: float = 0.3,
+                 lr_offsets: float = 1e-4, **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        self.prompt_tokens = prompt_tokens
+        self.rank = rank
+        self.positions = positions
+        self.budget_tokens = budget_tokens
+        self.alpha = alpha
+        self.lr_prompt = lr_prompt
+        self.lr_offsets = lr_offsets
+
+    def build(self, model: Any, tokenizer: Any, kind: str) -> nn.Module:
+        embedding = model.get_input_embeddings()
+        d = embedding.weight.shape[1]
+        rank = self.rank or match_budget("dept", d, self.prompt_tokens, self.budget_tokens, self.positions).rank
+        self.rank_ = rank
+        prompt = sample_vocab_prompt(embedding, self.prompt_tokens, self.seed)
+        return DePTModule(model, kind, self.label_ids_, self.decoder_prefix_, prompt, rank, self.positions,
+                          self.alpha)
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        m = self.module_
+        return [{"params": [m.soft_prompt], "lr": self.lr_prompt},
+                {"params": [m.lora_a, m.lora_b], "lr": self.lr_offsets}]

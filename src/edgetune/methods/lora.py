@@ -1,0 +1,65 @@
+"""LoRA (Hu et al., 2022) through HF PEFT, as the reference point users trust.
+
+PEFT injects low-rank adapters into a *copy* of the frozen model (the backend's model is shared and
+must stay untouched). By default the rank is chosen so the trainable count is closest to the budget
+(100-token prompt tuning), on PEFT's default target modules for the architecture.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from torch import nn
+
+from ..backends import Backend
+from ..backends.models import DEFAULT_MODEL
+from ..errors import EdgetuneError
+from .base import register
+from .budget import lora_rank
+from .input_edge import InputEdgeMethod, PromptedModel
+
+
+@register
+class LoRA(InputEdgeMethod):
+    """PEFT ``LoraConfig`` on the default target modules; ``rank=None`` matches the budget."""
+
+    name = "lora"
+
+    def __init__(self, model: str | Backend = DEFAULT_MODEL, *, rank: int | None = None, alpha: float | None = None,
+                 lora_dropout: float = 0.0, target_modules: list[str] | None = None, budget_tokens: int = 100,
+                 lr: float = 5e-4, **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        self.rank = rank
+        self.alpha = alpha
+        self.lora_dropout = lora_dropout
+        self.target_modules = target_modules
+        self.budget_tokens = budget_tokens
+        self.lr = lr
+
+    def _targets(self, model: Any) -> list[str]:
+        if self.target_modules:
+            return list(self.target_modules)
+        from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as MAPPING
+
+        targets = MAPPING.get(model.config.model_type)
+        if not targets:
+            raise EdgetuneError(f"no default LoRA targets for {model.config.model_type}; pass target_modules")
+        return list(targets)
+
+    def build(self, model: Any, tokenizer: Any, kind: str) -> nn.Module:
+        from peft import LoraConfig, get_peft_model
+
+        targets = self._targets(model)
+        shapes = [(m.in_features, m.out_features) for name, m in model.named_modules()
+                  if isinstance(m, nn.Linear) and name.split(".")[-1] in targets]
+        d = model.get_input_embeddings().weight.shape[1]
+        rank = self.rank or lora_rank(shapes, self.budget_tokens * d)
+        self.rank_ = rank
+        config = LoraConfig(r=rank, lora_alpha=self.alpha or 2 * rank, lora_dropout=self.lora_dropout,
+                            target_modules=targets, bias="none")
+        peft_model = get_peft_model(copy.deepcopy(model), config)
+        return PromptedModel(peft_model.base_model.model, kind, self.label_ids_, self.decoder_prefix_)
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [{"params": [p for p in self.module_.parameters() if p.requires_grad], "lr": self.lr}]

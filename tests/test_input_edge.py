@@ -1,0 +1,136 @@
+"""Input-edge methods (ADePT, DePT, prompt tuning, LoRA) on tiny random models."""
+
+import numpy as np
+import pytest
+import torch
+
+from edgetune.data import Example, Template
+from edgetune.errors import EdgetuneError, IncompatibleError
+from edgetune.methods import ADePT, DePT, LoRA, PromptTuning, load
+from edgetune.methods.budget import adept_params, dept_params, match_budget
+
+FAST = {"steps": 6, "batch_size": 4, "eval_every": 3, "progress": False}
+TEXTS = ["a wonderful film", "a dull , boring mess that goes on", "fine"]
+
+
+def small(cls, backend, **kw):
+    extra = {"prompt_tokens": 4, "budget_tokens": 8} if cls in (ADePT, DePT) else {}
+    if cls is DePT:
+        extra["positions"] = 16
+    if cls is PromptTuning:
+        extra = {"prompt_tokens": 8}
+    if cls is LoRA:
+        extra = {"budget_tokens": 8}
+    return cls(backend, **{**FAST, **extra, **kw})
+
+
+@pytest.mark.parametrize("cls", [ADePT, DePT, PromptTuning, LoRA])
+def test_trains_predicts_saves_and_loads(cls, make_backend, toy_task, tmp_path, kind):
+    be = make_backend(kind)
+    method = small(cls, be).fit(toy_task.sample(4, seed=0))
+    h = method.history_
+    assert len(h["loss"]) == 6 and all(np.isfinite(h["loss"]))
+    assert h["dev_accuracy"] and "best_step" in h  # dev split drawn from the pool, best kept
+    preds = method.predict(TEXTS)
+    assert len(preds) == 3 and set(preds) <= {"negative", "positive"}
+    path = method.save(tmp_path / "adapter")
+    again = load(path, model=be)
+    np.testing.assert_allclose(again.decision_function(TEXTS), method.decision_function(TEXTS), atol=1e-5)
+    with pytest.raises(IncompatibleError):
+        load(path, model=make_backend(kind, seed=3))
+
+
+def test_trainable_counts_match_the_budget(make_backend, toy_task):
+    be = make_backend("causal")  # d = 32
+    d = 32
+    adept = ADePT(be, prompt_tokens=4, budget_tokens=10, **FAST).fit(toy_task.sample(2, 0))
+    dept = DePT(be, prompt_tokens=4, budget_tokens=10, positions=16, **FAST).fit(toy_task.sample(2, 0))
+    pt = PromptTuning(be, prompt_tokens=10, **FAST).fit(toy_task.sample(2, 0))
+    assert pt.trainable_params_ == 10 * d
+    assert adept.trainable_params_ == adept_params(d, 4, adept.rank_) <= 10 * d
+    assert adept_params(d, 4, adept.rank_ + 1) > 10 * d  # the largest rank that fits
+    assert dept.trainable_params_ == dept_params(d, 4, dept.rank_, 16) <= 10 * d
+    lora = LoRA(be, budget_tokens=10, **FAST).fit(toy_task.sample(2, 0))
+    assert lora.trainable_params_ > 0
+
+
+def test_budget_rule_reproduces_the_papers_settings():
+    assert match_budget("adept", 768, 60, 100).rank == 19  # ADePT's t5-base setting
+    assert match_budget("dept", 768, 60, 100, 256).rank == 30  # DePT's released checkpoints
+    assert match_budget("dept", 768, 40, 100, 256).params == 76_800
+    with pytest.raises(EdgetuneError):
+        match_budget("adept", 768, 100, 100)
+
+
+def test_offsets_start_at_zero_and_skip_padding(make_backend, toy_task):
+    be = make_backend("causal")
+    for cls in (ADePT, DePT):
+        m = small(cls, be, steps=1)
+        m.fit(toy_task.sample(2, 0))
+        module = m.module_.eval()
+        module.soft_prompt.data.zero_()
+        emb = torch.randn(2, 5, 32)
+        mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+        fresh = cls(be, prompt_tokens=4, budget_tokens=8, **FAST, **({"positions": 16} if cls is DePT else {}))
+        fresh.labels_, fresh.words_, fresh.template_ = m.labels_, m.words_, m.template_
+        fresh._setup()
+        with torch.no_grad():
+            np.testing.assert_allclose(fresh.module_.transform(emb, mask), emb, atol=0)  # zero-initialised
+        with torch.no_grad():
+            for p in module.parameters():
+                if p.requires_grad:
+                    p.add_(torch.randn_like(p))
+            out = module.transform(emb, mask)
+        assert torch.equal(out[0, 3:], emb[0, 3:])  # padding untouched
+        assert not torch.allclose(out[0, :3], emb[0, :3])
+
+
+def test_padding_does_not_change_predictions(make_backend, toy_task):
+    m = small(ADePT, make_backend("causal")).fit(toy_task.sample(2, 0))
+    together = m.decision_function(TEXTS)
+    alone = np.concatenate([m.decision_function([t]) for t in TEXTS])
+    np.testing.assert_allclose(together, alone, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind_", ["causal", "masked", "seq2seq"])
+def test_merge_gives_the_same_logits_with_no_network(make_backend, toy_task, kind_):
+    be = make_backend(kind_)
+    m = small(ADePT, be).fit(toy_task.sample(2, 0))
+    with torch.no_grad():  # make the network's effect large so the check means something
+        m.module_.w2.weight.normal_(0, 0.5)
+        m.module_.w2.bias.normal_(0, 0.5)
+    before = m.decision_function(TEXTS)
+    merged = m.merge()
+    ids = m.encode(TEXTS)
+    batch = m._batch(ids)
+    with torch.no_grad():
+        after = merged.module(batch.input_ids, batch.attention_mask, m._position(batch)).numpy()
+    np.testing.assert_allclose(after, before, atol=1e-4)
+    assert not any(p.requires_grad for p in merged.module.parameters())
+    assert sum(1 for _ in merged.module.modules() if hasattr(_, "w1")) == 0  # no extra network at inference
+    # the backend's model is untouched
+    new_table = merged.module.input_embedding().weight
+    assert be.model.get_input_embeddings().weight.data_ptr() != new_table.data_ptr()
+    # padding offsets were skipped before merging; after merging pads have the folded embedding, but they are
+    # masked out, so batched and single predictions still agree
+    with torch.no_grad():
+        single = np.concatenate([merged.module(b.input_ids, b.attention_mask, m._position(b)).numpy()
+                                 for b in (m._batch([x]) for x in ids)])
+    np.testing.assert_allclose(single, after, atol=1e-4)
+
+
+def test_lora_leaves_the_shared_model_untouched(make_backend, toy_task):
+    be = make_backend("causal")
+    before = be.features([Example("x")], Template("{text} It was {mask}"), ["bad", "great"]).scores
+    small(LoRA, be).fit(toy_task.sample(2, 0))
+    be.cache = type(be.cache)(None)
+    after = be.features([Example("x")], Template("{text} It was {mask}"), ["bad", "great"]).scores
+    np.testing.assert_array_equal(before, after)
+    assert not any("lora" in n for n, _ in be.model.named_parameters())
+
+
+def test_training_is_deterministic(make_backend, toy_task):
+    be = make_backend("causal")
+    a = small(ADePT, be, seed=1).fit(toy_task.sample(2, 0)).history_["loss"]
+    b = small(ADePT, be, seed=1).fit(toy_task.sample(2, 0)).history_["loss"]
+    assert a == b
