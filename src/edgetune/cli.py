@@ -16,6 +16,7 @@ from .errors import EdgetuneError
 
 RUNNABLE = {"dect": ("zeroshot", "calibrated", "linear_probe", "dect"), "zeroshot": ("zeroshot",),
             "calibrated": ("calibrated",), "linear_probe": ("linear_probe",)}
+INPUT_EDGE = ("adept", "dept", "pt", "lora")
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -39,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Run METHOD on each task, shot count and seed; print per-seed accuracy and "
                          "mean ± std, and write the same as JSON. `run dect` also runs zero-shot, calibrated "
                          "zero-shot and a linear probe on the very same features.")
-    run.add_argument("method", choices=sorted(RUNNABLE))
+    run.add_argument("method", choices=sorted(RUNNABLE) + list(INPUT_EDGE),
+                     help="dect (with its baselines), zeroshot, calibrated, linear_probe, or an input-edge method: "
+                     "adept, dept, pt (prompt tuning), lora")
     run.add_argument("--task", nargs="+", default=None,
                      help="registry task name(s) or task .yaml file(s) (default sst2, or the files below)")
     run.add_argument("--shots", nargs="+", type=int, default=[16], help="examples per class (default 16)")
@@ -48,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="evaluate on a seeded random subset of this size (same subset for every method)")
     run.add_argument("--data-dir", help="task data root (default $EDGETUNE_DATA_DIR)")
     run.add_argument("--output", "-o", help="JSON results path (default results/<method>-<model>.json)")
-    run.add_argument("--save-dir", help="also save each seed's trained DecT decoder under this folder")
+    run.add_argument("--save-dir", help="also save each seed's trained decoder / adapter under this folder")
     byo = run.add_argument_group("bring your own data (instead of --task)")
     byo.add_argument("--train", help="train file (.jsonl, .csv, .tsv)")
     byo.add_argument("--test", help="test file (.jsonl, .csv, .tsv)")
@@ -62,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     dect.add_argument("--epochs", type=int, default=None)
     dect.add_argument("--proto-dim", type=int, default=None)
     dect.add_argument("--lr", type=float, default=None)
+    inp = run.add_argument_group("input-edge training (adept, dept, pt, lora)")
+    inp.add_argument("--steps", type=int, default=None, help="optimizer steps (default 100)")
+    inp.add_argument("--train-batch-size", type=int, default=None, help="examples per step (default 8)")
+    inp.add_argument("--grad-accum", type=int, default=None, help="gradient accumulation steps (default 1)")
+    inp.add_argument("--prompt-tokens", type=int, default=None, help="soft-prompt length (ADePT/DePT 60, PT 100)")
+    inp.add_argument("--budget-tokens", type=int, default=None,
+                     help="trainable budget in prompt-tuning tokens (default 100 = 100 x hidden size)")
     _add_model_args(run)
 
     pred = sub.add_parser("predict", help="label texts with a saved model")
@@ -100,7 +110,7 @@ def _load_tasks(args: argparse.Namespace):
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from .backends import load_backend
-    from .bench.experiment import run_output_edge, write_json
+    from .bench.experiment import run_input_edge, run_output_edge, write_json
     from .bench.report import print_experiment
 
     tasks = _load_tasks(args)
@@ -110,13 +120,25 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     backend = load_backend(args.model, kind=args.kind, cache_root=args.cache_dir, batch_size=args.batch_size,
                            progress=not args.no_progress,
                            **({"max_length": args.max_length} if args.max_length else {}))
-    knobs = {k: v for k, v in {"lam": args.lam, "epochs": args.epochs, "proto_dim": args.proto_dim,
-                               "lr": args.lr}.items() if v is not None}
     experiments = []
     for task in tasks:
         for shots in args.shots:
-            exp = run_output_edge(task, backend, shots, args.seeds, RUNNABLE[args.method], args.test_size,
-                                  method_params={"dect": knobs}, save_dir=args.save_dir)
+            if args.method in INPUT_EDGE:
+                knobs = {k: v for k, v in {"steps": args.steps, "batch_size": args.train_batch_size,
+                                           "grad_accum": args.grad_accum, "prompt_tokens": args.prompt_tokens,
+                                           "budget_tokens": args.budget_tokens}.items() if v is not None}
+                if args.method == "lora":
+                    knobs.pop("prompt_tokens", None)
+                if args.method == "pt":
+                    knobs.pop("budget_tokens", None)
+                knobs["progress"] = not args.no_progress
+                exp = run_input_edge(task, backend, shots, args.seeds, [args.method], args.test_size,
+                                     method_params={args.method: knobs}, save_dir=args.save_dir)
+            else:
+                knobs = {k: v for k, v in {"lam": args.lam, "epochs": args.epochs, "proto_dim": args.proto_dim,
+                                           "lr": args.lr}.items() if v is not None}
+                exp = run_output_edge(task, backend, shots, args.seeds, RUNNABLE[args.method], args.test_size,
+                                      method_params={"dect": knobs}, save_dir=args.save_dir)
             print_experiment(exp, console)
             experiments.append(exp)
     out = args.output or f"results/{args.method}-{args.model.replace('/', '_')}.json"

@@ -44,6 +44,7 @@ class RunResult:
     n_test: int
     fit_seconds: float
     trainable_params: int = 0
+    steps: int = 0
     params: dict[str, Any] = field(default_factory=dict)
     train_ids: list[str] = field(default_factory=list)
 
@@ -88,6 +89,7 @@ class Experiment:
                 "std": float(accs.std(ddof=1)) if len(accs) > 1 else 0.0,
                 "fit_seconds_mean": float(fits.mean()),
                 "n_seeds": len(accs),
+                "trainable_params": int(next(r.trainable_params for r in self.results if r.method == name)),
             }
         return out
 
@@ -162,6 +164,52 @@ def run_output_edge(
         task=task.name, model=backend.name, model_identity=backend.identity, backend=backend.kind, shots=shots,
         seeds=list(seeds), n_test=len(test), template=task.template, label_words=list(words), results=results,
         extraction=extraction, machine=machine_info(),
+    )
+
+
+def run_input_edge(
+    task: Task,
+    backend: Backend,
+    shots: int,
+    seeds: Sequence[int],
+    methods: Sequence[MethodSpec],
+    test_size: int | None = None,
+    method_params: Mapping[str, Mapping[str, Any]] | None = None,
+    save_dir: str | os.PathLike | None = None,
+) -> Experiment:
+    """Train input-edge ``methods`` (gradients through the frozen model) for every seed and evaluate
+    each on the same test subset. ``fit_seconds`` is the whole training run including dev evaluations."""
+    from ..methods.input_edge import InputEdgeMethod
+
+    method_params = method_params or {}
+    test = task.load("test", limit=test_size, seed=0)
+    y_test = np.array(test.label_ids())
+    results: list[RunResult] = []
+    for seed in seeds:
+        train = task.sample(shots, seed)
+        for spec in methods:
+            label, name, params = (spec, spec, dict(method_params.get(spec, {}))) if isinstance(spec, str) else (
+                spec[0], spec[1], dict(spec[2]))
+            params.setdefault("seed", seed)
+            method = get_method(name)(model=backend, **params)
+            assert isinstance(method, InputEdgeMethod)
+            start = time.perf_counter()
+            method.fit(train)
+            fit_s = time.perf_counter() - start
+            pred = method.decision_function(list(test)).argmax(axis=1)
+            results.append(RunResult(
+                method=label, task=task.name, model=backend.name, shots=shots, seed=seed,
+                accuracy=float((pred == y_test).mean()), n_train=len(train), n_test=len(test), fit_seconds=fit_s,
+                trainable_params=method.trainable_params_, steps=method.steps,
+                params={k: v for k, v in method.get_params().items() if k != "progress"},
+                train_ids=[str(i) for i in train.ids],
+            ))
+            if save_dir is not None:
+                method.save(Path(save_dir) / f"{task.name}-{label}-{shots}shot-seed{seed}")
+    return Experiment(
+        task=task.name, model=backend.name, model_identity=backend.identity, backend=backend.kind, shots=shots,
+        seeds=list(seeds), n_test=len(test), template=task.template, label_words=list(task.words), results=results,
+        extraction=Extraction(), machine=machine_info(),
     )
 
 

@@ -10,7 +10,7 @@ from rich.table import Table
 from .experiment import Experiment
 
 NAMES = {"zeroshot": "zero-shot", "calibrated": "calibrated zero-shot", "linear_probe": "linear probe",
-         "dect": "DecT"}
+         "dect": "DecT", "adept": "ADePT", "dept": "DePT", "pt": "prompt tuning", "lora": "LoRA"}
 
 
 def pct(mean: float, std: float) -> str:
@@ -34,7 +34,13 @@ def print_experiment(exp: Experiment, console: Console) -> None:
     table.add_section()
     table.add_row("mean ± std", *[pct(summary[m]["mean"], summary[m]["std"]) for m in methods], style="bold")
     table.add_row("fit time", *[f"{summary[m]['fit_seconds_mean'] * 1000:.0f} ms" for m in methods])
+    table.add_row("trainable params", *[f"{summary[m]['trainable_params']:,}" for m in methods])
     console.print(table)
+    if exp.extraction.queries == 0 and exp.extraction.cache_hits == 0:
+        steps = {r.steps for r in exp.results}
+        console.print(f"training steps: {', '.join(map(str, sorted(steps)))} · "
+                      f"mean training time {summary[methods[0]]['fit_seconds_mean']:.1f} s per seed")
+        return
     e = exp.extraction
     console.print(
         f"model queries: {e.queries} (cache hits: {e.cache_hits}) · feature extraction: {e.seconds:.1f} s · "
@@ -47,10 +53,11 @@ def markdown(experiments: Sequence[Experiment]) -> str:
         s = exp.summary()
         lines.append(f"### {exp.task} · {exp.shots}-shot · {exp.model} · test n = {exp.n_test} · seeds "
                      f"{', '.join(map(str, exp.seeds))}\n")
-        lines.append("| method | accuracy (mean ± std, %) | fit time (ms, mean) |")
-        lines.append("|---|---:|---:|")
+        lines.append("| method | accuracy (mean ± std, %) | fit time (ms, mean) | trainable params |")
+        lines.append("|---|---:|---:|---:|")
         for m, v in s.items():
-            lines.append(f"| {NAMES.get(m, m)} | {pct(v['mean'], v['std'])} | {v['fit_seconds_mean'] * 1000:.1f} |")
+            lines.append(f"| {NAMES.get(m, m)} | {pct(v['mean'], v['std'])} | {v['fit_seconds_mean'] * 1000:.1f} | "
+                         f"{v['trainable_params']:,} |")
         e = exp.extraction
         lines.append(f"\nqueries {e.queries} (cache hits {e.cache_hits}), extraction {e.seconds:.1f} s\n")
     return "\n".join(lines)

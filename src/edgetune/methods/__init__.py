@@ -10,6 +10,5 @@ from .lora import LoRA
 from .prompt_tuning import PromptTuning
 from .zeroshot import CalibratedZeroShot, ZeroShot
 
-__all__ = ["METHODS", "ADePT", "CalibratedZeroShot", "DePT", "DecT", "LinearProbe", "LoRA", "Method", "OutputEdgeMethod",
-           "PromptTuning", "ZeroShot",
-           "get_method", "load", "register"]
+__all__ = ["METHODS", "ADePT", "CalibratedZeroShot", "DePT", "DecT", "LinearProbe", "LoRA", "Method",
+           "OutputEdgeMethod", "PromptTuning", "ZeroShot", "get_method", "load", "register"]
