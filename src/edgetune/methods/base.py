@@ -154,6 +154,23 @@ def content_free_examples(template: Template) -> list[Example]:
     return out
 
 
+def resolve_prompt(X: Any, template: str | None, label_words: Mapping[str, str] | str | None
+                   ) -> tuple[Template, dict[str, str], tuple[str, ...]]:
+    """The template, label words and label order for training data ``X``: the method's own settings, else
+    those of the task ``X`` was drawn from."""
+    task = getattr(X, "task", None)
+    template = template if template is not None else getattr(task, "template", None)
+    words = label_words if label_words is not None else getattr(task, "label_words", None)
+    if template is None or words is None:
+        raise DataError("no prompt: pass template= and label_words= (or fit on a task's sample)")
+    words = parse_label_words(words)
+    labels = tuple(X.labels) if isinstance(X, Dataset) else tuple(words)
+    missing = [lab for lab in labels if lab not in words]
+    if missing:
+        raise DataError(f"no label word for label(s) {missing}")
+    return Template(template), words, labels
+
+
 class OutputEdgeMethod(Method):
     """A method that needs only :class:`Features`: one backend query per prompt, never the weights.
 
@@ -200,17 +217,7 @@ class OutputEdgeMethod(Method):
         return self._backend
 
     def _prompting(self, X: Any) -> tuple[Template, dict[str, str], tuple[str, ...]]:
-        task = getattr(X, "task", None)
-        template = self.template if self.template is not None else getattr(task, "template", None)
-        words = self.label_words if self.label_words is not None else getattr(task, "label_words", None)
-        if template is None or words is None:
-            raise DataError("no prompt: pass template= and label_words= (or fit on a task's sample)")
-        words = parse_label_words(words)
-        labels = tuple(X.labels) if isinstance(X, Dataset) else tuple(words)
-        missing = [lab for lab in labels if lab not in words]
-        if missing:
-            raise DataError(f"no label word for label(s) {missing}")
-        return Template(template), words, labels
+        return resolve_prompt(X, self.template, self.label_words)
 
     def features(self, X: Any, description: str = "prompts") -> Features:
         """Features of inputs under the fitted prompt (cached by the backend)."""

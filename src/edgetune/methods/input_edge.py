@@ -34,10 +34,9 @@ from ..backends import Backend, load_backend
 from ..backends.models import DEFAULT_MODEL
 from ..data.example import Dataset, as_examples
 from ..data.sampling import sample_k_per_class
-from ..data.tasks import parse_label_words
 from ..data.templates import Template
 from ..errors import DataError, EdgetuneError, IncompatibleError
-from .base import FORMAT_VERSION, Method, _jsonable, log_softmax, read_saved
+from .base import FORMAT_VERSION, Method, _jsonable, log_softmax, read_saved, resolve_prompt
 
 
 class Batch:
@@ -166,7 +165,9 @@ class InputEdgeMethod(Method):
 
     def scores(self, batch: Batch) -> torch.Tensor:
         """Label-word logits (b, C) for a batch, with gradients."""
-        return self.module_(batch.input_ids, batch.attention_mask, self._position(batch))
+        device = next(self.module_.parameters()).device
+        return self.module_(batch.input_ids.to(device), batch.attention_mask.to(device),
+                            self._position(batch).to(device))
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         return {k: v for k, v in self.module_.state_dict().items() if k in self._trainable_names()}
@@ -228,14 +229,7 @@ class InputEdgeMethod(Method):
         return pos + prefix_len
 
     def _prompting(self, X: Any) -> tuple[Template, dict[str, str], tuple[str, ...]]:
-        task = getattr(X, "task", None)
-        template = self.template if self.template is not None else getattr(task, "template", None)
-        words = self.label_words if self.label_words is not None else getattr(task, "label_words", None)
-        if template is None or words is None:
-            raise DataError("no prompt: pass template= and label_words= (or fit on a task's sample)")
-        words = parse_label_words(words)
-        labels = tuple(X.labels) if isinstance(X, Dataset) else tuple(words)
-        return Template(template), words, labels
+        return resolve_prompt(X, self.template, self.label_words)
 
     def _dev_split(self, X: Any) -> Dataset | None:
         """k per class from the task's train pool, disjoint from the training sample (seeded)."""
@@ -300,6 +294,8 @@ class InputEdgeMethod(Method):
                     if len(order) < self.batch_size:
                         order += torch.randperm(len(ids), generator=gen).tolist()
                     pick, order = order[: self.batch_size], order[self.batch_size :]
+                    # under `accelerate launch`, each process takes its share of the global batch
+                    pick = pick[accelerator.process_index :: accelerator.num_processes] or pick
                     with accelerator.accumulate(self.module_):
                         logits = self.scores(self._batch([ids[i] for i in pick]))
                         loss = F.cross_entropy(logits, y[pick].to(logits.device)) / self.grad_accum
