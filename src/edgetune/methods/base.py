@@ -154,6 +154,16 @@ def content_free_examples(template: Template) -> list[Example]:
     return out
 
 
+def checked_backend(method: Method, backend: Backend) -> Backend:
+    """``backend``, after checking it is the model ``method`` was trained on (if it was)."""
+    expected = getattr(method, "identity_", None)
+    if expected is not None and backend.identity != expected:
+        raise IncompatibleError(
+            f"this {method.name} was trained on model {getattr(method, 'model_name_', '?')!r} ({expected}); "
+            f"it does not fit {backend.name!r} ({backend.identity}). Retrain it or pass the original model")
+    return backend
+
+
 def resolve_prompt(X: Any, template: str | None, label_words: Mapping[str, str] | str | None
                    ) -> tuple[Template, dict[str, str], tuple[str, ...]]:
     """The template, label words and label order for training data ``X``: the method's own settings, else
@@ -208,13 +218,7 @@ class OutputEdgeMethod(Method):
     def backend(self) -> Backend:
         if self._backend is None:
             self._backend = load_backend(str(self.model))
-        expected = getattr(self, "identity_", None)
-        if expected is not None and self._backend.identity != expected:
-            raise IncompatibleError(
-                f"this {self.name} was trained on model {getattr(self, 'model_name_', '?')!r} "
-                f"({expected}); it cannot decode features of {self._backend.name!r} ({self._backend.identity}). "
-                "Retrain it or pass the original model")
-        return self._backend
+        return checked_backend(self, self._backend)
 
     def _prompting(self, X: Any) -> tuple[Template, dict[str, str], tuple[str, ...]]:
         return resolve_prompt(X, self.template, self.label_words)

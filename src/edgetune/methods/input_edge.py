@@ -36,7 +36,7 @@ from ..data.example import Dataset, as_examples
 from ..data.sampling import sample_k_per_class
 from ..data.templates import Template
 from ..errors import DataError, EdgetuneError, IncompatibleError
-from .base import FORMAT_VERSION, Method, _jsonable, log_softmax, read_saved, resolve_prompt
+from .base import FORMAT_VERSION, Method, _jsonable, checked_backend, log_softmax, read_saved, resolve_prompt
 
 
 class Batch:
@@ -184,12 +184,7 @@ class InputEdgeMethod(Method):
     def backend(self) -> Backend:
         if self._backend is None:
             self._backend = load_backend(str(self.model), cache=None, progress=self.progress)
-        expected = getattr(self, "identity_", None)
-        if expected is not None and self._backend.identity != expected:
-            raise IncompatibleError(
-                f"this {self.name} adapter was trained on model {getattr(self, 'model_name_', '?')!r} ({expected}); "
-                f"it does not fit {self._backend.name!r} ({self._backend.identity}). Retrain it or pass that model")
-        return self._backend
+        return checked_backend(self, self._backend)
 
     def _setup(self) -> None:
         model, tokenizer = self.backend.torch_model()
