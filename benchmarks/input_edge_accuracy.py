@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from edgetune.backends import LocalBackend
-from edgetune.bench.experiment import machine_info, run_input_edge, write_json
+from edgetune.bench.experiment import machine_info, run_input_edge
 from edgetune.bench.report import NAMES, pct
 from edgetune.data import load_task
 
@@ -32,42 +32,48 @@ def main() -> None:
     ap.add_argument("--test-size", type=int, default=100)
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "input_edge_accuracy"))
+    ap.add_argument("--append", action="store_true", help="add to the results already stored in --out")
     args = ap.parse_args()
 
     backend = LocalBackend.load(args.model, progress=False)
     params = {"steps": args.steps, "batch_size": args.batch_size, "eval_every": max(1, args.steps // 3),
               "dev_shots": 8, "progress": False}
-    experiments = []
     out = Path(args.out)
+    done = json.loads(out.with_suffix(".json").read_text()) if args.append and out.with_suffix(".json").exists() else []
     for name in args.tasks:
         for shots in args.shots:
             exp = run_input_edge(load_task(name), backend, shots, args.seeds, METHODS, args.test_size,
                                  method_params={m: params for m in METHODS})
-            experiments.append(exp)
+            done.append(exp.to_dict())
             s = exp.summary()
             print(f"{name} {shots}-shot: " + " · ".join(f"{m} {pct(v['mean'], v['std'])}" for m, v in s.items()),
                   flush=True)
-            write_json(experiments, out.with_suffix(".json"))  # keep what is done
+            tmp = out.with_name(out.name + ".tmp")
+            tmp.write_text(json.dumps(done, indent=2), encoding="utf-8")
+            tmp.replace(out.with_suffix(".json"))  # keep what is done
+            out.with_suffix(".md").write_text(render(done, args), encoding="utf-8")
+    print(render(done, args))
 
-    lines = [f"# Input-edge methods at a matched budget · {args.model} · seeds {args.seeds}", "",
+
+def render(done: list[dict], args: argparse.Namespace) -> str:
+    """Markdown from the stored results (dicts as written to the JSON file)."""
+    lines = [f"# Input-edge methods at a matched budget · {args.model}", "",
              f"Machine: {json.dumps(machine_info())}",
              f"Training: {args.steps} AdamW steps of {args.batch_size} examples (linear warm-up 10 %, decay), dev "
              "split of 8 per class drawn from the train pool, best dev checkpoint kept; reference learning rates "
              "(prompt 0.3, ADePT network / DePT offsets 1e-4, LoRA 5e-4). Test: a seeded random subset of "
              f"{args.test_size} (the full set where smaller). Accuracy in %, mean ± sample std over seeds.", "",
-             "| task | shots | " + " | ".join(NAMES[m] for m in METHODS) + " |",
-             "|---|---:" + "|---:" * len(METHODS) + "|"]
-    for exp in experiments:
-        s = exp.summary()
-        lines.append(f"| {exp.task} (n={exp.n_test}) | {exp.shots} | " +
+             "| task | shots | seeds | " + " | ".join(NAMES[m] for m in METHODS) + " |",
+             "|---|---:|---|" + "---:|" * len(METHODS)]
+    for exp in done:
+        s = exp["summary"]
+        lines.append(f"| {exp['task']} (n={exp['n_test']}) | {exp['shots']} | {exp['seeds']} | " +
                      " | ".join(pct(s[m]["mean"], s[m]["std"]) for m in METHODS) + " |")
     lines += ["", "| method | trainable params | mean training time per run (s) |", "|---|---:|---:|"]
-    first = experiments[0].summary()
     for m in METHODS:
-        mean_time = sum(e.summary()[m]["fit_seconds_mean"] for e in experiments) / len(experiments)
-        lines.append(f"| {NAMES[m]} | {first[m]['trainable_params']:,} | {mean_time:.0f} |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+        mean_time = sum(e["summary"][m]["fit_seconds_mean"] for e in done) / len(done)
+        lines.append(f"| {NAMES[m]} | {done[0]['summary'][m]['trainable_params']:,} | {mean_time:.0f} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
