@@ -128,6 +128,21 @@ def load(path: str | os.PathLike, model: str | Backend | None = None) -> Method:
     return get_method(config.get("method", "?")).load(path, model=model)
 
 
+def restore(cls: type[Method], path: str | os.PathLike, model: str | Backend | None
+            ) -> tuple[Any, dict[str, Any], dict[str, np.ndarray]]:
+    """A ``cls`` built from a saved folder's parameters, with the prompt and model identity it was trained
+    with; returns it with the saved config and arrays for the method-specific rest."""
+    config, tensors = read_saved(path)
+    if config.get("method") != cls.name:
+        raise IncompatibleError(f"{str(path)!r} holds a {config.get('method')!r} model, not {cls.name!r}")
+    obj = cls(model=model if model is not None else config["model"], **config.get("params", {}))
+    obj.labels_ = tuple(config["labels"])
+    obj.template_ = Template(config["template"])
+    obj.words_ = list(config["label_words"])
+    obj.identity_, obj.model_name_ = config["model_identity"], config["model"]
+    return obj, config, tensors
+
+
 def log_softmax(x: np.ndarray) -> np.ndarray:
     x = x - x.max(axis=-1, keepdims=True)
     return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
@@ -298,15 +313,7 @@ class OutputEdgeMethod(Method):
 
     @classmethod
     def load(cls, path: str | os.PathLike, model: str | Backend | None = None) -> OutputEdgeMethod:
-        config, tensors = read_saved(path)
-        if config.get("method") != cls.name:
-            raise IncompatibleError(f"{str(path)!r} holds a {config.get('method')!r} model, not {cls.name!r}")
-        obj = cls(model=model if model is not None else config["model"], **config.get("params", {}))
-        obj.labels_ = tuple(config["labels"])
-        obj.template_ = Template(config["template"])
-        obj.words_ = list(config["label_words"])
-        obj.identity_ = config["model_identity"]
-        obj.model_name_ = config["model"]
+        obj, config, tensors = restore(cls, path, model)
         obj.hidden_dim_ = int(config["hidden_dim"])
         obj.set_state(tensors)
         if model is not None:

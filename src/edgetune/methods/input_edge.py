@@ -36,7 +36,7 @@ from ..data.example import Dataset, as_examples
 from ..data.sampling import sample_k_per_class
 from ..data.templates import Template
 from ..errors import DataError, EdgetuneError, IncompatibleError
-from .base import FORMAT_VERSION, Method, _jsonable, checked_backend, log_softmax, read_saved, resolve_prompt
+from .base import FORMAT_VERSION, Method, _jsonable, checked_backend, log_softmax, resolve_prompt, restore
 
 
 class Batch:
@@ -353,14 +353,7 @@ class InputEdgeMethod(Method):
 
     @classmethod
     def load(cls, path: str | os.PathLike, model: str | Backend | None = None) -> InputEdgeMethod:
-        config, tensors = read_saved(path)
-        if config.get("method") != cls.name:
-            raise IncompatibleError(f"{str(path)!r} holds a {config.get('method')!r} model, not {cls.name!r}")
-        obj = cls(model=model if model is not None else config["model"], **config.get("params", {}))
-        obj.labels_ = tuple(config["labels"])
-        obj.template_ = Template(config["template"])
-        obj.words_ = list(config["label_words"])
-        obj.identity_, obj.model_name_ = config["model_identity"], config["model"]
+        obj, _, tensors = restore(cls, path, model)
         obj._setup()
         state = {k: torch.from_numpy(np.array(v)) for k, v in tensors.items()}
         missing = obj._trainable_names() - set(state)
