@@ -112,6 +112,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from .backends import load_backend
     from .bench.experiment import run_input_edge, run_output_edge, write_json
     from .bench.report import print_experiment
+    from .methods import get_method
 
     tasks = _load_tasks(args)
     for t in tasks:  # fail on bad data before loading a model
@@ -124,13 +125,11 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     for task in tasks:
         for shots in args.shots:
             if args.method in INPUT_EDGE:
+                accepted = get_method(args.method).param_names()  # e.g. LoRA has no prompt_tokens
                 knobs = {k: v for k, v in {"steps": args.steps, "batch_size": args.train_batch_size,
                                            "grad_accum": args.grad_accum, "prompt_tokens": args.prompt_tokens,
-                                           "budget_tokens": args.budget_tokens}.items() if v is not None}
-                if args.method == "lora":
-                    knobs.pop("prompt_tokens", None)
-                if args.method == "pt":
-                    knobs.pop("budget_tokens", None)
+                                           "budget_tokens": args.budget_tokens}.items()
+                         if v is not None and k in accepted}
                 knobs["progress"] = not args.no_progress
                 exp = run_input_edge(task, backend, shots, args.seeds, [args.method], args.test_size,
                                      method_params={args.method: knobs}, save_dir=args.save_dir)

@@ -99,6 +99,13 @@ class Experiment:
         return d
 
 
+def unpack_spec(spec: MethodSpec, method_params: Mapping[str, Mapping[str, Any]]) -> tuple[str, str, dict[str, Any]]:
+    """(label, registry name, a fresh copy of its parameters) for one entry of ``methods``."""
+    if isinstance(spec, str):
+        return spec, spec, dict(method_params.get(spec, {}))
+    return spec[0], spec[1], dict(spec[2])
+
+
 def machine_info() -> dict[str, Any]:
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
@@ -141,10 +148,9 @@ def run_output_edge(
         extraction.add(feats)
         y = np.array(train.label_ids())
         for spec in methods:
-            label, name, params = (spec, spec, dict(method_params.get(spec, {}))) if isinstance(spec, str) else (
-                spec[0], spec[1], dict(spec[2]))
+            label, name, params = unpack_spec(spec, method_params)
             cls = get_method(name)
-            if "seed" in cls.__init__.__code__.co_varnames:
+            if "seed" in cls.param_names():
                 params.setdefault("seed", seed)
             method = cls(model=backend, **params)
             assert isinstance(method, OutputEdgeMethod)
@@ -188,8 +194,7 @@ def run_input_edge(
     for seed in seeds:
         train = task.sample(shots, seed)
         for spec in methods:
-            label, name, params = (spec, spec, dict(method_params.get(spec, {}))) if isinstance(spec, str) else (
-                spec[0], spec[1], dict(spec[2]))
+            label, name, params = unpack_spec(spec, method_params)
             params.setdefault("seed", seed)
             method = get_method(name)(model=backend, **params)
             assert isinstance(method, InputEdgeMethod)

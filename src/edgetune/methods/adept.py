@@ -40,9 +40,8 @@ from .input_edge import InputEdgeMethod, PromptedModel, sample_vocab_prompt
 class ADePTModule(PromptedModel):
     def __init__(self, frozen: Any, kind: str, label_ids, decoder_prefix, prompt: torch.Tensor, rank: int,
                  dropout: float) -> None:
-        super().__init__(frozen, kind, label_ids, decoder_prefix)
+        super().__init__(frozen, kind, label_ids, decoder_prefix, soft_prompt=prompt)
         d = prompt.shape[1]
-        self.soft_prompt = nn.Parameter(prompt)
         self.w1 = nn.Linear(d, rank)
         self.w2 = nn.Linear(rank, d)
         nn.init.kaiming_uniform_(self.w1.weight, a=math.sqrt(5))
@@ -57,20 +56,6 @@ class ADePTModule(PromptedModel):
     def transform(self, embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return embeds + self.offset(embeds) * attention_mask[..., None].to(embeds.dtype)
 
-    def prompt(self, batch_size: int) -> torch.Tensor:
-        return self.soft_prompt[None].expand(batch_size, -1, -1)
-
-
-class MergedModule(PromptedModel):
-    """A model whose input embeddings already include ADePT's offsets, plus the soft prompt."""
-
-    def __init__(self, frozen: Any, kind: str, label_ids, decoder_prefix, prompt: torch.Tensor) -> None:
-        super().__init__(frozen, kind, label_ids, decoder_prefix)
-        self.soft_prompt = nn.Parameter(prompt, requires_grad=False)
-
-    def prompt(self, batch_size: int) -> torch.Tensor:
-        return self.soft_prompt[None].expand(batch_size, -1, -1)
-
 
 @dataclass
 class Merged:
@@ -78,7 +63,7 @@ class Merged:
 
     model: Any
     prompt: torch.Tensor
-    module: MergedModule
+    module: PromptedModel  # scores prompts with the merged model: no offset network left
 
 
 @register
@@ -138,7 +123,8 @@ class ADePT(InputEdgeMethod):
         if getattr(model.config, "tie_word_embeddings", False):
             model.config.tie_word_embeddings = False
         prompt = module.soft_prompt.detach().clone()
-        merged = MergedModule(model, self.kind_, self.label_ids_, self.decoder_prefix_, prompt).eval()
+        merged = PromptedModel(model, self.kind_, self.label_ids_, self.decoder_prefix_, soft_prompt=prompt,
+                               train_prompt=False).eval()
         if merged.frozen.get_output_embeddings() is not None and self.kind_ == "causal":
             out_w = merged.frozen.get_output_embeddings().weight
             if out_w.data_ptr() == embedding.weight.data_ptr():

@@ -49,17 +49,22 @@ class Method(ABC):
     name: ClassVar[str]
     edge: ClassVar[str]  # "output" (needs only Features) or "input" (needs the torch model)
 
-    def get_params(self) -> dict[str, Any]:
-        """Constructor parameters (of this class and its bases), as stored."""
+    @classmethod
+    def param_names(cls) -> list[str]:
+        """Names of the constructor parameters of this class and its bases (``model`` aside)."""
         names: dict[str, None] = {}
-        for klass in type(self).__mro__:
+        for klass in cls.__mro__:
             init = klass.__dict__.get("__init__")
             if init is None or klass is object:
                 continue
             for k, p in inspect.signature(init).parameters.items():
                 if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and k not in ("self", "model"):
                     names[k] = None
-        return {k: getattr(self, k) for k in names}
+        return list(names)
+
+    def get_params(self) -> dict[str, Any]:
+        """Constructor parameters, as stored."""
+        return {k: getattr(self, k) for k in self.param_names()}
 
     @abstractmethod
     def fit(self, X: Any, y: Sequence[str] | None = None) -> Method: ...

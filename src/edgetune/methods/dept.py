@@ -28,9 +28,8 @@ from .input_edge import InputEdgeMethod, PromptedModel, sample_vocab_prompt
 class DePTModule(PromptedModel):
     def __init__(self, frozen: Any, kind: str, label_ids, decoder_prefix, prompt: torch.Tensor, rank: int,
                  positions: int, alpha: float) -> None:
-        super().__init__(frozen, kind, label_ids, decoder_prefix)
+        super().__init__(frozen, kind, label_ids, decoder_prefix, soft_prompt=prompt)
         d = prompt.shape[1]
-        self.soft_prompt = nn.Parameter(prompt)
         self.lora_a = nn.Parameter(torch.empty(positions, rank))
         self.lora_b = nn.Parameter(torch.zeros(rank, d))
         nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))
@@ -42,9 +41,6 @@ class DePTModule(PromptedModel):
         mask = attention_mask[:, :n, None].to(embeds.dtype)
         head = embeds[:, :n] + offset[None] * mask
         return torch.cat([head, embeds[:, n:]], dim=1)
-
-    def prompt(self, batch_size: int) -> torch.Tensor:
-        return self.soft_prompt[None].expand(batch_size, -1, -1)
 
 
 @register

@@ -82,17 +82,19 @@ def label_logits(model: Any, kind: str, inputs_embeds: torch.Tensor, attention_m
 class PromptedModel(torch.nn.Module):
     """The frozen model plus what an input-edge method learns. ``forward`` embeds the ids, applies
     :meth:`transform` (embedding offsets), prepends :meth:`prompt` (a soft prompt) and returns the
-    label-word logits at the label position."""
+    label-word logits at the label position. ``soft_prompt`` (m, d), when given, is that prompt."""
 
-    def __init__(self, frozen: Any, kind: str, label_ids: Sequence[int], decoder_prefix: Sequence[int] | None):
+    def __init__(self, frozen: Any, kind: str, label_ids: Sequence[int], decoder_prefix: Sequence[int] | None,
+                 soft_prompt: torch.Tensor | None = None, train_prompt: bool = True):
         super().__init__()
         self.frozen = frozen
         self.kind = kind
         self.label_ids = list(label_ids)
         self.decoder_prefix = decoder_prefix
+        self.soft_prompt = None if soft_prompt is None else torch.nn.Parameter(soft_prompt, requires_grad=train_prompt)
 
     def prompt(self, batch_size: int) -> torch.Tensor | None:
-        return None
+        return None if self.soft_prompt is None else self.soft_prompt[None].expand(batch_size, -1, -1)
 
     def input_embedding(self) -> torch.nn.Module:
         """The embedding table the prompt's tokens go through (the encoder's, for seq2seq models)."""
