@@ -16,7 +16,7 @@ from .errors import EdgetuneError
 
 RUNNABLE = {"dect": ("zeroshot", "calibrated", "linear_probe", "dect"), "zeroshot": ("zeroshot",),
             "calibrated": ("calibrated",), "linear_probe": ("linear_probe",)}
-INPUT_EDGE = ("adept", "dept", "pt", "lora")
+INPUT_EDGE = ("adept", "dept", "pt", "lora", "bbt")
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -30,6 +30,18 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=int, default=None,
                    help="token window; longer inputs are truncated, never the template (default min(1024, model))")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    remote = p.add_argument_group("model as a service (--backend openai)")
+    remote.add_argument("--backend", choices=["local", "openai"], default="local",
+                        help="local: run the model in this process (default); openai: query an OpenAI-compatible "
+                        "server (--model is then the server's model name)")
+    remote.add_argument("--base-url", help="server URL, e.g. http://127.0.0.1:8000/v1 (see `edgetune serve`)")
+    remote.add_argument("--api-key", default=None, help="bearer token (default $OPENAI_API_KEY)")
+    remote.add_argument("--top-logprobs", type=int, default=20,
+                        help="next-token log-probabilities asked per prompt (default 20, OpenAI's cap)")
+    remote.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
+    remote.add_argument("--rate-limit", type=float, default=None, help="requests per second (default unlimited)")
+    remote.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
+    remote.add_argument("--max-retries", type=int, default=6, help="retries per request (default 6)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "zero-shot and a linear probe on the very same features.")
     run.add_argument("method", choices=sorted(RUNNABLE) + list(INPUT_EDGE),
                      help="dect (with its baselines), zeroshot, calibrated, linear_probe, or an input-edge method: "
-                     "adept, dept, pt (prompt tuning), lora")
+                     "adept, dept, pt (prompt tuning), lora, bbt (black-box tuning, CMA-ES)")
     run.add_argument("--task", nargs="+", default=None,
                      help="registry task name(s) or task .yaml file(s) (default sst2, or the files below)")
     run.add_argument("--shots", nargs="+", type=int, default=[16], help="examples per class (default 16)")
@@ -69,9 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     inp.add_argument("--steps", type=int, default=None, help="optimizer steps (default 100)")
     inp.add_argument("--train-batch-size", type=int, default=None, help="examples per step (default 8)")
     inp.add_argument("--grad-accum", type=int, default=None, help="gradient accumulation steps (default 1)")
-    inp.add_argument("--prompt-tokens", type=int, default=None, help="soft-prompt length (ADePT/DePT 60, PT 100)")
+    inp.add_argument("--prompt-tokens", type=int, default=None,
+                     help="soft-prompt length (ADePT/DePT 60, PT 100, BBT 50)")
     inp.add_argument("--budget-tokens", type=int, default=None,
                      help="trainable budget in prompt-tuning tokens (default 100 = 100 x hidden size)")
+    bbt = run.add_argument_group("black-box tuning (bbt)")
+    bbt.add_argument("--budget", type=int, default=None,
+                     help="model calls, one = a candidate prompt over the k-shot set (default 8000, the reference's)")
+    bbt.add_argument("--popsize", type=int, default=None, help="CMA-ES population (default 20)")
+    bbt.add_argument("--intrinsic-dim", type=int, default=None, help="searched dimension (default 500)")
     _add_model_args(run)
 
     pred = sub.add_parser("predict", help="label texts with a saved model")
@@ -84,6 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--model", default=None, help="model to use (default: the one it was trained with)")
     pred.add_argument("--cache-dir")
     pred.add_argument("--no-progress", action="store_true")
+
+    serve = sub.add_parser("serve", help="serve a packaged GGUF model with llama.cpp's OpenAI-compatible server",
+                           description="Start llama-cpp-python's server on a packaged model (or a .gguf file) with "
+                           "completions (log-probabilities) and embeddings enabled, and keep it running until "
+                           "Ctrl-C. Then: edgetune run dect --backend openai --base-url URL --model NAME.")
+    serve.add_argument("--model", default="smollm2-135m", help="packaged model name or .gguf path")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default loopback; there is no auth)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--n-ctx", type=int, default=2048, help="context window (default 2048)")
+    serve.add_argument("--threads", type=int, default=None, help="CPU threads (default: llama.cpp's choice)")
 
     tasks = sub.add_parser("tasks", help="list registered tasks, templates and label words")
     tasks.add_argument("--data-dir", help="task data root (default $EDGETUNE_DATA_DIR), to show which have data")
@@ -109,7 +137,6 @@ def _load_tasks(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    from .backends import load_backend
     from .bench.experiment import run_input_edge, run_output_edge, write_json
     from .bench.report import print_experiment
     from .methods import get_method
@@ -118,9 +145,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     for t in tasks:  # fail on bad data before loading a model
         t.split_path("train")
         t.split_path("test")
-    backend = load_backend(args.model, kind=args.kind, cache_root=args.cache_dir, batch_size=args.batch_size,
-                           progress=not args.no_progress,
-                           **({"max_length": args.max_length} if args.max_length else {}))
+    backend = _backend(args)
     experiments = []
     for task in tasks:
         for shots in args.shots:
@@ -128,7 +153,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
                 accepted = get_method(args.method).param_names()  # e.g. LoRA has no prompt_tokens
                 knobs = {k: v for k, v in {"steps": args.steps, "batch_size": args.train_batch_size,
                                            "grad_accum": args.grad_accum, "prompt_tokens": args.prompt_tokens,
-                                           "budget_tokens": args.budget_tokens}.items()
+                                           "budget_tokens": args.budget_tokens, "budget": args.budget,
+                                           "popsize": args.popsize, "intrinsic_dim": args.intrinsic_dim}.items()
                          if v is not None and k in accepted}
                 knobs["progress"] = not args.no_progress
                 exp = run_input_edge(task, backend, shots, args.seeds, [args.method], args.test_size,
@@ -144,6 +170,45 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     write_json(experiments, out)
     console.print(f"results written to {out}")
     return 0
+
+
+def _backend(args: argparse.Namespace):
+    import os
+
+    from .backends import load_backend
+
+    if args.backend == "openai":
+        if args.method in INPUT_EDGE:
+            raise EdgetuneError(f"{args.method} trains through the model's weights; it needs --backend local")
+        if not args.base_url:
+            raise EdgetuneError("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+        return load_backend(args.model, base_url=args.base_url, cache_root=args.cache_dir,
+                            api_key=args.api_key or os.environ.get("OPENAI_API_KEY"), top_logprobs=args.top_logprobs,
+                            concurrency=args.concurrency, rate_limit=args.rate_limit, timeout=args.timeout,
+                            max_retries=args.max_retries, progress=not args.no_progress)
+    if args.base_url:
+        raise EdgetuneError("--base-url is for --backend openai")
+    return load_backend(args.model, kind=args.kind, cache_root=args.cache_dir, batch_size=args.batch_size,
+                        progress=not args.no_progress, **({"max_length": args.max_length} if args.max_length else {}))
+
+
+def cmd_serve(args: argparse.Namespace, console: Console) -> int:
+    import time
+
+    from .backends.server import LlamaServer
+
+    server = LlamaServer(args.model, host=args.host, port=args.port, n_ctx=args.n_ctx, n_threads=args.threads)
+    console.print(f"starting llama.cpp server for {args.model} (log: {server.log_path}) ...")
+    with server:
+        console.print(f"serving [bold]{server.alias}[/] at {server.base_url} — try:\n  edgetune run dect "
+                      f"--backend openai --base-url {server.base_url} --model {server.alias}\nCtrl-C stops it.")
+        try:
+            while server._proc is not None and server._proc.poll() is None:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            console.print("stopping")
+            return 0
+    raise EdgetuneError(f"the server stopped:\n{server.log_tail()}")
 
 
 def cmd_predict(args: argparse.Namespace, console: Console) -> int:
@@ -220,7 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     hf_logging.disable_progress_bar()  # edgetune shows its own progress; keep stderr for errors
     try:
-        return {"run": cmd_run, "predict": cmd_predict, "tasks": cmd_tasks, "models": cmd_models}[args.command](
+        return {"run": cmd_run, "predict": cmd_predict, "tasks": cmd_tasks, "models": cmd_models,
+                "serve": cmd_serve}[args.command](
             args, console)
     except EdgetuneError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)

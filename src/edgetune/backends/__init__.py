@@ -1,28 +1,36 @@
-"""How a frozen model is reached: in-process transformers, an embedding model, (later) a remote API."""
+"""How a frozen model is reached: in-process transformers, an embedding model, a remote OpenAI-compatible API."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from ..errors import ModelError
 from .base import Backend, Features
 from .cache import FeatureCache
 from .embedding import EmbeddingBackend
 from .local import LocalBackend
 from .models import DEFAULT_MODEL, PACKAGED, resolve_model
 from .models import PackagedModel as PackagedModel
+from .remote import OpenAIBackend, RemoteError
 
 
 def load_backend(model: str = DEFAULT_MODEL, *, kind: str | None = None, cache: FeatureCache | str | None = "default",
-                 cache_root: str | None = None, **kwargs: Any) -> Backend:
+                 cache_root: str | None = None, base_url: str | None = None, **kwargs: Any) -> Backend:
     """A backend for a model name. ``cache="default"`` uses ``<cache dir>/features.sqlite``; ``None``
-    keeps features in memory only; a path uses that file."""
+    keeps features in memory only; a path uses that file. With ``base_url`` (or ``kind="openai"``) the
+    model is the name a remote OpenAI-compatible server knows it by (:class:`OpenAIBackend`)."""
     from ..paths import cache_dir
 
     if cache == "default":
         cache = FeatureCache(cache_dir(cache_root) / "features.sqlite")
     elif isinstance(cache, str):
         cache = FeatureCache(cache)
+    if base_url is not None or kind == "openai":
+        if base_url is None:
+            raise ModelError("the openai backend needs base_url (e.g. http://127.0.0.1:8000/v1)")
+        kwargs.pop("max_length", None)
+        return OpenAIBackend(model, base_url, cache=cache, **kwargs)
     if kind is not None:
         resolved_kind = kind
     elif model in PACKAGED:
@@ -35,4 +43,4 @@ def load_backend(model: str = DEFAULT_MODEL, *, kind: str | None = None, cache: 
 
 
 __all__ = ["DEFAULT_MODEL", "PACKAGED", "Backend", "EmbeddingBackend", "FeatureCache", "Features",
-           "LocalBackend", "load_backend", "resolve_model"]
+           "LocalBackend", "OpenAIBackend", "RemoteError", "load_backend", "resolve_model"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +34,7 @@ class Features:
     cache_hits: int = 0
     seconds: float = 0.0  # wall time spent querying the model
     truncated: int = 0
-    stats: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)  # backend counters for this call (requests, retries, ...)
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -56,6 +56,7 @@ class Backend(ABC):
         self.batch_size = batch_size
         self.progress = progress
         self.total_queries = 0
+        self.usage: dict[str, int] = {"queries": 0}  # running counters: queries, and per backend requests, tokens, ...
         self._warned_truncation = False
 
     # -- to implement -------------------------------------------------------------------------------------
@@ -110,6 +111,7 @@ class Backend(ABC):
         first = {k: i for i, k in reversed(list(enumerate(keys)))}
         seconds = 0.0
         truncated = 0
+        stats: dict[str, Any] = {}
         if todo:
             start = time.perf_counter()
             encoded = []
@@ -122,22 +124,37 @@ class Backend(ABC):
                     f"{truncated} prompt(s) were longer than {self.name}'s window; their input text was "
                     "truncated and the template kept whole", stacklevel=2)
                 self._warned_truncation = True
-            encoded.sort(key=lambda t: -t[0])  # length-sorted batches: little padding
+            before = dict(self.usage)
+
+            def save(rows: list[tuple[str, np.ndarray, np.ndarray]]) -> None:
+                self.cache.put_many(rows)  # committed at once: an interrupted run keeps what it paid for
+                for key, s, h in rows:
+                    found[key] = (s, h)
+                self.total_queries += len(rows)
+                self.usage["queries"] = self.usage.get("queries", 0) + len(rows)
+                bar.advance(len(rows))
+
             with self._progress(len(todo), description) as bar:
-                for b in range(0, len(encoded), self.batch_size):
-                    chunk = encoded[b : b + self.batch_size]
-                    scores, hidden = self._run([c[2] for c in chunk], label_ids, words)
-                    rows = [(c[1], scores[i], hidden[i]) for i, c in enumerate(chunk)]
-                    self.cache.put_many(rows)
-                    for key, s, h in rows:
-                        found[key] = (s, h)
-                    bar.advance(len(chunk))
+                self._answer(encoded, label_ids, words, save)
             seconds = time.perf_counter() - start
-            self.total_queries += len(todo)
+            stats = {k: v - before.get(k, 0) for k, v in self.usage.items() if v - before.get(k, 0)}
         scores = np.stack([found[k][0] for k in keys]) if keys else np.zeros((0, len(words)), np.float32)
         hidden = np.stack([found[k][1] for k in keys]) if keys else np.zeros((0, 0), np.float32)
         return Features(scores.astype(np.float32), hidden.astype(np.float32), queries=len(todo),
-                        cache_hits=len(keys) - len(todo), seconds=seconds, truncated=truncated)
+                        cache_hits=len(keys) - len(todo), seconds=seconds, truncated=truncated, stats=stats)
+
+    def _answer(self, encoded: list[tuple[int, str, Any]], label_ids: list[int], words: Sequence[str],
+                save: Callable[[list[tuple[str, np.ndarray, np.ndarray]]], None]) -> None:
+        """Answer every ``(length, key, encoded prompt)`` and hand rows to ``save`` as they arrive.
+
+        The default runs length-sorted batches (little padding) through :meth:`_run`; a remote backend
+        overrides this with concurrent requests.
+        """
+        encoded = sorted(encoded, key=lambda t: -t[0])
+        for b in range(0, len(encoded), self.batch_size):
+            chunk = encoded[b : b + self.batch_size]
+            scores, hidden = self._run([c[2] for c in chunk], label_ids, words)
+            save([(c[1], scores[i], hidden[i]) for i, c in enumerate(chunk)])
 
     def _progress(self, total: int, description: str) -> _Bar:
         return _Bar(total, f"{self.name}: {description}", enabled=self.progress)

@@ -88,6 +88,26 @@ def converted_dir(name: str, cache: str | os.PathLike | None = None) -> Path:
     return cache_dir(cache) / "models" / f"{name}-{_version(spec.package)}-fp32"
 
 
+def gguf_path(name: str, cache: str | os.PathLike | None = None) -> Path:
+    """The GGUF file of a packaged model (Gemma's is assembled once into the cache), e.g. for a server."""
+    if name not in PACKAGED or PACKAGED[name].gguf is None:
+        raise ModelError(f"{name!r} is not a packaged GGUF model; choose one of "
+                         f"{', '.join(n for n, m in PACKAGED.items() if m.gguf)} or give a .gguf path")
+    spec = PACKAGED[name]
+    mod_dir = _module_dir(spec)
+    if not spec.assemble:
+        return mod_dir / str(spec.gguf)
+    target = cache_dir(cache) / "models" / f"{name}-{_version(spec.package)}.gguf"
+    if not target.is_file():
+        import importlib
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        importlib.import_module(spec.module).assemble(str(tmp))
+        os.replace(tmp, target)
+    return target
+
+
 def resolve_model(name: str, kind: str | None = None, cache: str | os.PathLike | None = None,
                   console: Console | None = None) -> ResolvedModel:
     """Resolve a short name, a local folder or a hub id to something ``from_pretrained`` loads."""

@@ -44,7 +44,8 @@ class RunResult:
     n_test: int
     fit_seconds: float
     trainable_params: int = 0
-    steps: int = 0
+    steps: int = 0  # optimizer steps (gradient methods) or model calls (BBT: one candidate over the train set)
+    queries: int = 0  # forward passes over single samples the method needs to train (train + dev), cached or not
     params: dict[str, Any] = field(default_factory=dict)
     train_ids: list[str] = field(default_factory=list)
 
@@ -56,11 +57,15 @@ class Extraction:
     queries: int = 0
     cache_hits: int = 0
     seconds: float = 0.0
+    stats: dict[str, int] = field(default_factory=dict)  # backend counters: requests, retries, tokens, floored
 
     def add(self, feats: Any) -> None:
         self.queries += feats.queries
         self.cache_hits += feats.cache_hits
         self.seconds += feats.seconds
+        for k, v in feats.stats.items():
+            if k != "queries":
+                self.stats[k] = self.stats.get(k, 0) + v
 
 
 @dataclass
@@ -161,7 +166,8 @@ def run_output_edge(
             results.append(RunResult(
                 method=label, task=task.name, model=backend.name, shots=shots, seed=seed,
                 accuracy=float((pred == y_test).mean()), n_train=len(train), n_test=len(test),
-                fit_seconds=fit_s, trainable_params=count_params(method), params=params,
+                fit_seconds=fit_s, trainable_params=count_params(method),
+                queries=0 if name == "zeroshot" else len(train) + len(cf), params=params,
                 train_ids=[str(i) for i in train.ids],
             ))
             if save_dir is not None and label == "dect":
@@ -205,7 +211,8 @@ def run_input_edge(
             results.append(RunResult(
                 method=label, task=task.name, model=backend.name, shots=shots, seed=seed,
                 accuracy=float((pred == y_test).mean()), n_train=len(train), n_test=len(test), fit_seconds=fit_s,
-                trainable_params=method.trainable_params_, steps=method.steps,
+                trainable_params=method.trainable_params_, steps=getattr(method, "calls_", method.steps),
+                queries=_training_queries(method),
                 params={k: v for k, v in method.get_params().items() if k != "progress"},
                 train_ids=[str(i) for i in train.ids],
             ))
@@ -216,6 +223,16 @@ def run_input_edge(
         seeds=list(seeds), n_test=len(test), template=task.template, label_words=list(task.words), results=results,
         extraction=Extraction(), machine=machine_info(),
     )
+
+
+def _training_queries(method: Any) -> int:
+    """Forward passes over single samples a training run made (train and dev)."""
+    h = getattr(method, "history_", {})
+    if "train_queries" in h:  # BBT counts its own
+        return int(h["train_queries"] + h.get("dev_queries", 0))
+    per_step = method.batch_size * method.grad_accum
+    dev = len(h.get("dev_accuracy", [])) * getattr(method, "dev_size_", 0)
+    return int(method.steps * per_step + dev)
 
 
 def write_json(experiments: Sequence[Experiment], path: str | os.PathLike) -> Path:

@@ -45,6 +45,8 @@ def print_experiment(exp: Experiment, console: Console) -> None:
     console.print(
         f"model queries: {e.queries} (cache hits: {e.cache_hits}) · feature extraction: {e.seconds:.1f} s · "
         f"DecT training: {summary.get('dect', {}).get('fit_seconds_mean', float('nan')) * 1000:.0f} ms per seed")
+    if e.stats:
+        console.print("server: " + " · ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in sorted(e.stats.items())))
 
 
 def markdown(experiments: Sequence[Experiment]) -> str:
@@ -59,5 +61,6 @@ def markdown(experiments: Sequence[Experiment]) -> str:
             lines.append(f"| {NAMES.get(m, m)} | {pct(v['mean'], v['std'])} | {v['fit_seconds_mean'] * 1000:.1f} | "
                          f"{v['trainable_params']:,} |")
         e = exp.extraction
-        lines.append(f"\nqueries {e.queries} (cache hits {e.cache_hits}), extraction {e.seconds:.1f} s\n")
+        extra = "".join(f", {k.replace('_', ' ')} {v}" for k, v in sorted(e.stats.items()))
+        lines.append(f"\nqueries {e.queries} (cache hits {e.cache_hits}), extraction {e.seconds:.1f} s{extra}\n")
     return "\n".join(lines)

@@ -1,8 +1,9 @@
 """Adaptation methods, one module each, registered by name (see :data:`METHODS`)."""
 
-from . import adept, dect, dept, linear_probe, lora, prompt_tuning, zeroshot  # noqa: F401  (registers them)
+from . import adept, bbt, dect, dept, linear_probe, lora, prompt_tuning, zeroshot  # noqa: F401  (registers them)
 from .adept import ADePT
 from .base import METHODS, Method, OutputEdgeMethod, get_method, load, register
+from .bbt import BBT
 from .dect import DecT
 from .dept import DePT
 from .linear_probe import LinearProbe
@@ -10,5 +11,5 @@ from .lora import LoRA
 from .prompt_tuning import PromptTuning
 from .zeroshot import CalibratedZeroShot, ZeroShot
 
-__all__ = ["METHODS", "ADePT", "CalibratedZeroShot", "DePT", "DecT", "LinearProbe", "LoRA", "Method",
+__all__ = ["BBT", "METHODS", "ADePT", "CalibratedZeroShot", "DePT", "DecT", "LinearProbe", "LoRA", "Method",
            "OutputEdgeMethod", "PromptTuning", "ZeroShot", "get_method", "load", "register"]

@@ -265,6 +265,7 @@ class InputEdgeMethod(Method):
         if dev is not None and len(dev):
             dev_ex = as_examples(dev)
             dev_ids, dev_y = self.encode(dev_ex), np.array([index[e.label] for e in dev_ex])
+        self.dev_size_ = 0 if dev_ids is None else len(dev_ids)
         self.history_ = self._train(train_ids, y_train, dev_ids, dev_y)
         return self
 

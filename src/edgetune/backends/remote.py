@@ -1,0 +1,296 @@
+"""Remote backend: a frozen model behind any OpenAI-compatible server (llama.cpp, vLLM, a hosted API).
+
+This is the setting DecT was built for: no weights, no gradients, one query per sample.
+
+**What one query costs.** One prompt = at most two HTTP requests, both on the exact prompt text that the
+in-process backend would feed (the text before ``{mask}``):
+
+1. ``POST /v1/completions`` with ``max_tokens=1, temperature=0, logprobs=N`` (``top_logprobs``, default 20,
+   OpenAI's own cap; llama.cpp accepts hundreds). The label-word scores are the log-probabilities of the
+   tokens ``" " + word`` among the top-N next tokens. Cost: the prompt's tokens + 1 generated token.
+2. ``POST /v1/embeddings`` on the same text, for the hidden representation. llama.cpp's server returns
+   one vector per prompt token: the last one is used (the state at the position that predicts the label
+   word, as in-process). A server that returns one pooled vector per input gets that vector. Cost: the
+   prompt's tokens again. ``hidden=False`` skips this request (scores only; zero-shot and calibrated
+   methods need nothing else).
+
+Token counts come from the server's ``usage`` fields and are summed in :attr:`Backend.usage`
+(``requests``, ``retries``, ``failures``, ``prompt_tokens``, ``completion_tokens``, ``floored``).
+
+**A label word outside the top N.** The server only says that its log-probability is below the lowest
+one returned. Its score is set to a *floor*: that lowest returned log-probability (an upper bound of the
+true value) unless a fixed ``floor`` is given. Every floored score is counted (``usage["floored"]`` and
+per word in :attr:`floored_words`) and a warning says how many were floored; it is never a silent zero.
+Raise ``top_logprobs`` where the server allows it to make floors rarer.
+
+**Fault tolerance.** Requests run concurrently (``concurrency`` in flight, asyncio) under an optional
+rate limit (requests per second), each with a timeout. Timeouts, connection errors, 429 and 5xx answers
+are retried with exponential backoff and jitter (``Retry-After`` is honoured); other errors (bad request,
+authentication, unknown model) fail at once with the server's message. A prompt that still fails after
+``max_retries`` retries stops the run with a clear error; every answer that arrived before is already
+in the cache, committed as it arrived, so the rerun pays only for what is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import math
+import random
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..data.templates import Prompt, Template
+from ..errors import LabelWordError, ModelError
+from .base import Backend
+from .cache import FeatureCache
+
+
+class RemoteError(ModelError):
+    """The server could not be reached, or kept failing, or refused a request."""
+
+
+class _RateLimiter:
+    """At most ``rate`` request starts per second (evenly spaced), shared by all concurrent tasks."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.interval = 0.0 if not rate else 1.0 / rate
+        self._next = 0.0
+        self._lock = asyncio.Lock()
+
+    async def wait(self) -> None:
+        if not self.interval:
+            return
+        async with self._lock:
+            now = time.monotonic()
+            delay = self._next - now
+            self._next = max(now, self._next) + self.interval
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+class OpenAIBackend(Backend):
+    """A model reached through an OpenAI-compatible HTTP API with the ``openai`` client.
+
+    Args:
+        model: the server's model name (``/v1/models``); part of the cache key.
+        base_url: e.g. ``http://127.0.0.1:8000/v1``.
+        api_key: sent as a bearer token (default: ``$OPENAI_API_KEY``, or a placeholder for local servers).
+        top_logprobs: N next-token log-probabilities asked for (OpenAI caps it at 20).
+        hidden: also query the embeddings endpoint for the hidden representation.
+        floor: fixed score for a label word outside the top N (default: the lowest returned log-prob).
+        concurrency: requests in flight at once.
+        rate_limit: request starts per second (``None``: unlimited).
+        timeout: seconds per request before it counts as failed and is retried.
+        max_retries: retries per request after the first attempt.
+        backoff, max_backoff: the first retry waits about ``backoff`` s, doubling up to ``max_backoff``.
+        identity: cache identity (default ``openai:<model>``); change it when the server's weights change
+            under the same name.
+    """
+
+    kind = "openai"
+
+    def __init__(self, model: str, base_url: str, api_key: str | None = None, cache: FeatureCache | None = None,
+                 top_logprobs: int = 20, hidden: bool = True, floor: float | None = None, concurrency: int = 8,
+                 rate_limit: float | None = None, timeout: float = 30.0, max_retries: int = 6,
+                 backoff: float = 0.5, max_backoff: float = 20.0, identity: str | None = None,
+                 progress: bool = True, batch_size: int = 32) -> None:
+        super().__init__(model, cache, batch_size, progress)
+        if top_logprobs < 1:
+            raise ValueError("top_logprobs must be at least 1")
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.model_name = model
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.top_logprobs = top_logprobs
+        self.hidden = hidden
+        self.floor = floor
+        self.concurrency = concurrency
+        self.rate_limit = rate_limit
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self._identity = identity or f"openai:{model}"
+        self.floored_words: Counter[str] = Counter()
+        self.usage.update(requests=0, retries=0, failures=0, prompt_tokens=0, completion_tokens=0, floored=0)
+
+    # -- Backend hooks ---------------------------------------------------------------------------------
+    @property
+    def identity(self) -> str:
+        return self._identity
+
+    def settings(self) -> dict[str, Any]:
+        return {"top_logprobs": self.top_logprobs, "hidden": self.hidden, "floor": self.floor,
+                "scores": "logprobs"}
+
+    def check_label_words(self, words: Sequence[str]) -> list[int]:
+        """The server cannot tokenise for us: words are matched as the token text ``" " + word`` in the
+        returned top log-probabilities (a multi-token word is never found and is floored, counted)."""
+        if len({w.strip() for w in words}) != len(words):
+            raise LabelWordError(f"label words {list(words)} are not distinct")
+        bad = [w for w in words if not w.strip() or " " in w.strip()]
+        if bad:
+            raise LabelWordError(f"label words {bad} must be single words (one token each)")
+        return list(range(len(words)))
+
+    def check_template(self, template: Template) -> None:
+        if not template.mask_is_last:
+            raise LabelWordError(f"template {template.text!r}: a completion API predicts the word after the "
+                                 "prompt, so {mask} must come last")
+
+    def _encode(self, prompt: Prompt) -> tuple[Any, int, bool]:
+        text = prompt.text_before
+        return text, len(text), False  # the server truncates nothing; too long a prompt fails clearly
+
+    def _run(self, batch: list[Any], label_ids: list[int], words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError("a remote backend answers through _answer (concurrent requests)")
+
+    # -- concurrent querying ---------------------------------------------------------------------------
+    def _answer(self, encoded: list[tuple[int, str, Any]], label_ids: list[int], words: Sequence[str],
+                save: Callable[[list[tuple[str, np.ndarray, np.ndarray]]], None]) -> None:
+        floored_before, words_before = self.usage["floored"], Counter(self.floored_words)
+        coro = self._answer_all(encoded, list(words), save)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            asyncio.run(coro)
+        else:  # called from inside an event loop (e.g. Jupyter): run ours in a worker thread
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                pool.submit(asyncio.run, coro).result()
+        floored = self.usage["floored"] - floored_before
+        if floored:
+            warnings.warn(
+                f"{floored} label-word score(s) over {len(encoded)} prompt(s) were not among the server's top "
+                f"{self.top_logprobs} log-probabilities and got the floor value (by word: "
+                f"{dict(self.floored_words - words_before)}); raise top_logprobs if the server allows", stacklevel=3)
+
+    async def _answer_all(self, encoded: list[tuple[int, str, Any]], words: list[str],
+                          save: Callable[[list[tuple[str, np.ndarray, np.ndarray]]], None]) -> None:
+        from openai import AsyncOpenAI
+
+        client = AsyncOpenAI(base_url=self.base_url, api_key=self.api_key or "sk-no-key-needed",
+                             max_retries=0, timeout=self.timeout)
+        limiter = _RateLimiter(self.rate_limit)
+        slots = asyncio.Semaphore(self.concurrency)
+
+        async def one(key: str, text: str) -> None:
+            async with slots:
+                scores = await self._scores(client, limiter, text, words)
+                hidden = (await self._hidden(client, limiter, text)) if self.hidden else np.zeros(1, np.float32)
+            save([(key, scores, hidden)])
+
+        tasks = [asyncio.ensure_future(one(k, t)) for _, k, t in encoded]
+        try:
+            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+            for t in done:
+                if t.exception() is not None:
+                    raise t.exception()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await client.close()
+
+    async def _call(self, what: str, limiter: _RateLimiter, fn: Callable[[], Any]) -> Any:
+        """One request with retries on timeouts, connection errors, 429 and 5xx."""
+        import openai
+
+        last: Exception | None = None
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                self.usage["retries"] += 1
+            await limiter.wait()
+            self.usage["requests"] += 1
+            try:
+                return await fn()
+            except (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError,
+                    openai.InternalServerError) as exc:
+                last = exc
+            except openai.APIStatusError as exc:
+                if exc.status_code not in (408, 409) and exc.status_code < 500:
+                    self.usage["failures"] += 1
+                    raise RemoteError(f"{self.base_url}: {what} request refused with HTTP {exc.status_code}: "
+                                      f"{_message(exc)}") from None
+                last = exc
+            self.usage["failures"] += 1
+            if attempt == self.max_retries:
+                break
+            delay = min(self.max_backoff, self.backoff * 2**attempt)
+            delay = delay / 2 + random.uniform(0, delay / 2)  # jitter: no retry storms in lockstep
+            retry_after = _retry_after(last)
+            await asyncio.sleep(max(delay, retry_after or 0.0))
+        raise RemoteError(
+            f"{self.base_url}: {what} request failed {self.max_retries + 1} times; last error: "
+            f"{type(last).__name__}: {_message(last)}. Is the server running and reachable? Answers received so "
+            "far are cached; rerunning resumes from there.")
+
+    async def _scores(self, client: Any, limiter: _RateLimiter, text: str, words: list[str]) -> np.ndarray:
+        resp = await self._call("completion", limiter, lambda: client.completions.create(
+            model=self.model_name, prompt=text, max_tokens=1, temperature=0.0, logprobs=self.top_logprobs))
+        self._count_usage(resp)
+        try:
+            top = resp.choices[0].logprobs.top_logprobs[0]
+        except (AttributeError, IndexError, TypeError):
+            raise RemoteError(f"{self.base_url}: the completion answer has no top log-probabilities; the server "
+                              "must support the `logprobs` parameter of /v1/completions") from None
+        top = dict(top)
+        if not top:
+            raise RemoteError(f"{self.base_url}: the server returned no log-probabilities")
+        floor = self.floor if self.floor is not None else min(top.values())
+        out = np.empty(len(words), np.float32)
+        for i, w in enumerate(words):
+            value = top.get(" " + w)
+            if value is None or not math.isfinite(value):
+                self.usage["floored"] += 1
+                self.floored_words[w] += 1
+                value = floor
+            out[i] = value
+        return out
+
+    async def _hidden(self, client: Any, limiter: _RateLimiter, text: str) -> np.ndarray:
+        resp = await self._call("embeddings", limiter, lambda: client.embeddings.create(
+            model=self.model_name, input=text, encoding_format="float"))
+        self._count_usage(resp)
+        try:
+            vec = np.asarray(resp.data[0].embedding, dtype=np.float32)
+        except (AttributeError, IndexError, TypeError, ValueError):
+            raise RemoteError(f"{self.base_url}: the embeddings answer has no vector") from None
+        if vec.ndim == 2:  # one vector per prompt token (llama.cpp without pooling): the last position
+            vec = vec[-1]
+        if vec.ndim != 1 or not vec.size:
+            raise RemoteError(f"{self.base_url}: unexpected embedding shape {vec.shape}")
+        return vec
+
+    def _count_usage(self, resp: Any) -> None:
+        usage = getattr(resp, "usage", None)
+        if usage is not None:
+            self.usage["prompt_tokens"] += int(getattr(usage, "prompt_tokens", 0) or 0)
+            self.usage["completion_tokens"] += int(getattr(usage, "completion_tokens", 0) or 0)
+
+
+def _message(exc: Exception | None) -> str:
+    if exc is None:
+        return "unknown"
+    text = str(exc).strip() or exc.__class__.__name__
+    return text.splitlines()[0][:300]
+
+
+def _retry_after(exc: Exception | None) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    try:
+        return min(60.0, float(headers.get("retry-after", "")))
+    except ValueError:
+        return None

@@ -1,0 +1,192 @@
+"""Loopback HTTP helpers for the remote-backend tests: a fake OpenAI-compatible server and a
+fault-injecting, request-counting proxy. Standard library only; everything binds 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import random
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlparse
+
+
+def _prompt_of(body: dict) -> str:
+    return str(body.get("prompt", body.get("input", "")))
+
+
+class _Server:
+    """A ThreadingHTTPServer on 127.0.0.1 with a random port, run in a daemon thread."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.httpd.owner = self  # handlers reach their server object through this
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class FakeOpenAI(_Server):
+    """Answers /v1/completions with deterministic top log-probabilities derived from the prompt, and
+    /v1/embeddings with one vector per "token" (word) of the prompt. ``fail`` maps a request number
+    (1-based) to an HTTP status to answer instead; ``words`` are the tokens it knows."""
+
+    def __init__(self, words: list[str], top: int = 5, dim: int = 6, fail: dict[int, int] | None = None,
+                 per_token: bool = True) -> None:
+        self.words, self.top, self.dim, self.per_token = words, top, dim, per_token
+        self.fail = dict(fail or {})
+        self.requests = 0
+        self.seen: Counter[tuple[str, str]] = Counter()
+        self.lock = threading.Lock()
+        super().__init__(_FakeHandler)
+
+    @staticmethod
+    def logprobs(prompt: str, words: list[str]) -> dict[str, float]:
+        out = {}
+        for w in words:
+            h = hashlib.sha256(f"{prompt}|{w}".encode()).digest()
+            out[" " + w] = -0.1 - 8.0 * h[0] / 255.0
+        return out
+
+    @staticmethod
+    def vector(prompt: str, dim: int) -> list[float]:
+        h = hashlib.sha256(prompt.encode()).digest()
+        return [b / 255.0 for b in h[:dim]]
+
+
+class _FakeHandler(BaseHTTPRequestHandler):
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+    def do_GET(self):
+        self._json(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
+
+    def do_POST(self):
+        fake: FakeOpenAI = self.server.owner
+        body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
+        with fake.lock:
+            fake.requests += 1
+            status = fake.fail.get(fake.requests)
+        if status:
+            self._json(status, {"error": {"message": f"injected {status}", "type": "server_error"}})
+            return
+        prompt = _prompt_of(body)
+        n_tokens = max(1, len(prompt.split()))
+        with fake.lock:
+            fake.seen[(self.path, prompt)] += 1
+        if self.path.endswith("/completions"):
+            lp = fake.logprobs(prompt, fake.words)
+            top = dict(sorted(lp.items(), key=lambda kv: -kv[1])[: fake.top])
+            choice = {"text": next(iter(top)), "index": 0, "finish_reason": "length",
+                      "logprobs": {"tokens": [next(iter(top))], "token_logprobs": [max(top.values())],
+                                   "top_logprobs": [top], "text_offset": [0]}}
+            self._json(200, {"id": "c", "object": "text_completion", "created": 0, "model": body.get("model"),
+                             "choices": [choice],
+                             "usage": {"prompt_tokens": n_tokens, "completion_tokens": 1,
+                                       "total_tokens": n_tokens + 1}})
+        elif self.path.endswith("/embeddings"):
+            last = fake.vector(prompt, fake.dim)
+            emb = [[0.0] * fake.dim] * (n_tokens - 1) + [last] if fake.per_token else last
+            self._json(200, {"object": "list", "model": body.get("model"),
+                             "data": [{"object": "embedding", "index": 0, "embedding": emb}],
+                             "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}})
+        else:
+            self._json(404, {"error": {"message": "not found"}})
+
+    def _json(self, status: int, payload: dict) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class FaultProxy(_Server):
+    """Forwards to ``upstream`` (a base URL); a seeded ``rate`` of requests instead gets a fault, cycling
+    through ``faults``: "drop" (connection closed, no answer), "delay" (held ``delay`` s, past the client's
+    timeout, then closed, never forwarded) and "500". ``forwarded`` counts, per (path, prompt), the
+    requests that reached the upstream and were answered 200."""
+
+    def __init__(self, upstream: str, rate: float = 0.0, faults: tuple[str, ...] = ("drop", "delay", "500"),
+                 delay: float = 3.0, seed: int = 0) -> None:
+        parsed = urlparse(upstream)
+        self.host, self.port, self.prefix = parsed.hostname, parsed.port, parsed.path.rstrip("/")
+        self.rate, self.faults, self.delay = rate, faults, delay
+        self.rng = random.Random(seed)
+        self.lock = threading.Lock()
+        self.forwarded: Counter[tuple[str, str]] = Counter()
+        self.injected: Counter[str] = Counter()
+        self.requests = 0
+        super().__init__(_ProxyHandler)
+
+    def decide(self) -> str | None:
+        with self.lock:
+            self.requests += 1
+            if self.rng.random() < self.rate:
+                fault = self.faults[sum(self.injected.values()) % len(self.faults)]
+                self.injected[fault] += 1
+                return fault
+        return None
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self._forward(b"", None)
+
+    def do_POST(self):
+        raw = self.rfile.read(int(self.headers.get("content-length", 0)))
+        self._forward(raw, json.loads(raw or b"{}"))
+
+    def _forward(self, raw: bytes, body: dict | None) -> None:
+        proxy: FaultProxy = self.server.owner
+        fault = proxy.decide() if body is not None else None
+        if fault == "drop":
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
+        if fault == "delay":
+            time.sleep(proxy.delay)
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
+        if fault == "500":
+            data = b'{"error": {"message": "injected 500", "type": "server_error"}}'
+            self.send_response(500)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
+        path = self.path
+        conn = http.client.HTTPConnection(proxy.host, proxy.port, timeout=120)
+        headers = {"content-type": "application/json"} if body is not None else {}
+        conn.request(self.command, path, body=raw or None, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        conn.close()
+        if body is not None and resp.status == 200:
+            with proxy.lock:
+                proxy.forwarded[(path.rsplit("/", 1)[-1], _prompt_of(body))] += 1
+        self.send_response(resp.status)
+        self.send_header("content-type", resp.getheader("content-type", "application/json"))
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)

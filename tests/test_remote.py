@@ -1,0 +1,155 @@
+"""The OpenAI-compatible backend against a fake loopback server (fast; the real llama.cpp server is in
+test_server.py): scores and floors, per-token embeddings, retries, clear errors, caching as answers arrive."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from http_helpers import FakeOpenAI, FaultProxy
+
+from edgetune.backends import FeatureCache, OpenAIBackend, RemoteError, load_backend
+from edgetune.data.example import Example
+
+TEMPLATE = "{text} It was {mask}"
+WORDS = ["bad", "great"]
+
+
+def texts(n: int) -> list[Example]:
+    return [Example(text=f"review number {i} of the film", label=None) for i in range(n)]
+
+
+def backend(url: str, **kw) -> OpenAIBackend:
+    kw.setdefault("cache", FeatureCache(None))
+    kw.setdefault("timeout", 5.0)
+    kw.setdefault("backoff", 0.01)
+    return OpenAIBackend("fake", url, progress=False, **kw)
+
+
+def test_scores_are_label_word_logprobs_and_hidden_is_last_token_vector():
+    with FakeOpenAI([*WORDS, "okay", "fine"], top=4) as srv:
+        b = backend(srv.base_url)
+        feats = b.features(texts(5), TEMPLATE, WORDS)
+    for i, ex in enumerate(texts(5)):
+        prompt = f"{ex.text} It was"
+        lp = FakeOpenAI.logprobs(prompt, [*WORDS, "okay", "fine"])
+        np.testing.assert_allclose(feats.scores[i], [lp[" bad"], lp[" great"]], rtol=1e-6)
+        np.testing.assert_allclose(feats.hidden[i], FakeOpenAI.vector(prompt, 6), rtol=1e-6)
+    assert feats.queries == 5
+    assert feats.stats["requests"] == 10  # one completion + one embeddings request per prompt
+    assert feats.stats["prompt_tokens"] == 2 * sum(len(f"{e.text} It was".split()) for e in texts(5))
+    assert feats.stats.get("floored", 0) == 0
+
+
+def test_pooled_embedding_and_scores_only():
+    with FakeOpenAI(WORDS, per_token=False) as srv:
+        feats = backend(srv.base_url).features(texts(2), TEMPLATE, WORDS)
+        np.testing.assert_allclose(feats.hidden[1], FakeOpenAI.vector("review number 1 of the film It was", 6))
+        only = backend(srv.base_url, hidden=False).features(texts(2), TEMPLATE, WORDS)
+        assert only.stats["requests"] == 2
+
+
+def test_missing_label_word_gets_counted_floor_not_zero():
+    # the server knows 5 words and returns the top 2: at least one label word of three is missing
+    vocab = ["bad", "great", "okay", "x", "y"]
+    with FakeOpenAI(vocab, top=2) as srv:
+        b = backend(srv.base_url)
+        with pytest.warns(UserWarning, match="floor value"):
+            feats = b.features(texts(6), TEMPLATE, ["bad", "great", "okay"])
+    missing = 0
+    for i, ex in enumerate(texts(6)):
+        lp = FakeOpenAI.logprobs(f"{ex.text} It was", vocab)
+        top = dict(sorted(lp.items(), key=lambda kv: -kv[1])[:2])
+        expected = [top.get(" " + w, min(top.values())) for w in ["bad", "great", "okay"]]
+        missing += sum(" " + w not in top for w in ["bad", "great", "okay"])
+        np.testing.assert_allclose(feats.scores[i], expected, rtol=1e-6)
+    assert missing >= 6  # at least one of three label words is outside the top 2 of every prompt
+    assert feats.stats["floored"] == missing
+    assert sum(b.floored_words.values()) == missing
+    assert not np.any(feats.scores == 0)
+
+    with FakeOpenAI(vocab, top=2) as srv, pytest.warns(UserWarning):
+        fixed = backend(srv.base_url, floor=-50.0).features(texts(3), TEMPLATE, ["bad", "great", "okay"])
+    assert (fixed.scores == -50.0).sum() == fixed.stats["floored"] >= 3
+
+
+def test_retries_500_and_429_then_succeeds():
+    with FakeOpenAI(WORDS, fail={1: 500, 2: 429, 3: 503}) as srv:
+        b = backend(srv.base_url, concurrency=1)
+        feats = b.features(texts(3), TEMPLATE, WORDS)
+        assert feats.queries == 3
+        assert feats.stats["retries"] == 3 and feats.stats["failures"] == 3
+        assert all(n == 1 for n in srv.seen.values())  # each prompt answered once
+
+
+def test_non_retryable_error_fails_at_once_with_the_server_message():
+    with FakeOpenAI(WORDS, fail={1: 400}) as srv:
+        b = backend(srv.base_url, concurrency=1)
+        with pytest.raises(RemoteError, match=r"HTTP 400.*injected 400"):
+            b.features(texts(1), TEMPLATE, WORDS)
+        assert srv.requests == 1
+
+
+def test_absent_server_is_a_clear_error_not_a_hang():
+    from edgetune.backends.server import free_port
+
+    b = backend(f"http://127.0.0.1:{free_port()}/v1", max_retries=2, timeout=1.0)
+    start = time.perf_counter()
+    with pytest.raises(RemoteError, match=r"failed 3 times.*Is the server running"):
+        b.features(texts(2), TEMPLATE, WORDS)
+    assert time.perf_counter() - start < 30
+
+
+def test_answers_are_cached_as_they_arrive_and_never_paid_twice(tmp_path):
+    path = tmp_path / "f.sqlite"
+    # every request from the 7th on fails (500): the first prompts' answers must survive the error
+    with FakeOpenAI(WORDS, fail={i: 500 for i in range(7, 200)}) as srv:
+        b = backend(srv.base_url, cache=FeatureCache(path), concurrency=1, max_retries=1)
+        with pytest.raises(RemoteError):
+            b.features(texts(8), TEMPLATE, WORDS)
+        assert b.usage["queries"] == 3  # 3 prompts x 2 requests before the failures
+    assert len(FeatureCache(path)) == 3
+    with FakeOpenAI(WORDS) as srv:
+        b = backend(srv.base_url, cache=FeatureCache(path))
+        feats = b.features(texts(8), TEMPLATE, WORDS)
+        assert feats.queries == 5 and feats.cache_hits == 3
+        asked = {p for _, p in srv.seen}
+    assert asked == {f"{e.text} It was" for e in texts(8)[3:]}
+    b2 = backend("http://127.0.0.1:9/v1", cache=FeatureCache(path), max_retries=0)
+    again = b2.features(texts(8), TEMPLATE, WORDS)  # no server needed: everything is cached
+    assert again.queries == 0
+    np.testing.assert_array_equal(again.scores, feats.scores)
+
+
+def test_fault_proxy_drops_delays_and_500s_are_all_survived():
+    with FakeOpenAI(WORDS) as srv:
+        clean = backend(srv.base_url).features(texts(20), TEMPLATE, WORDS)
+        with FaultProxy(srv.base_url, rate=0.3, delay=1.5, seed=1) as proxy:
+            b = backend(proxy.base_url, timeout=0.5, concurrency=4)
+            faulty = b.features(texts(20), TEMPLATE, WORDS)
+    assert set(proxy.injected) == {"drop", "delay", "500"}
+    assert sum(proxy.injected.values()) >= 0.2 * 40
+    assert all(n == 1 for n in proxy.forwarded.values()) and len(proxy.forwarded) == 40
+    assert b.usage["retries"] == sum(proxy.injected.values())
+    np.testing.assert_array_equal(faulty.scores, clean.scores)
+    np.testing.assert_array_equal(faulty.hidden, clean.hidden)
+
+
+def test_rate_limit_spaces_requests():
+    with FakeOpenAI(WORDS) as srv:
+        b = backend(srv.base_url, rate_limit=20.0, hidden=False)
+        start = time.perf_counter()
+        b.features(texts(6), TEMPLATE, WORDS)
+        assert time.perf_counter() - start >= 5 / 20.0
+
+
+def test_template_and_words_are_checked_and_load_backend_builds_it():
+    b = load_backend("fake", base_url="http://127.0.0.1:9/v1", cache=None)
+    assert isinstance(b, OpenAIBackend) and b.identity == "openai:fake"
+    from edgetune.errors import LabelWordError
+
+    with pytest.raises(LabelWordError, match="must come last"):
+        b.features(texts(1), "{mask} is the verdict on {text}", WORDS)
+    with pytest.raises(LabelWordError, match="single words"):
+        b.features(texts(1), TEMPLATE, ["very bad", "great"])
