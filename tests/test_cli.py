@@ -121,19 +121,21 @@ def test_help_mentions_the_essentials(capsys):
         assert flag in out
 
 
-@pytest.mark.parametrize("method", ["adept", "dept", "pt", "lora"])
+@pytest.mark.parametrize("method", ["adept", "dept", "pt", "lora", "bbt"])
 def test_run_input_edge_method_and_predict(capsys, common, tmp_path, method):
     out_json = tmp_path / "r.json"
+    knobs = ["--budget", 3, "--popsize", 3, "--intrinsic-dim", 6] if method == "bbt" else []
     code, out, err = run(capsys, "run", method, "--train", common[4] / "toy/train.jsonl",
                          "--test", common[4] / "toy/test.jsonl", "--template", "{text} In summary, it was {mask}",
                          "--label-words", "negative:bad,positive:great", "--shots", 2, "--seeds", 0,
                          "--steps", 3, "--train-batch-size", 2, "--budget-tokens", 20, "--prompt-tokens", 4,
-                         "--model", common[1], "--no-progress", "-o", out_json, "--save-dir", tmp_path / "s")
+                         *knobs, "--model", common[1], "--no-progress", "-o", out_json, "--save-dir", tmp_path / "s")
     assert code == 0, err
     assert "trainable params" in out and "training steps: 3" in out
     data = json.loads(out_json.read_text())
     r = data[0]["results"][0]
     assert r["method"] == method and r["steps"] == 3 and r["trainable_params"] > 0
+    assert r["queries"] >= 3 * 2
     code, out, err = run(capsys, "predict", tmp_path / "s" / f"train-{method}-2shot-seed0", "a fine film",
                          "--no-progress")
     assert code == 0, err

@@ -153,3 +153,29 @@ def test_template_and_words_are_checked_and_load_backend_builds_it():
         b.features(texts(1), "{mask} is the verdict on {text}", WORDS)
     with pytest.raises(LabelWordError, match="single words"):
         b.features(texts(1), TEMPLATE, ["very bad", "great"])
+
+
+def test_cli_run_dect_over_a_server_and_predict(capsys, toy_dir, tmp_path):
+    import json
+
+    from edgetune.cli import main
+
+    out_json = tmp_path / "r.json"
+    with FakeOpenAI(["bad", "great", "fine"], top=3, dim=8) as srv:
+        argv = ["run", "dect", "--backend", "openai", "--base-url", srv.base_url, "--model", "fake",
+                "--train", str(toy_dir / "toy/train.jsonl"), "--test", str(toy_dir / "toy/test.jsonl"),
+                "--template", "{text} In summary, it was {mask}", "--label-words", "negative:bad,positive:great",
+                "--shots", "4", "--seeds", "0", "--no-progress", "-o", str(out_json),
+                "--save-dir", str(tmp_path / "saved")]
+        assert main(argv) == 0
+        out = capsys.readouterr().out
+        assert "DecT" in out and "requests" in out and "prompt tokens" in out
+        data = json.loads(out_json.read_text())[0]
+        assert data["backend"] == "openai" and data["extraction"]["stats"]["requests"] == 2 * data["extraction"][
+            "queries"]
+        saved = tmp_path / "saved" / "train-4shot-seed0"
+        assert main(["predict", str(saved), "a wonderful film", "--no-progress"]) == 2  # needs --base-url
+        capsys.readouterr()
+        assert main(["predict", str(saved), "a wonderful film", "--base-url", srv.base_url, "--no-progress"]) == 0
+        assert capsys.readouterr().out.strip() in ("negative", "positive")
+    assert main(["run", "adept", "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1"]) == 2

@@ -101,7 +101,21 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--json", action="store_true", help="print one JSON object per input with probabilities")
     pred.add_argument("--model", default=None, help="model to use (default: the one it was trained with)")
     pred.add_argument("--cache-dir")
+    pred.add_argument("--base-url", help="server URL, for a decoder trained with --backend openai")
+    pred.add_argument("--api-key", default=None, help="bearer token (default $OPENAI_API_KEY)")
     pred.add_argument("--no-progress", action="store_true")
+
+    bench = sub.add_parser("bench", help="run a grid of tasks x methods x shots x seeds x models from a YAML config",
+                           description="Run every cell of CONFIG.yaml not yet in OUTPUT/results.jsonl (so an "
+                           "interrupted bench resumes), then write OUTPUT/report.md and PNG plots. With --report, "
+                           "only re-render the report from a results file.")
+    bench.add_argument("config", nargs="?", help="bench config (see benchmarks/*.yaml)")
+    bench.add_argument("--output", "-o", help="output folder (default: the config's `output`, else "
+                       "results/bench/<name>)")
+    bench.add_argument("--report", metavar="RESULTS.jsonl", help="re-render the report and plots from stored results")
+    bench.add_argument("--data-dir", help="task data root (default: the config's data_dir, else $EDGETUNE_DATA_DIR)")
+    bench.add_argument("--no-plots", action="store_true", help="Markdown only")
+    bench.add_argument("--no-progress", action="store_true")
 
     serve = sub.add_parser("serve", help="serve a packaged GGUF model with llama.cpp's OpenAI-compatible server",
                            description="Start llama-cpp-python's server on a packaged model (or a .gguf file) with "
@@ -192,6 +206,27 @@ def _backend(args: argparse.Namespace):
                         progress=not args.no_progress, **({"max_length": args.max_length} if args.max_length else {}))
 
 
+def cmd_bench(args: argparse.Namespace, console: Console) -> int:
+    from .bench.bench_report import render
+    from .bench.grid import BenchConfig, run_bench
+
+    if args.report:
+        if args.config:
+            raise EdgetuneError("give either CONFIG.yaml (run, then report) or --report RESULTS.jsonl, not both")
+        path = render(args.report, out_dir=args.output, plots=not args.no_plots)
+        console.print(f"report written to {path}")
+        return 0
+    if not args.config:
+        raise EdgetuneError("give a bench config (CONFIG.yaml) or --report RESULTS.jsonl")
+    config = BenchConfig.from_yaml(args.config)
+    if args.data_dir:
+        config.data_dir = args.data_dir
+    results = run_bench(config, output=args.output, progress=not args.no_progress, console=console)
+    path = render(results, plots=not args.no_plots)
+    console.print(f"results: {results}\nreport: {path}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace, console: Console) -> int:
     import time
 
@@ -219,7 +254,17 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     config, _ = read_saved(args.path)
     model_name = args.model or config.get("model")
     kind = config.get("backend_kind")
-    backend = load_backend(model_name, kind=kind, cache_root=args.cache_dir, progress=not args.no_progress)
+    if kind == "openai":
+        import os
+
+        if not args.base_url:
+            raise EdgetuneError(f"{args.path} was trained through a server (model {model_name!r}); give --base-url")
+        backend = load_backend(model_name, base_url=args.base_url, cache_root=args.cache_dir,
+                               api_key=args.api_key or os.environ.get("OPENAI_API_KEY"),
+                               top_logprobs=config.get("backend_settings", {}).get("top_logprobs", 20),
+                               progress=not args.no_progress)
+    else:
+        backend = load_backend(model_name, kind=kind, cache_root=args.cache_dir, progress=not args.no_progress)
     method = load(args.path, model=backend)
     if args.file:
         inputs = read_examples(args.file, text=args.text_col, text_b=args.text_b_col, require_label=False)
@@ -286,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     hf_logging.disable_progress_bar()  # edgetune shows its own progress; keep stderr for errors
     try:
         return {"run": cmd_run, "predict": cmd_predict, "tasks": cmd_tasks, "models": cmd_models,
-                "serve": cmd_serve}[args.command](
+                "serve": cmd_serve, "bench": cmd_bench}[args.command](
             args, console)
     except EdgetuneError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)

@@ -10,7 +10,8 @@ from rich.table import Table
 from .experiment import Experiment
 
 NAMES = {"zeroshot": "zero-shot", "calibrated": "calibrated zero-shot", "linear_probe": "linear probe",
-         "dect": "DecT", "adept": "ADePT", "dept": "DePT", "pt": "prompt tuning", "lora": "LoRA"}
+         "dect": "DecT", "adept": "ADePT", "dept": "DePT", "pt": "prompt tuning", "lora": "LoRA", "bbt": "BBT",
+         "setfit": "SetFit"}
 
 
 def pct(mean: float, std: float) -> str:

@@ -1,6 +1,6 @@
 """Adaptation methods, one module each, registered by name (see :data:`METHODS`)."""
 
-from . import adept, bbt, dect, dept, linear_probe, lora, prompt_tuning, zeroshot  # noqa: F401  (registers them)
+from . import adept, bbt, dect, dept, linear_probe, lora, prompt_tuning, setfit, zeroshot  # noqa: F401  (registers them)
 from .adept import ADePT
 from .base import METHODS, Method, OutputEdgeMethod, get_method, load, register
 from .bbt import BBT
@@ -9,7 +9,8 @@ from .dept import DePT
 from .linear_probe import LinearProbe
 from .lora import LoRA
 from .prompt_tuning import PromptTuning
+from .setfit import SetFit
 from .zeroshot import CalibratedZeroShot, ZeroShot
 
 __all__ = ["BBT", "METHODS", "ADePT", "CalibratedZeroShot", "DePT", "DecT", "LinearProbe", "LoRA", "Method",
-           "OutputEdgeMethod", "PromptTuning", "ZeroShot", "get_method", "load", "register"]
+           "OutputEdgeMethod", "PromptTuning", "SetFit", "ZeroShot", "get_method", "load", "register"]

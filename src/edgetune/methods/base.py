@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -90,8 +90,10 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"cannot save parameter value {value!r}")
 
 
-def write_atomically(path: str | os.PathLike, config: dict[str, Any], tensors: dict[str, np.ndarray]) -> Path:
-    """Write ``config.json`` and ``weights.safetensors`` into a temp folder, then rename it into place."""
+def write_atomically(path: str | os.PathLike, config: dict[str, Any], tensors: dict[str, np.ndarray],
+                     extra: Callable[[Path], None] | None = None) -> Path:
+    """Write ``config.json`` and ``weights.safetensors`` (and whatever ``extra`` writes into the folder)
+    into a temp folder, then rename it into place."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists() and not (target / "config.json").is_file() and any(target.iterdir()):
@@ -101,6 +103,8 @@ def write_atomically(path: str | os.PathLike, config: dict[str, Any], tensors: d
         (work / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
         save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()},
                   str(work / "weights.safetensors"))
+        if extra is not None:
+            extra(work)
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=target.parent))
             os.replace(target, old / "x")
@@ -312,7 +316,7 @@ class OutputEdgeMethod(Method):
             "params": _jsonable(self.get_params()),
             "labels": list(self.labels_), "template": self.template_.text, "label_words": list(self.words_),
             "model": self.model_name_, "model_identity": self.identity_, "backend_kind": self.backend.kind,
-            "hidden_dim": self.hidden_dim_,
+            "backend_settings": _jsonable(getattr(self.backend, "settings", dict)()), "hidden_dim": self.hidden_dim_,
         }
         return write_atomically(path, config, self.state())
 

@@ -1,0 +1,152 @@
+"""Render a bench's results file: a Markdown report and PNG plots, from the JSONL lines alone."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .grid import read_results
+from .report import NAMES
+
+PLOTS = ("accuracy_vs_shots.png", "accuracy_vs_time.png", "accuracy_vs_queries.png")
+
+
+def _label(method: str, model: str, default_models: list[str]) -> str:
+    name = NAMES.get(method, method)
+    return name if model in default_models else f"{name} ({model})"
+
+
+def summarise(lines: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per task: per (method label, model, shots) the mean ± sample std of accuracy over seeds, and means
+    of wall seconds, training seconds and queries, trainable parameters and seed count."""
+    cells = {}
+    for c in lines:  # a cell rerun later (e.g. after a deleted line) keeps its last result
+        if c.get("type") == "cell":
+            cells[(c["model"], c["task"], c["shots"], c["seed"], c["method"])] = c
+    groups: dict[tuple[str, str, str, int], list[dict[str, Any]]] = defaultdict(list)
+    for (model, _, shots, _, method), c in cells.items():
+        groups[(c.get("task_name", c["task"]), method, model, shots)].append(c)
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for (task, method, model, shots), cs in groups.items():
+        acc = np.array([c["accuracy"] for c in cs])
+        wall = np.array([c["wall_seconds"] for c in cs], dtype=float)
+        out[task].append({
+            "method": method, "model": model, "shots": shots, "n_seeds": len(cs),
+            "seeds": sorted(c["seed"] for c in cs),
+            "mean": float(acc.mean()), "std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
+            "wall_seconds": float(np.nanmean(wall)) if np.isfinite(wall).any() else float("nan"),
+            "fit_seconds": float(np.mean([c["fit_seconds"] for c in cs])),
+            "queries": float(np.mean([c["queries"] for c in cs])),
+            "trainable_params": int(cs[0]["trainable_params"]), "edge": cs[0].get("edge", "?"),
+            "n_train": int(np.mean([c["n_train"] for c in cs])), "n_test": cs[0]["n_test"],
+        })
+    return dict(out)
+
+
+def _fmt_s(x: float) -> str:
+    if not math.isfinite(x):
+        return "n/a"
+    return f"{x:.2f}" if x < 10 else f"{x:,.0f}"
+
+
+def render(results: str | os.PathLike, out_dir: str | os.PathLike | None = None, plots: bool = True) -> Path:
+    """Write ``report.md`` (and the plots) next to ``results`` (or into ``out_dir``); return the report path."""
+    results = Path(results)
+    lines = read_results(results)
+    out = Path(out_dir) if out_dir is not None else results.parent
+    out.mkdir(parents=True, exist_ok=True)
+    headers = [x for x in lines if x.get("type") == "header"]
+    if not headers:
+        raise ValueError(f"{results} has no header line; is it a bench results file?")
+    config = headers[0]["config"]
+    summary = summarise(lines)
+    default_models = config.get("models", [])
+    machines = list(dict.fromkeys(json.dumps(h["machine"], sort_keys=True) for h in headers))
+    md = [f"# Bench: {config['name']}", "",
+          f"- Models: {', '.join(default_models)}"
+          + "".join(f"; {m['name']} on {', '.join(m['models'])}" for m in config["methods"] if m.get("models")),
+          f"- Tasks: {', '.join(config['tasks'])} · shots: {', '.join(map(str, config['shots']))} · seeds: "
+          f"{', '.join(map(str, config['seeds']))} · test subset: {config.get('test_size') or 'full'} "
+          "(seeded, the same for every method)",
+          f"- Machine(s): {'; '.join(machines)}",
+          f"- From `{results.name}` ({sum(1 for x in lines if x.get('type') == 'cell')} cells, {len(headers)} "
+          "invocation(s)); re-render with `edgetune bench --report " + results.name + "`.",
+          "- Accuracy: mean ± sample std over seeds, %. Wall s: training time, plus for output-edge methods the "
+          "time to query the model on the training prompts (test-set inference excluded for all). Queries: "
+          "forward passes over single samples that training needs (train + dev; BBT: calls × k-shot set; "
+          "SetFit: two per contrastive pair + one per example).", ""]
+    for task, rows in summary.items():
+        n_test = rows[0]["n_test"]
+        md.append(f"## {task} (test n = {n_test})\n")
+        md.append("| method | shots | n train | accuracy % | wall s | train s | queries | trainable params | seeds |")
+        md.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in sorted(rows, key=lambda r: (r["shots"], -r["mean"])):
+            md.append(f"| {_label(r['method'], r['model'], default_models)} | {r['shots']} | {r['n_train']} | "
+                      f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f} | {_fmt_s(r['wall_seconds'])} | "
+                      f"{_fmt_s(r['fit_seconds'])} | {r['queries']:,.0f} | {r['trainable_params']:,} | "
+                      f"{r['n_seeds']} |")
+        md.append("")
+    if plots and summary:
+        made = plot(summary, out, default_models)
+        md += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in made] + [""]
+    path = out / "report.md"
+    path.write_text("\n".join(md), encoding="utf-8")
+    return path
+
+
+def plot(summary: dict[str, list[dict[str, Any]]], out: Path, default_models: list[str]) -> list[Path]:
+    """accuracy vs shots, vs wall time and vs queries (log axes), one panel per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(summary)
+    labels = sorted({_label(r["method"], r["model"], default_models) for rows in summary.values() for r in rows})
+    cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
+    color = {lab: cmap(i % cmap.N) for i, lab in enumerate(labels)}
+    marker = dict(zip(labels, "osD^v<>phX*" * 3, strict=False))
+    made = []
+    for fname, xkey, xlabel, logx in (("accuracy_vs_shots.png", "shots", "shots per class", False),
+                                      ("accuracy_vs_time.png", "wall_seconds", "wall seconds (log)", True),
+                                      ("accuracy_vs_queries.png", "queries", "model queries (log; 0 drawn at 1)",
+                                       True)):
+        fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.8), squeeze=False)
+        for ax, task in zip(axes[0], tasks, strict=True):
+            by_label: dict[str, list[dict[str, Any]]] = defaultdict(list)
+            for r in summary[task]:
+                by_label[_label(r["method"], r["model"], default_models)].append(r)
+            for lab, rows in sorted(by_label.items()):
+                rows = sorted(rows, key=lambda r: r[xkey] if math.isfinite(r[xkey]) else 0)
+                xs = [max(r[xkey], 1.0) if xkey == "queries" else r[xkey] for r in rows]
+                ok = [i for i, x in enumerate(xs) if math.isfinite(x) and (x > 0 or not logx)]
+                if not ok:
+                    continue
+                ax.errorbar([xs[i] for i in ok], [100 * rows[i]["mean"] for i in ok],
+                            yerr=[100 * rows[i]["std"] for i in ok], color=color[lab], marker=marker[lab],
+                            linestyle="-" if xkey == "shots" else "none", capsize=3, label=lab, markersize=6)
+            if logx:
+                ax.set_xscale("log")
+            ax.set_title(f"{task} (test n={summary[task][0]['n_test']})")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("accuracy %")
+            ax.grid(alpha=0.3)
+        handles, names = [], []
+        for ax in axes[0]:
+            for h, n in zip(*ax.get_legend_handles_labels(), strict=True):
+                if n not in names:
+                    handles.append(h)
+                    names.append(n)
+        fig.legend(handles, names, loc="lower center", ncol=min(5, len(names)), fontsize=8, frameon=False)
+        fig.tight_layout(rect=(0, 0.06 + 0.04 * ((len(names) - 1) // 5), 1, 1))
+        path = out / fname
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        made.append(path)
+    return made

@@ -1,0 +1,118 @@
+"""`edgetune bench`: config parsing, a resumable grid on a tiny model, the report and plots, SetFit."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from edgetune.bench.bench_report import PLOTS
+from edgetune.bench.grid import BenchConfig, read_results
+from edgetune.cli import main
+from edgetune.errors import DataError
+
+TINY_BBT = {"budget": 4, "popsize": 2, "intrinsic_dim": 4, "prompt_tokens": 2}
+
+
+@pytest.fixture
+def config_file(tmp_path, toy_dir, tiny_model_dir):
+    task = tmp_path / "toy.yaml"
+    task.write_text(yaml.safe_dump({
+        "name": "toy", "template": "{text} In summary, it was {mask}",
+        "label_words": {"negative": "bad", "positive": "great"},
+        "files": {"train": str(toy_dir / "toy/train.jsonl"), "test": str(toy_dir / "toy/test.jsonl")}}))
+    cfg = {"name": "tiny", "models": [str(tiny_model_dir)], "tasks": ["toy.yaml"], "shots": [2, 4], "seeds": [0, 1],
+           "test_size": 8, "output": str(tmp_path / "out"),
+           "methods": ["zeroshot", "dect", {"name": "bbt", "params": TINY_BBT},
+                       {"name": "pt", "label": "pt-short", "params": {"steps": 2, "prompt_tokens": 2,
+                                                                       "batch_size": 2}}]}
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def cells(path):
+    return {(c["shots"], c["seed"], c["method"]): c for c in read_results(path) if c["type"] == "cell"}
+
+
+def test_bench_runs_the_grid_resumes_and_reports(config_file, tmp_path, capsys):
+    assert main(["bench", str(config_file), "--no-progress"]) == 0
+    results = tmp_path / "out" / "results.jsonl"
+    first = cells(results)
+    assert len(first) == 2 * 2 * 4  # shots x seeds x methods
+    for (shots, _, method), c in first.items():
+        assert c["n_train"] == 2 * shots and c["n_test"] == 8 and 0 <= c["accuracy"] <= 1
+        assert c["queries"] >= (0 if method == "zeroshot" else 2 * shots)
+        assert np.isfinite(c["wall_seconds"])
+    assert first[(2, 0, "bbt")]["steps"] == 4 and first[(2, 0, "bbt")]["queries"] >= 4 * 4
+    extraction = [x for x in read_results(results) if x["type"] == "extraction" and x["split"] == "train"]
+    assert len(extraction) == 4  # training prompts paid once per (shots, seed), shared by zero-shot and DecT
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## toy (test n = 8)" in report and "pt-short" in report and "BBT" in report
+    for name in PLOTS:
+        assert (tmp_path / "out" / name).stat().st_size > 1000
+
+    # a second invocation has nothing to do
+    assert main(["bench", str(config_file), "--no-progress"]) == 0
+    assert len(cells(results)) == len(first)
+    assert read_results(results)[-1]["already_done"] == 16
+
+    # drop two finished cells (as if the run had been killed before them): only those run again
+    lines = results.read_text().splitlines()
+    def dropped(line: dict) -> bool:
+        return line["type"] == "cell" and (line["shots"], line["seed"]) == (4, 1) and line["method"] in ("dect", "bbt")
+
+    keep = [ln for ln in lines if not dropped(json.loads(ln))]
+    results.write_text("\n".join(keep) + "\n{\"type\": \"cell\", \"tor")  # and a torn last line
+    before = len(keep)
+    assert main(["bench", str(config_file), "--no-progress"]) == 0
+    new = [json.loads(ln) for ln in results.read_text().splitlines()[before + 1:] if ln.strip()]
+    assert sorted(c["method"] for c in new if c["type"] == "cell") == ["bbt", "dect"]
+    again = cells(results)
+    for key in ((4, 1, "dect"), (4, 1, "bbt")):  # deterministic: the same result as the first time
+        assert again[key]["accuracy"] == first[key]["accuracy"]
+    assert not [x for x in new if x["type"] == "extraction" and x["split"] == "train"]  # features were cached
+
+    # the report re-renders from the results file alone
+    report = (tmp_path / "out" / "report.md").read_text()
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "r.jsonl").write_text(results.read_text())
+    assert main(["bench", "--report", str(alone / "r.jsonl")]) == 0
+    assert (alone / "report.md").read_text().split("## toy")[1] == report.split("## toy")[1]
+    assert (alone / "accuracy_vs_time.png").is_file()
+
+
+def test_bench_config_errors_are_clear(tmp_path):
+    with pytest.raises(DataError, match="unknown key"):
+        BenchConfig.from_dict({"tasks": ["sst2"], "methods": ["dect"], "shot": [4]})
+    with pytest.raises(DataError, match="no parameter"):
+        BenchConfig.from_dict({"tasks": ["sst2"], "methods": [{"name": "dect", "params": {"steps": 3}}]})
+    with pytest.raises(Exception, match="unknown method"):
+        BenchConfig.from_dict({"tasks": ["sst2"], "methods": ["dcet"]})
+    with pytest.raises(DataError, match="at least one"):
+        BenchConfig.from_dict({"tasks": [], "methods": ["dect"]})
+    cfg = BenchConfig.from_dict({"tasks": ["sst2"], "methods": ["dect", {"name": "setfit", "model": "minilm-l6"}],
+                                 "seeds": [0], "models": ["smollm2-135m"]})
+    assert [(c[0], c[4].label) for c in cfg.cells()] == [("smollm2-135m", "dect"), ("minilm-l6", "setfit")]
+    assert main(["bench", "--report", str(tmp_path / "missing.jsonl")]) == 2
+
+
+def test_setfit_trains_predicts_saves_and_loads(toy_task, tmp_path, make_backend):
+    from edgetune.backends import load_backend
+    from edgetune.methods import SetFit, load
+
+    backend = load_backend("minilm-l6", cache=None, progress=False)
+    weights = {n: p.clone() for n, p in backend.model.named_parameters()}
+    m = SetFit(backend, max_steps=3, batch_size=4, progress=False).fit(toy_task.sample(3, 0))
+    assert m.steps == 3 and m.trainable_params_ > 20_000_000
+    assert all(p.equal(weights[n]) for n, p in backend.model.named_parameters())  # the shared encoder is untouched
+    texts = ["a wonderful film", "a dull mess"]
+    assert set(m.predict(texts)) <= {"negative", "positive"}
+    path = m.save(tmp_path / "sf")
+    assert not list(path.rglob("*.pkl")) and (path / "body" / "model.safetensors").is_file()
+    np.testing.assert_allclose(load(path).decision_function(texts), m.decision_function(texts), atol=1e-5)
+    from edgetune.errors import IncompatibleError
+
+    with pytest.raises(IncompatibleError, match="sentence-transformers encoder"):
+        SetFit(make_backend("causal")).fit(toy_task.sample(2, 0))
