@@ -98,6 +98,10 @@ class SetFit(Method):
                                      max_steps=self.max_steps, seed=self.seed, save_strategy="no",
                                      report_to="none", show_progress_bar=self.progress, logging_dir=tmp)
             trainer = Trainer(model=model, args=args, train_dataset=data)
+            if not self.progress:  # the inner transformers Trainer's bar and log lines
+                from transformers.trainer_callback import ProgressCallback
+
+                trainer.st_trainer.remove_callback(ProgressCallback)
             trainer.train()
         inner = trainer.st_trainer  # the sentence-transformers trainer that tuned the body
         self.history_ = {"seconds": time.perf_counter() - start, "steps": int(inner.state.global_step),
