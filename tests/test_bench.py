@@ -23,7 +23,7 @@ def config_file(tmp_path, toy_dir, tiny_model_dir):
         "files": {"train": str(toy_dir / "toy/train.jsonl"), "test": str(toy_dir / "toy/test.jsonl")}}))
     cfg = {"name": "tiny", "models": [str(tiny_model_dir)], "tasks": ["toy.yaml"], "shots": [2, 4], "seeds": [0, 1],
            "test_size": 8, "output": str(tmp_path / "out"),
-           "methods": ["zeroshot", "dect", {"name": "bbt", "params": TINY_BBT},
+           "methods": ["zeroshot", "calibrated", "dect", {"name": "bbt", "params": TINY_BBT},
                        {"name": "pt", "label": "pt-short", "params": {"steps": 2, "prompt_tokens": 2,
                                                                        "batch_size": 2}}]}
     path = tmp_path / "bench.yaml"
@@ -39,10 +39,11 @@ def test_bench_runs_the_grid_resumes_and_reports(config_file, tmp_path, capsys):
     assert main(["bench", str(config_file), "--no-progress"]) == 0
     results = tmp_path / "out" / "results.jsonl"
     first = cells(results)
-    assert len(first) == 2 * 2 * 4  # shots x seeds x methods
+    assert len(first) == 2 * 2 * 5  # shots x seeds x methods
     for (shots, _, method), c in first.items():
         assert c["n_train"] == 2 * shots and c["n_test"] == 8 and 0 <= c["accuracy"] <= 1
-        assert c["queries"] >= (0 if method == "zeroshot" else 2 * shots)
+        assert c["queries"] == {"zeroshot": 0, "calibrated": 2}.get(method, c["queries"])  # 2 content-free
+        assert c["queries"] >= (0 if method in ("zeroshot", "calibrated") else 2 * shots)
         assert np.isfinite(c["wall_seconds"])
     assert first[(2, 0, "bbt")]["steps"] == 4 and first[(2, 0, "bbt")]["queries"] >= 4 * 4
     extraction = [x for x in read_results(results) if x["type"] == "extraction" and x["split"] == "train"]
@@ -55,7 +56,7 @@ def test_bench_runs_the_grid_resumes_and_reports(config_file, tmp_path, capsys):
     # a second invocation has nothing to do
     assert main(["bench", str(config_file), "--no-progress"]) == 0
     assert len(cells(results)) == len(first)
-    assert read_results(results)[-1]["already_done"] == 16
+    assert read_results(results)[-1]["already_done"] == 20
 
     # drop two finished cells (as if the run had been killed before them): only those run again
     lines = results.read_text().splitlines()
