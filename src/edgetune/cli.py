@@ -186,9 +186,18 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _backend(args: argparse.Namespace):
+def _remote_backend(model: str, args: argparse.Namespace, **settings):
+    """An OpenAI-compatible backend from the shared --base-url / --api-key / --cache-dir options."""
     import os
 
+    from .backends import load_backend
+
+    return load_backend(model, base_url=args.base_url, cache_root=args.cache_dir,
+                        api_key=args.api_key or os.environ.get("OPENAI_API_KEY"), progress=not args.no_progress,
+                        **settings)
+
+
+def _backend(args: argparse.Namespace):
     from .backends import load_backend
 
     if args.backend == "openai":
@@ -196,10 +205,8 @@ def _backend(args: argparse.Namespace):
             raise EdgetuneError(f"{args.method} trains through the model's weights; it needs --backend local")
         if not args.base_url:
             raise EdgetuneError("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
-        return load_backend(args.model, base_url=args.base_url, cache_root=args.cache_dir,
-                            api_key=args.api_key or os.environ.get("OPENAI_API_KEY"), top_logprobs=args.top_logprobs,
-                            concurrency=args.concurrency, rate_limit=args.rate_limit, timeout=args.timeout,
-                            max_retries=args.max_retries, progress=not args.no_progress)
+        return _remote_backend(args.model, args, top_logprobs=args.top_logprobs, concurrency=args.concurrency,
+                               rate_limit=args.rate_limit, timeout=args.timeout, max_retries=args.max_retries)
     if args.base_url:
         raise EdgetuneError("--base-url is for --backend openai")
     return load_backend(args.model, kind=args.kind, cache_root=args.cache_dir, batch_size=args.batch_size,
@@ -255,14 +262,10 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     model_name = args.model or config.get("model")
     kind = config.get("backend_kind")
     if kind == "openai":
-        import os
-
         if not args.base_url:
             raise EdgetuneError(f"{args.path} was trained through a server (model {model_name!r}); give --base-url")
-        backend = load_backend(model_name, base_url=args.base_url, cache_root=args.cache_dir,
-                               api_key=args.api_key or os.environ.get("OPENAI_API_KEY"),
-                               top_logprobs=config.get("backend_settings", {}).get("top_logprobs", 20),
-                               progress=not args.no_progress)
+        backend = _remote_backend(model_name, args,
+                                  top_logprobs=config.get("backend_settings", {}).get("top_logprobs", 20))
     else:
         backend = load_backend(model_name, kind=kind, cache_root=args.cache_dir, progress=not args.no_progress)
     method = load(args.path, model=backend)

@@ -167,7 +167,7 @@ def run_output_edge(
                 method=label, task=task.name, model=backend.name, shots=shots, seed=seed,
                 accuracy=float((pred == y_test).mean()), n_train=len(train), n_test=len(test),
                 fit_seconds=fit_s, trainable_params=count_params(method),
-                queries=0 if name == "zeroshot" else len(train) + len(cf), params=params,
+                queries=output_edge_queries(name, len(train), len(cf)), params=params,
                 train_ids=[str(i) for i in train.ids],
             ))
             if save_dir is not None and label == "dect":
@@ -212,7 +212,7 @@ def run_input_edge(
                 method=label, task=task.name, model=backend.name, shots=shots, seed=seed,
                 accuracy=float((pred == y_test).mean()), n_train=len(train), n_test=len(test), fit_seconds=fit_s,
                 trainable_params=method.trainable_params_, steps=getattr(method, "calls_", method.steps),
-                queries=_training_queries(method),
+                queries=training_queries(method),
                 params={k: v for k, v in method.get_params().items() if k != "progress"},
                 train_ids=[str(i) for i in train.ids],
             ))
@@ -225,8 +225,16 @@ def run_input_edge(
     )
 
 
-def _training_queries(method: Any) -> int:
-    """Forward passes over single samples a training run made (train and dev)."""
+def output_edge_queries(name: str, n_train: int, n_content_free: int) -> int:
+    """Model queries an output-edge method needs: zero-shot none, calibrated zero-shot only the
+    content-free prompts, every other method the training prompts and the content-free ones."""
+    return {"zeroshot": 0, "calibrated": n_content_free}.get(name, n_train + n_content_free)
+
+
+def training_queries(method: Any) -> int:
+    """Forward passes over single samples a trained method's run made (train and dev)."""
+    if hasattr(method, "training_queries_"):  # methods that count their own (SetFit)
+        return int(method.training_queries_)
     h = getattr(method, "history_", {})
     if "train_queries" in h:  # BBT counts its own
         return int(h["train_queries"] + h.get("dev_queries", 0))

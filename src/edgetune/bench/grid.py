@@ -32,7 +32,7 @@ from ..data.tasks import Task, load_task
 from ..data.templates import Template
 from ..errors import DataError, EdgetuneError
 from ..methods.base import OutputEdgeMethod, content_free_examples, get_method
-from .experiment import count_params, machine_info
+from .experiment import count_params, machine_info, output_edge_queries, training_queries
 
 RESULTS_NAME = "results.jsonl"
 
@@ -288,9 +288,8 @@ def _run_cell(backend: Backend, task: Task, train: Any, test: Any, entry: Method
                             words=task.words)
         fit_s = time.perf_counter() - start
         pred = method.decision_features(test_feats).argmax(axis=1)
-        # what the method needs: zero-shot nothing, calibrated only the content-free prompts (charged their
-        # proportional share of the extraction time), the others every training prompt
-        uses = {"zeroshot": 0, "calibrated": len(cf)}.get(entry.name, len(train) + len(cf))
+        # charged the share of the extraction time that its queries took
+        uses = output_edge_queries(entry.name, len(train), len(cf))
         charged = extraction_s * uses / (len(train) + len(cf))
         return {"edge": "output", "accuracy": float((pred == y_test).mean()), "fit_seconds": fit_s,
                 "extraction_seconds": extraction_s, "wall_seconds": fit_s + charged,
@@ -300,12 +299,7 @@ def _run_cell(backend: Backend, task: Task, train: Any, test: Any, entry: Method
     method.fit(train)
     fit_s = time.perf_counter() - start
     pred = np.asarray(method.decision_function(list(test))).argmax(axis=1)
-    if entry.name == "setfit":
-        queries, steps = method.training_queries_, method.steps
-    else:
-        from .experiment import _training_queries
-
-        queries, steps = _training_queries(method), getattr(method, "calls_", method.steps)
+    queries, steps = training_queries(method), getattr(method, "calls_", method.steps)
     return {"edge": method.edge, "accuracy": float((pred == y_test).mean()), "fit_seconds": fit_s,
             "wall_seconds": fit_s, "queries": int(queries), "trainable_params": int(method.trainable_params_),
             "steps": int(steps), "params": _plain(params)}
