@@ -55,24 +55,48 @@ def main() -> None:
     print(render(done, args))
 
 
+def cell(summary: dict | None, n_seeds: int) -> str:
+    """mean ± std, or the single value; the number of seeds when it is not the row's."""
+    if summary is None:
+        return "—"
+    n = summary.get("n_seeds", n_seeds)
+    text = pct(summary["mean"], summary["std"]) if n > 1 else f"{100 * summary['mean']:.1f}"
+    return text if n == n_seeds and n > 1 else f"{text} ({n} seed{'s' if n > 1 else ''})"
+
+
 def render(done: list[dict], args: argparse.Namespace) -> str:
-    """Markdown from the stored results (dicts as written to the JSON file)."""
-    lines = [f"# Input-edge methods at a matched budget · {args.model}", "",
-             f"Machine: {json.dumps(machine_info())}",
-             f"Training: {args.steps} AdamW steps of {args.batch_size} examples (linear warm-up 10 %, decay), dev "
-             "split of 8 per class drawn from the train pool, best dev checkpoint kept; reference learning rates "
-             "(prompt 0.3, ADePT network / DePT offsets 1e-4, LoRA 5e-4). Test: a seeded random subset of "
-             f"{args.test_size} (the full set where smaller). Accuracy in %, mean ± sample std over seeds.", "",
-             "| task | shots | seeds | " + " | ".join(NAMES[m] for m in METHODS) + " |",
-             "|---|---:|---|" + "---:|" * len(METHODS)]
+    """Markdown from the stored results (dicts as written to the JSON file). ``args`` may carry
+    ``machine`` (where the runs were made, default: here), ``eval_every``, ``note`` and ``missing``."""
+    machine = getattr(args, "machine", None) or machine_info()
+    eval_every = getattr(args, "eval_every", None) or max(1, args.steps // 3)
+    lines = [f"# Input-edge methods at a matched budget · {args.model}", "", f"Machine: {json.dumps(machine)}"]
+    if getattr(args, "note", ""):
+        lines += ["", args.note]
+    lines += ["",
+              f"Training: {args.steps} AdamW steps of {args.batch_size} examples (linear warm-up 10 %, decay), dev "
+              f"split of 8 per class drawn from the train pool and checked every {eval_every} steps, best dev "
+              "checkpoint kept (no dev split where the pool has no examples left, e.g. CB's neutral class: then "
+              "the last step); reference learning rates (prompt 0.3, ADePT network / DePT offsets 1e-4, LoRA "
+              f"5e-4). Test: a seeded random subset of {args.test_size} (the full set where smaller). Accuracy "
+              "in %, mean ± sample std over seeds.", "",
+              "| task | shots | seeds | " + " | ".join(NAMES[m] for m in METHODS) + " |",
+              "|---|---:|---|" + "---:|" * len(METHODS)]
     for exp in done:
         s = exp["summary"]
         lines.append(f"| {exp['task']} (n={exp['n_test']}) | {exp['shots']} | {exp['seeds']} | " +
-                     " | ".join(pct(s[m]["mean"], s[m]["std"]) for m in METHODS) + " |")
-    lines += ["", "| method | trainable params | mean training time per run (s) |", "|---|---:|---:|"]
+                     " | ".join(cell(s.get(m), len(exp["seeds"])) for m in METHODS) + " |")
+    lines += ["", "| method | trainable params | mean training time per run (s) | mean final training loss |",
+              "|---|---:|---:|---:|"]
     for m in METHODS:
-        mean_time = sum(e["summary"][m]["fit_seconds_mean"] for e in done) / len(done)
-        lines.append(f"| {NAMES[m]} | {done[0]['summary'][m]['trainable_params']:,} | {mean_time:.0f} |")
+        have = [e["summary"][m] for e in done if m in e["summary"]]
+        if not have:
+            continue
+        mean_time = sum(h["fit_seconds_mean"] for h in have) / len(have)
+        losses = [h["final_loss_mean"] for h in have if h.get("final_loss_mean") is not None]
+        loss = f"{sum(losses) / len(losses):.3f}" if losses else "—"
+        lines.append(f"| {NAMES[m]} | {have[0]['trainable_params']:,} | {mean_time:.0f} | {loss} |")
+    if getattr(args, "missing", None):
+        lines += ["", f"Not finished before the session's deadline (not run, not estimated): {args.missing}"]
     return "\n".join(lines) + "\n"
 
 

@@ -35,46 +35,45 @@ from edgetune.methods import BBT, DecT
 RESULTS = Path(__file__).parent / "results"
 
 
-def part_bbt(args: argparse.Namespace) -> None:
-    backend = load_backend(args.model, cache=FeatureCache(None), progress=False)
-    rows = []
-    for name in args.tasks:
-        task = load_task(name)
-        test = task.load("test", limit=args.test_size, seed=0)
-        y = np.array(test.label_ids())
-        test_cache = FeatureCache(None)
-        for seed in args.seeds:
-            train = task.sample(args.shots, seed)
-            backend.cache = FeatureCache(None)  # DecT pays for its queries
-            before = backend.total_queries
-            t0 = time.perf_counter()
-            dect = DecT(backend, seed=seed).fit(train)
-            dect_s = time.perf_counter() - t0
-            dect_q = backend.total_queries - before
-            backend.cache = test_cache
-            dect_acc = float((np.array(dect.decision_function(test)).argmax(1) == y).mean())
-            t0 = time.perf_counter()
-            bbt = BBT(backend, budget=args.budget, popsize=args.popsize, seed=seed, progress=False).fit(train)
-            bbt_s = time.perf_counter() - t0
-            bbt_acc = float((bbt.decision_function(list(test)).argmax(1) == y).mean())
-            h = bbt.history_
-            row = {"task": name, "seed": seed, "n_train": len(train), "n_test": len(test),
-                   "dect": {"accuracy": dect_acc, "seconds": dect_s, "queries": dect_q},
-                   "bbt": {"accuracy": bbt_acc, "seconds": bbt_s, "calls": h["calls"],
-                           "queries": h["train_queries"] + h["dev_queries"], "budget": args.budget,
-                           "seconds_per_call": bbt_s / h["calls"], "best_train_loss": h["best_train_loss"],
-                           "dev_accuracy": h["dev_accuracy"]}}
-            rows.append(row)
-            print(json.dumps({k: row[k] for k in ("task", "seed")} | {"dect": row["dect"],
-                  "bbt": {k: row["bbt"][k] for k in ("accuracy", "seconds", "calls", "queries")}}), flush=True)
-    payload = {"model": args.model, "shots": args.shots, "seeds": args.seeds, "test_size": args.test_size,
-               "bbt_budget": args.budget, "bbt_popsize": args.popsize, "machine": machine_info(), "rows": rows}
-    (RESULTS / "maas_bbt.json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
-    lines = [f"# DecT vs BBT · {args.model} · {args.shots}-shot · seeds {args.seeds} · BBT budget {args.budget} "
-             f"calls (reference default 8,000)", "", f"Machine: {json.dumps(machine_info())}", "",
-             "| task | DecT acc % | BBT acc % | DecT queries | BBT queries | DecT s | BBT s | BBT s/call | "
-             "time ratio BBT/DecT | BBT at 8,000 calls (extrapolated) |", "|---" * 10 + "|"]
-    for name in args.tasks:
+def bbt_row(backend, name: str, shots: int, seed: int, test_size: int, budget: int, popsize: int,
+            test_cache: FeatureCache | None = None) -> dict:
+    """DecT (empty cache: its queries are real) and BBT on one task's ``shots``-shot sample ``seed``."""
+    task = load_task(name)
+    test = task.load("test", limit=test_size, seed=0)
+    y = np.array(test.label_ids())
+    train = task.sample(shots, seed)
+    backend.cache = FeatureCache(None)  # DecT pays for its queries
+    before = backend.total_queries
+    t0 = time.perf_counter()
+    dect = DecT(backend, seed=seed).fit(train)
+    dect_s = time.perf_counter() - t0
+    dect_q = backend.total_queries - before
+    backend.cache = test_cache if test_cache is not None else FeatureCache(None)
+    dect_acc = float((np.array(dect.decision_function(test)).argmax(1) == y).mean())
+    t0 = time.perf_counter()
+    bbt = BBT(backend, budget=budget, popsize=popsize, seed=seed, progress=False).fit(train)
+    bbt_s = time.perf_counter() - t0
+    bbt_acc = float((bbt.decision_function(list(test)).argmax(1) == y).mean())
+    h = bbt.history_
+    return {"task": name, "seed": seed, "n_train": len(train), "n_test": len(test),
+            "dect": {"accuracy": dect_acc, "seconds": dect_s, "queries": dect_q},
+            "bbt": {"accuracy": bbt_acc, "seconds": bbt_s, "calls": h["calls"],
+                    "queries": h["train_queries"] + h["dev_queries"], "budget": budget,
+                    "seconds_per_call": bbt_s / h["calls"], "best_train_loss": h["best_train_loss"],
+                    "dev_accuracy": h["dev_accuracy"]}}
+
+
+def render_bbt(rows: list[dict], meta: dict, stem: Path, note: str = "") -> str:
+    """Write ``stem``.json (rows + how they were made) and ``stem``.md; return the Markdown."""
+    budget = meta["bbt_budget"]
+    (stem.with_suffix(".json")).write_text(json.dumps(meta | {"rows": rows}, indent=2), encoding="utf-8")
+    lines = [f"# DecT vs BBT · {meta['model']} · {meta['shots']}-shot · seeds {meta['seeds']} · BBT budget "
+             f"{budget} calls (reference default 8,000)", "", f"Machine: {json.dumps(meta['machine'])}", ""]
+    if note:
+        lines += [note, ""]
+    lines += ["| task | DecT acc % | BBT acc % | DecT queries | BBT queries | DecT s | BBT s | BBT s/call | "
+              "time ratio BBT/DecT | BBT at 8,000 calls (extrapolated) |", "|---" * 10 + "|"]
+    for name in dict.fromkeys(x["task"] for x in rows):
         r = [x for x in rows if x["task"] == name]
 
         def ms(vals):
@@ -83,13 +82,33 @@ def part_bbt(args: argparse.Namespace) -> None:
         da, ba = ms([x["dect"]["accuracy"] for x in r]), ms([x["bbt"]["accuracy"] for x in r])
         ds, bs = np.mean([x["dect"]["seconds"] for x in r]), np.mean([x["bbt"]["seconds"] for x in r])
         per_call = np.mean([x["bbt"]["seconds_per_call"] for x in r])
-        lines.append(f"| {name} (n={r[0]['n_test']}) | {pct(*da)} | {pct(*ba)} | "
+        extrapolated = ("measured" if budget >= 8000
+                        else f"{8000 * per_call / 3600:.1f} h ({8000 * per_call / ds:,.0f}× DecT)")
+        one = len(r) == 1  # a single seed has no spread to show
+
+        lines.append(f"| {name} (n={r[0]['n_test']}, seeds {[x['seed'] for x in r]}) | "
+                     f"{f'{100 * da[0]:.1f}' if one else pct(*da)} | {f'{100 * ba[0]:.1f}' if one else pct(*ba)} | "
                      f"{np.mean([x['dect']['queries'] for x in r]):.0f} | "
-                     f"{np.mean([x['bbt']['queries'] for x in r]):,.0f} | {ds:.1f} | {bs:.0f} | {per_call:.2f} | "
-                     f"{bs / ds:.0f}× | {8000 * per_call / 3600:.1f} h ({8000 * per_call / ds:,.0f}× DecT) |")
+                     f"{np.mean([x['bbt']['queries'] for x in r]):,.0f} | {ds:.1f} | {bs:.0f} | {per_call:.3f} | "
+                     f"{bs / ds:.0f}× | {extrapolated} |")
     text = "\n".join(lines) + "\n"
-    (RESULTS / "maas_bbt.md").write_text(text, encoding="utf-8")
-    print(text)
+    stem.with_suffix(".md").write_text(text, encoding="utf-8")
+    return text
+
+
+def part_bbt(args: argparse.Namespace) -> None:
+    backend = load_backend(args.model, cache=FeatureCache(None), progress=False)
+    rows = []
+    for name in args.tasks:
+        test_cache = FeatureCache(None)
+        for seed in args.seeds:
+            row = bbt_row(backend, name, args.shots, seed, args.test_size, args.budget, args.popsize, test_cache)
+            rows.append(row)
+            print(json.dumps({k: row[k] for k in ("task", "seed")} | {"dect": row["dect"],
+                  "bbt": {k: row["bbt"][k] for k in ("accuracy", "seconds", "calls", "queries")}}), flush=True)
+    meta = {"model": args.model, "shots": args.shots, "seeds": args.seeds, "test_size": args.test_size,
+            "bbt_budget": args.budget, "bbt_popsize": args.popsize, "machine": machine_info()}
+    print(render_bbt(rows, meta, RESULTS / "maas_bbt"))
 
 
 def part_server(args: argparse.Namespace) -> None:

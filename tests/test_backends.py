@@ -90,3 +90,24 @@ def test_long_input_is_truncated_not_the_template(make_backend):
     enc, n, cut = be._encode(TEMPLATE.render(Example(long)))
     assert cut and n <= 24
     assert be.tokenizer.decode(enc).endswith("in summary, it was")
+
+
+def test_device_choice(make_backend, monkeypatch):
+    """Auto picks a CUDA GPU when torch sees one, else the CPU; a named CUDA device that is absent is one
+    clear error, not a stack trace from deep inside torch."""
+    import torch
+
+    from edgetune.backends.local import resolve_device
+    from edgetune.errors import ModelError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device(None) == torch.device("cpu") == resolve_device("auto")
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ModelError, match="no CUDA GPU"):
+        resolve_device("cuda:0")
+    with pytest.raises(ModelError, match="unknown device"):
+        resolve_device("tpu-ish")
+    be = make_backend("causal", device="cpu")
+    assert be.device == torch.device("cpu") and next(be.model.parameters()).device == be.device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device(None) == torch.device("cuda")

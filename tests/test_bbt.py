@@ -48,3 +48,24 @@ def test_search_lowers_the_training_loss_and_is_deterministic(make_backend, toy_
 def test_budget_must_cover_a_generation(make_backend):
     with pytest.raises(ValueError, match="at least one generation"):
         BBT(make_backend("causal"), budget=10, popsize=20)
+
+
+@pytest.mark.parametrize("max_rows", [3, 1024])
+def test_candidates_scored_together_match_one_at_a_time(make_backend, toy_task, kind, max_rows):
+    """Sharing forward passes between candidates (split into chunks or not) changes nothing but speed."""
+    be = make_backend(kind)
+    train = toy_task.sample(4, seed=0)
+    m = BBT(be, **TINY).fit(train)
+    ids = m.encode(train)
+    y = torch.tensor(train.label_ids())
+    batches = [(m._batch(ids[:5]), y[:5]), (m._batch(ids[5:]), y[5:])]  # two batches of different widths
+    zs = [np.random.default_rng(i).normal(size=8) * 3 for i in range(5)]
+    m.max_rows = max_rows
+    together = m._losses(batches, zs)
+    one_by_one = [m._loss(batches, z) for z in zs]
+    np.testing.assert_allclose([t[0] for t in together], [o[0] for o in one_by_one], rtol=1e-4, atol=1e-5)
+    assert [t[1] for t in together] == [o[1] for o in one_by_one]
+    assert len({round(t[0], 6) for t in together}) > 1  # the candidates really differ
+    m.max_rows = 0
+    again = BBT(be, **TINY, max_rows=0).fit(train)  # one candidate per pass: the same search
+    np.testing.assert_allclose(again.history_["loss"], m.history_["loss"], rtol=1e-4)

@@ -67,6 +67,7 @@ def test_registry_task_from_data_dir(capsys, common, tmp_path):
          "not one"),
         (["run", "dect", "--task", "sst2", "--shots", 50], "fewer than --shots"),
         (["predict", "/no/such/model", "x"], "not a saved edgetune model"),
+        (["run", "dect", "--task", "sst2", "--device", "nonsense"], "unknown device"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_2(capsys, common, args, message, tmp_path):

@@ -30,6 +30,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=int, default=None,
                    help="token window; longer inputs are truncated, never the template (default min(1024, model))")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--device", default=None,
+                   help="where an in-process model runs: cpu, cuda, cuda:1 … (default: a CUDA GPU if torch sees one)")
     remote = p.add_argument_group("model as a service (--backend openai)")
     remote.add_argument("--backend", choices=["local", "openai"], default="local",
                         help="local: run the model in this process (default); openai: query an OpenAI-compatible "
@@ -210,7 +212,8 @@ def _backend(args: argparse.Namespace):
     if args.base_url:
         raise EdgetuneError("--base-url is for --backend openai")
     return load_backend(args.model, kind=args.kind, cache_root=args.cache_dir, batch_size=args.batch_size,
-                        progress=not args.no_progress, **({"max_length": args.max_length} if args.max_length else {}))
+                        progress=not args.no_progress, device=args.device,
+                        **({"max_length": args.max_length} if args.max_length else {}))
 
 
 def cmd_bench(args: argparse.Namespace, console: Console) -> int:

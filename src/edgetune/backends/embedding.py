@@ -47,9 +47,12 @@ class EmbeddingBackend(Backend):
              **kwargs: Any) -> EmbeddingBackend:
         from sentence_transformers import SentenceTransformer
 
+        from .local import resolve_device
+
         resolved = resolve_model(name, "embedding", cache_root)
+        device = resolve_device(kwargs.pop("device", None))
         try:
-            model = SentenceTransformer(resolved.path, device="cpu", trust_remote_code=False)
+            model = SentenceTransformer(resolved.path, device=str(device), trust_remote_code=False)
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load embedding model {name!r}: {str(exc).splitlines()[0]}") from None
         return cls(model, name, resolved.identity, cache=cache, **kwargs)

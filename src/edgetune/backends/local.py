@@ -37,6 +37,20 @@ def _model_class(kind: str):
             "seq2seq": tf.AutoModelForSeq2SeqLM}[kind]
 
 
+def resolve_device(device: str | None) -> torch.device:
+    """``None``/``"auto"``: the first CUDA GPU when there is one, else the CPU; otherwise as named (a clear
+    error when a named CUDA device is absent, instead of torch's deep stack trace)."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ModelError(f"unknown device {device!r}: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} asked for, but torch sees no CUDA GPU here (use --device cpu)")
+    return dev
+
+
 def weights_fingerprint(model: torch.nn.Module) -> str:
     """SHA-256 over every parameter's bytes (for in-memory models without files)."""
     h = hashlib.sha256()
@@ -51,12 +65,13 @@ class LocalBackend(Backend):
 
     def __init__(self, model: Any, tokenizer: Any, kind: str, name: str, identity: str,
                  cache: FeatureCache | None = None, batch_size: int = 32, max_length: int | None = None,
-                 hidden_layer: int = -1, progress: bool = True) -> None:
+                 hidden_layer: int = -1, progress: bool = True, device: str | None = None) -> None:
         super().__init__(name, cache, batch_size, progress)
         if kind not in ("causal", "masked", "seq2seq"):
             raise ModelError(f"LocalBackend runs causal, masked or seq2seq models, not {kind!r}")
         self.kind = kind
-        self.model = model.eval()
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.tokenizer = tokenizer
@@ -190,7 +205,8 @@ class LocalBackend(Backend):
         for i, ids in enumerate(batch):
             input_ids[i, : len(ids)] = torch.tensor(ids)
             mask[i, : len(ids)] = 1
-        rows = torch.arange(len(batch))
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        rows = torch.arange(len(batch), device=self.device)
         want_all = self.hidden_layer != -1
         if self.kind == "causal":
             out = self.model.base_model(input_ids=input_ids, attention_mask=mask, output_hidden_states=want_all)
@@ -213,9 +229,9 @@ class LocalBackend(Backend):
             start = self.model.config.decoder_start_token_id
             start = self.pad_id if start is None else start
             prefix = [start] + ([self._mask_id] if self._sentinel else [])
-            dec = torch.tensor([prefix] * len(batch))
+            dec = torch.tensor([prefix] * len(batch), device=self.device)
             out = self.model(input_ids=input_ids, attention_mask=mask, decoder_input_ids=dec,
                              output_hidden_states=True)
             logits = out.logits[:, -1, label_ids]
             hidden = out.decoder_hidden_states[self.hidden_layer][:, -1]
-        return logits.float().numpy(), hidden.float().numpy()
+        return logits.float().cpu().numpy(), hidden.float().cpu().numpy()

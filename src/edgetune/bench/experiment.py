@@ -48,6 +48,8 @@ class RunResult:
     queries: int = 0  # forward passes over single samples the method needs to train (train + dev), cached or not
     params: dict[str, Any] = field(default_factory=dict)
     train_ids: list[str] = field(default_factory=list)
+    # how training went (input-edge methods): mean loss of the last 10 steps, dev curve, chosen step
+    training: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -114,7 +116,8 @@ def unpack_spec(spec: MethodSpec, method_params: Mapping[str, Mapping[str, Any]]
 def machine_info() -> dict[str, Any]:
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version()}
+            "python": platform.python_version(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def count_params(method: OutputEdgeMethod) -> int:
@@ -214,7 +217,7 @@ def run_input_edge(
                 trainable_params=method.trainable_params_, steps=getattr(method, "calls_", method.steps),
                 queries=training_queries(method),
                 params={k: v for k, v in method.get_params().items() if k != "progress"},
-                train_ids=[str(i) for i in train.ids],
+                train_ids=[str(i) for i in train.ids], training=training_summary(method.history_),
             ))
             if save_dir is not None:
                 method.save(Path(save_dir) / f"{task.name}-{label}-{shots}shot-seed{seed}")
@@ -223,6 +226,18 @@ def run_input_edge(
         seeds=list(seeds), n_test=len(test), template=task.template, label_words=list(task.words), results=results,
         extraction=Extraction(), machine=machine_info(),
     )
+
+
+def training_summary(history: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of an input-edge method's ``history_`` that say whether training converged."""
+    loss = [float(v) for v in history.get("loss", [])]
+    out: dict[str, Any] = {"final_loss": float(np.mean(loss[-10:])) if loss else None,
+                           "first_loss": loss[0] if loss else None,
+                           "dev_accuracy": [list(map(float, p)) for p in history.get("dev_accuracy", [])]}
+    for key in ("best_step", "best_call", "best_dev_accuracy"):
+        if key in history:
+            out[key] = history[key]
+    return out
 
 
 def output_edge_queries(name: str, n_train: int, n_content_free: int) -> int:

@@ -61,7 +61,7 @@ def label_logits(model: Any, kind: str, inputs_embeds: torch.Tensor, attention_m
                  ) -> torch.Tensor:
     """Label-word logits (b, C) of ``model`` fed ``inputs_embeds``, read at ``position`` (causal, masked)
     or at the first decoder step (seq2seq). Causal LMs compute only the label words' output rows."""
-    rows = torch.arange(len(inputs_embeds))
+    rows = torch.arange(len(inputs_embeds), device=inputs_embeds.device)
     if kind == "causal":
         out = model.base_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask)
         h = out.last_hidden_state[rows, position]
@@ -128,7 +128,7 @@ def sample_vocab_prompt(embedding: torch.nn.Module, tokens: int, seed: int) -> t
     vocab = embedding.weight.shape[0]
     ids = torch.randint(0, vocab, (tokens,), generator=gen)
     with torch.no_grad():
-        return embedding(ids).detach().clone().float()
+        return embedding(ids.to(embedding.weight.device)).detach().float().cpu().clone()
 
 
 class InputEdgeMethod(Method):
@@ -205,7 +205,8 @@ class InputEdgeMethod(Method):
             if getattr(self.backend, "_sentinel", None):
                 prefix.append(self.backend._mask_id)
         self.decoder_prefix_ = prefix
-        self.module_ = self.build(model, tokenizer, self.kind_)
+        # on the frozen model's device (the backend put it there: a GPU when there is one)
+        self.module_ = self.build(model, tokenizer, self.kind_).to(next(model.parameters()).device)
 
     def encode(self, X: Any) -> list[list[int]]:
         examples = as_examples([X] if isinstance(X, str) else X)
