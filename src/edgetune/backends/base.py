@@ -55,9 +55,13 @@ class Backend(ABC):
         self.cache = cache if cache is not None else FeatureCache(None)
         self.batch_size = batch_size
         self.progress = progress
-        self.total_queries = 0
         self.usage: dict[str, int] = {"queries": 0}  # running counters: queries, and per backend requests, tokens, ...
         self._warned_truncation = False
+
+    @property
+    def total_queries(self) -> int:
+        """Model queries made so far by this backend (cache hits excluded)."""
+        return self.usage.get("queries", 0)
 
     # -- to implement -------------------------------------------------------------------------------------
     @property
@@ -130,7 +134,6 @@ class Backend(ABC):
                 self.cache.put_many(rows)  # committed at once: an interrupted run keeps what it paid for
                 for key, s, h in rows:
                     found[key] = (s, h)
-                self.total_queries += len(rows)
                 self.usage["queries"] = self.usage.get("queries", 0) + len(rows)
                 bar.advance(len(rows))
 

@@ -124,6 +124,26 @@ def count_params(method: OutputEdgeMethod) -> int:
     return int(sum(np.asarray(v).size for k, v in method.state().items() if k not in ("mean", "std", "content_free")))
 
 
+def fit_and_score_features(method: OutputEdgeMethod, task: Task, feats: Any, y: np.ndarray, content_free: Any,
+                           test_feats: Any, y_test: np.ndarray) -> tuple[float, float]:
+    """Train an output-edge method on extracted features; (test accuracy, training seconds)."""
+    start = time.perf_counter()
+    method.fit_prepared(feats, y, content_free, labels=task.labels, template=Template(task.template),
+                        words=task.words)
+    fit_s = time.perf_counter() - start
+    pred = method.decision_features(test_feats).argmax(axis=1)
+    return float((pred == y_test).mean()), fit_s
+
+
+def fit_and_score(method: Any, train: Any, test: Any, y_test: np.ndarray) -> tuple[float, float]:
+    """Train a method that queries its model itself (input edge, SetFit); (test accuracy, training seconds)."""
+    start = time.perf_counter()
+    method.fit(train)
+    fit_s = time.perf_counter() - start
+    pred = np.asarray(method.decision_function(list(test))).argmax(axis=1)
+    return float((pred == y_test).mean()), fit_s
+
+
 def run_output_edge(
     task: Task,
     backend: Backend,
@@ -162,13 +182,10 @@ def run_output_edge(
                 params.setdefault("seed", seed)
             method = cls(model=backend, **params)
             assert isinstance(method, OutputEdgeMethod)
-            start = time.perf_counter()
-            method.fit_prepared(feats, y, cf, labels=task.labels, template=template, words=words)
-            fit_s = time.perf_counter() - start
-            pred = method.decision_features(test_feats).argmax(axis=1)
+            accuracy, fit_s = fit_and_score_features(method, task, feats, y, cf, test_feats, y_test)
             results.append(RunResult(
                 method=label, task=task.name, model=backend.name, shots=shots, seed=seed,
-                accuracy=float((pred == y_test).mean()), n_train=len(train), n_test=len(test),
+                accuracy=accuracy, n_train=len(train), n_test=len(test),
                 fit_seconds=fit_s, trainable_params=count_params(method),
                 queries=output_edge_queries(name, len(train), len(cf)), params=params,
                 train_ids=[str(i) for i in train.ids],
@@ -207,13 +224,10 @@ def run_input_edge(
             params.setdefault("seed", seed)
             method = get_method(name)(model=backend, **params)
             assert isinstance(method, InputEdgeMethod)
-            start = time.perf_counter()
-            method.fit(train)
-            fit_s = time.perf_counter() - start
-            pred = method.decision_function(list(test)).argmax(axis=1)
+            accuracy, fit_s = fit_and_score(method, train, test, y_test)
             results.append(RunResult(
                 method=label, task=task.name, model=backend.name, shots=shots, seed=seed,
-                accuracy=float((pred == y_test).mean()), n_train=len(train), n_test=len(test), fit_seconds=fit_s,
+                accuracy=accuracy, n_train=len(train), n_test=len(test), fit_seconds=fit_s,
                 trainable_params=method.trainable_params_, steps=getattr(method, "calls_", method.steps),
                 queries=training_queries(method),
                 params={k: v for k, v in method.get_params().items() if k != "progress"},

@@ -32,7 +32,14 @@ from ..data.tasks import Task, load_task
 from ..data.templates import Template
 from ..errors import DataError, EdgetuneError
 from ..methods.base import OutputEdgeMethod, content_free_examples, get_method
-from .experiment import count_params, machine_info, output_edge_queries, training_queries
+from .experiment import (
+    count_params,
+    fit_and_score,
+    fit_and_score_features,
+    machine_info,
+    output_edge_queries,
+    training_queries,
+)
 
 RESULTS_NAME = "results.jsonl"
 
@@ -283,24 +290,18 @@ def _run_cell(backend: Backend, task: Task, train: Any, test: Any, entry: Method
                        "stats": feats.stats})
         known = log.extraction_seconds(model_name, task.name, train.shots, seed)
         extraction_s = known[0] if known else float("nan")  # nan: paid in a run that left no record
-        start = time.perf_counter()
-        method.fit_prepared(feats, np.array(train.label_ids()), cf, labels=task.labels, template=template,
-                            words=task.words)
-        fit_s = time.perf_counter() - start
-        pred = method.decision_features(test_feats).argmax(axis=1)
+        accuracy, fit_s = fit_and_score_features(method, task, feats, np.array(train.label_ids()), cf, test_feats,
+                                                 y_test)
         # charged the share of the extraction time that its queries took
         uses = output_edge_queries(entry.name, len(train), len(cf))
         charged = extraction_s * uses / (len(train) + len(cf))
-        return {"edge": "output", "accuracy": float((pred == y_test).mean()), "fit_seconds": fit_s,
+        return {"edge": "output", "accuracy": accuracy, "fit_seconds": fit_s,
                 "extraction_seconds": extraction_s, "wall_seconds": fit_s + charged,
                 "queries": uses, "trainable_params": count_params(method), "steps": 0,
                 "params": _plain(params)}
-    start = time.perf_counter()
-    method.fit(train)
-    fit_s = time.perf_counter() - start
-    pred = np.asarray(method.decision_function(list(test))).argmax(axis=1)
+    accuracy, fit_s = fit_and_score(method, train, test, y_test)
     queries, steps = training_queries(method), getattr(method, "calls_", method.steps)
-    return {"edge": method.edge, "accuracy": float((pred == y_test).mean()), "fit_seconds": fit_s,
+    return {"edge": method.edge, "accuracy": accuracy, "fit_seconds": fit_s,
             "wall_seconds": fit_s, "queries": int(queries), "trainable_params": int(method.trainable_params_),
             "steps": int(steps), "params": _plain(params)}
 

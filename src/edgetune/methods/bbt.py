@@ -172,8 +172,15 @@ class BBT(InputEdgeMethod):
             opts["bounds"] = [-self.bound, self.bound]
         es = cma.CMAEvolutionStrategy(self.intrinsic_dim * [0.0], self.sigma, inopts=opts)
         history: dict[str, Any] = {"loss": [], "train_accuracy": [], "dev_accuracy": [], "budget": self.budget}
-        calls = dev_queries = 0
+        calls = 0
         best_dev = (-1.0, 0, np.zeros(self.intrinsic_dim))
+
+        def dev_check(at: int, z: np.ndarray, best: tuple) -> tuple:
+            """Score candidate z on the dev split; the (accuracy, call, z) to keep."""
+            acc = self._dev_accuracy(dev_ids, dev_y, z)
+            history["dev_accuracy"].append((at, acc))
+            return (acc, at, z) if acc > best[0] else best
+
         best_train = (float("inf"), np.zeros(self.intrinsic_dim))
         start = time.perf_counter()
         bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -191,11 +198,7 @@ class BBT(InputEdgeMethod):
                     if loss < best_train[0]:
                         best_train = (loss, np.array(z))
                     if dev_ids is not None and calls % self.eval_every == 0:
-                        dev_acc = self._dev_accuracy(dev_ids, dev_y, best_train[1])
-                        dev_queries += len(dev_ids)
-                        history["dev_accuracy"].append((calls, dev_acc))
-                        if dev_acc > best_dev[0]:
-                            best_dev = (dev_acc, calls, best_train[1])
+                        best_dev = dev_check(calls, best_train[1], best_dev)
                 es.tell(solutions, fitness)
                 history["loss"].append(float(min(fitness)))
                 history["train_accuracy"].append(acc)
@@ -204,14 +207,11 @@ class BBT(InputEdgeMethod):
                     info += f" · best dev acc {best_dev[0]:.3f} @ {best_dev[1]}"
                 bar.update(job, completed=calls, info=info)
         if dev_ids is not None and (not history["dev_accuracy"] or history["dev_accuracy"][-1][0] != calls):
-            dev_acc = self._dev_accuracy(dev_ids, dev_y, best_train[1])  # the final candidate gets its say
-            dev_queries += len(dev_ids)
-            history["dev_accuracy"].append((calls, dev_acc))
-            if dev_acc > best_dev[0]:
-                best_dev = (dev_acc, calls, best_train[1])
+            best_dev = dev_check(calls, best_train[1], best_dev)  # the final candidate gets its say
         chosen = best_dev[2] if best_dev[0] >= 0 else best_train[1]
         self.module_.set_prompt(self._prompt(chosen))
         self.z_ = np.asarray(chosen, dtype=np.float32)
+        dev_queries = len(history["dev_accuracy"]) * (len(dev_ids) if dev_ids is not None else 0)
         history.update(calls=calls, train_queries=calls * len(ids), dev_queries=dev_queries,
                        best_train_loss=best_train[0], seconds=time.perf_counter() - start)
         if best_dev[0] >= 0:

@@ -173,7 +173,9 @@ class SetFit(Method):
         if not any(body_dir.glob("*.safetensors")):
             raise IncompatibleError(f"{str(path)!r} has no safetensors body weights")
         obj = cls(model=config["model"], **config.get("params", {}))
-        obj.body_ = SentenceTransformer(str(body_dir), device="cpu", trust_remote_code=False).eval()
+        from ..backends.local import resolve_device
+
+        obj.body_ = SentenceTransformer(str(body_dir), device=str(resolve_device(None)), trust_remote_code=False).eval()
         obj.coef_, obj.intercept_ = np.asarray(tensors["coef"]), np.asarray(tensors["intercept"])
         obj.labels_ = tuple(config["labels"])
         obj.identity_, obj.model_name_ = config["model_identity"], config["model"]
