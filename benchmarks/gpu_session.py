@@ -78,10 +78,15 @@ def run_job(spec: str, parts: Path, model: str, smoke: bool = False, tf32: bool 
     store(parts, spec, payload)
 
 
+def part_path(parts: Path, spec: str, suffix: str = ".json") -> Path:
+    """Where a job's result (or log) lives: the spec with ':' made file-name safe."""
+    return parts / (spec.replace(":", "_") + suffix)
+
+
 def store(parts: Path, spec: str, payload: dict) -> None:
-    tmp = parts / f".{spec.replace(':', '_')}.tmp"
+    tmp = part_path(parts, "." + spec, ".tmp")
     tmp.write_text(json.dumps(payload), encoding="utf-8")
-    tmp.replace(parts / f"{spec.replace(':', '_')}.json")
+    tmp.replace(part_path(parts, spec))
 
 
 def probe(model: str, smoke: bool = False) -> dict:
@@ -126,7 +131,7 @@ def session(args: argparse.Namespace) -> None:
         say(f"probe: load {info['load_seconds']:.1f}s · DecT {r['dect']['seconds']:.2f}s acc "
             f"{r['dect']['accuracy']:.3f} · BBT {r['bbt']['seconds_per_call'] * 1000:.1f} ms/call (200 calls) on "
             f"{info['machine'].get('gpu')}")
-    todo = [j for j in jobs(args.steps) if not (parts / f"{j.replace(':', '_')}.json").exists()
+    todo = [j for j in jobs(args.steps) if not part_path(parts, j).exists()
             and (args.only is None or j.startswith(args.only + ":"))]
     queue = list(dict.fromkeys(j if j.startswith("bbt:") else ":".join([*j.split(":")[:4], str(args.steps)])
                                for j in todo))
@@ -139,7 +144,7 @@ def session(args: argparse.Namespace) -> None:
             spec = queue.pop(0)
             cmd = [sys.executable, str(Path(__file__).resolve()), "--job", spec, "--parts", str(parts),
                    "--model", args.model] + (["--smoke"] if args.smoke else []) + (["--tf32"] if args.tf32 else [])
-            with open(parts / f"{spec.replace(':', '_')}.log", "w") as logf:  # the child keeps its own handle
+            with open(part_path(parts, spec, ".log"), "w") as logf:  # the child keeps its own handle
                 running[spec] = (subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env), time.time())
         for spec, (proc, t0) in list(running.items()):
             if proc.poll() is not None:
@@ -183,7 +188,7 @@ def collect(archives: list[str], steps: int) -> None:
     probe_info = json.loads((parts / "probe.json").read_text())
     machine = probe_info["machine"]
     expected = jobs(steps)
-    missing = [j for j in expected if not (parts / f"{j.replace(':', '_')}.json").exists()]
+    missing = [j for j in expected if not part_path(parts, j).exists()]
     note = (f"Measured on one borrowed {machine.get('gpu')} by `benchmarks/gpu_session.py` (fp32, torch "
             f"{machine['torch']}, Python {machine['python']}). Wall times were measured with 12 worker processes "
             "sharing that GPU, so they are inflated by an unknown factor.")
@@ -202,7 +207,7 @@ def collect(archives: list[str], steps: int) -> None:
                     "accuracy).")
     else:
         bbt_note = note
-    rows = [json.loads((parts / f"{j.replace(':', '_')}.json").read_text()) for j in expected
+    rows = [json.loads(part_path(parts, j).read_text()) for j in expected
             if j.startswith("bbt:") and j not in missing]
     if rows:
         meta = {"model": "smollm2-135m", "shots": 16, "seeds": list(SEEDS), "test_size": TEST_SIZE,
@@ -215,7 +220,7 @@ def collect(archives: list[str], steps: int) -> None:
     groups: dict[tuple[str, int], list[dict]] = {}
     for j in expected:
         if j.startswith("ie:") and j not in missing:
-            d = json.loads((parts / f"{j.replace(':', '_')}.json").read_text())
+            d = json.loads(part_path(parts, j).read_text())
             groups.setdefault((d["task"], d["shots"]), []).append(d)
     done = []
     for ds in groups.values():

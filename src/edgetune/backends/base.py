@@ -63,6 +63,9 @@ class Backend(ABC):
         """Model queries made so far by this backend (cache hits excluded)."""
         return self.usage.get("queries", 0)
 
+    def _count_queries(self, n: int) -> None:
+        self.usage["queries"] = self.usage.get("queries", 0) + n
+
     # -- to implement -------------------------------------------------------------------------------------
     @property
     @abstractmethod
@@ -134,7 +137,7 @@ class Backend(ABC):
                 self.cache.put_many(rows)  # committed at once: an interrupted run keeps what it paid for
                 for key, s, h in rows:
                     found[key] = (s, h)
-                self.usage["queries"] = self.usage.get("queries", 0) + len(rows)
+                self._count_queries(len(rows))
                 bar.advance(len(rows))
 
             with self._progress(len(todo), description) as bar:

@@ -84,7 +84,7 @@ class EmbeddingBackend(Backend):
     def _label_embeddings(self, descriptions: tuple[str, ...]) -> np.ndarray:
         if descriptions not in self._label_cache:
             self._label_cache[descriptions] = self._embed(list(descriptions))
-            self.usage["queries"] = self.usage.get("queries", 0) + len(descriptions)
+            self._count_queries(len(descriptions))
         return self._label_cache[descriptions]
 
     def _embed(self, texts: list[str]) -> np.ndarray:

@@ -124,12 +124,11 @@ def count_params(method: OutputEdgeMethod) -> int:
     return int(sum(np.asarray(v).size for k, v in method.state().items() if k not in ("mean", "std", "content_free")))
 
 
-def fit_and_score_features(method: OutputEdgeMethod, task: Task, feats: Any, y: np.ndarray, content_free: Any,
-                           test_feats: Any, y_test: np.ndarray) -> tuple[float, float]:
+def fit_and_score_features(method: OutputEdgeMethod, task: Task, template: Template, feats: Any, y: np.ndarray,
+                           content_free: Any, test_feats: Any, y_test: np.ndarray) -> tuple[float, float]:
     """Train an output-edge method on extracted features; (test accuracy, training seconds)."""
     start = time.perf_counter()
-    method.fit_prepared(feats, y, content_free, labels=task.labels, template=Template(task.template),
-                        words=task.words)
+    method.fit_prepared(feats, y, content_free, labels=task.labels, template=template, words=task.words)
     fit_s = time.perf_counter() - start
     pred = method.decision_features(test_feats).argmax(axis=1)
     return float((pred == y_test).mean()), fit_s
@@ -182,7 +181,7 @@ def run_output_edge(
                 params.setdefault("seed", seed)
             method = cls(model=backend, **params)
             assert isinstance(method, OutputEdgeMethod)
-            accuracy, fit_s = fit_and_score_features(method, task, feats, y, cf, test_feats, y_test)
+            accuracy, fit_s = fit_and_score_features(method, task, template, feats, y, cf, test_feats, y_test)
             results.append(RunResult(
                 method=label, task=task.name, model=backend.name, shots=shots, seed=seed,
                 accuracy=accuracy, n_train=len(train), n_test=len(test),

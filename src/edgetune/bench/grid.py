@@ -290,8 +290,8 @@ def _run_cell(backend: Backend, task: Task, train: Any, test: Any, entry: Method
                        "stats": feats.stats})
         known = log.extraction_seconds(model_name, task.name, train.shots, seed)
         extraction_s = known[0] if known else float("nan")  # nan: paid in a run that left no record
-        accuracy, fit_s = fit_and_score_features(method, task, feats, np.array(train.label_ids()), cf, test_feats,
-                                                 y_test)
+        accuracy, fit_s = fit_and_score_features(method, task, template, feats, np.array(train.label_ids()), cf,
+                                                 test_feats, y_test)
         # charged the share of the extraction time that its queries took
         uses = output_edge_queries(entry.name, len(train), len(cf))
         charged = extraction_s * uses / (len(train) + len(cf))
