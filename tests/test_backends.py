@@ -111,3 +111,37 @@ def test_device_choice(make_backend, monkeypatch):
     assert be.device == torch.device("cpu") and next(be.model.parameters()).device == be.device
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device(None) == torch.device("cuda")
+
+
+class _BagOfWordsEncoder:
+    """A stand-in for a SentenceTransformer: hashed bag of words, L2-normalised (deterministic, no weights)."""
+
+    tokenizer = None
+
+    def encode(self, texts, batch_size=64, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False):
+        out = np.zeros((len(texts), 16), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for w in text.lower().split():
+                out[i, sum(map(ord, w)) % 16] += 1.0
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
+
+
+def test_embedding_scores_are_scaled_cosines_and_the_scale_is_part_of_the_identity():
+    from edgetune.backends import EmbeddingBackend
+    from edgetune.backends.embedding import describe_label
+
+    examples = [Example(t) for t in TEXTS]
+    cache = FeatureCache(None)
+    scaled = EmbeddingBackend(_BagOfWordsEncoder(), "bow", "bow@1", cache=cache, progress=False)
+    raw = EmbeddingBackend(_BagOfWordsEncoder(), "bow", "bow@1", cache=cache, progress=False, scale=1.0)
+    f20, f1 = scaled.features(examples, TEMPLATE, WORDS), raw.features(examples, TEMPLATE, WORDS)
+    enc = _BagOfWordsEncoder()
+    cos = enc.encode(TEXTS) @ enc.encode([describe_label(TEMPLATE, w) for w in WORDS]).T
+    assert np.abs(cos).max() > 0  # the check below is not vacuous
+    np.testing.assert_allclose(f1.scores, cos, atol=1e-6)
+    np.testing.assert_allclose(f20.scores, 20 * cos, atol=1e-5)
+    # both asked the encoder: one shared cache never hands one scale's scores to the other
+    assert f20.queries == f1.queries == len(TEXTS)
+    assert scaled.identity != raw.identity and scaled.settings()["scale"] == 20.0
+    with pytest.raises(ValueError, match="scale"):
+        EmbeddingBackend(enc, "bow", "bow@1", scale=0.0)

@@ -1,10 +1,17 @@
 """Embedding-model backend: what an embeddings-only API offers.
 
 Hidden = the pooled, L2-normalised sentence embedding of the input text (``text`` and ``text_b`` joined
-by a space; the template is not shown to the encoder). Score for label c = cosine similarity between that
-embedding and the embedding of the label's *description*: the template with its input fields emptied
-and ``{mask}`` replaced by the label word ("The topic of this sentence is sports"). Pooling and
+by a space; the template is not shown to the encoder). Score for label c = ``scale`` × the cosine similarity
+between that embedding and the embedding of the label's *description*: the template with its input fields
+emptied and ``{mask}`` replaced by the label word ("The topic of this sentence is sports"). Pooling and
 normalisation are the ones the model folder declares, applied by ``sentence-transformers``.
+
+Why a scale: methods read the scores as logits (DecT adds λ · log-softmax of them to its prototype scores;
+calibrated zero-shot renormalises their softmax). Raw cosines differ by a few hundredths between labels, so
+their softmax is nearly uniform and the zero-shot prior would carry almost no weight. ``scale=20`` is the
+inverse temperature sentence-transformers trains such encoders with (``MultipleNegativesRankingLoss``); it
+does not change any argmax. The scale is part of the backend's identity, so cached features and saved
+decoders made with another scale are never mixed up with these.
 """
 
 from __future__ import annotations
@@ -35,8 +42,11 @@ class EmbeddingBackend(Backend):
     kind = "embedding"
 
     def __init__(self, model: Any, name: str, identity: str, cache: FeatureCache | None = None,
-                 batch_size: int = 64, progress: bool = True) -> None:
+                 batch_size: int = 64, progress: bool = True, scale: float = 20.0) -> None:
         super().__init__(name, cache, batch_size, progress)
+        if not scale > 0:
+            raise ValueError(f"scale must be positive, got {scale}")
+        self.scale = float(scale)
         self.model = model
         self._identity = identity
         self._label_cache: dict[tuple[str, ...], np.ndarray] = {}
@@ -59,7 +69,10 @@ class EmbeddingBackend(Backend):
 
     @property
     def identity(self) -> str:
-        return self._identity
+        return f"{self._identity}|cos*{self.scale:g}"
+
+    def settings(self) -> dict[str, Any]:
+        return {"scores": "cosine", "scale": self.scale}
 
     def torch_model(self) -> tuple[Any, Any]:
         return self.model, self.model.tokenizer
@@ -77,9 +90,10 @@ class EmbeddingBackend(Backend):
         self._template = template
         # The encoder sees the raw input, so the "prompt" is just the input fields.
         plain = Template("{text} {text_b} {mask}" if any(e.text_b for e in examples) else "{text} {mask}")
-        feats = super().features(examples, plain, words, description)
-        self._template = None
-        return feats
+        try:
+            return super().features(examples, plain, words, description)
+        finally:
+            self._template = None
 
     def _label_embeddings(self, descriptions: tuple[str, ...]) -> np.ndarray:
         if descriptions not in self._label_cache:
@@ -99,4 +113,4 @@ class EmbeddingBackend(Backend):
         assert self._template is not None
         labels = self._label_embeddings(tuple(describe_label(self._template, w) for w in words))
         emb = self._embed(batch)
-        return emb @ labels.T, emb
+        return (emb @ labels.T) * np.float32(self.scale), emb
