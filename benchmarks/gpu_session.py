@@ -1,6 +1,7 @@
 """The runs this project could only afford on a borrowed GPU, as one deadline-bounded session.
 
 Usage:  EDGETUNE_DATA_DIR=… python benchmarks/gpu_session.py --out DIR [--deadline 450] [--workers 10]
+            [--resume benchmarks/results/gpu_sessions/*.tar.gz]   (run only what earlier sessions left)
         python benchmarks/gpu_session.py --collect PARTS.tar.gz   (here, afterwards: renders the results)
 
 What it runs, in this order, all on the default packaged model (SmolLM2-135M, fp32) and the shared data:
@@ -71,6 +72,8 @@ def run_job(spec: str, parts: Path, model: str, smoke: bool = False, tf32: bool 
         params = {"steps": steps, "batch_size": 8, "eval_every": max(1, steps // 10), "dev_shots": 8,
                   "progress": False}
         for method in IE_METHODS:
+            if part_path(parts, f"ie:{task}:{shots}:{seed}:{method}:{steps}").exists():
+                continue  # stored by an earlier session (--resume)
             exp = run_input_edge(load_task(task), backend, int(shots), [int(seed)], [method],
                                  10 if smoke else TEST_SIZE, method_params={method: params})
             store(parts, f"ie:{task}:{shots}:{seed}:{method}:{steps}", exp.to_dict())
@@ -110,6 +113,7 @@ def session(args: argparse.Namespace) -> None:
     out = Path(args.out)
     parts = Path(args.parts)
     parts.mkdir(parents=True, exist_ok=True)
+    resumed = unpack(args.resume or [], parts)
     start = time.time()
 
     def say(msg: str) -> None:
@@ -118,11 +122,20 @@ def session(args: argparse.Namespace) -> None:
         with open(out / "session.log", "a", encoding="utf-8") as log:
             log.write(line + "\n")
 
+    if resumed:
+        say(f"resumed {len(resumed)} stored results from {args.resume}")
     if args.only == "bbt":  # one job at a time: every timing is solo
         from edgetune.bench.experiment import machine_info
 
-        (parts / "bbt_machine.json").write_text(json.dumps({"machine": machine_info(), "tf32": args.tf32,
+        name = f"bbt_machine_{int(start)}.json" if (parts / "bbt_machine.json").exists() else "bbt_machine.json"
+        (parts / name).write_text(json.dumps({"machine": machine_info(), "tf32": args.tf32,
                                                             "workers": args.workers}), encoding="utf-8")
+    elif (parts / "probe.json").exists():  # resumed: the first session's probe stands; record this machine
+        from edgetune.bench.experiment import machine_info
+
+        (parts / f"machine_{int(start)}.json").write_text(json.dumps({"machine": machine_info(),
+                                                                      "workers": args.workers}),
+                                                          encoding="utf-8")
     else:
         say(f"probe on {args.model}")
         info = probe(args.model, args.smoke)
@@ -167,36 +180,54 @@ def session(args: argparse.Namespace) -> None:
     say("packed parts.tar.gz")
 
 
+def unpack(archives: list[str], parts: Path) -> list[str]:
+    """Merge sessions' parts archives into ``parts`` (a later archive's file wins over an earlier one of the
+    same name); return the result files now there. Logs are not carried over."""
+    import tempfile
+
+    parts.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp())
+    for i, archive in enumerate(archives):
+        with tarfile.open(archive) as tar:
+            tar.extractall(work / str(i), filter="data")
+        for f in (work / str(i) / "parts").iterdir():
+            if f.suffix == ".json":
+                f.replace(parts / f.name)
+    return sorted(p.name for p in parts.glob("*.json"))
+
+
+def borrowed(gpus: list[str]) -> str:
+    return f"one borrowed {gpus[0]}" if len(gpus) == 1 else f"borrowed GPUs ({', '.join(gpus)})"
+
+
 def collect(archives: list[str], steps: int) -> None:
-    """Render committed results from sessions' parts archives (run here, after the GPU sessions; a later
-    archive's file wins over an earlier one of the same name)."""
+    """Render committed results from sessions' parts archives (run here, after the GPU sessions)."""
     import tempfile
 
     import numpy as np
     from input_edge_accuracy import render as render_ie
     from model_as_a_service import render_bbt
 
-    work = Path(tempfile.mkdtemp())
-    for i, archive in enumerate(archives):
-        with tarfile.open(archive) as tar:
-            tar.extractall(work / str(i), filter="data")
-    parts = work / "merged"
-    parts.mkdir()
-    for i in range(len(archives)):
-        for f in (work / str(i) / "parts").iterdir():
-            f.replace(parts / f.name)
+    parts = Path(tempfile.mkdtemp()) / "merged"
+    unpack(archives, parts)
     probe_info = json.loads((parts / "probe.json").read_text())
     machine = probe_info["machine"]
     expected = jobs(steps)
     missing = [j for j in expected if not part_path(parts, j).exists()]
-    note = (f"Measured on one borrowed {machine.get('gpu')} by `benchmarks/gpu_session.py` (fp32, torch "
-            f"{machine['torch']}, Python {machine['python']}). Wall times were measured with 12 worker processes "
-            "sharing that GPU, so they are inflated by an unknown factor.")
+    later = [json.loads(p.read_text()) for p in sorted(parts.glob("machine_*.json"))]
+    gpus = list(dict.fromkeys(str(m.get("gpu")) for m in [machine, *(x["machine"] for x in later)]))
+    workers = ", ".join(["12", *(str(x["workers"]) for x in later)])
+    sessions = "one session" if not later else f"{1 + len(later)} sessions"
+    note = (f"Measured on {borrowed(gpus)} in {sessions} by `benchmarks/gpu_session.py` (fp32; torch "
+            f"{machine['torch']}, Python {machine['python']}{' in the first' if later else ''}). "
+            f"Wall times were measured with {workers} worker processes sharing the GPU"
+            f"{' (per session)' if later else ''}, so they are inflated by an unknown factor.")
     bbt_path = parts / "bbt_machine.json"
     if bbt_path.exists():
         bbt_info = json.loads(bbt_path.read_text())
-        bm = bbt_info["machine"]
-        bbt_note = (f"Measured on one borrowed {bm.get('gpu')} by `benchmarks/gpu_session.py --only bbt --workers 1"
+        bbt_gpus = list(dict.fromkeys(str(json.loads(p.read_text())["machine"].get("gpu"))
+                                      for p in sorted(parts.glob("bbt_machine*.json"))))
+        bbt_note = (f"Measured on {borrowed(bbt_gpus)} by `benchmarks/gpu_session.py --only bbt --workers 1"
                     f"{' --tf32' if bbt_info['tf32'] else ''}`: one run at a time (solo timings), fp32 weights with "
                     f"{'TF32 matrix products' if bbt_info['tf32'] else 'fp32 matrix products'}, each generation's 20 "
                     "candidates scored in one forward pass (`max_rows` 1024). Each run is a fresh process: DecT's "
@@ -262,6 +293,8 @@ def main() -> None:
     ap.add_argument("--only", choices=["bbt", "ie"], help="run only these jobs (bbt: no probe, pass --workers 1)")
     ap.add_argument("--tf32", action="store_true", help="let fp32 matrix products use TF32 tensor cores")
     ap.add_argument("--collect", nargs="+", help="render results from sessions' parts.tar.gz archives")
+    ap.add_argument("--resume", nargs="+", help="earlier sessions' parts.tar.gz: their stored results are kept "
+                    "and not run again")
     args = ap.parse_args()
     if args.job:
         run_job(args.job, Path(args.parts), args.model, args.smoke, args.tf32)
