@@ -136,3 +136,12 @@ def test_save_refuses_to_clobber_a_foreign_folder(tmp_path, backend):
 def test_unfitted_method_says_so(backend):
     with pytest.raises(EdgetuneError, match="not fitted"):
         DecT(backend).predict(["x"])
+
+
+def test_saved_backend_options_rebuild_only_what_changes_the_identity():
+    from edgetune.methods.base import saved_backend_options
+
+    assert saved_backend_options({"backend_kind": "embedding", "backend_settings": {"scale": 5.0}}) == {"scale": 5.0}
+    assert saved_backend_options({"backend_kind": "embedding", "backend_settings": {}}) == {}
+    assert saved_backend_options({"backend_kind": "causal", "backend_settings": {"max_length": 256}}) == {}
+    assert saved_backend_options({}) == {}

@@ -97,3 +97,22 @@ def test_minilm_embedding_backend(data_dir):
     dect = DecT(be).fit(task.sample(16, seed=0))
     acc = np.mean([p == e.label for p, e in zip(dect.predict(test), test, strict=True)])
     assert acc > 0.6, acc
+
+
+def test_minilm_decoder_with_another_scale_reloads_by_name(data_dir, tmp_path):
+    """A decoder saved from a non-default score scale is rebuilt, by model name alone, with that scale
+    (the scale is part of the identity: the default-scale backend would be refused)."""
+    from edgetune import DecT, load, load_task
+    from edgetune.backends import FeatureCache, load_backend
+    from edgetune.errors import IncompatibleError
+
+    be = load_backend("minilm-l6", cache=FeatureCache(None), progress=False, scale=5.0)
+    task = load_task("sst2", data_dir)
+    dect = DecT(be).fit(task.sample(4, seed=0))
+    texts = ["a gorgeous, witty film", "a waste of two hours"]
+    path = dect.save(tmp_path / "d")
+    again = load(path)
+    assert again.backend.scale == 5.0
+    np.testing.assert_allclose(again.decision_function(texts), dect.decision_function(texts), atol=1e-4)
+    with pytest.raises(IncompatibleError, match="cos"):
+        load(path, model=load_backend("minilm-l6", cache=FeatureCache(None), progress=False)).predict(texts)

@@ -259,7 +259,7 @@ def cmd_serve(args: argparse.Namespace, console: Console) -> int:
 def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     from .backends import load_backend
     from .data.io import read_examples
-    from .methods.base import load, read_saved
+    from .methods.base import load, read_saved, saved_backend_options
 
     config, _ = read_saved(args.path)
     model_name = args.model or config.get("model")
@@ -270,7 +270,8 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
         backend = _remote_backend(model_name, args,
                                   top_logprobs=config.get("backend_settings", {}).get("top_logprobs", 20))
     else:
-        backend = load_backend(model_name, kind=kind, cache_root=args.cache_dir, progress=not args.no_progress)
+        backend = load_backend(model_name, kind=kind, cache_root=args.cache_dir, progress=not args.no_progress,
+                               **saved_backend_options(config))
     method = load(args.path, model=backend)
     if args.file:
         inputs = read_examples(args.file, text=args.text_col, text_b=args.text_b_col, require_label=False)

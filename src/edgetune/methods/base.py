@@ -137,6 +137,13 @@ def load(path: str | os.PathLike, model: str | Backend | None = None) -> Method:
     return get_method(config.get("method", "?")).load(path, model=model)
 
 
+def saved_backend_options(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Options that rebuild, by model name, the backend a saved method was trained with (so far: an
+    embedding backend's score scale, which is part of its identity)."""
+    settings = config.get("backend_settings") or {}
+    return {"scale": settings["scale"]} if config.get("backend_kind") == "embedding" and "scale" in settings else {}
+
+
 def restore(cls: type[Method], path: str | os.PathLike, model: str | Backend | None
             ) -> tuple[Any, dict[str, Any], dict[str, np.ndarray]]:
     """A ``cls`` built from a saved folder's parameters, with the prompt and model identity it was trained
@@ -241,7 +248,7 @@ class OutputEdgeMethod(Method):
     @property
     def backend(self) -> Backend:
         if self._backend is None:
-            self._backend = load_backend(str(self.model))
+            self._backend = load_backend(str(self.model), **getattr(self, "_backend_options", {}))
         return checked_backend(self, self._backend)
 
     def _prompting(self, X: Any) -> tuple[Template, dict[str, str], tuple[str, ...]]:
@@ -324,6 +331,7 @@ class OutputEdgeMethod(Method):
     def load(cls, path: str | os.PathLike, model: str | Backend | None = None) -> OutputEdgeMethod:
         obj, config, tensors = restore(cls, path, model)
         obj.hidden_dim_ = int(config["hidden_dim"])
+        obj._backend_options = saved_backend_options(config)  # a backend rebuilt by name is built as trained
         obj.set_state(tensors)
         if model is not None:
             obj.backend  # noqa: B018 - checks the identity now, not at the first prediction
