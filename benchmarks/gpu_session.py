@@ -124,6 +124,10 @@ def session(args: argparse.Namespace) -> None:
 
     if resumed:
         say(f"resumed {len(resumed)} stored results from {args.resume}")
+    if args.only == "bbt" or (parts / "probe.json").exists():
+        from edgetune.backends import resolve_model
+
+        resolve_model(args.model)  # no probe: convert the GGUF once here, not in every worker at once
     if args.only == "bbt":  # one job at a time: every timing is solo
         from edgetune.bench.experiment import machine_info
 
