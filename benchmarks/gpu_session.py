@@ -114,6 +114,7 @@ def session(args: argparse.Namespace) -> None:
     parts = Path(args.parts)
     parts.mkdir(parents=True, exist_ok=True)
     resumed = unpack(args.resume or [], parts)
+    probed = (parts / "probe.json").exists()  # an earlier session's probe stands
     start = time.time()
 
     def say(msg: str) -> None:
@@ -123,8 +124,8 @@ def session(args: argparse.Namespace) -> None:
             log.write(line + "\n")
 
     if resumed:
-        say(f"resumed {len(resumed)} stored results from {args.resume}")
-    if args.only == "bbt" or (parts / "probe.json").exists():
+        say(f"resumed {len(resumed)} stored files (results, probe, machines) from {args.resume}")
+    if args.only == "bbt" or probed:
         from edgetune.backends import resolve_model
 
         resolve_model(args.model)  # no probe: convert the GGUF once here, not in every worker at once
@@ -134,7 +135,7 @@ def session(args: argparse.Namespace) -> None:
         name = f"bbt_machine_{int(start)}.json" if (parts / "bbt_machine.json").exists() else "bbt_machine.json"
         (parts / name).write_text(json.dumps({"machine": machine_info(), "tf32": args.tf32,
                                                             "workers": args.workers}), encoding="utf-8")
-    elif (parts / "probe.json").exists():  # resumed: the first session's probe stands; record this machine
+    elif probed:  # resumed: record this session's machine beside the first one's probe
         from edgetune.bench.experiment import machine_info
 
         (parts / f"machine_{int(start)}.json").write_text(json.dumps({"machine": machine_info(),

@@ -228,6 +228,7 @@ class OutputEdgeMethod(Method):
         self.template = template
         self.label_words = label_words
         self._backend: Backend | None = None if isinstance(model, str) else model
+        self._backend_options: dict[str, Any] = {}  # how to rebuild the backend by name (set by load)
 
     # -- to implement -----------------------------------------------------------------------------------
     @abstractmethod
@@ -248,7 +249,7 @@ class OutputEdgeMethod(Method):
     @property
     def backend(self) -> Backend:
         if self._backend is None:
-            self._backend = load_backend(str(self.model), **getattr(self, "_backend_options", {}))
+            self._backend = load_backend(str(self.model), **self._backend_options)
         return checked_backend(self, self._backend)
 
     def _prompting(self, X: Any) -> tuple[Template, dict[str, str], tuple[str, ...]]:
