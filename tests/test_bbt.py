@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from edgetune.errors import IncompatibleError
-from edgetune.methods import BBT, load
+from edgetune.methods import BBT, ParamError, load
 
 TINY = {"intrinsic_dim": 8, "prompt_tokens": 3, "popsize": 4, "budget": 16, "eval_every": 8, "progress": False}
 TEXTS = ["a wonderful film", "a dull , boring mess that goes on", "fine"]
@@ -37,17 +37,17 @@ def test_search_lowers_the_training_loss_and_is_deterministic(make_backend, toy_
     train = toy_task.sample(4, seed=0)
     kw = {**TINY, "budget": 80, "popsize": 8, "intrinsic_dim": 10}
     m = BBT(be, **kw).fit(train)
-    batches = [(m._batch(m.encode(train)), torch.tensor(train.label_ids()))]
-    start_loss, _ = m._loss(batches, np.zeros(10))
+    m._batches = [(be.collate(m.encode(train)), torch.tensor(train.label_ids()))]
+    start_loss, _ = m._loss(np.zeros(10))
     assert m.history_["best_train_loss"] < start_loss - 1e-3  # z = 0 (no prompt signal) is beaten
     again = BBT(be, **kw).fit(train)
     assert again.history_["loss"] == m.history_["loss"]
     np.testing.assert_array_equal(again.z_, m.z_)
 
 
-def test_budget_must_cover_a_generation(make_backend):
-    with pytest.raises(ValueError, match="at least one generation"):
-        BBT(make_backend("causal"), budget=10, popsize=20)
+def test_budget_must_cover_a_generation(make_backend, toy_task):
+    with pytest.raises(ParamError, match="at least one generation"):
+        BBT(make_backend("causal"), budget=10, popsize=20).fit(toy_task.sample(2, 0))
 
 
 @pytest.mark.parametrize("max_rows", [3, 1024])
@@ -58,11 +58,11 @@ def test_candidates_scored_together_match_one_at_a_time(make_backend, toy_task, 
     m = BBT(be, **TINY).fit(train)
     ids = m.encode(train)
     y = torch.tensor(train.label_ids())
-    batches = [(m._batch(ids[:5]), y[:5]), (m._batch(ids[5:]), y[5:])]  # two batches of different widths
+    m._batches = [(be.collate(ids[:5]), y[:5]), (be.collate(ids[5:]), y[5:])]  # two batches of different widths
     zs = [np.random.default_rng(i).normal(size=8) * 3 for i in range(5)]
     m.max_rows = max_rows
-    together = m._losses(batches, zs)
-    one_by_one = [m._loss(batches, z) for z in zs]
+    together = m.losses(zs)
+    one_by_one = [m._loss(z) for z in zs]
     np.testing.assert_allclose([t[0] for t in together], [o[0] for o in one_by_one], rtol=1e-4, atol=1e-5)
     assert [t[1] for t in together] == [o[1] for o in one_by_one]
     assert len({round(t[0], 6) for t in together}) > 1  # the candidates really differ

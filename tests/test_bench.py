@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import yaml
 
-from edgetune.bench.bench_report import PLOTS
-from edgetune.bench.grid import BenchConfig, read_results
+from edgetune.bench.config import BenchConfig
+from edgetune.bench.records import read_results
+from edgetune.bench.report import PLOTS
 from edgetune.cli import main
 from edgetune.errors import DataError
 
@@ -106,7 +107,7 @@ def test_setfit_trains_predicts_saves_and_loads(toy_task, tmp_path, make_backend
     backend = load_backend("minilm-l6", cache=None, progress=False)
     weights = {n: p.clone() for n, p in backend.model.named_parameters()}
     m = SetFit(backend, max_steps=3, batch_size=4, progress=False).fit(toy_task.sample(3, 0))
-    assert m.steps == 3 and m.trainable_params_ > 20_000_000
+    assert m.costs().steps == 3 and m.trainable_params_ > 20_000_000
     assert all(p.equal(weights[n]) for n, p in backend.model.named_parameters())  # the shared encoder is untouched
     texts = ["a wonderful film", "a dull mess"]
     assert set(m.predict(texts)) <= {"negative", "positive"}

@@ -18,34 +18,65 @@ def common(tiny_model_dir, toy_dir):
     return ["--model", tiny_model_dir, "--no-progress", "--data-dir", toy_dir]
 
 
-def test_run_dect_prints_table_and_writes_json(capsys, common, tmp_path):
+def cells_of(folder):
+    from edgetune.bench.records import read_results
+
+    return [x for x in read_results(folder / "results.jsonl") if x["type"] == "cell"]
+
+
+def test_run_dect_prints_table_and_writes_records(capsys, common, tmp_path):
     # "toy" is not a registry task, so bring it as files; --data-dir is ignored for those.
-    out_json = tmp_path / "r.json"
-    code, out, err = run(capsys, "run", "dect", "--train", common[4] / "toy/train.jsonl",
-                         "--test", common[4] / "toy/test.jsonl", "--template", "{text} In summary, it was {mask}",
-                         "--label-words", "negative:bad,positive:great", "--shots", 4, "--seeds", 0, 1,
-                         "--model", common[1], "--no-progress", "-o", out_json, "--save-dir", tmp_path / "saved")
+    out = tmp_path / "out"
+    code, stdout, err = run(capsys, "run", "dect", "--train", common[4] / "toy/train.jsonl",
+                            "--test", common[4] / "toy/test.jsonl", "--template", "{text} In summary, it was {mask}",
+                            "--label-words", "negative:bad,positive:great", "--shots", 4, "--seeds", 0, 1,
+                            "--model", common[1], "--no-progress", "-o", out, "--save-dir", tmp_path / "saved")
     assert code == 0, err
     for name in ("zero-shot", "calibrated", "linear probe", "DecT", "mean ± std", "model queries"):
-        assert name in out
-    data = json.loads(out_json.read_text())
-    assert data[0]["shots"] == 4 and data[0]["seeds"] == [0, 1]
-    assert {r["method"] for r in data[0]["results"]} == {"zeroshot", "calibrated", "linear_probe", "dect"}
-    assert data[0]["extraction"]["queries"] > 0
-    saved = tmp_path / "saved" / "train-4shot-seed0"
-    code, out, err = run(capsys, "predict", saved, "a wonderful film", "a dull mess", "--no-progress")
+        assert name in stdout
+    assert "toy · 4-shot" in stdout  # named after the folder holding --train, not the file's stem
+    cells = cells_of(out)
+    assert {c["shots"] for c in cells} == {4} and {c["seed"] for c in cells} == {0, 1}
+    assert {c["method"] for c in cells} == {"zeroshot", "calibrated", "linear_probe", "dect"}
+    assert (out / "report.md").is_file()
+    saved = tmp_path / "saved" / "toy-dect-4shot-seed0"
+    assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == ["toy-dect-4shot-seed0", "toy-dect-4shot-seed1"]
+    code, stdout, err = run(capsys, "predict", saved, "a wonderful film", "a dull mess", "--no-progress")
     assert code == 0, err
-    assert all(line in ("negative", "positive") for line in out.split())
-    assert len(out.split()) == 2
-    code, out, _ = run(capsys, "predict", saved, "great", "--json", "--no-progress")
-    row = json.loads(out)
+    assert all(line in ("negative", "positive") for line in stdout.split())
+    assert len(stdout.split()) == 2
+    code, stdout, _ = run(capsys, "predict", saved, "great", "--json", "--no-progress")
+    row = json.loads(stdout)
     assert set(row["probabilities"]) == {"negative", "positive"}
-    # A second identical run is served from the cache.
-    code, out, _ = run(capsys, "run", "dect", "--train", common[4] / "toy/train.jsonl",
-                       "--test", common[4] / "toy/test.jsonl", "--template", "{text} In summary, it was {mask}",
-                       "--label-words", "negative:bad,positive:great", "--shots", 4, "--seeds", 0, 1,
-                       "--model", common[1], "--no-progress", "-o", out_json)
-    assert json.loads(out_json.read_text())[0]["extraction"]["queries"] == 0
+    # A second identical run is served from the cache: the same numbers, no model queries.
+    code, stdout, _ = run(capsys, "run", "dect", "--train", common[4] / "toy/train.jsonl",
+                          "--test", common[4] / "toy/test.jsonl", "--template", "{text} In summary, it was {mask}",
+                          "--label-words", "negative:bad,positive:great", "--shots", 4, "--seeds", 0, 1, "--name",
+                          "mine", "--model", common[1], "--no-progress", "-o", out)
+    again = cells_of(out)
+    assert "model queries: 0" in stdout and "mine · 4-shot" in stdout
+    assert [c["accuracy"] for c in again] == [c["accuracy"] for c in cells]
+
+
+def test_method_options_come_from_the_registry(capsys, common, tmp_path):
+    from edgetune.methods import METHODS
+
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    help_text = capsys.readouterr().out
+    for name in METHODS:  # every registered method is runnable
+        assert name in help_text
+    assert "dect 0.01" in help_text and "pt 0.3" in help_text  # --lr: each method's real default
+    assert "dect cv" in help_text  # --lam's default is "cv", as DecT's signature says
+    out = tmp_path / "o"
+    code, _, err = run(capsys, "run", "dect", "--train", common[4] / "toy/train.jsonl", "--test",
+                       common[4] / "toy/test.jsonl", "--template", "{text} It was {mask}", "--label-words",
+                       "negative:bad,positive:great", "--shots", 2, "--seeds", 0, "--lam", 0.5, "--epochs", 3,
+                       "--model", common[1], "--no-progress", "-o", out)
+    assert code == 0, err
+    by = {c["method"]: c for c in cells_of(out)}
+    assert by["dect"]["params"]["lam"] == 0.5 and by["dect"]["params"]["epochs"] == 3
+    assert "lam" not in by["linear_probe"]["params"]  # only methods that take the option get it
 
 
 def test_registry_task_from_data_dir(capsys, common, tmp_path):
@@ -53,7 +84,7 @@ def test_registry_task_from_data_dir(capsys, common, tmp_path):
 
     write_toy(common[4], "sst2")  # a stand-in sst2 folder in the toy data dir
     code, out, err = run(capsys, "run", "dect", "--task", "sst2", "--shots", 2, "--seeds", 0, *common,
-                         "-o", tmp_path / "r.json")
+                         "-o", tmp_path / "r")
     assert code == 0, err
     assert "sst2" in out
 
@@ -63,8 +94,8 @@ def test_registry_task_from_data_dir(capsys, common, tmp_path):
     [
         (["run", "dect", "--task", "sst2", "--data-dir", "/no/such/dir"], "data directory"),
         (["run", "dect", "--task", "nope"], "unknown task"),
-        (["run", "dect", "--task", "sst2", "--label-words", "negative:unbelievableness,positive:great"],
-         "not one"),
+        (["run", "dect", "--task", "sst2", "--label-words", "negative:unbelievableness,positive:great",
+          "--shots", 2], "not one"),
         (["run", "dect", "--task", "sst2", "--shots", 50], "fewer than --shots"),
         (["predict", "/no/such/model", "x"], "not a saved edgetune model"),
         (["run", "dect", "--task", "sst2", "--device", "nonsense"], "unknown device"),
@@ -76,12 +107,12 @@ def test_bad_input_is_one_clear_line_and_exit_2(capsys, common, args, message, t
     write_toy(common[4], "sst2")
     extra = [] if args[0] == "predict" else ["--model", common[1], "--no-progress"] + (
         [] if "--data-dir" in args else ["--data-dir", common[4]])
-    code, _, err = run(capsys, *args, *extra, "-o", tmp_path / "r.json") if args[0] == "run" else run(
+    code, _, err = run(capsys, *args, *extra, "-o", tmp_path / "r") if args[0] == "run" else run(
         capsys, *args)
     assert code == 2
     assert message in err and err.startswith("error:")
     assert len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "r.json").exists()
+    assert not (tmp_path / "r" / "results.jsonl").exists()  # nothing half-written
 
 
 def test_unknown_label_in_data_file(capsys, common, tmp_path):
@@ -97,12 +128,12 @@ def test_predict_with_another_model_is_refused(capsys, common, tmp_path, tokeniz
 
     run(capsys, "run", "dect", "--train", common[4] / "toy/train.jsonl", "--test", common[4] / "toy/test.jsonl",
         "--template", "{text} It was {mask}", "--label-words", "negative:bad,positive:great", "--shots", 2,
-        "--seeds", 0, "--model", common[1], "--no-progress", "-o", tmp_path / "r.json",
+        "--seeds", 0, "--model", common[1], "--no-progress", "-o", tmp_path / "r",
         "--save-dir", tmp_path / "s")
     other = tmp_path / "other-model"
     tiny_model("causal", tokenizer.vocab_size, seed=5).save_pretrained(other)
     tokenizer.save_pretrained(other)
-    code, _, err = run(capsys, "predict", tmp_path / "s" / "train-2shot-seed0", "x", "--model", other,
+    code, _, err = run(capsys, "predict", tmp_path / "s" / "toy-dect-2shot-seed0", "x", "--model", other,
                        "--no-progress")
     assert code == 2 and "trained on model" in err
 
@@ -124,20 +155,30 @@ def test_help_mentions_the_essentials(capsys):
 
 @pytest.mark.parametrize("method", ["adept", "dept", "pt", "lora", "bbt"])
 def test_run_input_edge_method_and_predict(capsys, common, tmp_path, method):
-    out_json = tmp_path / "r.json"
+    out = tmp_path / "o"
     knobs = ["--budget", 3, "--popsize", 3, "--intrinsic-dim", 6] if method == "bbt" else []
-    code, out, err = run(capsys, "run", method, "--train", common[4] / "toy/train.jsonl",
-                         "--test", common[4] / "toy/test.jsonl", "--template", "{text} In summary, it was {mask}",
-                         "--label-words", "negative:bad,positive:great", "--shots", 2, "--seeds", 0,
-                         "--steps", 3, "--train-batch-size", 2, "--budget-tokens", 20, "--prompt-tokens", 4,
-                         *knobs, "--model", common[1], "--no-progress", "-o", out_json, "--save-dir", tmp_path / "s")
+    code, stdout, err = run(capsys, "run", method, "--train", common[4] / "toy/train.jsonl",
+                            "--test", common[4] / "toy/test.jsonl", "--template", "{text} In summary, it was {mask}",
+                            "--label-words", "negative:bad,positive:great", "--shots", 2, "--seeds", 0,
+                            "--steps", 3, "--train-batch-size", 2, "--budget-tokens", 20, "--prompt-tokens", 4,
+                            *knobs, "--model", common[1], "--no-progress", "-o", out, "--save-dir", tmp_path / "s")
     assert code == 0, err
-    assert "trainable params" in out and "training steps: 3" in out
-    data = json.loads(out_json.read_text())
-    r = data[0]["results"][0]
+    assert "trainable params" in stdout and "training steps: 3" in stdout
+    (r,) = cells_of(out)
     assert r["method"] == method and r["steps"] == 3 and r["trainable_params"] > 0
     assert r["queries"] >= 3 * 2
-    code, out, err = run(capsys, "predict", tmp_path / "s" / f"train-{method}-2shot-seed0", "a fine film",
-                         "--no-progress")
+    code, stdout, err = run(capsys, "predict", tmp_path / "s" / f"toy-{method}-2shot-seed0", "a fine film",
+                            "--no-progress")
     assert code == 0, err
-    assert out.strip() in ("negative", "positive")
+    assert stdout.strip() in ("negative", "positive")
+
+
+def test_remote_backend_is_refused_for_weight_methods(capsys, common):
+    code, _, err = run(capsys, "run", "adept", "--task", "sst2", "--backend", "openai", "--base-url",
+                       "http://127.0.0.1:9/v1", "--no-progress", "--data-dir", common[4])
+    from conftest import write_toy
+
+    write_toy(common[4], "sst2")
+    code, _, err = run(capsys, "run", "adept", "--task", "sst2", "--backend", "openai", "--base-url",
+                       "http://127.0.0.1:9/v1", "--no-progress", "--data-dir", common[4])
+    assert code == 2 and "needs the model's weights" in err

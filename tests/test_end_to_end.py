@@ -1,12 +1,12 @@
 """DecT and its baselines through a real (tiny, random) model: fit, predict, save, load."""
 
-import json
-
 import numpy as np
 import pytest
+from rich.console import Console
 
 from edgetune import DecT, LinearProbe, load
-from edgetune.bench.experiment import run_output_edge, write_json
+from edgetune.backends import FeatureCache
+from edgetune.bench import BenchConfig, MethodEntry, read_results, run_bench
 from edgetune.errors import DataError, IncompatibleError
 
 
@@ -36,18 +36,22 @@ def test_fit_on_plain_texts_with_a_prompt(make_backend):
         DecT(be).fit(["good"], ["pos"])
 
 
-def test_experiment_shares_features_and_second_run_is_free(make_backend, toy_task, tmp_path):
-    be = make_backend("causal")
-    first = run_output_edge(toy_task, be, 4, [0, 1])
-    second = run_output_edge(toy_task, be, 4, [0, 1])
+def test_runner_shares_features_and_second_run_is_free(make_backend, toy_task, tmp_path):
+    be = make_backend("causal", cache=FeatureCache(tmp_path / "f.sqlite"))
+    names = ("zeroshot", "calibrated", "linear_probe", "dect")
+    config = BenchConfig(name="t", tasks=[toy_task], methods=[MethodEntry(n, n) for n in names], models=[be.name],
+                         shots=[4], seeds=[0, 1], test_size=None)
+    quiet = Console(quiet=True)
+    first = read_results(run_bench(config, tmp_path / "a", progress=False, console=quiet, backends={be.name: be}))
+    second = read_results(run_bench(config, tmp_path / "b", progress=False, console=quiet, backends={be.name: be}))
+    cells = [x for x in first if x["type"] == "cell"]
+    again = [x for x in second if x["type"] == "cell"]
+    assert sum(x["queries"] for x in first if x["type"] == "extraction") > 0
+    assert not [x for x in second if x["type"] == "extraction"]  # all from the cache
+    assert {c["method"] for c in cells} == set(names) and len(cells) == 8
+    assert [c["accuracy"] for c in cells] == [c["accuracy"] for c in again]
     n_test = len(toy_task.load("test"))
-    assert first.extraction.queries > 0 and second.extraction.queries == 0
-    assert {r.method for r in first.results} == {"zeroshot", "calibrated", "linear_probe", "dect"}
-    assert [r.accuracy for r in first.results] == [r.accuracy for r in second.results]
-    assert all(r.n_test == n_test and r.n_train == 8 for r in first.results)
-    s = first.summary()["dect"]
-    assert 0 <= s["mean"] <= 1 and s["n_seeds"] == 2
-    path = write_json([first], tmp_path / "r.json")
-    data = json.loads(path.read_text())
-    assert data[0]["summary"]["dect"]["mean"] == s["mean"]
-    assert len(data[0]["results"][0]["train_ids"]) == 8
+    assert all(c["n_test"] == n_test and c["n_train"] == 8 for c in cells)
+    by = {(c["method"], c["seed"]): c for c in cells}
+    assert by[("zeroshot", 0)]["queries"] == 0 and by[("calibrated", 0)]["queries"] == 2
+    assert by[("dect", 0)]["queries"] == 8 + 2 and by[("dect", 0)]["trainable_params"] > 0

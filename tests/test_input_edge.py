@@ -7,7 +7,8 @@ import torch
 from edgetune.data import Example, Template
 from edgetune.errors import EdgetuneError, IncompatibleError
 from edgetune.methods import ADePT, DePT, LoRA, PromptTuning, load
-from edgetune.methods.budget import adept_params, dept_params, match_budget
+from edgetune.methods.adept import adept_params
+from edgetune.methods.dept import dept_params
 
 FAST = {"steps": 6, "batch_size": 4, "eval_every": 3, "progress": False}
 TEXTS = ["a wonderful film", "a dull , boring mess that goes on", "fine"]
@@ -55,11 +56,11 @@ def test_trainable_counts_match_the_budget(make_backend, toy_task):
 
 
 def test_budget_rule_reproduces_the_papers_settings():
-    assert match_budget("adept", 768, 60, 100).rank == 19  # ADePT's t5-base setting
-    assert match_budget("dept", 768, 60, 100, 256).rank == 30  # DePT's released checkpoints
-    assert match_budget("dept", 768, 40, 100, 256).params == 76_800
-    with pytest.raises(EdgetuneError):
-        match_budget("adept", 768, 100, 100)
+    assert ADePT.match_budget(768, 60, 100).rank == 19  # ADePT's t5-base setting
+    assert DePT.match_budget(768, 60, 100, 256).rank == 30  # DePT's released checkpoints
+    assert DePT.match_budget(768, 40, 100, 256).params == 76_800
+    with pytest.raises(EdgetuneError, match="prompt_tokens"):
+        ADePT.match_budget(768, 100, 100)
 
 
 def test_offsets_start_at_zero_and_skip_padding(make_backend, toy_task):
@@ -73,6 +74,7 @@ def test_offsets_start_at_zero_and_skip_padding(make_backend, toy_task):
         mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
         fresh = cls(be, prompt_tokens=4, budget_tokens=8, **FAST, **({"positions": 16} if cls is DePT else {}))
         fresh.labels_, fresh.words_, fresh.template_ = m.labels_, m.words_, m.template_
+        torch.manual_seed(0)
         fresh._setup()
         with torch.no_grad():
             np.testing.assert_allclose(fresh.module_.transform(emb, mask), emb, atol=0)  # zero-initialised
@@ -102,9 +104,9 @@ def test_merge_gives_the_same_logits_with_no_network(make_backend, toy_task, kin
     before = m.decision_function(TEXTS)
     merged = m.merge()
     ids = m.encode(TEXTS)
-    batch = m._batch(ids)
+    batch = be.collate(ids)
     with torch.no_grad():
-        after = merged.module(batch.input_ids, batch.attention_mask, m._position(batch)).numpy()
+        after = merged.module(batch.input_ids, batch.attention_mask, batch.position).numpy()
     np.testing.assert_allclose(after, before, atol=1e-4)
     assert not any(p.requires_grad for p in merged.module.parameters())
     assert sum(1 for _ in merged.module.modules() if hasattr(_, "w1")) == 0  # no extra network at inference
@@ -114,8 +116,8 @@ def test_merge_gives_the_same_logits_with_no_network(make_backend, toy_task, kin
     # padding offsets were skipped before merging; after merging pads have the folded embedding, but they are
     # masked out, so batched and single predictions still agree
     with torch.no_grad():
-        single = np.concatenate([merged.module(b.input_ids, b.attention_mask, m._position(b)).numpy()
-                                 for b in (m._batch([x]) for x in ids)])
+        single = np.concatenate([merged.module(b.input_ids, b.attention_mask, b.position).numpy()
+                                 for b in (be.collate([x]) for x in ids)])
     np.testing.assert_allclose(single, after, atol=1e-4)
 
 

@@ -27,8 +27,13 @@ def fit(method, feats, y, cf=None):
 class FakeBackend:
     """Just enough backend for methods fitted on prepared features."""
 
+    provides_weights = False
+
     def __init__(self, identity="fake:1"):
         self.identity, self.name, self.kind = identity, "fake", "causal"
+
+    def settings(self):
+        return {}
 
 
 @pytest.fixture
@@ -84,11 +89,14 @@ def test_dect_variants_train(backend, variant):
     assert (fit(DecT(backend, **variant), train, y).decision_features(train).argmax(1) == y).mean() > 0.9
 
 
-def test_bad_dect_parameters():
-    with pytest.raises(EdgetuneError):
-        DecT("x", normalize="weird")
-    with pytest.raises(EdgetuneError):
-        DecT("x", lam="auto")
+def test_bad_dect_parameters_are_refused_in_fit(backend):
+    """scikit-learn's convention: the constructor stores, fit validates."""
+    train, y = synthetic()
+    for bad in ({"normalize": "weird"}, {"lam": "auto"}, {"proto_dim": 0}, {"lr": -1.0}):
+        m = DecT(backend, **bad)
+        assert m.get_params().items() >= bad.items()  # stored as given
+        with pytest.raises(EdgetuneError, match=next(iter(bad))):
+            fit(m, train, y)
 
 
 def test_dect_needs_every_label(backend):

@@ -156,11 +156,10 @@ def test_template_and_words_are_checked_and_load_backend_builds_it():
 
 
 def test_cli_run_dect_over_a_server_and_predict(capsys, toy_dir, tmp_path):
-    import json
-
+    from edgetune.bench.records import read_results
     from edgetune.cli import main
 
-    out_json = tmp_path / "r.json"
+    out_json = tmp_path / "r"
     with FakeOpenAI(["bad", "great", "fine"], top=3, dim=8) as srv:
         argv = ["run", "dect", "--backend", "openai", "--base-url", srv.base_url, "--model", "fake",
                 "--train", str(toy_dir / "toy/train.jsonl"), "--test", str(toy_dir / "toy/test.jsonl"),
@@ -170,10 +169,11 @@ def test_cli_run_dect_over_a_server_and_predict(capsys, toy_dir, tmp_path):
         assert main(argv) == 0
         out = capsys.readouterr().out
         assert "DecT" in out and "requests" in out and "prompt tokens" in out
-        data = json.loads(out_json.read_text())[0]
-        assert data["backend"] == "openai" and data["extraction"]["stats"]["requests"] == 2 * data["extraction"][
-            "queries"]
-        saved = tmp_path / "saved" / "train-4shot-seed0"
+        lines = read_results(out_json / "results.jsonl")
+        assert {c["backend"] for c in lines if c["type"] == "cell"} == {"openai"}
+        paid = [x for x in lines if x["type"] == "extraction"]
+        assert sum(x["stats"]["requests"] for x in paid) == 2 * sum(x["queries"] for x in paid)
+        saved = tmp_path / "saved" / "toy-dect-4shot-seed0"
         assert main(["predict", str(saved), "a wonderful film", "--no-progress"]) == 2  # needs --base-url
         capsys.readouterr()
         assert main(["predict", str(saved), "a wonderful film", "--base-url", srv.base_url, "--no-progress"]) == 0

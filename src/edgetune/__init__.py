@@ -6,15 +6,20 @@
 >>> clf.predict(["a gorgeous, witty film"])
 """
 
-from .backends import EmbeddingBackend, FeatureCache, Features, LocalBackend, load_backend
+from . import methods as _methods
+from .backends import EmbeddingBackend, FeatureCache, Features, LocalBackend, OpenAIBackend, load_backend
 from .data import Dataset, Example, Task, Template, load_task, read_examples
 from .errors import EdgetuneError
-from .methods import METHODS, CalibratedZeroShot, DecT, LinearProbe, ZeroShot, load
+from .methods import METHODS, Method, get_method, load
 
 __version__ = "0.1.0"
 
+# every registered method, under its class name (the registry is the only list)
+globals().update({_cls.__name__: _cls for _cls in METHODS.values()})
+
 __all__ = [
-    "METHODS", "CalibratedZeroShot", "Dataset", "DecT", "EdgetuneError", "EmbeddingBackend", "Example",
-    "FeatureCache", "Features", "LinearProbe", "LocalBackend", "Task", "Template", "ZeroShot", "__version__",
-    "load", "load_backend", "load_task", "read_examples",
+    "METHODS", "Dataset", "EdgetuneError", "EmbeddingBackend", "Example", "FeatureCache", "Features",
+    "LocalBackend", "Method", "OpenAIBackend", "Task", "Template", "__version__", "get_method", "load",
+    "load_backend", "load_task", "read_examples",
+    *sorted(_cls.__name__ for _cls in _methods.METHODS.values()),
 ]

@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from .errors import EdgetuneError
 
-RUNNABLE = {"dect": ("zeroshot", "calibrated", "linear_probe", "dect"), "zeroshot": ("zeroshot",),
-            "calibrated": ("calibrated",), "linear_probe": ("linear_probe",)}
-INPUT_EDGE = ("adept", "dept", "pt", "lora", "bbt")
+#: constructor parameters that `run` sets itself (or through its own flags) rather than as method options
+RUN_OWNED = ("template", "label_words", "seed", "progress", "labels")
+#: method parameters whose flag would clash with a backend flag
+FLAG_RENAMES = {"batch_size": "train-batch-size", "max_length": "train-max-length"}
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="smollm2-135m",
-                   help="packaged short name (see `edgetune models`), a local HF folder or a hub id")
+    p.add_argument("--model", default=None,
+                   help="packaged short name (see `edgetune models`), a local HF folder or a hub id (default: the "
+                   "method's own default model: smollm2-135m, or minilm-l6 for setfit)")
     p.add_argument("--kind", choices=["causal", "masked", "seq2seq", "embedding"],
                    help="backbone kind (inferred from the config when omitted)")
     p.add_argument("--cache-dir", help="cache root (converted models, features); default $EDGETUNE_CACHE_DIR "
@@ -50,13 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgetune", description="Adapt a frozen language model at its edges.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run a method and its baselines over tasks x shots x seeds",
+    from .methods import METHODS
+
+    run = sub.add_parser("run", help="run a method (and its baselines) over tasks x shots x seeds",
                          description="Run METHOD on each task, shot count and seed; print per-seed accuracy and "
-                         "mean ± std, and write the same as JSON. `run dect` also runs zero-shot, calibrated "
-                         "zero-shot and a linear probe on the very same features.")
-    run.add_argument("method", choices=sorted(RUNNABLE) + list(INPUT_EDGE),
-                     help="dect (with its baselines), zeroshot, calibrated, linear_probe, or an input-edge method: "
-                     "adept, dept, pt (prompt tuning), lora, bbt (black-box tuning, CMA-ES)")
+                         "mean ± std, and write the records (results.jsonl) and a report.md. `run dect` also runs "
+                         "zero-shot, calibrated zero-shot and a linear probe on the very same features.")
+    run.add_argument("method", choices=sorted(METHODS), metavar="METHOD",
+                     help="one of: " + ", ".join(f"{n} ({c.display_name}, {c.edge} edge)"
+                                                 for n, c in sorted(METHODS.items())))
     run.add_argument("--task", nargs="+", default=None,
                      help="registry task name(s) or task .yaml file(s) (default sst2, or the files below)")
     run.add_argument("--shots", nargs="+", type=int, default=[16], help="examples per class (default 16)")
@@ -64,34 +70,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--test-size", type=int, default=None,
                      help="evaluate on a seeded random subset of this size (same subset for every method)")
     run.add_argument("--data-dir", help="task data root (default $EDGETUNE_DATA_DIR)")
-    run.add_argument("--output", "-o", help="JSON results path (default results/<method>-<model>.json)")
-    run.add_argument("--save-dir", help="also save each seed's trained decoder / adapter under this folder")
+    run.add_argument("--output", "-o", help="folder for results.jsonl and report.md (default results/<method>-<model>)")
+    run.add_argument("--save-dir", help="also save each seed's fitted METHOD under this folder")
     byo = run.add_argument_group("bring your own data (instead of --task)")
     byo.add_argument("--train", help="train file (.jsonl, .csv, .tsv)")
     byo.add_argument("--test", help="test file (.jsonl, .csv, .tsv)")
+    byo.add_argument("--name", help="task name in tables and records (default: the folder holding --train)")
     byo.add_argument("--template", help='prompt template, e.g. "{text} In summary, it was {mask}"')
     byo.add_argument("--label-words", help='LABEL:WORD pairs, e.g. "negative:bad,positive:great"')
     byo.add_argument("--text-col", default="text")
     byo.add_argument("--text-b-col", default=None)
     byo.add_argument("--label-col", default="label")
-    dect = run.add_argument_group("DecT knobs")
-    dect.add_argument("--lam", type=float, default=None, help="weight of the prompt scores (default 1/shots)")
-    dect.add_argument("--epochs", type=int, default=None)
-    dect.add_argument("--proto-dim", type=int, default=None)
-    dect.add_argument("--lr", type=float, default=None)
-    inp = run.add_argument_group("input-edge training (adept, dept, pt, lora)")
-    inp.add_argument("--steps", type=int, default=None, help="optimizer steps (default 100)")
-    inp.add_argument("--train-batch-size", type=int, default=None, help="examples per step (default 8)")
-    inp.add_argument("--grad-accum", type=int, default=None, help="gradient accumulation steps (default 1)")
-    inp.add_argument("--prompt-tokens", type=int, default=None,
-                     help="soft-prompt length (ADePT/DePT 60, PT 100, BBT 50)")
-    inp.add_argument("--budget-tokens", type=int, default=None,
-                     help="trainable budget in prompt-tuning tokens (default 100 = 100 x hidden size)")
-    bbt = run.add_argument_group("black-box tuning (bbt)")
-    bbt.add_argument("--budget", type=int, default=None,
-                     help="model calls, one = a candidate prompt over the k-shot set (default 8000, the reference's)")
-    bbt.add_argument("--popsize", type=int, default=None, help="CMA-ES population (default 20)")
-    bbt.add_argument("--intrinsic-dim", type=int, default=None, help="searched dimension (default 500)")
+    _add_method_options(run, METHODS)
     _add_model_args(run)
 
     pred = sub.add_parser("predict", help="label texts with a saved model")
@@ -146,45 +136,95 @@ def _load_tasks(args: argparse.Namespace):
         cols = {"text": args.text_col, "label": args.label_col}
         if args.text_b_col:
             cols["text_b"] = args.text_b_col
-        name = Path(args.train).stem
+        name = args.name or Path(args.train).resolve().parent.name or Path(args.train).stem
         return [custom_task(name, args.template, args.label_words, {"train": args.train, "test": args.test}, cols)]
     names = args.task or ["sst2"]
     return [load_task(n, args.data_dir, template=args.template, label_words=args.label_words) for n in names]
 
 
-def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    from .bench.experiment import run_input_edge, run_output_edge, write_json
-    from .bench.report import print_experiment
+def _add_method_options(parser: argparse.ArgumentParser, methods: dict) -> None:
+    """One flag per method constructor parameter, generated from the registry: the help names each
+    method that takes it and that method's own default."""
+    takers: dict[str, list[tuple[str, inspect.Parameter]]] = {}
+    for name, cls in sorted(methods.items()):
+        for pname, p in cls.init_parameters().items():
+            if pname not in RUN_OWNED:
+                takers.setdefault(pname, []).append((name, p))
+    group = parser.add_argument_group("method options (each is passed to the methods that take it; the "
+                                      "method's own default applies when it is not given)")
+    for pname, uses in sorted(takers.items()):
+        flag = "--" + FLAG_RENAMES.get(pname, pname.replace("_", "-"))
+        defaults = ", ".join(f"{n} {_show_default(p.default)}" for n, p in uses)
+        kwargs: dict[str, Any] = {"dest": f"m_{pname}", "default": None, "help": f"defaults: {defaults}"}
+        example = next((p.default for _, p in uses if p.default is not None), None)
+        annotation = " ".join(str(p.annotation) for _, p in uses)
+        if isinstance(example, bool):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif isinstance(example, tuple | list) or "list[" in annotation or "tuple[" in annotation:
+            kwargs.update(nargs="+", type=_cli_value, metavar="VALUE")
+        else:
+            kwargs.update(type=_cli_value, metavar=pname.upper())
+        group.add_argument(flag, **kwargs)
+
+
+def _show_default(value: Any) -> str:
+    if isinstance(value, tuple | list):
+        return ",".join(map(str, value))
+    return "none" if value is None else str(value)
+
+
+def _cli_value(text: str) -> Any:
+    """A flag value as the method expects it: an int, a float, a bool, none, or the text itself."""
+    low = text.strip().lower()
+    if low in ("none", "null"):
+        return None
+    if low in ("true", "false"):
+        return low == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _knobs(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    """The method options given on the command line that method ``name`` takes."""
     from .methods import get_method
 
+    accepted = get_method(name).param_names()
+    knobs = {}
+    for pname in accepted:
+        value = getattr(args, f"m_{pname}", None)
+        if value is not None and pname not in RUN_OWNED:
+            knobs[pname] = tuple(value) if isinstance(value, list) and pname == "lam_grid" else value
+    return knobs
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from .bench.config import BenchConfig, MethodEntry
+    from .bench.records import read_results
+    from .bench.report import last_invocation, print_run, render
+    from .bench.runner import run_bench
+    from .methods import get_method
+
+    cls = get_method(args.method)
     tasks = _load_tasks(args)
     for t in tasks:  # fail on bad data before loading a model
         t.split_path("train")
         t.split_path("test")
-    backend = _backend(args)
-    experiments = []
-    for task in tasks:
-        for shots in args.shots:
-            if args.method in INPUT_EDGE:
-                accepted = get_method(args.method).param_names()  # e.g. LoRA has no prompt_tokens
-                knobs = {k: v for k, v in {"steps": args.steps, "batch_size": args.train_batch_size,
-                                           "grad_accum": args.grad_accum, "prompt_tokens": args.prompt_tokens,
-                                           "budget_tokens": args.budget_tokens, "budget": args.budget,
-                                           "popsize": args.popsize, "intrinsic_dim": args.intrinsic_dim}.items()
-                         if v is not None and k in accepted}
-                knobs["progress"] = not args.no_progress
-                exp = run_input_edge(task, backend, shots, args.seeds, [args.method], args.test_size,
-                                     method_params={args.method: knobs}, save_dir=args.save_dir)
-            else:
-                knobs = {k: v for k, v in {"lam": args.lam, "epochs": args.epochs, "proto_dim": args.proto_dim,
-                                           "lr": args.lr}.items() if v is not None}
-                exp = run_output_edge(task, backend, shots, args.seeds, RUNNABLE[args.method], args.test_size,
-                                      method_params={"dect": knobs}, save_dir=args.save_dir)
-            print_experiment(exp, console)
-            experiments.append(exp)
-    out = args.output or f"results/{args.method}-{args.model.replace('/', '_')}.json"
-    write_json(experiments, out)
-    console.print(f"results written to {out}")
+    model = args.model or cls.default_model
+    backend = _backend(args, model, cls)
+    entries = [MethodEntry(n, n, _knobs(args, n)) for n in (*cls.companions, cls.name)]
+    out = Path(args.output or f"results/{args.method}-{model.replace('/', '_')}")
+    config = BenchConfig(name=f"run {args.method}", tasks=list(tasks), methods=entries, models=[model],
+                         shots=args.shots, seeds=args.seeds, test_size=args.test_size)
+    quiet = Console(stderr=True, quiet=args.no_progress)  # the runner's per-cell lines
+    results = run_bench(config, output=out, progress=not args.no_progress, console=quiet,
+                        backends={model: backend}, save_dir=args.save_dir, save_labels={cls.name}, fresh=True)
+    print_run(last_invocation(read_results(results)), console)
+    report = render(results, plots=False)
+    console.print(f"records: {results} · report: {report}")
     return 0
 
 
@@ -199,26 +239,31 @@ def _remote_backend(model: str, args: argparse.Namespace, **settings):
                         **settings)
 
 
-def _backend(args: argparse.Namespace):
+def _backend(args: argparse.Namespace, model: str, cls: Any):
+    """The backend ``cls`` runs on: the model by name (in-process), or a remote server for methods that
+    need only features."""
     from .backends import load_backend
 
     if args.backend == "openai":
-        if args.method in INPUT_EDGE:
-            raise EdgetuneError(f"{args.method} trains through the model's weights; it needs --backend local")
+        if cls.needs != "features":
+            raise EdgetuneError(f"{cls.name} needs the model's weights in this process (needs: {cls.needs}); "
+                                "use --backend local")
         if not args.base_url:
             raise EdgetuneError("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
-        return _remote_backend(args.model, args, top_logprobs=args.top_logprobs, concurrency=args.concurrency,
+        return _remote_backend(model, args, top_logprobs=args.top_logprobs, concurrency=args.concurrency,
                                rate_limit=args.rate_limit, timeout=args.timeout, max_retries=args.max_retries)
     if args.base_url:
         raise EdgetuneError("--base-url is for --backend openai")
-    return load_backend(args.model, kind=args.kind, cache_root=args.cache_dir, batch_size=args.batch_size,
+    kind = args.kind or ("embedding" if cls.needs == "encoder" else None)
+    return load_backend(model, kind=kind, cache_root=args.cache_dir, batch_size=args.batch_size,
                         progress=not args.no_progress, device=args.device,
                         **({"max_length": args.max_length} if args.max_length else {}))
 
 
 def cmd_bench(args: argparse.Namespace, console: Console) -> int:
-    from .bench.bench_report import render
-    from .bench.grid import BenchConfig, run_bench
+    from .bench.config import BenchConfig
+    from .bench.report import render
+    from .bench.runner import run_bench
 
     if args.report:
         if args.config:

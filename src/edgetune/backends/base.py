@@ -4,6 +4,18 @@ A backend turns examples + a template + label words into :class:`Features`: the 
 the label position (n x C; logits, or log-probabilities, which differ only by a per-row constant) and a
 hidden representation (n x d). It batches length-sorted prompts, reads and writes the content-keyed
 cache, counts the queries it really makes and shows a progress bar. It never knows which method asked.
+
+**The contract.** What a method may ask of a backend is declared on :class:`Backend` and nothing else:
+
+- every backend: :meth:`Backend.features` (one query per prompt, cached), :meth:`Backend.check_label_words`,
+  :meth:`Backend.check_template`, ``identity``, ``name``, ``kind``, :meth:`Backend.settings`, ``usage``;
+- in-process backends (``provides_weights``), for methods that run the model themselves:
+  :meth:`Backend.torch_model` (the frozen module and its tokenizer), :meth:`Backend.input_embedding`,
+  :meth:`Backend.prompt_ids` (token ids of one rendered prompt, within a window), :meth:`Backend.collate`
+  (padded ids + attention mask + the label position) and :meth:`Backend.label_reader` (the one forward
+  pass from input embeddings to label-word logits, which the backend's own feature extraction uses too).
+
+A backend that cannot provide one of these says so with one clear :class:`NeedsWeightsError`.
 """
 
 from __future__ import annotations
@@ -13,7 +25,7 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -22,6 +34,13 @@ from ..data.example import Example
 from ..data.templates import Prompt, Template
 from ..errors import EdgetuneError
 from .cache import FeatureCache, content_key
+
+if TYPE_CHECKING:
+    from .local import LabelReader, TokenBatch
+
+
+class NeedsWeightsError(EdgetuneError):
+    """The method needs the model's weights in this process, and this backend only answers queries."""
 
 
 @dataclass
@@ -49,6 +68,8 @@ class Backend(ABC):
 
     kind: str = ""
     batch_size: int = 32
+    #: whether :meth:`torch_model` and the rest of the in-process contract work on this backend
+    provides_weights: bool = False
 
     def __init__(self, name: str, cache: FeatureCache | None, batch_size: int = 32, progress: bool = True) -> None:
         self.name = name
@@ -84,17 +105,39 @@ class Backend(ABC):
         """Raise if the template cannot be used with this kind of model."""
 
     @abstractmethod
-    def _encode(self, prompt: Prompt) -> tuple[Any, int, bool]:
+    def _encode(self, prompt: Prompt, max_length: int | None = None) -> tuple[Any, int, bool]:
         """-> (encoded prompt, its length in tokens, whether its input was truncated)."""
 
     @abstractmethod
     def _run(self, batch: list[Any], label_ids: list[int], words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Score one batch -> (scores (b, C), hidden (b, d))."""
 
+    # -- the in-process contract (see the module docstring) -----------------------------------------------
+    def _no_weights(self) -> NeedsWeightsError:
+        return NeedsWeightsError(f"backend {self.name!r} ({self.kind}) cannot provide the model's weights; "
+                                 "input-side methods need an in-process model (--backend local)")
+
     def torch_model(self) -> tuple[Any, Any]:
-        """The frozen ``torch`` model and its tokenizer, for input-side methods."""
-        raise EdgetuneError(f"backend {self.name!r} ({self.kind}) cannot provide the model's weights; "
-                            "input-side methods need an in-process model")
+        """The frozen ``torch`` model and its tokenizer (or encoder and its tokenizer)."""
+        raise self._no_weights()
+
+    def input_embedding(self, model: Any = None) -> Any:
+        """The embedding table prompts are read through (the encoder's, for seq2seq), of ``model`` (default:
+        this backend's; a method may pass its own copy, e.g. one with LoRA adapters)."""
+        raise self._no_weights()
+
+    def prompt_ids(self, prompt: Prompt, max_length: int | None = None) -> list[int]:
+        """Token ids of one rendered prompt as the model reads it; input text is truncated (never the
+        template) to fit ``max_length`` (default: the backend's window)."""
+        raise self._no_weights()
+
+    def collate(self, encoded: Sequence[list[int]]) -> TokenBatch:
+        """Right-padded ids, attention mask and each row's label position (on the CPU)."""
+        raise self._no_weights()
+
+    def label_reader(self, label_ids: Sequence[int]) -> LabelReader:
+        """The forward pass from input embeddings to the label words' logits at the label position."""
+        raise self._no_weights()
 
     # -- shared machinery ---------------------------------------------------------------------------------
     def key(self, prompt: Prompt, words: Sequence[str]) -> str:

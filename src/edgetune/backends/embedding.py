@@ -105,7 +105,7 @@ class EmbeddingBackend(Backend):
         return np.asarray(self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
                                             normalize_embeddings=True, show_progress_bar=False), dtype=np.float32)
 
-    def _encode(self, prompt: Prompt) -> tuple[Any, int, bool]:
+    def _encode(self, prompt: Prompt, max_length: int | None = None) -> tuple[Any, int, bool]:
         text = re.sub(r"\s+", " ", prompt.text_before).strip()
         return text, len(text), False  # the encoder truncates to its own window
 

@@ -12,12 +12,18 @@ Where the label word is read, per backbone kind:
 
 Scores are raw logits: they differ from log-probabilities by a per-prompt constant, which no method
 here is sensitive to (every use normalises over the label words).
+
+The forward pass lives in one place, :class:`LabelReader`: input embeddings in, label-word logits (and the
+hidden state) at the label position out. Feature extraction calls it on the embeddings of the prompt's
+ids; input-edge methods call it on embeddings they have changed (soft prompts, offsets), so DecT and ADePT
+can never score the same prompt differently.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -58,6 +64,73 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
         h.update(name.encode())
         h.update(p.detach().cpu().contiguous().float().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def input_embedding_of(model: Any, kind: str) -> Any:
+    """The embedding table a model reads its input through (the encoder's, for seq2seq models)."""
+    if kind == "seq2seq":
+        return model.get_encoder().get_input_embeddings()
+    return model.get_input_embeddings()
+
+
+@dataclass
+class TokenBatch:
+    """Right-padded prompts: ids (b, L), attention mask (b, L) and each row's label position (b,)."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def to(self, device: torch.device | str) -> TokenBatch:
+        return TokenBatch(self.input_ids.to(device), self.attention_mask.to(device), self.position.to(device))
+
+
+class LabelReader:
+    """Label-word logits (b, C) and the hidden state (b, d) of a model fed input embeddings.
+
+    Where the label is read, per kind: ``causal`` the last real position (only the label words' rows of
+    the output layer are computed, plus any bias and Gemma's final-logit soft-capping); ``masked`` the
+    mask position; ``seq2seq`` the decoder's step after ``decoder_prefix``. ``position`` is ignored for
+    seq2seq. The same object serves feature extraction and every input-edge method.
+    """
+
+    def __init__(self, kind: str, label_ids: Sequence[int], decoder_prefix: Sequence[int] | None = None) -> None:
+        self.kind = kind
+        self.label_ids = list(label_ids)
+        self.decoder_prefix = list(decoder_prefix) if decoder_prefix is not None else None
+
+    def __call__(self, model: Any, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, position: torch.Tensor,
+                 hidden_layer: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``hidden_layer=None``: no hidden state wanted (training); -1: the last layer; k: layer k."""
+        rows = torch.arange(len(inputs_embeds), device=inputs_embeds.device)
+        every = hidden_layer is not None and (hidden_layer != -1 or self.kind != "causal")
+        if self.kind == "causal":
+            out = model.base_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                                   output_hidden_states=every)
+            final = out.last_hidden_state[rows, position]
+            head = model.get_output_embeddings()
+            logits = final @ head.weight[self.label_ids].T
+            if getattr(head, "bias", None) is not None:
+                logits = logits + head.bias[self.label_ids]
+            cap = getattr(model.config, "final_logit_softcapping", None)
+            if cap:
+                logits = torch.tanh(logits / cap) * cap
+            if hidden_layer is None:
+                return logits, None
+            return logits, (out.hidden_states[hidden_layer][rows, position] if every else final)
+        if self.kind == "masked":
+            out = model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, output_hidden_states=every)
+            logits = out.logits[rows, position][:, self.label_ids]
+            return logits, (out.hidden_states[hidden_layer][rows, position] if every else None)
+        prefix = self.decoder_prefix or [0]
+        dec = torch.tensor([prefix] * len(inputs_embeds), device=inputs_embeds.device)
+        out = model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, decoder_input_ids=dec,
+                    output_hidden_states=every)
+        logits = out.logits[:, -1, self.label_ids]
+        return logits, (out.decoder_hidden_states[hidden_layer][:, -1] if every else None)
 
 
 class LocalBackend(Backend):
@@ -123,8 +196,39 @@ class LocalBackend(Backend):
     def settings(self) -> dict[str, Any]:
         return {"max_length": self.max_length, "hidden_layer": self.hidden_layer, "scores": "logits"}
 
+    provides_weights = True
+
     def torch_model(self) -> tuple[Any, Any]:
         return self.model, self.tokenizer
+
+    def input_embedding(self, model: Any = None) -> Any:
+        return input_embedding_of(self.model if model is None else model, self.kind)
+
+    def prompt_ids(self, prompt: Prompt, max_length: int | None = None) -> list[int]:
+        return self._encode(prompt, max_length)[0]
+
+    @property
+    def decoder_prefix(self) -> list[int] | None:
+        """What the decoder reads before the label word (seq2seq): its start token, then the sentinel of
+        T5-style vocabularies; ``None`` for other kinds."""
+        if self.kind != "seq2seq":
+            return None
+        start = self.model.config.decoder_start_token_id
+        return [self.pad_id if start is None else start] + ([self._mask_id] if self._sentinel else [])
+
+    def collate(self, encoded: Sequence[list[int]]) -> TokenBatch:
+        width = max(len(x) for x in encoded)
+        input_ids = torch.full((len(encoded), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(encoded), width), dtype=torch.long)
+        for i, ids in enumerate(encoded):
+            input_ids[i, : len(ids)] = torch.tensor(ids)
+            mask[i, : len(ids)] = 1
+        # the label is read at the mask (masked LMs) or after the last real token (causal; unused for seq2seq)
+        position = (input_ids == self._mask_id).int().argmax(1) if self.kind == "masked" else mask.sum(1) - 1
+        return TokenBatch(input_ids, mask, position)
+
+    def label_reader(self, label_ids: Sequence[int]) -> LabelReader:
+        return LabelReader(self.kind, label_ids, self.decoder_prefix)
 
     def _word_ids(self, word: str) -> list[int]:
         return self.tokenizer.encode(" " + word, add_special_tokens=False)
@@ -163,23 +267,24 @@ class LocalBackend(Backend):
         after = prompt.text_after
         return prompt.text_before + " " + self._mask_text + after
 
-    def _encode(self, prompt: Prompt) -> tuple[Any, int, bool]:
+    def _encode(self, prompt: Prompt, max_length: int | None = None) -> tuple[Any, int, bool]:
+        window = self.max_length if max_length is None else min(max_length, self.max_length)
         ids = self._ids(self._text(prompt))
         cut = False
         for _ in range(8):
-            excess = len(ids) - self.max_length
+            excess = len(ids) - window
             if excess <= 0:
                 break
-            prompt = self._truncate(prompt, excess)
+            prompt = self._truncate(prompt, excess, window)
             ids = self._ids(self._text(prompt))
             cut = True
         else:
-            raise ModelError(f"{self.name}: the template alone is longer than the window of {self.max_length} tokens")
+            raise ModelError(f"{self.name}: the template alone is longer than the window of {window} tokens")
         if self.kind == "masked" and self._mask_id not in ids:
             raise ModelError(f"{self.name}: the mask token was lost in tokenisation")
         return ids, len(ids), cut
 
-    def _truncate(self, prompt: Prompt, excess: int) -> Prompt:
+    def _truncate(self, prompt: Prompt, excess: int, window: int) -> Prompt:
         """Shorten the longest input piece by ``excess`` tokens (plus a small margin)."""
         parts = [list(prompt.before), list(prompt.after)]
         best = None
@@ -190,7 +295,7 @@ class LocalBackend(Backend):
                     if best is None or n > best[0]:
                         best = (n, side, i)
         if best is None or best[0] == 0:
-            raise ModelError(f"{self.name}: the template alone is longer than the window of {self.max_length} tokens")
+            raise ModelError(f"{self.name}: the template alone is longer than the window of {window} tokens")
         n, side, i = best
         toks = self.tokenizer.encode(parts[side][i][0], add_special_tokens=False)
         keep = max(0, n - excess - 2)
@@ -199,39 +304,8 @@ class LocalBackend(Backend):
 
     @torch.inference_mode()
     def _run(self, batch: list[Any], label_ids: list[int], words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        width = max(len(x) for x in batch)
-        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, ids in enumerate(batch):
-            input_ids[i, : len(ids)] = torch.tensor(ids)
-            mask[i, : len(ids)] = 1
-        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
-        rows = torch.arange(len(batch), device=self.device)
-        want_all = self.hidden_layer != -1
-        if self.kind == "causal":
-            out = self.model.base_model(input_ids=input_ids, attention_mask=mask, output_hidden_states=want_all)
-            pos = mask.sum(1) - 1
-            final = out.last_hidden_state[rows, pos]
-            head = self.model.get_output_embeddings()
-            logits = final @ head.weight[label_ids].T
-            if getattr(head, "bias", None) is not None:
-                logits = logits + head.bias[label_ids]
-            cap = getattr(self.model.config, "final_logit_softcapping", None)
-            if cap:
-                logits = torch.tanh(logits / cap) * cap
-            hidden = out.hidden_states[self.hidden_layer][rows, pos] if want_all else final
-        elif self.kind == "masked":
-            out = self.model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
-            pos = (input_ids == self._mask_id).int().argmax(1)
-            logits = out.logits[rows, pos][:, label_ids]
-            hidden = out.hidden_states[self.hidden_layer][rows, pos]
-        else:
-            start = self.model.config.decoder_start_token_id
-            start = self.pad_id if start is None else start
-            prefix = [start] + ([self._mask_id] if self._sentinel else [])
-            dec = torch.tensor([prefix] * len(batch), device=self.device)
-            out = self.model(input_ids=input_ids, attention_mask=mask, decoder_input_ids=dec,
-                             output_hidden_states=True)
-            logits = out.logits[:, -1, label_ids]
-            hidden = out.decoder_hidden_states[self.hidden_layer][:, -1]
+        tb = self.collate(batch).to(self.device)
+        embeds = self.input_embedding()(tb.input_ids)
+        logits, hidden = self.label_reader(label_ids)(self.model, embeds, tb.attention_mask, tb.position,
+                                                      hidden_layer=self.hidden_layer)
         return logits.float().cpu().numpy(), hidden.float().cpu().numpy()

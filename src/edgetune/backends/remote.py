@@ -145,7 +145,7 @@ class OpenAIBackend(Backend):
             raise LabelWordError(f"template {template.text!r}: a completion API predicts the word after the "
                                  "prompt, so {mask} must come last")
 
-    def _encode(self, prompt: Prompt) -> tuple[Any, int, bool]:
+    def _encode(self, prompt: Prompt, max_length: int | None = None) -> tuple[Any, int, bool]:
         text = prompt.text_before
         return text, len(text), False  # the server truncates nothing; too long a prompt fails clearly
 

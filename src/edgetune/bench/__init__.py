@@ -1,5 +1,7 @@
-"""Experiments and reports."""
+"""Evaluation: configs, the one runner, the one record format and the reports that read it."""
 
-from .experiment import Experiment, RunResult, run_input_edge, run_output_edge, write_json
+from .config import BenchConfig, MethodEntry
+from .records import ResultsLog, read_results
+from .runner import run_bench
 
-__all__ = ["Experiment", "RunResult", "run_input_edge", "run_output_edge", "write_json"]
+__all__ = ["BenchConfig", "MethodEntry", "ResultsLog", "read_results", "run_bench"]

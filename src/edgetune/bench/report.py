@@ -1,67 +1,220 @@
-"""Rendering experiments: rich tables for the terminal, Markdown for files. Reads results only."""
+"""Reports, from records alone: the terminal table of ``edgetune run``, a Markdown report and PNG plots
+of any results file (``edgetune bench --report``). Method names come from the registry."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import math
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
 
-from rich.console import Console
-from rich.table import Table
+import numpy as np
 
-from .experiment import Experiment
+from ..errors import EdgetuneError
+from ..methods import display_name
+from .records import read_results
 
-NAMES = {"zeroshot": "zero-shot", "calibrated": "calibrated zero-shot", "linear_probe": "linear probe",
-         "dect": "DecT", "adept": "ADePT", "dept": "DePT", "pt": "prompt tuning", "lora": "LoRA", "bbt": "BBT",
-         "setfit": "SetFit"}
+PLOTS = ("accuracy_vs_shots.png", "accuracy_vs_time.png", "accuracy_vs_queries.png")
+
+
+def _label(method: str, model: str, default_models: list[str]) -> str:
+    name = display_name(method)
+    return name if model in default_models else f"{name} ({model})"
+
+
+def summarise(lines: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per task: per (method label, model, shots) the mean ± sample std of accuracy over seeds, and means
+    of wall seconds, training seconds and queries, trainable parameters and seed count."""
+    cells = {}
+    for c in lines:  # a cell rerun later (e.g. after a deleted line) keeps its last result
+        if c.get("type") == "cell":
+            cells[(c["model"], c["task"], c["shots"], c["seed"], c["method"])] = c
+    groups: dict[tuple[str, str, str, int], list[dict[str, Any]]] = defaultdict(list)
+    for (model, _, shots, _, method), c in cells.items():
+        groups[(c.get("task_name", c["task"]), method, model, shots)].append(c)
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for (task, method, model, shots), cs in groups.items():
+        acc = np.array([c["accuracy"] for c in cs])
+        wall = np.array([c["wall_seconds"] for c in cs], dtype=float)
+        out[task].append({
+            "method": method, "model": model, "shots": shots, "n_seeds": len(cs),
+            "seeds": sorted(c["seed"] for c in cs),
+            "mean": float(acc.mean()), "std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
+            "wall_seconds": float(np.nanmean(wall)) if np.isfinite(wall).any() else float("nan"),
+            "fit_seconds": float(np.mean([c["fit_seconds"] for c in cs])),
+            "queries": float(np.mean([c["queries"] for c in cs])),
+            "trainable_params": int(cs[0]["trainable_params"]), "edge": cs[0].get("edge", "?"),
+            "n_train": int(np.mean([c["n_train"] for c in cs])), "n_test": cs[0]["n_test"],
+        })
+    return dict(out)
+
+
+def _fmt_s(x: float) -> str:
+    if not math.isfinite(x):
+        return "n/a"
+    return f"{x:.2f}" if x < 10 else f"{x:,.0f}"
+
+
+def render(results: str | os.PathLike, out_dir: str | os.PathLike | None = None, plots: bool = True) -> Path:
+    """Write ``report.md`` (and the plots) next to ``results`` (or into ``out_dir``); return the report path."""
+    results = Path(results)
+    lines = read_results(results)
+    out = Path(out_dir) if out_dir is not None else results.parent
+    out.mkdir(parents=True, exist_ok=True)
+    headers = [x for x in lines if x.get("type") == "header"]
+    if not headers:
+        raise EdgetuneError(f"{results} has no header line; is it an edgetune results file?")
+    config = headers[0]["config"]
+    summary = summarise(lines)
+    default_models = config.get("models", [])
+    machines = list(dict.fromkeys(json.dumps(h["machine"], sort_keys=True) for h in headers))
+    md = [f"# Bench: {config['name']}", "",
+          f"- Models: {', '.join(default_models)}"
+          + "".join(f"; {m['name']} on {', '.join(m['models'])}" for m in config["methods"] if m.get("models")),
+          f"- Tasks: {', '.join(config['tasks'])} · shots: {', '.join(map(str, config['shots']))} · seeds: "
+          f"{', '.join(map(str, config['seeds']))} · test subset: {config.get('test_size') or 'full'} "
+          "(seeded, the same for every method)",
+          f"- Machine(s): {'; '.join(machines)}",
+          f"- From `{results.name}` ({sum(1 for x in lines if x.get('type') == 'cell')} cells, {len(headers)} "
+          "invocation(s)); re-render with `edgetune bench --report " + results.name + "`.",
+          "- Accuracy: mean ± sample std over seeds, %. Wall s: training time, plus for output-edge methods the "
+          "time to query the model on the training prompts (test-set inference excluded for all). Queries: "
+          "forward passes over single samples that training needs (train + dev; BBT: calls × k-shot set; "
+          "SetFit: two per contrastive pair + one per example).", ""]
+    for task, rows in summary.items():
+        n_test = rows[0]["n_test"]
+        md.append(f"## {task} (test n = {n_test})\n")
+        md.append("| method | shots | n train | accuracy % | wall s | train s | queries | trainable params | seeds |")
+        md.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in sorted(rows, key=lambda r: (r["shots"], -r["mean"])):
+            md.append(f"| {_label(r['method'], r['model'], default_models)} | {r['shots']} | {r['n_train']} | "
+                      f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f} | {_fmt_s(r['wall_seconds'])} | "
+                      f"{_fmt_s(r['fit_seconds'])} | {r['queries']:,.0f} | {r['trainable_params']:,} | "
+                      f"{r['n_seeds']} |")
+        md.append("")
+    if plots and summary:
+        made = plot(summary, out, default_models)
+        md += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in made] + [""]
+    path = out / "report.md"
+    path.write_text("\n".join(md), encoding="utf-8")
+    return path
+
+
+def plot(summary: dict[str, list[dict[str, Any]]], out: Path, default_models: list[str]) -> list[Path]:
+    """accuracy vs shots, vs wall time and vs queries (log axes), one panel per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(summary)
+    labels = sorted({_label(r["method"], r["model"], default_models) for rows in summary.values() for r in rows})
+    cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
+    color = {lab: cmap(i % cmap.N) for i, lab in enumerate(labels)}
+    marker = dict(zip(labels, "osD^v<>phX*" * 3, strict=False))
+    made = []
+    for fname, xkey, xlabel, logx in (("accuracy_vs_shots.png", "shots", "shots per class", False),
+                                      ("accuracy_vs_time.png", "wall_seconds", "wall seconds (log)", True),
+                                      ("accuracy_vs_queries.png", "queries", "model queries (log; 0 drawn at 1)",
+                                       True)):
+        fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.8), squeeze=False)
+        for ax, task in zip(axes[0], tasks, strict=True):
+            by_label: dict[str, list[dict[str, Any]]] = defaultdict(list)
+            for r in summary[task]:
+                by_label[_label(r["method"], r["model"], default_models)].append(r)
+            for lab, rows in sorted(by_label.items()):
+                rows = sorted(rows, key=lambda r: r[xkey] if math.isfinite(r[xkey]) else 0)
+                xs = [max(r[xkey], 1.0) if xkey == "queries" else r[xkey] for r in rows]
+                ok = [i for i, x in enumerate(xs) if math.isfinite(x) and (x > 0 or not logx)]
+                if not ok:
+                    continue
+                ax.errorbar([xs[i] for i in ok], [100 * rows[i]["mean"] for i in ok],
+                            yerr=[100 * rows[i]["std"] for i in ok], color=color[lab], marker=marker[lab],
+                            linestyle="-" if xkey == "shots" else "none", capsize=3, label=lab, markersize=6)
+            if logx:
+                ax.set_xscale("log")
+            ax.set_title(f"{task} (test n={summary[task][0]['n_test']})")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("accuracy %")
+            ax.grid(alpha=0.3)
+        handles, names = [], []
+        for ax in axes[0]:
+            for h, n in zip(*ax.get_legend_handles_labels(), strict=True):
+                if n not in names:
+                    handles.append(h)
+                    names.append(n)
+        fig.legend(handles, names, loc="lower center", ncol=min(5, len(names)), fontsize=8, frameon=False)
+        fig.tight_layout(rect=(0, 0.06 + 0.04 * ((len(names) - 1) // 5), 1, 1))
+        path = out / fname
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        made.append(path)
+    return made
 
 
 def pct(mean: float, std: float) -> str:
     return f"{100 * mean:.1f} ± {100 * std:.1f}"
 
 
-def print_experiment(exp: Experiment, console: Console) -> None:
-    methods = list(dict.fromkeys(r.method for r in exp.results))
-    table = Table(title=f"{exp.task} · {exp.shots}-shot · {exp.model} · {exp.n_test} test examples",
-                  title_justify="left")
-    table.add_column("seed", justify="right")
-    for m in methods:
-        table.add_column(NAMES.get(m, m), justify="right")
-    for seed in exp.seeds:
-        row = [str(seed)]
+def last_invocation(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The lines written by the last invocation (after its header)."""
+    starts = [i for i, x in enumerate(lines) if x.get("type") == "header"]
+    return lines[starts[-1]:] if starts else lines
+
+
+def print_run(lines: list[dict[str, Any]], console: Any) -> None:
+    """One rich table per (model, task, shots): accuracy per seed and method, mean ± std, training time,
+    trainable parameters; then what the model queries cost (or the training steps)."""
+    from rich.table import Table
+
+    cells = [c for c in lines if c.get("type") == "cell"]
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
+    for c in cells:
+        groups[(c["model"], c.get("task_name", c["task"]), c["shots"])].append(c)
+    for (model, task, shots), cs in groups.items():
+        methods = list(dict.fromkeys(c["method"] for c in cs))
+        seeds = sorted({c["seed"] for c in cs})
+        table = Table(title=f"{task} · {shots}-shot · {model} · {cs[0]['n_test']} test examples",
+                      title_justify="left")
+        table.add_column("seed", justify="right")
         for m in methods:
-            acc = next(r.accuracy for r in exp.results if r.method == m and r.seed == seed)
-            row.append(f"{100 * acc:.1f}")
-        table.add_row(*row)
-    summary = exp.summary()
-    table.add_section()
-    table.add_row("mean ± std", *[pct(summary[m]["mean"], summary[m]["std"]) for m in methods], style="bold")
-    table.add_row("fit time", *[f"{summary[m]['fit_seconds_mean'] * 1000:.0f} ms" for m in methods])
-    table.add_row("trainable params", *[f"{summary[m]['trainable_params']:,}" for m in methods])
-    console.print(table)
-    if exp.extraction.queries == 0 and exp.extraction.cache_hits == 0:
-        steps = {r.steps for r in exp.results}
-        console.print(f"training steps: {', '.join(map(str, sorted(steps)))} · "
-                      f"mean training time {summary[methods[0]]['fit_seconds_mean']:.1f} s per seed")
-        return
-    e = exp.extraction
-    console.print(
-        f"model queries: {e.queries} (cache hits: {e.cache_hits}) · feature extraction: {e.seconds:.1f} s · "
-        f"DecT training: {summary.get('dect', {}).get('fit_seconds_mean', float('nan')) * 1000:.0f} ms per seed")
-    if e.stats:
-        console.print("server: " + " · ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in sorted(e.stats.items())))
+            table.add_column(display_name(m), justify="right")
+        by = {(c["method"], c["seed"]): c for c in cs}
+        for seed in seeds:
+            table.add_row(str(seed), *[f"{100 * by[(m, seed)]['accuracy']:.1f}" if (m, seed) in by else "-"
+                                       for m in methods])
+        table.add_section()
+        stats = {}
+        for m in methods:
+            acc = np.array([c["accuracy"] for c in cs if c["method"] == m])
+            fit = np.mean([c["fit_seconds"] for c in cs if c["method"] == m])
+            stats[m] = (acc.mean(), acc.std(ddof=1) if len(acc) > 1 else 0.0, fit)
+        table.add_row("mean ± std", *[pct(stats[m][0], stats[m][1]) for m in methods], style="bold")
+        table.add_row("fit time", *[_fmt_time(stats[m][2]) for m in methods])
+        table.add_row("trainable params", *[f"{next(c['trainable_params'] for c in cs if c['method'] == m):,}"
+                                            for m in methods])
+        console.print(table)
+        trained = [c for c in cs if c.get("edge") != "output"]
+        if trained:
+            steps = sorted({c["steps"] for c in trained})
+            console.print(f"training steps: {', '.join(map(str, steps))} · mean training time "
+                          f"{np.mean([c['fit_seconds'] for c in trained]):.1f} s per seed")
+    paid = [x for x in lines if x.get("type") == "extraction"]
+    if any(c.get("edge") == "output" for c in cells):
+        queries = sum(x["queries"] for x in paid)
+        seconds = sum(x["seconds"] for x in paid)
+        console.print(f"model queries: {queries:,} (the rest came from the feature cache) · feature extraction: "
+                      f"{seconds:.1f} s")
+        server: dict[str, int] = defaultdict(int)
+        for x in paid:
+            for k, v in (x.get("stats") or {}).items():
+                if k != "queries":
+                    server[k] += v
+        if server:
+            console.print("server: " + " · ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in sorted(server.items())))
 
 
-def markdown(experiments: Sequence[Experiment]) -> str:
-    lines = []
-    for exp in experiments:
-        s = exp.summary()
-        lines.append(f"### {exp.task} · {exp.shots}-shot · {exp.model} · test n = {exp.n_test} · seeds "
-                     f"{', '.join(map(str, exp.seeds))}\n")
-        lines.append("| method | accuracy (mean ± std, %) | fit time (ms, mean) | trainable params |")
-        lines.append("|---|---:|---:|---:|")
-        for m, v in s.items():
-            lines.append(f"| {NAMES.get(m, m)} | {pct(v['mean'], v['std'])} | {v['fit_seconds_mean'] * 1000:.1f} | "
-                         f"{v['trainable_params']:,} |")
-        e = exp.extraction
-        extra = "".join(f", {k.replace('_', ' ')} {v}" for k, v in sorted(e.stats.items()))
-        lines.append(f"\nqueries {e.queries} (cache hits {e.cache_hits}), extraction {e.seconds:.1f} s{extra}\n")
-    return "\n".join(lines)
+def _fmt_time(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.0f} s"

@@ -1,16 +1,18 @@
-"""Adaptation methods, one module each, registered by name (see :data:`METHODS`)."""
+"""Adaptation methods, one module each, registered by name in :data:`METHODS` (the only list).
 
-from . import adept, bbt, dect, dept, linear_probe, lora, prompt_tuning, setfit, zeroshot  # noqa: F401  (registers them)
-from .adept import ADePT
-from .base import METHODS, Method, OutputEdgeMethod, get_method, load, register
-from .bbt import BBT
-from .dect import DecT
-from .dept import DePT
-from .linear_probe import LinearProbe
-from .lora import LoRA
-from .prompt_tuning import PromptTuning
-from .setfit import SetFit
-from .zeroshot import CalibratedZeroShot, ZeroShot
+Every module of this package is imported here, so a method module cannot be left out; each method class
+is then exported under its class name (``from edgetune.methods import DecT``).
+"""
 
-__all__ = ["BBT", "METHODS", "ADePT", "CalibratedZeroShot", "DePT", "DecT", "LinearProbe", "LoRA", "Method",
-           "OutputEdgeMethod", "PromptTuning", "SetFit", "ZeroShot", "get_method", "load", "register"]
+import importlib as _importlib
+import pkgutil as _pkgutil
+
+from .base import METHODS, Costs, Method, ParamError, display_name, get_method, load, register
+
+for _info in _pkgutil.iter_modules(__path__):
+    _importlib.import_module(f"{__name__}.{_info.name}")
+
+globals().update({_cls.__name__: _cls for _cls in METHODS.values()})
+
+__all__ = ["METHODS", "Costs", "Method", "ParamError", "display_name", "get_method", "load", "register",
+           *sorted(_cls.__name__ for _cls in METHODS.values())]

@@ -11,7 +11,7 @@ have separate learning rates (reference: 3e-1 and 1e-4).
 
 Where edgetune differs: the reference pads every input to 256 tokens and offsets the padding too; here
 only real tokens are offset (padding is masked out of attention anyway, so offsetting it only costs
-compute and makes results depend on the padding length).
+compute and makes results depend on the padding length). ``prompt_tokens=0`` is allowed (the network alone).
 
 Because the network sees only the token's own embedding, it can be folded into the embedding table:
 :meth:`ADePT.merge` returns the frozen model with a new input-embedding matrix plus the short prompt,
@@ -30,17 +30,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backends import Backend
-from ..backends.models import DEFAULT_MODEL
+from ..backends.local import LabelReader
 from ..errors import EdgetuneError
-from .base import register
-from .budget import match_budget
-from .input_edge import InputEdgeMethod, PromptedModel, sample_vocab_prompt
+from .base import ParamError, register
+from .budget import Budget, largest_rank
+from .input_edge import GradientMethod
+from .prompted import PromptedModel, sample_vocab_prompt
 
 
 class ADePTModule(PromptedModel):
-    def __init__(self, frozen: Any, kind: str, label_ids, decoder_prefix, prompt: torch.Tensor, rank: int,
-                 dropout: float) -> None:
-        super().__init__(frozen, kind, label_ids, decoder_prefix, soft_prompt=prompt)
+    def __init__(self, frozen: Any, reader: LabelReader, prompt: torch.Tensor, rank: int, dropout: float) -> None:
+        super().__init__(frozen, reader, soft_prompt=prompt)
         d = prompt.shape[1]
         self.w1 = nn.Linear(d, rank)
         self.w2 = nn.Linear(rank, d)
@@ -66,14 +66,21 @@ class Merged:
     module: PromptedModel  # scores prompts with the merged model: no offset network left
 
 
+def adept_params(d: int, m: int, r: int) -> int:
+    """Prompt, then the two layers of the token-shared network."""
+    return m * d + (d * r + r) + (r * d + d)
+
+
 @register
-class ADePT(InputEdgeMethod):
+class ADePT(GradientMethod):
     """Soft prompt + token-shared offset network. ``prompt_tokens``/``rank`` default to a budget match
-    with 100-token prompt tuning (see :mod:`edgetune.methods.budget`)."""
+    with 100-token prompt tuning (:meth:`match_budget`)."""
 
     name = "adept"
+    display_name = "ADePT"
+    budget_rule = "m·d + (2d+1)·r + d ≤ budget_tokens·d: the largest rank r for prompt_tokens m"
 
-    def __init__(self, model: str | Backend = DEFAULT_MODEL, *, prompt_tokens: int = 60, rank: int | None = None,
+    def __init__(self, model: str | Backend | None = None, *, prompt_tokens: int = 60, rank: int | None = None,
                  budget_tokens: int = 100, lr_prompt: float = 0.3, lr_network: float = 1e-4,
                  dropout: float = 0.1, **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
@@ -84,13 +91,26 @@ class ADePT(InputEdgeMethod):
         self.lr_network = lr_network
         self.dropout = dropout
 
-    def build(self, model: Any, tokenizer: Any, kind: str) -> nn.Module:
-        embedding = model.get_input_embeddings()
+    @classmethod
+    def match_budget(cls, d: int, prompt_tokens: int = 60, budget_tokens: int = 100) -> Budget:
+        return largest_rank(cls.name, lambda r: adept_params(d, prompt_tokens, r), budget_tokens * d,
+                            prompt_tokens, budget_tokens)
+
+    def _validate_params(self) -> None:
+        super()._validate_params()
+        if isinstance(self.prompt_tokens, bool) or not isinstance(self.prompt_tokens, int) or self.prompt_tokens < 0:
+            raise ParamError(f"adept: prompt_tokens must be a non-negative integer, not {self.prompt_tokens!r}")
+        if self.prompt_tokens >= self.max_length:
+            raise ParamError(f"adept: prompt_tokens ({self.prompt_tokens}) must be shorter than max_length "
+                             f"({self.max_length})")
+        if not 0 <= self.dropout < 1:
+            raise ParamError(f"adept: dropout must be in [0, 1), not {self.dropout!r}")
+
+    def build(self, model: Any, embedding: nn.Module) -> nn.Module:
         d = embedding.weight.shape[1]
-        rank = self.rank or match_budget("adept", d, self.prompt_tokens, self.budget_tokens).rank
-        self.rank_ = rank
+        self.rank_ = self.rank or self.match_budget(d, self.prompt_tokens, self.budget_tokens).rank
         prompt = sample_vocab_prompt(embedding, self.prompt_tokens, self.seed)
-        return ADePTModule(model, kind, self.label_ids_, self.decoder_prefix_, prompt, rank, self.dropout)
+        return ADePTModule(model, self.reader_, prompt, self.rank_, self.dropout)
 
     def param_groups(self) -> list[dict[str, Any]]:
         m = self.module_
@@ -123,8 +143,7 @@ class ADePT(InputEdgeMethod):
         if getattr(model.config, "tie_word_embeddings", False):
             model.config.tie_word_embeddings = False
         prompt = module.soft_prompt.detach().clone()
-        merged = PromptedModel(model, self.kind_, self.label_ids_, self.decoder_prefix_, soft_prompt=prompt,
-                               train_prompt=False).eval()
+        merged = PromptedModel(model, self.reader_, soft_prompt=prompt, train_prompt=False).eval()
         if merged.frozen.get_output_embeddings() is not None and self.kind_ == "causal":
             out_w = merged.frozen.get_output_embeddings().weight
             if out_w.data_ptr() == embedding.weight.data_ptr():

@@ -1,8 +1,29 @@
-"""The method interface, the name -> class registry, and what output-edge methods share.
+"""The method contract, the name -> class registry, and the estimator surface every method shares.
 
-scikit-learn conventions: parameters go to the constructor and are stored as given; ``fit`` returns
-``self``; learned state ends with ``_``. A method is saved as ``config.json`` + ``weights.safetensors``
-(no pickle) and refuses to load against a different model.
+**The registry is the only list of methods.** A method is one module in this package with one class
+decorated by :func:`register`; the package imports every module, so none can be left out. The class
+declares what the rest of edgetune needs to know about it, and the CLI, the bench, the report and the
+tests read those declarations instead of keeping lists of their own:
+
+=================  =======================================================================================
+``name``           registry key, CLI name, label in results (``"dect"``)
+``display_name``   name in reports and tables (``"DecT"``)
+``edge``           ``"output"`` (needs only :class:`Features`), ``"input"`` (changes what the frozen model
+                   reads) or ``"body"`` (fine-tunes a copy of the encoder, e.g. SetFit)
+``needs``          what the backend must provide: ``"features"`` (any backend, remote ones too),
+                   ``"weights"`` (an in-process model: :attr:`Backend.provides_weights`) or ``"encoder"`` (a
+                   sentence-transformers model)
+``default_model``  the model used when none is given
+``budget_rule``    how its trainable-parameter count follows ``budget_tokens`` (``None``: no budget knob)
+``companions``     methods ``edgetune run NAME`` runs beside it on the same features (DecT's baselines)
+=================  =======================================================================================
+
+and, after ``fit``, reports its costs through :meth:`Method.costs` (trainable parameters, model queries
+its training needed, optimizer steps or black-box calls).
+
+scikit-learn conventions: parameters go to the constructor and are stored as given; they are validated
+in ``fit``; ``fit`` returns ``self``; learned state ends with ``_`` (``labels_`` always). A method is saved
+as ``config.json`` + ``weights.safetensors`` (never pickle) and refuses to load against another model.
 """
 
 from __future__ import annotations
@@ -10,17 +31,20 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from ..backends import Backend, Features, load_backend
+from ..backends import Backend, load_backend
+from ..backends.base import NeedsWeightsError
 from ..backends.models import DEFAULT_MODEL
 from ..data.example import Dataset, Example, as_examples
 from ..data.tasks import parse_label_words
@@ -29,11 +53,46 @@ from ..errors import DataError, EdgetuneError, IncompatibleError
 
 METHODS: dict[str, type[Method]] = {}
 FORMAT_VERSION = 1
+EDGES = ("output", "input", "body")
+NEEDS = ("features", "weights", "encoder")
+#: constructor parameters that steer a run, not the method (never shown as knobs, never saved)
+RUNTIME_PARAMS = ("progress",)
+
+
+class ParamError(EdgetuneError):
+    """A method parameter has a value no run can use."""
 
 
 def register(cls: type[Method]) -> type[Method]:
-    """Class decorator: make a method available by its ``name`` (CLI, bench, :func:`load`)."""
-    METHODS[cls.name] = cls
+    """Class decorator: check ``cls``'s declarations and make it available by its ``name`` everywhere
+    (``edgetune run``, the bench, :func:`load`, the reports and the contract tests)."""
+    problems = []
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise TypeError(f"{cls!r} is not a Method subclass")
+    name = cls.__dict__.get("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        problems.append("`name` must be a lowercase identifier declared on the class itself")
+    if not isinstance(getattr(cls, "display_name", None), str) or not cls.display_name:
+        problems.append("`display_name` must be a non-empty string")
+    if getattr(cls, "edge", None) not in EDGES:
+        problems.append(f"`edge` must be one of {EDGES}")
+    if getattr(cls, "needs", None) not in NEEDS:
+        problems.append(f"`needs` must be one of {NEEDS}")
+    if inspect.isabstract(cls):
+        problems.append(f"abstract methods left: {sorted(cls.__abstractmethods__)}")
+    for pname, p in cls.init_parameters().items():
+        if p.default is inspect.Parameter.empty:
+            problems.append(f"constructor parameter {pname!r} needs a default (scikit-learn convention)")
+    if "budget_tokens" in cls.param_names() and not getattr(cls, "budget_rule", None):
+        problems.append("it takes `budget_tokens`, so it must declare `budget_rule`")
+    if problems:
+        raise TypeError(f"cannot register {cls.__name__}: " + "; ".join(problems))
+    if name in METHODS and METHODS[name] is not cls and METHODS[name].__qualname__ != cls.__qualname__:
+        raise TypeError(f"cannot register {cls.__name__}: the name {name!r} is taken by {METHODS[name].__name__}")
+    for companion in cls.companions:
+        if companion == name:
+            raise TypeError(f"cannot register {cls.__name__}: it lists itself as a companion")
+    METHODS[name] = cls
     return cls
 
 
@@ -43,41 +102,161 @@ def get_method(name: str) -> type[Method]:
     return METHODS[name]
 
 
+def display_name(name: str) -> str:
+    """A registered method's display name (the name itself for labels of variants)."""
+    return METHODS[name].display_name if name in METHODS else name
+
+
+@dataclass(frozen=True)
+class Costs:
+    """What a fitted method cost: trainable parameters, model queries its training needed (forward passes
+    over single samples, cached or not: train + dev), and optimizer steps or black-box calls."""
+
+    trainable_params: int
+    queries: int
+    steps: int = 0
+
+
 class Method(ABC):
-    """``fit`` on labelled examples, ``predict`` label names, ``save``/``load`` a folder."""
+    """``fit`` on labelled examples, ``predict`` label names, ``save``/``load`` a folder.
+
+    Subclasses implement :meth:`fit`, :meth:`decision_function`, :meth:`costs`, :meth:`save` and
+    :meth:`load`; this class gives every method the same backend handling, label checks, ``predict``,
+    ``predict_proba`` and parameter introspection.
+    """
 
     name: ClassVar[str]
-    edge: ClassVar[str]  # "output" (needs only Features) or "input" (needs the torch model)
+    display_name: ClassVar[str]
+    edge: ClassVar[str]
+    needs: ClassVar[str]
+    default_model: ClassVar[str] = DEFAULT_MODEL
+    budget_rule: ClassVar[str | None] = None
+    companions: ClassVar[tuple[str, ...]] = ()
 
+    def __init__(self, model: str | Backend | None = None) -> None:
+        self.model = self.default_model if model is None else model
+        self._backend: Backend | None = None if isinstance(self.model, str) else self.model
+        self._backend_options: dict[str, Any] = {}  # how to rebuild the backend by name (set by load)
+
+    # -- introspection ----------------------------------------------------------------------------------
     @classmethod
-    def param_names(cls) -> list[str]:
-        """Names of the constructor parameters of this class and its bases (``model`` aside)."""
-        names: dict[str, None] = {}
+    def init_parameters(cls) -> dict[str, inspect.Parameter]:
+        """Constructor parameters of this class and its bases (``self``, ``model`` and ``**kwargs`` aside)."""
+        out: dict[str, inspect.Parameter] = {}
         for klass in cls.__mro__:
             init = klass.__dict__.get("__init__")
             if init is None or klass is object:
                 continue
             for k, p in inspect.signature(init).parameters.items():
-                if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and k not in ("self", "model"):
-                    names[k] = None
-        return list(names)
+                if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and k not in ("self", "model") and k not in out:
+                    out[k] = p
+        return out
+
+    @classmethod
+    def param_names(cls) -> list[str]:
+        return list(cls.init_parameters())
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Each constructor parameter's default, as the signature states it (the CLI's help reads this)."""
+        return {k: p.default for k, p in cls.init_parameters().items()}
 
     def get_params(self) -> dict[str, Any]:
         """Constructor parameters, as stored."""
         return {k: getattr(self, k) for k in self.param_names()}
 
-    @abstractmethod
-    def fit(self, X: Any, y: Sequence[str] | None = None) -> Method: ...
-
-    @abstractmethod
-    def predict(self, X: Any) -> list[str]: ...
-
-    @abstractmethod
-    def save(self, path: str | os.PathLike) -> Path: ...
+    def saved_params(self) -> dict[str, Any]:
+        return {k: v for k, v in self.get_params().items() if k not in RUNTIME_PARAMS}
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({params})"
+
+    # -- backend ------------------------------------------------------------------------------------------
+    def _load_backend(self) -> Backend:
+        """Build the backend from the model name (subclasses choose cache and kind)."""
+        return load_backend(str(self.model), **self._backend_options)
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            self._backend = self._load_backend()
+        backend = self._backend
+        if self.needs == "weights" and not backend.provides_weights:
+            raise NeedsWeightsError(f"{self.name} trains through the model's weights; backend {backend.name!r} "
+                                    f"({backend.kind}) only answers queries: use an in-process model "
+                                    "(--backend local)")
+        if self.needs == "encoder" and backend.kind != "embedding":
+            raise IncompatibleError(f"{self.name} fine-tunes a sentence-transformers encoder; {backend.name!r} is "
+                                    f"a {backend.kind} model (try model={self.default_model!r})")
+        expected = getattr(self, "identity_", None)
+        if expected is not None and backend.identity != expected:
+            raise IncompatibleError(
+                f"this {self.name} was trained on model {getattr(self, 'model_name_', '?')!r} ({expected}); "
+                f"it does not fit {backend.name!r} ({backend.identity}). Retrain it or pass the original model")
+        return backend
+
+    # -- fitting helpers ------------------------------------------------------------------------------------
+    def _validate_params(self) -> None:  # noqa: B027 - optional hook
+        """Raise :class:`ParamError` for a parameter value no run can use (called first in ``fit``)."""
+
+    def _prompting(self, X: Any) -> tuple[Template, dict[str, str], tuple[str, ...]]:
+        return resolve_prompt(X, getattr(self, "template", None), getattr(self, "label_words", None))
+
+    @staticmethod
+    def _labelled(X: Any, y: Sequence[str] | None, labels: Sequence[str]) -> tuple[list[Example], np.ndarray]:
+        """Training examples and their label indices in ``labels``; every example needs a known label."""
+        examples = as_examples(X, y)
+        if not examples:
+            raise DataError("no training examples")
+        names = [e.label for e in examples]
+        if any(lab is None for lab in names):
+            raise DataError("every training example needs a label (pass y=)")
+        unknown = sorted({lab for lab in names if lab not in labels})
+        if unknown:
+            raise DataError(f"unknown label(s) {unknown}; the labels are {list(labels)}")
+        index = {lab: i for i, lab in enumerate(labels)}
+        return examples, np.array([index[lab] for lab in names], dtype=np.int64)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "labels_"):
+            raise EdgetuneError(f"this {self.name} is not fitted yet: call fit() first")
+
+    # -- the estimator surface ------------------------------------------------------------------------------
+    @abstractmethod
+    def fit(self, X: Any, y: Sequence[str] | None = None) -> Method:
+        """Fit on a task sample (a :class:`Dataset`) or on texts ``X`` with label names ``y``."""
+
+    @abstractmethod
+    def decision_function(self, X: Any) -> np.ndarray:
+        """(n, C) class scores in the order of ``labels_``; the prediction is their argmax."""
+
+    def predict(self, X: Any) -> list[str]:
+        return self.labels_from_scores(self.decision_function([X] if isinstance(X, str) else X))
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        return np.exp(log_softmax(self.decision_function([X] if isinstance(X, str) else X)))
+
+    def labels_from_scores(self, scores: np.ndarray) -> list[str]:
+        return [self.labels_[i] for i in np.asarray(scores).argmax(axis=1)]
+
+    @abstractmethod
+    def costs(self) -> Costs:
+        """Trainable parameters, training queries and steps of the fitted method."""
+
+    # -- persistence ------------------------------------------------------------------------------------------
+    @abstractmethod
+    def save(self, path: str | os.PathLike) -> Path: ...
+
+    @classmethod
+    @abstractmethod
+    def load(cls, path: str | os.PathLike, model: str | Backend | None = None) -> Method: ...
+
+    def _base_config(self) -> dict[str, Any]:
+        """What every saved method records: format, method, parameters, labels and the model identity."""
+        return {"format": FORMAT_VERSION, "method": self.name, "edge": self.edge,
+                "params": _jsonable(self.saved_params()), "labels": list(self.labels_),
+                "model": self.model_name_, "model_identity": self.identity_}
 
 
 def _jsonable(value: Any) -> Any:
@@ -146,16 +325,18 @@ def saved_backend_options(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def restore(cls: type[Method], path: str | os.PathLike, model: str | Backend | None
             ) -> tuple[Any, dict[str, Any], dict[str, np.ndarray]]:
-    """A ``cls`` built from a saved folder's parameters, with the prompt and model identity it was trained
-    with; returns it with the saved config and arrays for the method-specific rest."""
+    """A ``cls`` built from a saved folder's parameters, with the labels, prompt and model identity it was
+    trained with; returns it with the saved config and arrays for the method-specific rest."""
     config, tensors = read_saved(path)
     if config.get("method") != cls.name:
         raise IncompatibleError(f"{str(path)!r} holds a {config.get('method')!r} model, not {cls.name!r}")
     obj = cls(model=model if model is not None else config["model"], **config.get("params", {}))
     obj.labels_ = tuple(config["labels"])
-    obj.template_ = Template(config["template"])
-    obj.words_ = list(config["label_words"])
+    if "template" in config:
+        obj.template_ = Template(config["template"])
+        obj.words_ = list(config["label_words"])
     obj.identity_, obj.model_name_ = config["model_identity"], config["model"]
+    obj._backend_options = saved_backend_options(config)  # a backend rebuilt by name is built as trained
     return obj, config, tensors
 
 
@@ -176,6 +357,22 @@ def calibrate(scores: np.ndarray, content_free: np.ndarray) -> np.ndarray:
     return log_softmax(log_softmax(scores) - prior)
 
 
+def logistic_head(clf: Any, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fitted scikit-learn ``LogisticRegression`` as (C, d) coefficients and (C,) intercepts over all
+    ``n_classes`` (a class absent from training gets a -1e9 intercept), so prediction is a matrix product
+    and nothing pickled is ever stored."""
+    coef = np.zeros((n_classes, clf.coef_.shape[1]), np.float32)
+    bias = np.full(n_classes, -1e9, np.float32)
+    if len(clf.classes_) == 2:  # sklearn keeps one row for two classes: score(c1) - score(c0) = w.x + b
+        coef[clf.classes_[1]] = clf.coef_[0]
+        bias[clf.classes_[1]] = clf.intercept_[0]
+        bias[clf.classes_[0]] = 0.0
+    else:
+        coef[clf.classes_] = clf.coef_
+        bias[clf.classes_] = clf.intercept_
+    return coef, bias
+
+
 def content_free_examples(template: Template) -> list[Example]:
     """Inputs with no content ("N/A" and the empty string) in every field the template names."""
     out = []
@@ -183,16 +380,6 @@ def content_free_examples(template: Template) -> list[Example]:
         extra = {f: filler for f in template.fields if f not in ("text", "text_b", "mask")}
         out.append(Example(filler, filler, None, f"content-free:{filler}", extra))
     return out
-
-
-def checked_backend(method: Method, backend: Backend) -> Backend:
-    """``backend``, after checking it is the model ``method`` was trained on (if it was)."""
-    expected = getattr(method, "identity_", None)
-    if expected is not None and backend.identity != expected:
-        raise IncompatibleError(
-            f"this {method.name} was trained on model {getattr(method, 'model_name_', '?')!r} ({expected}); "
-            f"it does not fit {backend.name!r} ({backend.identity}). Retrain it or pass the original model")
-    return backend
 
 
 def resolve_prompt(X: Any, template: str | None, label_words: Mapping[str, str] | str | None
@@ -210,130 +397,3 @@ def resolve_prompt(X: Any, template: str | None, label_words: Mapping[str, str] 
     if missing:
         raise DataError(f"no label word for label(s) {missing}")
     return Template(template), words, labels
-
-
-class OutputEdgeMethod(Method):
-    """A method that needs only :class:`Features`: one backend query per prompt, never the weights.
-
-    Subclasses implement :meth:`fit_features` and :meth:`decision_features` and list learned arrays in
-    :meth:`state`/:meth:`set_state`; this class turns examples into features (cached) and handles
-    saving, loading and the model-identity check.
-    """
-
-    edge = "output"
-
-    def __init__(self, model: str | Backend = DEFAULT_MODEL, *, template: str | None = None,
-                 label_words: Mapping[str, str] | str | None = None) -> None:
-        self.model = model
-        self.template = template
-        self.label_words = label_words
-        self._backend: Backend | None = None if isinstance(model, str) else model
-        self._backend_options: dict[str, Any] = {}  # how to rebuild the backend by name (set by load)
-
-    # -- to implement -----------------------------------------------------------------------------------
-    @abstractmethod
-    def fit_features(self, train: Features, y: np.ndarray, content_free: Features) -> OutputEdgeMethod:
-        """Learn from training features and label indices."""
-
-    @abstractmethod
-    def decision_features(self, features: Features) -> np.ndarray:
-        """(n, C) class scores; the prediction is their argmax."""
-
-    def state(self) -> dict[str, np.ndarray]:
-        return {}
-
-    def set_state(self, tensors: dict[str, np.ndarray]) -> None:
-        pass
-
-    # -- backend ----------------------------------------------------------------------------------------
-    @property
-    def backend(self) -> Backend:
-        if self._backend is None:
-            self._backend = load_backend(str(self.model), **self._backend_options)
-        return checked_backend(self, self._backend)
-
-    def _prompting(self, X: Any) -> tuple[Template, dict[str, str], tuple[str, ...]]:
-        return resolve_prompt(X, self.template, self.label_words)
-
-    def features(self, X: Any, description: str = "prompts") -> Features:
-        """Features of inputs under the fitted prompt (cached by the backend)."""
-        self._check_fitted()
-        examples = as_examples(X)
-        return self.backend.features(examples, self.template_, self.words_, description)
-
-    # -- scikit-learn surface ---------------------------------------------------------------------------
-    def fit(self, X: Any, y: Sequence[str] | None = None) -> OutputEdgeMethod:
-        """Fit on a task sample (``Dataset``) or on texts ``X`` with label names ``y``."""
-        template, words, labels = self._prompting(X)
-        examples = as_examples(X, y)
-        y_names = [e.label for e in examples]
-        if any(lab is None for lab in y_names):
-            raise DataError("every training example needs a label (pass y=)")
-        unknown = sorted({lab for lab in y_names if lab not in labels})
-        if unknown:
-            raise DataError(f"unknown label(s) {unknown}; the labels are {list(labels)}")
-        self.labels_ = labels
-        self.template_ = template
-        self.words_ = [words[lab] for lab in labels]
-        train = self.backend.features(examples, template, self.words_, "training prompts")
-        cf = self.backend.features(content_free_examples(template), template, self.words_, "content-free prompts")
-        index = {lab: i for i, lab in enumerate(labels)}
-        return self.fit_prepared(train, np.array([index[lab] for lab in y_names]), cf)
-
-    def fit_prepared(self, train: Features, y: np.ndarray, content_free: Features,
-                     labels: Sequence[str] | None = None, template: Template | str | None = None,
-                     words: Sequence[str] | None = None) -> OutputEdgeMethod:
-        """Fit on features already extracted (the bench shares one extraction among methods)."""
-        if labels is not None:
-            self.labels_ = tuple(labels)
-        if template is not None:
-            self.template_ = Template(template) if isinstance(template, str) else template
-        if words is not None:
-            self.words_ = list(words)
-        if len(train) == 0:
-            raise DataError("no training examples")
-        self.identity_ = self.backend.identity
-        self.model_name_ = self.backend.name
-        self.hidden_dim_ = int(train.hidden.shape[1])
-        self.fit_features(train, np.asarray(y), content_free)
-        return self
-
-    def decision_function(self, X: Any) -> np.ndarray:
-        return self.decision_features(self.features(X))
-
-    def predict(self, X: Any) -> list[str]:
-        if isinstance(X, str):
-            X = [X]
-        return self.labels_from_scores(self.decision_function(X))
-
-    def predict_proba(self, X: Any) -> np.ndarray:
-        return np.exp(log_softmax(self.decision_function(X)))
-
-    def labels_from_scores(self, scores: np.ndarray) -> list[str]:
-        return [self.labels_[i] for i in scores.argmax(axis=1)]
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "labels_"):
-            raise EdgetuneError(f"this {self.name} is not fitted yet: call fit() first")
-
-    # -- persistence ------------------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> Path:
-        self._check_fitted()
-        config = {
-            "format": FORMAT_VERSION, "method": self.name, "edge": self.edge,
-            "params": _jsonable(self.get_params()),
-            "labels": list(self.labels_), "template": self.template_.text, "label_words": list(self.words_),
-            "model": self.model_name_, "model_identity": self.identity_, "backend_kind": self.backend.kind,
-            "backend_settings": _jsonable(getattr(self.backend, "settings", dict)()), "hidden_dim": self.hidden_dim_,
-        }
-        return write_atomically(path, config, self.state())
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, model: str | Backend | None = None) -> OutputEdgeMethod:
-        obj, config, tensors = restore(cls, path, model)
-        obj.hidden_dim_ = int(config["hidden_dim"])
-        obj._backend_options = saved_backend_options(config)  # a backend rebuilt by name is built as trained
-        obj.set_state(tensors)
-        if model is not None:
-            obj.backend  # noqa: B018 - checks the identity now, not at the first prediction
-        return obj

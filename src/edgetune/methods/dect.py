@@ -41,9 +41,9 @@ import torch
 import torch.nn.functional as F
 
 from ..backends import Backend, Features
-from ..backends.models import DEFAULT_MODEL
 from ..errors import EdgetuneError
-from .base import OutputEdgeMethod, calibrate, log_softmax, register
+from .base import ParamError, calibrate, log_softmax, register
+from .output_edge import OutputEdgeMethod
 
 
 @register
@@ -51,22 +51,18 @@ class DecT(OutputEdgeMethod):
     """Prototype decoder on a frozen model's output; see the module docstring for every choice."""
 
     name = "dect"
+    display_name = "DecT"
+    companions = ("zeroshot", "calibrated", "linear_probe")
 
-    def __init__(self, model: str | Backend = DEFAULT_MODEL, *, template: str | None = None,
+    def __init__(self, model: str | Backend | None = None, *, template: str | None = None,
                  label_words=None, proto_dim: int = 128, lr: float = 0.01, epochs: int = 30,
                  lam: float | str | None = "cv", lam_grid: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0),
                  cv_folds: int = 4, calibrate: bool = True, normalize: str = "standardize",
                  prototypes: str = "mean", weight_decay: float = 0.0, seed: int = 0) -> None:
         super().__init__(model, template=template, label_words=label_words)
-        if normalize not in ("standardize", "center", "none"):
-            raise EdgetuneError(f"normalize must be 'standardize', 'center' or 'none', not {normalize!r}")
-        if prototypes not in ("mean", "random"):
-            raise EdgetuneError(f"prototypes must be 'mean' or 'random', not {prototypes!r}")
         self.proto_dim = proto_dim
         self.lr = lr
         self.epochs = epochs
-        if not (lam is None or lam == "cv" or isinstance(lam, int | float)):
-            raise EdgetuneError(f"lam must be a number, None (1/shots) or 'cv', not {lam!r}")
         self.lam = lam
         self.lam_grid = tuple(lam_grid)
         self.cv_folds = cv_folds
@@ -75,6 +71,21 @@ class DecT(OutputEdgeMethod):
         self.prototypes = prototypes
         self.weight_decay = weight_decay
         self.seed = seed
+
+    def _validate_params(self) -> None:
+        if self.normalize not in ("standardize", "center", "none"):
+            raise ParamError(f"normalize must be 'standardize', 'center' or 'none', not {self.normalize!r}")
+        if self.prototypes not in ("mean", "random"):
+            raise ParamError(f"prototypes must be 'mean' or 'random', not {self.prototypes!r}")
+        lam = self.lam
+        if not (lam is None or lam == "cv" or (isinstance(lam, int | float) and not isinstance(lam, bool))):
+            raise ParamError(f"lam must be a number, None (1/shots) or 'cv', not {lam!r}")
+        if not (isinstance(self.proto_dim, int) and self.proto_dim >= 1):
+            raise ParamError(f"proto_dim must be a positive integer, not {self.proto_dim!r}")
+        if not (isinstance(self.epochs, int) and self.epochs >= 0):
+            raise ParamError(f"epochs must be a non-negative integer, not {self.epochs!r}")
+        if not (isinstance(self.lr, int | float) and self.lr > 0):
+            raise ParamError(f"lr must be a positive number, not {self.lr!r}")
 
     # -- pieces -----------------------------------------------------------------------------------------
     def _prior(self, scores: np.ndarray) -> np.ndarray:

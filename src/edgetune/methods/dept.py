@@ -19,16 +19,17 @@ import torch
 from torch import nn
 
 from ..backends import Backend
-from ..backends.models import DEFAULT_MODEL
+from ..backends.local import LabelReader
 from .base import register
-from .budget import match_budget
-from .input_edge import InputEdgeMethod, PromptedModel, sample_vocab_prompt
+from .budget import Budget, largest_rank
+from .input_edge import GradientMethod, _positive_int
+from .prompted import PromptedModel, sample_vocab_prompt
 
 
 class DePTModule(PromptedModel):
-    def __init__(self, frozen: Any, kind: str, label_ids, decoder_prefix, prompt: torch.Tensor, rank: int,
-                 positions: int, alpha: float) -> None:
-        super().__init__(frozen, kind, label_ids, decoder_prefix, soft_prompt=prompt)
+    def __init__(self, frozen: Any, reader: LabelReader, prompt: torch.Tensor, rank: int, positions: int,
+                 alpha: float) -> None:
+        super().__init__(frozen, reader, soft_prompt=prompt)
         d = prompt.shape[1]
         self.lora_a = nn.Parameter(torch.empty(positions, rank))
         self.lora_b = nn.Parameter(torch.zeros(rank, d))
@@ -43,13 +44,20 @@ class DePTModule(PromptedModel):
         return torch.cat([head, embeds[:, n:]], dim=1)
 
 
+def dept_params(d: int, m: int, r: int, positions: int) -> int:
+    """Prompt, then A: s×r and B: r×d for s offset positions."""
+    return m * d + positions * r + r * d
+
+
 @register
-class DePT(InputEdgeMethod):
+class DePT(GradientMethod):
     """Soft prompt + low-rank position offsets, budget-matched to 100-token prompt tuning by default."""
 
     name = "dept"
+    display_name = "DePT"
+    budget_rule = "m·d + (s+d)·r ≤ budget_tokens·d: the largest rank r for prompt_tokens m, positions s"
 
-    def __init__(self, model: str | Backend = DEFAULT_MODEL, *, prompt_tokens: int = 60, rank: int | None = None,
+    def __init__(self, model: str | Backend | None = None, *, prompt_tokens: int = 60, rank: int | None = None,
                  positions: int = 256, budget_tokens: int = 100, alpha: float = 8.0, lr_prompt: float = 0.3,
                  lr_offsets: float = 1e-4, **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
@@ -61,14 +69,20 @@ class DePT(InputEdgeMethod):
         self.lr_prompt = lr_prompt
         self.lr_offsets = lr_offsets
 
-    def build(self, model: Any, tokenizer: Any, kind: str) -> nn.Module:
-        embedding = model.get_input_embeddings()
+    @classmethod
+    def match_budget(cls, d: int, prompt_tokens: int = 60, budget_tokens: int = 100, positions: int = 256) -> Budget:
+        return largest_rank(cls.name, lambda r: dept_params(d, prompt_tokens, r, positions), budget_tokens * d,
+                            prompt_tokens, budget_tokens)
+
+    def _validate_params(self) -> None:
+        super()._validate_params()
+        _positive_int(self, "prompt_tokens", "positions")
+
+    def build(self, model: Any, embedding: nn.Module) -> nn.Module:
         d = embedding.weight.shape[1]
-        rank = self.rank or match_budget("dept", d, self.prompt_tokens, self.budget_tokens, self.positions).rank
-        self.rank_ = rank
+        self.rank_ = self.rank or self.match_budget(d, self.prompt_tokens, self.budget_tokens, self.positions).rank
         prompt = sample_vocab_prompt(embedding, self.prompt_tokens, self.seed)
-        return DePTModule(model, kind, self.label_ids_, self.decoder_prefix_, prompt, rank, self.positions,
-                          self.alpha)
+        return DePTModule(model, self.reader_, prompt, self.rank_, self.positions, self.alpha)
 
     def param_groups(self) -> list[dict[str, Any]]:
         m = self.module_

@@ -10,8 +10,8 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from ..backends import Backend, Features
-from ..backends.models import DEFAULT_MODEL
-from .base import OutputEdgeMethod, register
+from .base import logistic_head, register
+from .output_edge import OutputEdgeMethod
 
 
 @register
@@ -19,8 +19,9 @@ class LinearProbe(OutputEdgeMethod):
     """Multinomial logistic regression on standardised hidden states (``C``: inverse L2 strength)."""
 
     name = "linear_probe"
+    display_name = "linear probe"
 
-    def __init__(self, model: str | Backend = DEFAULT_MODEL, *, template: str | None = None,
+    def __init__(self, model: str | Backend | None = None, *, template: str | None = None,
                  label_words=None, C: float = 1.0, max_iter: int = 2000, seed: int = 0) -> None:
         super().__init__(model, template=template, label_words=label_words)
         self.C = C
@@ -34,16 +35,7 @@ class LinearProbe(OutputEdgeMethod):
         n_classes = len(self.labels_)
         clf = LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=self.seed)
         clf.fit((h - self.mean_) / self.std_, y)
-        coef = np.zeros((n_classes, h.shape[1]))
-        bias = np.full(n_classes, -1e9)
-        if len(clf.classes_) == 2 and n_classes >= 2:
-            # sklearn keeps one row for two classes: score(c1) - score(c0) = w.x + b
-            coef[clf.classes_[1]] = clf.coef_[0]
-            bias[clf.classes_[1]] = clf.intercept_[0]
-            bias[clf.classes_[0]] = 0.0
-        else:
-            coef[clf.classes_] = clf.coef_
-            bias[clf.classes_] = clf.intercept_
+        coef, bias = logistic_head(clf, n_classes)
         self.coef_, self.intercept_ = coef.astype(np.float32), bias.astype(np.float32)
         return self
 

@@ -13,20 +13,22 @@ from typing import Any
 from torch import nn
 
 from ..backends import Backend
-from ..backends.models import DEFAULT_MODEL
 from ..errors import EdgetuneError
 from .base import register
 from .budget import lora_rank
-from .input_edge import InputEdgeMethod, PromptedModel
+from .input_edge import GradientMethod
+from .prompted import PromptedModel
 
 
 @register
-class LoRA(InputEdgeMethod):
+class LoRA(GradientMethod):
     """PEFT ``LoraConfig`` on the default target modules; ``rank=None`` matches the budget."""
 
     name = "lora"
+    display_name = "LoRA"
+    budget_rule = "r·Σ(in+out) over the adapted layers closest to budget_tokens·d (rank ≥ 1)"
 
-    def __init__(self, model: str | Backend = DEFAULT_MODEL, *, rank: int | None = None, alpha: float | None = None,
+    def __init__(self, model: str | Backend | None = None, *, rank: int | None = None, alpha: float | None = None,
                  lora_dropout: float = 0.0, target_modules: list[str] | None = None, budget_tokens: int = 100,
                  lr: float = 5e-4, **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
@@ -47,19 +49,18 @@ class LoRA(InputEdgeMethod):
             raise EdgetuneError(f"no default LoRA targets for {model.config.model_type}; pass target_modules")
         return list(targets)
 
-    def build(self, model: Any, tokenizer: Any, kind: str) -> nn.Module:
+    def build(self, model: Any, embedding: nn.Module) -> nn.Module:
         from peft import LoraConfig, get_peft_model
 
         targets = self._targets(model)
         shapes = [(m.in_features, m.out_features) for name, m in model.named_modules()
                   if isinstance(m, nn.Linear) and name.split(".")[-1] in targets]
-        d = model.get_input_embeddings().weight.shape[1]
-        rank = self.rank or lora_rank(shapes, self.budget_tokens * d)
-        self.rank_ = rank
-        config = LoraConfig(r=rank, lora_alpha=self.alpha or 2 * rank, lora_dropout=self.lora_dropout,
+        d = embedding.weight.shape[1]
+        self.rank_ = self.rank or lora_rank(shapes, self.budget_tokens * d)
+        config = LoraConfig(r=self.rank_, lora_alpha=self.alpha or 2 * self.rank_, lora_dropout=self.lora_dropout,
                             target_modules=targets, bias="none")
         peft_model = get_peft_model(copy.deepcopy(model), config)
-        return PromptedModel(peft_model.base_model.model, kind, self.label_ids_, self.decoder_prefix_)
+        return PromptedModel(peft_model.base_model.model, self.reader_)
 
     def param_groups(self) -> list[dict[str, Any]]:
         return [{"params": [p for p in self.module_.parameters() if p.requires_grad], "lr": self.lr}]

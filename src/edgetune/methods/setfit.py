@@ -24,8 +24,8 @@ import numpy as np
 
 from ..backends import Backend, load_backend
 from ..data.example import Dataset, as_examples
-from ..errors import DataError, EdgetuneError, IncompatibleError
-from .base import FORMAT_VERSION, Method, _jsonable, log_softmax, read_saved, register, write_atomically
+from ..errors import DataError, IncompatibleError
+from .base import Costs, Method, ParamError, logistic_head, read_saved, register, write_atomically
 
 
 def _text(ex: Any) -> str:
@@ -44,12 +44,15 @@ class SetFit(Method):
     """
 
     name = "setfit"
+    display_name = "SetFit"
     edge = "body"
+    needs = "encoder"
+    default_model = "minilm-l6"
 
-    def __init__(self, model: str | Backend = "minilm-l6", *, batch_size: int = 16, num_epochs: int = 1,
+    def __init__(self, model: str | Backend | None = None, *, batch_size: int = 16, num_epochs: int = 1,
                  body_learning_rate: float = 2e-5, num_iterations: int | None = None, max_steps: int = -1,
                  labels: Sequence[str] | None = None, seed: int = 0, progress: bool = True) -> None:
-        self.model = model
+        super().__init__(model)
         self.batch_size = batch_size
         self.num_epochs = num_epochs
         self.body_learning_rate = body_learning_rate
@@ -58,39 +61,35 @@ class SetFit(Method):
         self.labels = labels
         self.seed = seed
         self.progress = progress
-        self._backend: Backend | None = None if isinstance(model, str) else model
 
-    @property
-    def backend(self) -> Backend:
-        if self._backend is None:
-            self._backend = load_backend(str(self.model), kind="embedding", cache=None, progress=self.progress)
-        if self._backend.kind != "embedding":
-            raise IncompatibleError(f"SetFit fine-tunes a sentence-transformers encoder; {self._backend.name!r} is "
-                                    f"a {self._backend.kind} model (try model='minilm-l6')")
-        return self._backend
+    def _load_backend(self) -> Backend:
+        return load_backend(str(self.model), kind="embedding", cache=None, progress=self.progress,
+                            **self._backend_options)
+
+    def _validate_params(self) -> None:
+        for name in ("batch_size", "num_epochs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ParamError(f"setfit: {name} must be a positive integer, not {value!r}")
+        if not self.body_learning_rate > 0:
+            raise ParamError(f"setfit: body_learning_rate must be positive, not {self.body_learning_rate!r}")
 
     def fit(self, X: Any, y: Sequence[str] | None = None) -> SetFit:
         import datasets
         from setfit import SetFitModel, Trainer, TrainingArguments
         from sklearn.linear_model import LogisticRegression
 
-        examples = as_examples(X, y)
-        if any(e.label is None for e in examples):
-            raise DataError("every training example needs a label (pass y=)")
+        self._validate_params()
         if isinstance(X, Dataset):
             labels = tuple(X.labels)
         else:
-            labels = tuple(self.labels or sorted({e.label for e in examples}))
-        unknown = sorted({e.label for e in examples if e.label not in labels})
-        if unknown:
-            raise DataError(f"unknown label(s) {unknown}; the labels are {list(labels)}")
-        if len({e.label for e in examples}) < 2:
+            labels = tuple(self.labels or sorted({e.label for e in as_examples(X, y) if e.label is not None}))
+        examples, y_idx = self._labelled(X, y, labels)
+        if len(set(y_idx.tolist())) < 2:
             raise DataError("SetFit needs examples of at least two labels")
-        index = {lab: i for i, lab in enumerate(labels)}
         body = copy.deepcopy(self.backend.torch_model()[0])
         model = SetFitModel(model_body=body, model_head=LogisticRegression(max_iter=1000, random_state=self.seed))
-        data = datasets.Dataset.from_dict({"text": [_text(e) for e in examples],
-                                           "label": [index[e.label] for e in examples]})
+        data = datasets.Dataset.from_dict({"text": [_text(e) for e in examples], "label": y_idx.tolist()})
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             args = TrainingArguments(output_dir=tmp, batch_size=self.batch_size, num_epochs=self.num_epochs,
@@ -106,35 +105,30 @@ class SetFit(Method):
         inner = trainer.st_trainer  # the sentence-transformers trainer that tuned the body
         self.history_ = {"seconds": time.perf_counter() - start, "steps": int(inner.state.global_step),
                          "pairs": len(inner.train_dataset) * self.num_epochs, "n_train": len(examples)}
-        self.steps = self.history_["steps"]
         self.body_ = model.model_body
         self.body_.eval()
-        self._set_head(model.model_head, len(labels))
+        self.coef_, self.intercept_ = logistic_head(model.model_head, len(labels))
         self.labels_ = labels
         self.identity_, self.model_name_ = self.backend.identity, self.backend.name
         return self
-
-    def _set_head(self, clf: Any, n_classes: int) -> None:
-        coef = np.zeros((n_classes, clf.coef_.shape[1]), np.float32)
-        bias = np.full(n_classes, -1e9, np.float32)
-        if len(clf.classes_) == 2:
-            coef[clf.classes_[1]], bias[clf.classes_[1]], bias[clf.classes_[0]] = clf.coef_[0], clf.intercept_[0], 0
-        else:
-            coef[clf.classes_], bias[clf.classes_] = clf.coef_, clf.intercept_
-        self.coef_, self.intercept_ = coef, bias
 
     @property
     def trainable_params_(self) -> int:
         self._check_fitted()
         return int(sum(p.numel() for p in self.body_.parameters()) + self.coef_.size + self.intercept_.size)
 
-    @property
-    def training_queries_(self) -> int:
-        """Encoder forward passes over single texts: two per training pair, plus one per example for the head."""
-        return 2 * self.history_["pairs"] + self.history_.get("n_train", 0)
+    def costs(self) -> Costs:
+        """Encoder forward passes over single texts: two per training pair, plus one per example for the
+        head; steps are the body's optimizer steps."""
+        self._check_fitted()
+        h = self.history_
+        return Costs(trainable_params=self.trainable_params_, queries=int(2 * h["pairs"] + h.get("n_train", 0)),
+                     steps=int(h["steps"]))
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "body_"):
+            from ..errors import EdgetuneError
+
             raise EdgetuneError("this setfit is not fitted yet: call fit() first")
 
     def decision_function(self, X: Any) -> np.ndarray:
@@ -143,18 +137,9 @@ class SetFit(Method):
         emb = self.body_.encode(texts, batch_size=64, convert_to_numpy=True, show_progress_bar=False)
         return (np.asarray(emb, np.float32) @ self.coef_.T + self.intercept_).astype(np.float32)
 
-    def predict(self, X: Any) -> list[str]:
-        return [self.labels_[i] for i in self.decision_function(X).argmax(1)]
-
-    def predict_proba(self, X: Any) -> np.ndarray:
-        return np.exp(log_softmax(self.decision_function(X)))
-
     def save(self, path: str | os.PathLike) -> Path:
         self._check_fitted()
-        params = {k: v for k, v in self.get_params().items() if k != "progress"}
-        config = {"format": FORMAT_VERSION, "method": self.name, "edge": self.edge, "params": _jsonable(params),
-                  "labels": list(self.labels_), "model": self.model_name_, "model_identity": self.identity_,
-                  "backend_kind": "embedding", "history": self.history_}
+        config = {**self._base_config(), "backend_kind": "embedding", "history": self.history_}
 
         def body(folder: Path) -> None:
             self.body_.save(str(folder / "body"), safe_serialization=True)
@@ -172,7 +157,10 @@ class SetFit(Method):
         body_dir = Path(path) / "body"
         if not any(body_dir.glob("*.safetensors")):
             raise IncompatibleError(f"{str(path)!r} has no safetensors body weights")
-        obj = cls(model=config["model"], **config.get("params", {}))
+        obj = cls(model=config["model"] if model is None else model, **config.get("params", {}))
+        if model is not None:  # the body is inside the folder, but a model given must be the one it was tuned from
+            obj.identity_, obj.model_name_ = config["model_identity"], config["model"]
+            obj.backend  # noqa: B018 - refuses another model now
         from ..backends.local import resolve_device
 
         obj.body_ = SentenceTransformer(str(body_dir), device=str(resolve_device(None)), trust_remote_code=False).eval()

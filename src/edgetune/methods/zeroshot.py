@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends import Features
-from .base import OutputEdgeMethod, calibrate, register
+from .base import calibrate, register
+from .output_edge import OutputEdgeMethod
 
 
 @register
@@ -18,6 +19,9 @@ class ZeroShot(OutputEdgeMethod):
     """Argmax of the label-word scores at the label position."""
 
     name = "zeroshot"
+    display_name = "zero-shot"
+    uses_training_prompts = False
+    uses_content_free = False
 
     def fit_features(self, train: Features, y: np.ndarray, content_free: Features) -> ZeroShot:
         return self
@@ -31,6 +35,8 @@ class CalibratedZeroShot(OutputEdgeMethod):
     """Label-word scores after contextual calibration with content-free inputs (Zhao et al., 2021)."""
 
     name = "calibrated"
+    display_name = "calibrated zero-shot"
+    uses_training_prompts = False
 
     def fit_features(self, train: Features, y: np.ndarray, content_free: Features) -> CalibratedZeroShot:
         self.content_free_ = content_free.scores.astype(np.float32)

@@ -1,0 +1,155 @@
+"""What a run or a bench evaluates: tasks x methods x shots x seeds x models, from YAML or built in code.
+
+``edgetune bench CONFIG.yaml`` reads one of these from a file; ``edgetune run METHOD`` builds a one-row
+config from its arguments; the benchmark scripts build theirs in code. All of them are run by
+:func:`edgetune.bench.runner.run_bench`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..data.tasks import Task, load_task
+from ..errors import DataError
+from ..methods import get_method
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    """One method of the grid: a registry name, a label for reports, parameters and optionally its own
+    model(s) (e.g. SetFit on an encoder while the others use the default causal LM)."""
+
+    name: str
+    label: str
+    params: dict[str, Any] = field(default_factory=dict)
+    models: tuple[str, ...] | None = None
+
+    @classmethod
+    def parse(cls, spec: str | Mapping[str, Any]) -> MethodEntry:
+        if isinstance(spec, str):
+            spec = {"name": spec}
+        if not isinstance(spec, Mapping) or "name" not in spec:
+            raise DataError(f"a method entry is a name or a mapping with 'name': {spec!r}")
+        unknown = set(spec) - {"name", "label", "params", "model", "models"}
+        if unknown:
+            raise DataError(f"method entry {spec['name']!r}: unknown key(s) {sorted(unknown)}")
+        method = get_method(spec["name"])
+        params = dict(spec.get("params") or {})
+        bad = set(params) - set(method.param_names())
+        if bad:
+            raise DataError(f"method {spec['name']!r} has no parameter(s) {sorted(bad)}; it takes "
+                            f"{', '.join(method.param_names())}")
+        models = spec.get("models", spec.get("model"))
+        if isinstance(models, str):
+            models = [models]
+        if not models and method.needs == "encoder":  # e.g. SetFit: its own encoder, not the bench's LM
+            models = [method.default_model]
+        return cls(spec["name"], str(spec.get("label", spec["name"])), params,
+                   tuple(models) if models else None)
+
+
+@dataclass
+class BenchConfig:
+    """What ``edgetune bench CONFIG.yaml`` runs (see ``benchmarks/*.yaml`` for examples)."""
+
+    name: str
+    tasks: list[str | Task]  # registry names, task files, or Task objects (bring-your-own data in code or CLI)
+    methods: list[MethodEntry]
+    models: list[str] = field(default_factory=lambda: ["smollm2-135m"])
+    shots: list[int] = field(default_factory=lambda: [16])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    test_size: int | None = 200
+    output: str | None = None
+    data_dir: str | None = None
+    order: str = "task-first"  # method-first: every cell of the first method, then the next (cheap ones first)
+    base: Path = field(default_factory=Path.cwd)  # folder relative task files and outputs resolve from
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> BenchConfig:
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise DataError(f"cannot read bench config {str(path)!r}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise DataError(f"{path}: malformed YAML ({exc})") from None
+        if not isinstance(raw, Mapping):
+            raise DataError(f"{path}: a bench config is a mapping with tasks, methods, ...")
+        return cls.from_dict(raw, base=path.parent, default_name=path.stem)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], base: Path | None = None, default_name: str = "bench") -> BenchConfig:
+        known = {"name", "tasks", "methods", "models", "shots", "seeds", "test_size", "output", "data_dir", "order"}
+        unknown = set(raw) - known
+        if unknown:
+            raise DataError(f"bench config: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+        for key in ("tasks", "methods"):
+            if not raw.get(key):
+                raise DataError(f"bench config: '{key}' must list at least one entry")
+
+        def listed(key: str, default: list) -> list:
+            value = raw.get(key, default)
+            return list(value) if isinstance(value, list | tuple) else [value]
+
+        order = str(raw.get("order", "task-first"))
+        if order not in ("task-first", "method-first"):
+            raise DataError(f"bench config: order is task-first or method-first, not {order!r}")
+        return cls(name=str(raw.get("name", default_name)), order=order, tasks=[str(t) for t in listed("tasks", [])],
+                   methods=[MethodEntry.parse(m) for m in listed("methods", [])],
+                   models=[str(m) for m in listed("models", ["smollm2-135m"])],
+                   shots=[int(s) for s in listed("shots", [16])], seeds=[int(s) for s in listed("seeds", [0, 1, 2])],
+                   test_size=raw.get("test_size", 200), output=raw.get("output"), data_dir=raw.get("data_dir"),
+                   base=base or Path.cwd())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "order": self.order, "tasks": [task_key(t) for t in self.tasks],
+                "models": self.models, "shots": self.shots,
+                "seeds": self.seeds, "test_size": self.test_size,
+                "methods": [{"name": m.name, "label": m.label, "params": m.params,
+                             "models": list(m.models) if m.models else None} for m in self.methods]}
+
+    def load_task(self, spec: str | Task) -> Task:
+        if isinstance(spec, Task):
+            return spec
+        path = Path(spec)
+        if spec.endswith((".yaml", ".yml", ".json")) and not path.is_absolute() and not path.exists():
+            path = self.base / path
+            spec = str(path)
+        return load_task(spec, self.data_dir)
+
+    def output_dir(self, override: str | os.PathLike | None = None) -> Path:
+        if override is not None:
+            return Path(override)
+        if self.output is None:
+            return Path("results") / "bench" / self.name
+        out = Path(self.output)
+        return out if out.is_absolute() else Path.cwd() / out
+
+    def cells(self) -> list[tuple[str, str | Task, int, int, MethodEntry]]:
+        """Every (model, task, shots, seed, method) the grid holds, in run order."""
+        out = []
+        models = list(dict.fromkeys(self.models + [m for e in self.methods for m in (e.models or ())]))
+        for model in models:
+            for task in self.tasks:
+                for shots in self.shots:
+                    for seed in self.seeds:
+                        for entry in self.methods:
+                            if model in (entry.models or self.models):
+                                out.append((model, task, shots, seed, entry))
+        if self.order == "method-first":  # stable: within a method, the task-first order
+            rank = {id(e): i for i, e in enumerate(self.methods)}
+            out.sort(key=lambda c: rank[id(c[4])])
+        return out
+
+
+
+
+def task_key(spec: str | Task) -> str:
+    """How a task is named in records: its spec string, or a Task object's name."""
+    return spec.name if isinstance(spec, Task) else str(spec)

@@ -1,0 +1,167 @@
+"""The one runner: every evaluation (``edgetune run``, ``edgetune bench``, the benchmark and GPU scripts)
+goes through :func:`run_bench`, which runs cells and writes :mod:`records <edgetune.bench.records>`.
+
+A cell is (model, task, shots, seed, method). Every method of a cell sees the same few-shot sample and
+the same seeded test subset. Output-edge methods share one feature extraction per (model, task, shots,
+seed) through the feature cache, and are charged the extraction time their queries took; the others
+(input edge, SetFit) run their model themselves. What a method costs (trainable parameters, queries,
+steps) is read from its :meth:`~edgetune.methods.base.Method.costs`, never guessed from its name.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from ..backends import Backend, FeatureCache, load_backend
+from ..data.tasks import Task
+from ..data.templates import Template
+from ..methods import get_method
+from ..methods.base import content_free_examples
+from ..methods.output_edge import OutputEdgeMethod
+from .config import BenchConfig, MethodEntry, task_key
+from .records import RESULTS_NAME, ResultsLog, cell_key, machine_info
+
+
+def run_bench(config: BenchConfig, output: str | os.PathLike | None = None, progress: bool = True,
+              console: Console | None = None, *, backends: Mapping[str, Backend] | None = None,
+              cache: FeatureCache | None = None, save_dir: str | os.PathLike | None = None,
+              save_labels: set[str] | None = None, fresh: bool = False) -> Path:
+    """Run every cell of ``config`` not already in the results file; return the results path.
+
+    ``backends`` maps a model name to a ready backend (e.g. a remote one); others are loaded by name.
+    ``cache`` is the feature cache for backends loaded here (default: ``features.sqlite`` next to the
+    results). ``save_dir``: save each fitted method (those labelled in ``save_labels``; all when ``None``)
+    as ``<task>-<label>-<shots>shot-seed<seed>``. ``fresh``: start a new results file instead of resuming.
+    """
+    console = console or Console(stderr=True)
+    out_dir = config.output_dir(output)
+    path = out_dir / RESULTS_NAME
+    if fresh and path.exists():
+        path.unlink()
+    existed = path.exists()
+    log = ResultsLog(path)
+    done = log.done()
+    cells = config.cells()
+    todo = [c for c in cells if cell_key(c[0], task_key(c[1]), c[2], c[3], c[4].label) not in done]
+    specs = {task_key(c[1]): c[1] for c in todo}
+    for t in specs.values():  # fail on missing data before loading any model or writing anything
+        task = config.load_task(t)
+        task.split_path("train")
+        task.split_path("test")
+    log.write({"type": "header", "config": config.to_dict(), "machine": machine_info(), "time": time.time(),
+               "cells": len(cells), "already_done": len(cells) - len(todo)})
+    if not todo:
+        console.print(f"{config.name}: all {len(done)} cells are done ({log.path})")
+        return log.path
+    console.print(f"{config.name}: {len(todo)} cells to run, {len(cells) - len(todo)} already done")
+    try:
+        _run_cells(config, todo, log, console, progress, dict(backends or {}),
+                   cache if cache is not None else FeatureCache(out_dir / "features.sqlite"), save_dir, save_labels)
+    except BaseException:
+        if not existed and not any(x.get("type") == "cell" for x in log.lines):
+            path.unlink(missing_ok=True)  # nothing finished: leave no header-only file behind
+        raise
+    return log.path
+
+
+def _run_cells(config: BenchConfig, todo: list, log: ResultsLog, console: Console, progress: bool,
+               ready: dict[str, Backend], cache: FeatureCache, save_dir: str | os.PathLike | None,
+               save_labels: set[str] | None) -> None:
+    tasks: dict[str, Task] = {}
+    tests: dict[tuple[str, str], Any] = {}
+    for n, (model, task_spec, shots, seed, entry) in enumerate(todo, 1):
+        if model not in ready:
+            ready[model] = load_backend(model, cache=cache, progress=progress)
+        backend = ready[model]
+        key = task_key(task_spec)
+        task = tasks.setdefault(key, config.load_task(task_spec))
+        if (model, key) not in tests:
+            tests[(model, key)] = task.load("test", limit=config.test_size, seed=0)
+        test = tests[(model, key)]
+        train = task.sample(shots, seed)
+        console.print(f"[{n}/{len(todo)}] {model} · {task.name} · {shots}-shot · seed {seed} · {entry.label}")
+        method, row = run_cell(backend, task, train, test, entry, seed, log, progress)
+        row.update(type="cell", model=model, task=key, task_name=task.name, shots=shots, seed=seed,
+                   method=entry.label, name=entry.name, model_identity=backend.identity, backend=backend.kind,
+                   n_train=len(train), n_test=len(test), time=time.time())
+        log.write(row)
+        if save_dir is not None and (save_labels is None or entry.label in save_labels):
+            method.save(Path(save_dir) / f"{task.name}-{entry.label}-{shots}shot-seed{seed}")
+
+
+def run_cell(backend: Backend, task: Task, train: Any, test: Any, entry: MethodEntry, seed: int,
+             log: ResultsLog, progress: bool) -> tuple[Any, dict[str, Any]]:
+    """Fit one method on one sample and score it on ``test``; the fitted method and its record."""
+    cls = get_method(entry.name)
+    params = dict(entry.params)
+    accepted = cls.param_names()
+    if "seed" in accepted:
+        params.setdefault("seed", seed)
+    if "progress" in accepted:
+        params.setdefault("progress", progress)
+    y_test = np.array(test.label_ids())
+    method = cls(model=backend, **params)
+    if isinstance(method, OutputEdgeMethod):
+        template = Template(task.template)
+        model_name = backend.name
+        test_feats = backend.features(test, template, task.words, f"{task.name} test")
+        if test_feats.queries:
+            log.write({"type": "extraction", "split": "test", "model": model_name, "task": task.name,
+                       "queries": test_feats.queries, "seconds": test_feats.seconds, "stats": test_feats.stats})
+        cf = backend.features(content_free_examples(template), template, task.words, "content-free")
+        feats = backend.features(train, template, task.words, f"{task.name} {train.shots}-shot seed {seed}")
+        paid = feats.queries + cf.queries
+        if paid:
+            log.write({"type": "extraction", "split": "train", "model": model_name, "task": task.name,
+                       "shots": train.shots, "seed": seed, "queries": paid, "seconds": feats.seconds + cf.seconds,
+                       "stats": {k: feats.stats.get(k, 0) + cf.stats.get(k, 0) for k in {*feats.stats, *cf.stats}}})
+        known = log.extraction_seconds(model_name, task.name, train.shots, seed)
+        extraction_s = known[0] if known else float("nan")  # nan: paid in a run that left no record
+        start = time.perf_counter()
+        method.fit_prepared(feats, np.array(train.label_ids()), cf, labels=task.labels, template=template,
+                            words=task.words)
+        fit_s = time.perf_counter() - start
+        accuracy = float((method.decision_features(test_feats).argmax(axis=1) == y_test).mean())
+        costs = method.costs()
+        # charged the share of the extraction time that its queries took
+        charged = extraction_s * costs.queries / (len(train) + len(cf))
+        return method, {"edge": method.edge, "accuracy": accuracy, "fit_seconds": fit_s,
+                        "extraction_seconds": extraction_s, "wall_seconds": fit_s + charged,
+                        "queries": costs.queries, "trainable_params": costs.trainable_params, "steps": costs.steps,
+                        "params": _plain(params)}
+    start = time.perf_counter()
+    method.fit(train)
+    fit_s = time.perf_counter() - start
+    accuracy = float((np.asarray(method.decision_function(list(test))).argmax(axis=1) == y_test).mean())
+    costs = method.costs()
+    row = {"edge": method.edge, "accuracy": accuracy, "fit_seconds": fit_s, "wall_seconds": fit_s,
+           "queries": costs.queries, "trainable_params": costs.trainable_params, "steps": costs.steps,
+           "params": _plain(params)}
+    history = getattr(method, "history_", None)
+    if history and "loss" in history:
+        row["training"] = training_summary(history)
+    return method, row
+
+
+def training_summary(history: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of a trained method's ``history_`` that say whether training converged."""
+    loss = [float(v) for v in history.get("loss", [])]
+    out: dict[str, Any] = {"final_loss": float(np.mean(loss[-10:])) if loss else None,
+                           "first_loss": loss[0] if loss else None,
+                           "dev_accuracy": [list(map(float, p)) for p in history.get("dev_accuracy", [])]}
+    for key in ("best_step", "best_call", "best_dev_accuracy"):
+        if key in history:
+            out[key] = history[key]
+    return out
+
+
+def _plain(params: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if isinstance(v, str | int | float | bool | list | type(None))
+            and k != "progress"}

@@ -1,0 +1,190 @@
+"""Trainers that drive a prompted model: AdamW for gradient methods, CMA-ES for black-box ones.
+
+A trainer knows the optimisation loop, the schedule, the seeded data order, dev checkpointing and the
+progress bar; it does not know which method it trains. It talks to the method through a small protocol:
+
+- :class:`AdamWTrainer` needs ``scores(ids) -> logits`` (with gradients), ``dev_accuracy() -> float | None``
+  and ``trainable_state()``/``load_trainable_state(state)`` to keep the best checkpoint;
+- :class:`CMAESTrainer` needs ``losses(zs) -> [(loss, train accuracy)]`` for a generation of candidate
+  vectors and ``dev_accuracy_of(z) -> float | None``.
+
+Both return a ``history`` dict (loss curve, dev curve, the chosen step or call, seconds) that ends up in
+the method's ``history_`` and the run's record.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def progress_bar(enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    TextColumn("{task.fields[info]}"), transient=True, disable=not enabled)
+
+
+class GradientProblem(Protocol):
+    module_: torch.nn.Module
+
+    def scores(self, ids: Sequence[list[int]]) -> torch.Tensor: ...
+
+    def dev_accuracy(self) -> float | None: ...
+
+    def trainable_state(self) -> dict[str, torch.Tensor]: ...
+
+
+@dataclass
+class AdamWTrainer:
+    """AdamW, one learning rate per parameter group, linear warm-up then linear decay, gradient
+    accumulation, a seeded data order, a dev check every ``eval_every`` steps (and at the end) with the
+    best checkpoint kept. Runs under HF Accelerate, so ``accelerate launch`` spreads it over devices."""
+
+    steps: int
+    batch_size: int
+    grad_accum: int = 1
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    eval_every: int = 20
+    seed: int = 0
+    progress: bool = True
+    description: str = "training"
+
+    def train(self, problem: GradientProblem, param_groups: list[dict[str, Any]], ids: Sequence[list[int]],
+              y: torch.Tensor) -> dict[str, Any]:
+        from accelerate import Accelerator
+        from transformers import get_linear_schedule_with_warmup
+
+        accelerator = Accelerator(gradient_accumulation_steps=self.grad_accum, cpu=not torch.cuda.is_available())
+        optimizer = torch.optim.AdamW(param_groups, weight_decay=self.weight_decay)
+        schedule = get_linear_schedule_with_warmup(optimizer, int(self.warmup_ratio * self.steps), self.steps)
+        problem.module_, optimizer, schedule = accelerator.prepare(problem.module_, optimizer, schedule)
+        gen = torch.Generator().manual_seed(self.seed)
+        order: list[int] = []
+        best: tuple[float, int, dict | None] = (-1.0, 0, None)
+        history: dict[str, Any] = {"loss": [], "dev_accuracy": [], "steps": self.steps}
+        start = time.perf_counter()
+        with progress_bar(self.progress) as bar:
+            job = bar.add_task(self.description, total=self.steps, info="")
+            for step in range(1, self.steps + 1):
+                problem.module_.train()
+                for _ in range(self.grad_accum):
+                    if len(order) < self.batch_size:
+                        order += torch.randperm(len(ids), generator=gen).tolist()
+                    pick, order = order[: self.batch_size], order[self.batch_size :]
+                    # under `accelerate launch`, each process takes its share of the global batch
+                    pick = pick[accelerator.process_index :: accelerator.num_processes] or pick
+                    with accelerator.accumulate(problem.module_):
+                        logits = problem.scores([ids[i] for i in pick])
+                        loss = F.cross_entropy(logits, y[pick].to(logits.device)) / self.grad_accum
+                        accelerator.backward(loss)
+                history["loss"].append(float(loss.detach()) * self.grad_accum)
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad()
+                info = f"loss {history['loss'][-1]:.3f}"
+                if step % self.eval_every == 0 or step == self.steps:
+                    acc = problem.dev_accuracy()
+                    if acc is not None:
+                        history["dev_accuracy"].append((step, acc))
+                        if acc > best[0]:
+                            best = (acc, step, copy.deepcopy({k: v.detach().cpu() for k, v in
+                                                              problem.trainable_state().items()}))
+                        info += f" · dev acc {acc:.3f} (best {best[0]:.3f} @ {best[1]})"
+                bar.update(job, advance=1, info=info)
+        problem.module_ = accelerator.unwrap_model(problem.module_)
+        if best[2] is not None:
+            problem.module_.load_state_dict(best[2], strict=False)
+            history["best_step"], history["best_dev_accuracy"] = best[1], best[0]
+        history["seconds"] = time.perf_counter() - start
+        problem.module_.eval()
+        return history
+
+
+class BlackBoxProblem(Protocol):
+    def losses(self, zs: list[np.ndarray]) -> list[tuple[float, float]]: ...
+
+    def dev_accuracy_of(self, z: np.ndarray) -> float | None: ...
+
+
+@dataclass
+class CMAESTrainer:
+    """CMA-ES (the ``cma`` package) over a ``dim``-dimensional vector, starting at ``x0`` (default 0) with
+    step size ``sigma`` and population ``popsize``, for at most ``budget`` calls (one call = one candidate
+    scored on the whole training set). Every ``eval_every`` calls the best candidate so far is scored on
+    the dev split; the candidate with the best dev accuracy is returned (the best training loss without
+    a dev split)."""
+
+    dim: int
+    budget: int
+    popsize: int = 20
+    sigma: float = 1.0
+    bound: float = 0.0
+    eval_every: int = 100
+    seed: int = 0
+    progress: bool = True
+    description: str = "CMA-ES calls"
+    x0: np.ndarray | None = None
+
+    def train(self, problem: BlackBoxProblem,
+              on_generation: Callable[[int], None] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        import cma
+
+        x0 = np.zeros(self.dim) if self.x0 is None else np.asarray(self.x0, dtype=np.float64)
+        # cma treats seed 0 as "draw a random seed": offset by one so every seed is reproducible
+        opts = {"seed": self.seed + 1, "popsize": self.popsize, "maxiter": self.budget // self.popsize,
+                "verbose": -9}
+        if self.bound > 0:
+            opts["bounds"] = [-self.bound, self.bound]
+        es = cma.CMAEvolutionStrategy(list(x0), self.sigma, inopts=opts)
+        history: dict[str, Any] = {"loss": [], "train_accuracy": [], "dev_accuracy": [], "budget": self.budget}
+        calls = 0
+        best_dev: tuple[float, int, np.ndarray] = (-1.0, 0, x0.copy())
+        best_train: tuple[float, np.ndarray] = (float("inf"), x0.copy())
+
+        def dev_check(at: int, z: np.ndarray, best: tuple) -> tuple:
+            acc = problem.dev_accuracy_of(z)
+            if acc is None:
+                return best
+            history["dev_accuracy"].append((at, acc))
+            return (acc, at, z) if acc > best[0] else best
+
+        start = time.perf_counter()
+        with progress_bar(self.progress) as bar:
+            job = bar.add_task(self.description, total=self.budget, info="")
+            while not es.stop() and calls + self.popsize <= self.budget:
+                solutions = es.ask()
+                scored = problem.losses(solutions)
+                acc = scored[-1][1]  # training accuracy of the generation's last candidate
+                fitness = []
+                for z, (loss, _) in zip(solutions, scored, strict=True):
+                    calls += 1
+                    fitness.append(loss)
+                    if loss < best_train[0]:
+                        best_train = (loss, np.array(z))
+                    if calls % self.eval_every == 0:
+                        best_dev = dev_check(calls, best_train[1], best_dev)
+                es.tell(solutions, fitness)
+                history["loss"].append(float(min(fitness)))
+                history["train_accuracy"].append(acc)
+                info = f"best loss {best_train[0]:.3f}"
+                if best_dev[0] >= 0:
+                    info += f" · best dev acc {best_dev[0]:.3f} @ {best_dev[1]}"
+                bar.update(job, completed=calls, info=info)
+                if on_generation is not None:
+                    on_generation(calls)
+        if not history["dev_accuracy"] or history["dev_accuracy"][-1][0] != calls:
+            best_dev = dev_check(calls, best_train[1], best_dev)  # the final candidate gets its say
+        chosen = best_dev[2] if best_dev[0] >= 0 else best_train[1]
+        history.update(calls=calls, best_train_loss=best_train[0], seconds=time.perf_counter() - start)
+        if best_dev[0] >= 0:
+            history["best_call"], history["best_dev_accuracy"] = best_dev[1], best_dev[0]
+        return np.asarray(chosen, dtype=np.float32), history
