@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -79,6 +79,9 @@ class ADePT(GradientMethod):
     name = "adept"
     display_name = "ADePT"
     budget_rule = "m·d + (2d+1)·r + d ≤ budget_tokens·d: the largest rank r for prompt_tokens m"
+    smoke_params: ClassVar[dict[str, Any]] = {
+        "steps": 2, "batch_size": 4, "eval_every": 1,
+        "prompt_tokens": 4, "budget_tokens": 8}
 
     def __init__(self, model: str | Backend | None = None, *, prompt_tokens: int = 60, rank: int | None = None,
                  budget_tokens: int = 100, lr_prompt: float = 0.3, lr_network: float = 1e-4,

@@ -16,6 +16,7 @@ tests read those declarations instead of keeping lists of their own:
 ``default_model``  the model used when none is given
 ``budget_rule``    how its trainable-parameter count follows ``budget_tokens`` (``None``: no budget knob)
 ``companions``     methods ``edgetune run NAME`` runs beside it on the same features (DecT's baselines)
+``smoke_params``   the smallest settings that exercise it end to end (the contract test, quick tries)
 =================  =======================================================================================
 
 and, after ``fit``, reports its costs through :meth:`Method.costs` (trainable parameters, model queries
@@ -89,9 +90,11 @@ def register(cls: type[Method]) -> type[Method]:
         raise TypeError(f"cannot register {cls.__name__}: " + "; ".join(problems))
     if name in METHODS and METHODS[name] is not cls and METHODS[name].__qualname__ != cls.__qualname__:
         raise TypeError(f"cannot register {cls.__name__}: the name {name!r} is taken by {METHODS[name].__name__}")
-    for companion in cls.companions:
-        if companion == name:
-            raise TypeError(f"cannot register {cls.__name__}: it lists itself as a companion")
+    if name in cls.companions:
+        raise TypeError(f"cannot register {cls.__name__}: it lists itself as a companion")
+    unknown = set(cls.smoke_params) - set(cls.param_names())
+    if unknown:
+        raise TypeError(f"cannot register {cls.__name__}: smoke_params names unknown parameters {sorted(unknown)}")
     METHODS[name] = cls
     return cls
 
@@ -132,6 +135,7 @@ class Method(ABC):
     default_model: ClassVar[str] = DEFAULT_MODEL
     budget_rule: ClassVar[str | None] = None
     companions: ClassVar[tuple[str, ...]] = ()
+    smoke_params: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, model: str | Backend | None = None) -> None:
         self.model = self.default_model if model is None else model

@@ -23,7 +23,7 @@ also prepends; for RoBERTa it fills placeholder tokens). A generation's candidat
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -74,6 +74,9 @@ class BBT(BlackBoxMethod):
 
     name = "bbt"
     display_name = "BBT"
+    smoke_params: ClassVar[dict[str, Any]] = {
+        "budget": 4, "popsize": 2, "intrinsic_dim": 4,
+        "prompt_tokens": 2, "eval_every": 2}
 
     def __init__(self, model: str | Backend | None = None, *, intrinsic_dim: int = 500, prompt_tokens: int = 50,
                  alpha: float = 1.0, max_rows: int = 1024, **kwargs: Any) -> None:

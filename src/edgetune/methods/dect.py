@@ -35,6 +35,7 @@ Choices, each a parameter (reference = thunlp/DecT ``dect_verbalizer.py``):
 from __future__ import annotations
 
 import math
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -53,6 +54,7 @@ class DecT(OutputEdgeMethod):
     name = "dect"
     display_name = "DecT"
     companions = ("zeroshot", "calibrated", "linear_probe")
+    smoke_params: ClassVar[dict[str, Any]] = {"epochs": 5}
 
     def __init__(self, model: str | Backend | None = None, *, template: str | None = None,
                  label_words=None, proto_dim: int = 128, lr: float = 0.01, epochs: int = 30,

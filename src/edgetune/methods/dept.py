@@ -13,7 +13,7 @@ padding, so short inputs stay cheap).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -56,6 +56,9 @@ class DePT(GradientMethod):
     name = "dept"
     display_name = "DePT"
     budget_rule = "m·d + (s+d)·r ≤ budget_tokens·d: the largest rank r for prompt_tokens m, positions s"
+    smoke_params: ClassVar[dict[str, Any]] = {
+        "steps": 2, "batch_size": 4, "eval_every": 1,
+        "prompt_tokens": 4, "budget_tokens": 8, "positions": 16}
 
     def __init__(self, model: str | Backend | None = None, *, prompt_tokens: int = 60, rank: int | None = None,
                  positions: int = 256, budget_tokens: int = 100, alpha: float = 8.0, lr_prompt: float = 0.3,

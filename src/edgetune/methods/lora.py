@@ -8,7 +8,7 @@ must stay untouched). By default the rank is chosen so the trainable count is cl
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import nn
 
@@ -27,6 +27,7 @@ class LoRA(GradientMethod):
     name = "lora"
     display_name = "LoRA"
     budget_rule = "r·Σ(in+out) over the adapted layers closest to budget_tokens·d (rank ≥ 1)"
+    smoke_params: ClassVar[dict[str, Any]] = {"steps": 2, "batch_size": 4, "eval_every": 1, "budget_tokens": 8}
 
     def __init__(self, model: str | Backend | None = None, *, rank: int | None = None, alpha: float | None = None,
                  lora_dropout: float = 0.0, target_modules: list[str] | None = None, budget_tokens: int = 100,

@@ -7,7 +7,7 @@ and trainer as ADePT and DePT so that step times and latencies compare like for 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -35,6 +35,7 @@ class PromptTuning(GradientMethod):
 
     name = "pt"
     display_name = "prompt tuning"
+    smoke_params: ClassVar[dict[str, Any]] = {"steps": 2, "batch_size": 4, "eval_every": 1, "prompt_tokens": 4}
 
     def __init__(self, model: str | Backend | None = None, *, prompt_tokens: int = 100, lr: float = 0.3,
                  **kwargs: Any) -> None:

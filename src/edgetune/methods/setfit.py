@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -48,6 +48,7 @@ class SetFit(Method):
     edge = "body"
     needs = "encoder"
     default_model = "minilm-l6"
+    smoke_params: ClassVar[dict[str, Any]] = {"max_steps": 2, "batch_size": 4}
 
     def __init__(self, model: str | Backend | None = None, *, batch_size: int = 16, num_epochs: int = 1,
                  body_learning_rate: float = 2e-5, num_iterations: int | None = None, max_steps: int = -1,

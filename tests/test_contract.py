@@ -1,0 +1,271 @@
+"""The contract every registered method keeps (in the spirit of scikit-learn's ``check_estimator``), and the
+backend contract that makes DecT and the input-edge methods score a prompt identically.
+
+The method list comes from the registry alone: a new method module with ``@register`` is checked here with
+no other edit (``test_a_new_module_is_one_registration_away`` proves it with a method defined in the test).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytest
+import torch
+
+from edgetune.backends import EmbeddingBackend, Features, load_backend
+from edgetune.bench.config import BenchConfig, MethodEntry
+from edgetune.cli import build_parser, main
+from edgetune.data import Example, Template
+from edgetune.errors import EdgetuneError, IncompatibleError
+from edgetune.methods import METHODS, Costs, Method, load, register
+from edgetune.methods.base import EDGES, NEEDS
+from edgetune.methods.output_edge import OutputEdgeMethod
+
+TEXTS = ["a wonderful film", "a dull , boring mess that goes on", "fine"]
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return load_backend("minilm-l6", cache=None, progress=False)
+
+
+def backends_for(cls, make_backend, encoder):
+    """A backend the method runs on, and another model it must refuse."""
+    if cls.needs == "encoder":
+        return encoder, EmbeddingBackend(encoder.model, encoder.name, encoder._identity, scale=5.0, progress=False)
+    return make_backend("causal"), make_backend("causal", seed=3)
+
+
+def fitted(cls, backend, toy_task):
+    params = dict(cls.smoke_params)
+    if "progress" in cls.param_names():
+        params["progress"] = False
+    return cls(backend, **params).fit(toy_task.sample(4, seed=0))
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_declarations(name):
+    cls = METHODS[name]
+    assert cls.name == name and cls.display_name
+    assert cls.edge in EDGES and cls.needs in NEEDS
+    assert all(c in METHODS for c in cls.companions)
+    for pname, p in cls.init_parameters().items():  # every parameter has a default, stored under its own name
+        assert p.default is not inspect.Parameter.empty, pname
+    m = cls()
+    assert m.get_params() == cls.defaults()  # the constructor stores parameters as given
+    again = cls(**m.get_params())
+    assert again.get_params() == m.get_params()  # a clone is possible from get_params (scikit-learn's clone)
+    with pytest.raises(EdgetuneError, match="not fitted"):
+        m.predict(TEXTS)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_fit_predict_save_load_refuse_and_costs(name, make_backend, encoder, toy_task, tmp_path):
+    cls = METHODS[name]
+    backend, other = backends_for(cls, make_backend, encoder)
+    m = fitted(cls, backend, toy_task)
+    assert m.labels_ == ("negative", "positive")
+    preds = m.predict(TEXTS)
+    assert len(preds) == 3 and set(preds) <= set(m.labels_)
+    assert m.predict("one string") in (["negative"], ["positive"])
+    proba = m.predict_proba(TEXTS)
+    assert proba.shape == (3, 2)
+    np.testing.assert_allclose(proba.sum(1), 1, atol=1e-5)
+    costs = m.costs()
+    assert isinstance(costs, Costs) and all(isinstance(v, int) and v >= 0 for v in vars(costs).values())
+    if name not in ("zeroshot", "calibrated"):
+        assert costs.trainable_params > 0 and costs.queries >= len(toy_task.sample(4, seed=0))
+    path = m.save(tmp_path / name)
+    assert not list(path.rglob("*.pkl")) and not list(path.rglob("*.bin"))  # safetensors and JSON only
+    again = load(path, model=backend)
+    assert type(again) is cls
+    np.testing.assert_allclose(again.decision_function(TEXTS), m.decision_function(TEXTS), atol=1e-5)
+    with pytest.raises(IncompatibleError):
+        load(path, model=other)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_is_in_the_cli_and_the_bench(name):
+    parser = build_parser()
+    args = parser.parse_args(["run", name])
+    assert args.method == name
+    run_help = next(a for a in parser._subparsers._group_actions[0].choices["run"]._actions if a.dest == "method")
+    assert name in run_help.choices
+    cfg = BenchConfig.from_dict({"tasks": ["sst2"], "methods": [name], "seeds": [0]})
+    (cell,) = cfg.cells()
+    assert cell[4].name == name
+    if METHODS[name].needs == "encoder":  # runs on its own encoder, not the bench's LM
+        assert cell[0] == METHODS[name].default_model
+
+
+def test_register_checks_declarations():
+    class NoDisplay(OutputEdgeMethod):
+        name = "nodisplay"
+
+        def fit_features(self, train, y, content_free):
+            return self
+
+        def decision_features(self, features):
+            return features.scores
+
+    with pytest.raises(TypeError, match="display_name"):
+        register(NoDisplay)
+
+    class Taken(NoDisplay):
+        name = "dect"
+        display_name = "another DecT"
+
+    with pytest.raises(TypeError, match="taken"):
+        register(Taken)
+
+    class Budgeted(NoDisplay):
+        name = "budgeted"
+        display_name = "budgeted"
+
+        def __init__(self, model=None, *, budget_tokens: int = 100, **kw):
+            super().__init__(model, **kw)
+            self.budget_tokens = budget_tokens
+
+    with pytest.raises(TypeError, match="budget_rule"):
+        register(Budgeted)
+
+    class NoDefault(NoDisplay):
+        name = "nodefault"
+        display_name = "no default"
+
+        def __init__(self, model=None, *, k, **kw):
+            super().__init__(model, **kw)
+            self.k = k
+
+    with pytest.raises(TypeError, match="needs a default"):
+        register(NoDefault)
+    assert not {"nodisplay", "budgeted", "nodefault"} & set(METHODS)
+
+
+def test_a_new_module_is_one_registration_away(make_backend, toy_task, tmp_path, capsys, tiny_model_dir, toy_dir):
+    """A method defined here, registered once, is fitted by the runner, named in reports and run by the CLI."""
+
+    class Centroid(OutputEdgeMethod):
+        """Cosine to each class's mean hidden state."""
+
+        name = "centroid_test"
+        display_name = "centroid (test)"
+
+        def fit_features(self, train: Features, y: np.ndarray, content_free: Features) -> Centroid:
+            h = train.hidden / np.linalg.norm(train.hidden, axis=1, keepdims=True)
+            self.centroids_ = np.stack([h[y == c].mean(0) for c in range(len(self.labels_))])
+            return self
+
+        def decision_features(self, features: Features) -> np.ndarray:
+            return features.hidden @ self.centroids_.T
+
+        def state(self):
+            return {"centroids": self.centroids_}
+
+        def set_state(self, tensors):
+            self.centroids_ = tensors["centroids"]
+
+    register(Centroid)
+    try:
+        m = fitted(Centroid, make_backend("causal"), toy_task)
+        assert m.costs().trainable_params == 2 * m.hidden_dim_
+        code = main(["run", "centroid_test", "--train", str(toy_dir / "toy/train.jsonl"), "--test",
+                     str(toy_dir / "toy/test.jsonl"), "--template", "{text} It was {mask}", "--label-words",
+                     "negative:bad,positive:great", "--shots", "2", "--seeds", "0", "--model", str(tiny_model_dir),
+                     "--no-progress", "-o", str(tmp_path / "out")])
+        out = capsys.readouterr().out
+        assert code == 0 and "centroid (test)" in out
+        assert "centroid (test)" in (tmp_path / "out" / "report.md").read_text()
+    finally:
+        METHODS.pop("centroid_test", None)
+
+
+def test_methods_ask_nothing_undeclared_of_a_backend():
+    """Nothing outside backends/ touches a backend's private attributes."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[1] / "src" / "edgetune"
+    offenders = []
+    for path in root.rglob("*.py"):
+        if "backends" in path.parts:
+            continue
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if re.search(r"backend\w*\._(?!_)", line) and "_backend_options" not in line:
+                offenders.append(f"{path.relative_to(root)}:{i}: {line.strip()}")
+    assert not offenders, offenders
+
+
+def _texts_and_prompt():
+    return [Example(t) for t in TEXTS], Template("{text} In summary, it was {mask}"), ["bad", "great"]
+
+
+@pytest.mark.parametrize("kind_", ["causal", "masked", "seq2seq"])
+def test_dect_features_and_a_zero_offset_prompted_model_score_identically(kind_, make_backend, toy_task):
+    """One forward pass: the scores DecT reads equal an input-edge model's whose offsets are zero."""
+    from edgetune.methods import ADePT, DePT
+
+    be = make_backend(kind_)
+    examples, template, words = _texts_and_prompt()
+    extracted = be.features(examples, template, words).scores
+    for cls, extra in ((ADePT, {"prompt_tokens": 0}), (DePT, {"prompt_tokens": 1, "positions": 16})):
+        m = cls(be, template=template.text, label_words={"negative": "bad", "positive": "great"}, steps=1,
+                budget_tokens=8, progress=False, **extra)
+        m.fit(["good", "bad"], ["positive", "negative"])
+        with torch.no_grad():
+            if cls is ADePT:
+                m.module_.w2.weight.zero_()
+                m.module_.w2.bias.zero_()
+            else:
+                m.module_.lora_b.zero_()
+                m.module_.soft_prompt = None  # no prompt: the frozen model reads the plain prompt
+        np.testing.assert_allclose(m.decision_function(TEXTS), extracted, rtol=0, atol=1e-5)
+
+
+def test_a_remote_backend_declares_it_has_no_weights(make_backend, toy_task):
+    from edgetune.backends import OpenAIBackend
+    from edgetune.backends.base import NeedsWeightsError
+    from edgetune.methods import ADePT
+
+    remote = OpenAIBackend("fake", "http://127.0.0.1:9/v1", progress=False)
+    assert not remote.provides_weights and make_backend("causal").provides_weights
+    with pytest.raises(NeedsWeightsError):
+        remote.collate([[1, 2]])
+    with pytest.raises(NeedsWeightsError, match="in-process"):
+        ADePT(remote, progress=False).fit(toy_task.sample(2, 0))
+
+
+def test_method_base_is_the_only_estimator_surface():
+    """predict / predict_proba are written once, on Method."""
+    for cls in METHODS.values():
+        for attr in ("predict", "predict_proba", "backend", "labels_from_scores"):
+            owner = next(k for k in cls.__mro__ if attr in k.__dict__)
+            assert owner is Method, f"{cls.__name__}.{attr} is redefined in {owner.__name__}"
+
+
+def test_imports_follow_the_architecture():
+    """ARCHITECTURE.md's import table: data <- backends <- methods <- bench <- cli, and no method module
+    imports another method module."""
+    import ast
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1] / "src" / "edgetune"
+    shared = {"base", "output_edge", "input_edge", "prompted", "trainers", "budget", "__init__"}
+    method_modules = {p.stem for p in (root / "methods").glob("*.py")} - shared
+    assert {"dect", "adept", "bbt"} <= method_modules
+    forbidden = {"data": ("backends", "methods", "bench", "cli"), "backends": ("methods", "bench", "cli"),
+                 "methods": ("bench", "cli"), "bench": ("cli",)}
+    problems = []
+    for path in root.rglob("*.py"):
+        folder = path.relative_to(root).parts[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ImportFrom) or not node.level:
+                continue
+            parts = (node.module or "").split(".")
+            target = parts[0] if node.level == 2 else folder
+            if target in forbidden.get(folder, ()):
+                problems.append(f"{path.relative_to(root)} imports {target}")
+            if folder == "methods" and path.stem in method_modules and node.level == 1 and parts[0] in method_modules:
+                problems.append(f"{path.relative_to(root)} imports the method module {parts[0]}")
+    assert not problems, problems
