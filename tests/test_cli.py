@@ -182,3 +182,20 @@ def test_remote_backend_is_refused_for_weight_methods(capsys, common):
     code, _, err = run(capsys, "run", "adept", "--task", "sst2", "--backend", "openai", "--base-url",
                        "http://127.0.0.1:9/v1", "--no-progress", "--data-dir", common[4])
     assert code == 2 and "needs the model's weights" in err
+
+
+def test_run_setfit_from_the_cli(capsys, toy_dir, tmp_path):
+    """SetFit runs from `edgetune run` on its own default encoder, like every registered method."""
+    out = tmp_path / "o"
+    code, stdout, err = run(capsys, "run", "setfit", "--train", toy_dir / "toy/train.jsonl", "--test",
+                            toy_dir / "toy/test.jsonl", "--template", "{text} It was {mask}", "--label-words",
+                            "negative:bad,positive:great", "--shots", 3, "--seeds", 0, "--max-steps", 2,
+                            "--train-batch-size", 4, "--no-progress", "-o", out, "--save-dir", tmp_path / "s")
+    assert code == 0, err
+    assert "SetFit" in stdout and "minilm-l6" in stdout
+    (cell,) = cells_of(out)
+    assert cell["model"] == "minilm-l6" and cell["steps"] == 2 and cell["params"]["max_steps"] == 2
+    code, stdout, err = run(capsys, "predict", tmp_path / "s" / "toy-setfit-3shot-seed0", "a fine film",
+                            "--no-progress")
+    assert code == 0, err
+    assert stdout.strip() in ("negative", "positive")

@@ -146,10 +146,16 @@ def test_unfitted_method_says_so(backend):
         DecT(backend).predict(["x"])
 
 
-def test_saved_backend_options_rebuild_only_what_changes_the_identity():
+def test_saved_backend_options_come_from_each_backend_class():
+    """Each backend class says which recorded settings rebuild it (the kind first)."""
     from edgetune.methods.base import saved_backend_options
 
-    assert saved_backend_options({"backend_kind": "embedding", "backend_settings": {"scale": 5.0}}) == {"scale": 5.0}
-    assert saved_backend_options({"backend_kind": "embedding", "backend_settings": {}}) == {}
-    assert saved_backend_options({"backend_kind": "causal", "backend_settings": {"max_length": 256}}) == {}
+    assert saved_backend_options({"backend_kind": "embedding", "backend_settings": {"scale": 5.0}}) == {
+        "kind": "embedding", "scale": 5.0}
+    assert saved_backend_options({"backend_kind": "embedding", "backend_settings": {}}) == {"kind": "embedding"}
+    assert saved_backend_options({"backend_kind": "causal", "backend_settings": {"max_length": 256}}) == {
+        "kind": "causal"}
+    assert saved_backend_options({"backend_kind": "openai", "backend_settings": {
+        "top_logprobs": 500, "hidden": True, "floor": None, "scores": "logprobs"}}) == {
+        "kind": "openai", "top_logprobs": 500, "hidden": True, "floor": None}
     assert saved_backend_options({}) == {}

@@ -308,15 +308,17 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
 
     config, _ = read_saved(args.path)
     model_name = args.model or config.get("model")
-    kind = config.get("backend_kind")
-    if kind == "openai":
+    options = saved_backend_options(config)  # the backend's own recorded settings, e.g. an embedding scale
+    if options.get("kind") == "openai":
         if not args.base_url:
             raise EdgetuneError(f"{args.path} was trained through a server (model {model_name!r}); give --base-url")
-        backend = _remote_backend(model_name, args,
-                                  top_logprobs=config.get("backend_settings", {}).get("top_logprobs", 20))
+        options.pop("kind")
+        backend = _remote_backend(model_name, args, **options)
     else:
-        backend = load_backend(model_name, kind=kind, cache_root=args.cache_dir, progress=not args.no_progress,
-                               **saved_backend_options(config))
+        if args.base_url:
+            raise EdgetuneError(f"{args.path} was trained on an in-process model; --base-url is for decoders "
+                                "trained through a server")
+        backend = load_backend(model_name, cache_root=args.cache_dir, progress=not args.no_progress, **options)
     method = load(args.path, model=backend)
     if args.file:
         inputs = read_examples(args.file, text=args.text_col, text_b=args.text_b_col, require_label=False)

@@ -42,5 +42,18 @@ def load_backend(model: str = DEFAULT_MODEL, *, kind: str | None = None, cache: 
     return LocalBackend.load(model, kind=kind, cache=cache, cache_root=cache_root, **kwargs)
 
 
+BACKEND_CLASSES: dict[str, type[Backend]] = {"causal": LocalBackend, "masked": LocalBackend, "seq2seq": LocalBackend,
+                                             "embedding": EmbeddingBackend, "openai": OpenAIBackend}
+
+
+def saved_backend_options(kind: str | None, settings: dict[str, Any] | None) -> dict[str, Any]:
+    """``load_backend`` options (``kind`` first) that rebuild, by model name, the backend a method was saved
+    with: each backend class says which of its recorded settings it needs (an embedding model's score
+    scale, a server's top-N log-probabilities, ...). A server backend also needs ``base_url``."""
+    if kind not in BACKEND_CLASSES:
+        return {}
+    return {"kind": kind, **BACKEND_CLASSES[kind].options_from_settings(dict(settings or {}))}
+
+
 __all__ = ["DEFAULT_MODEL", "PACKAGED", "Backend", "EmbeddingBackend", "FeatureCache", "Features",
-           "LocalBackend", "OpenAIBackend", "RemoteError", "load_backend", "resolve_model"]
+           "LocalBackend", "OpenAIBackend", "RemoteError", "load_backend", "resolve_model", "saved_backend_options"]

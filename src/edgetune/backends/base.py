@@ -94,7 +94,13 @@ class Backend(ABC):
         """A string that changes whenever the model's answers could change (weights, tokenizer)."""
 
     def settings(self) -> dict[str, Any]:
-        """Backend settings that change answers (part of every cache key)."""
+        """Backend settings that change answers (part of every cache key; saved with a fitted method)."""
+        return {}
+
+    @classmethod
+    def options_from_settings(cls, settings: dict[str, Any]) -> dict[str, Any]:
+        """Constructor options that rebuild this kind of backend, by model name, with the answer-changing
+        ``settings`` a saved method recorded (so a reloaded method reads the model as it was trained)."""
         return {}
 
     @abstractmethod

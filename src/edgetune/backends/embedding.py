@@ -74,6 +74,10 @@ class EmbeddingBackend(Backend):
     def settings(self) -> dict[str, Any]:
         return {"scores": "cosine", "scale": self.scale}
 
+    @classmethod
+    def options_from_settings(cls, settings: dict[str, Any]) -> dict[str, Any]:
+        return {"scale": settings["scale"]} if "scale" in settings else {}
+
     def torch_model(self) -> tuple[Any, Any]:
         return self.model, self.model.tokenizer
 

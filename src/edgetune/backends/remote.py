@@ -130,6 +130,10 @@ class OpenAIBackend(Backend):
         return {"top_logprobs": self.top_logprobs, "hidden": self.hidden, "floor": self.floor,
                 "scores": "logprobs"}
 
+    @classmethod
+    def options_from_settings(cls, settings: dict[str, Any]) -> dict[str, Any]:
+        return {k: settings[k] for k in ("top_logprobs", "hidden", "floor") if k in settings}
+
     def check_label_words(self, words: Sequence[str]) -> list[int]:
         """The server cannot tokenise for us: words are matched as the token text ``" " + word`` in the
         returned top log-probabilities (a multi-token word is never found and is floored, counted)."""

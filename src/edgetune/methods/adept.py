@@ -74,7 +74,10 @@ def adept_params(d: int, m: int, r: int) -> int:
 @register
 class ADePT(GradientMethod):
     """Soft prompt + token-shared offset network. ``prompt_tokens``/``rank`` default to a budget match
-    with 100-token prompt tuning (:meth:`match_budget`)."""
+    with 100-token prompt tuning (:meth:`match_budget`).
+
+    Learned attributes: ``rank_`` (the bottleneck used); the prompt and network live in ``module_``.
+    """
 
     name = "adept"
     display_name = "ADePT"

@@ -45,6 +45,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from ..backends import Backend, load_backend
+from ..backends import saved_backend_options as backend_options
 from ..backends.base import NeedsWeightsError
 from ..backends.models import DEFAULT_MODEL
 from ..data.example import Dataset, Example, as_examples
@@ -126,6 +127,10 @@ class Method(ABC):
     Subclasses implement :meth:`fit`, :meth:`decision_function`, :meth:`costs`, :meth:`save` and
     :meth:`load`; this class gives every method the same backend handling, label checks, ``predict``,
     ``predict_proba`` and parameter introspection.
+
+    Learned attributes every fitted method has:
+        labels_: label names, in the order of the columns of ``decision_function``/``predict_proba``.
+        identity_, model_name_: the model it was fitted on (a load against another model is refused).
     """
 
     name: ClassVar[str]
@@ -321,10 +326,9 @@ def load(path: str | os.PathLike, model: str | Backend | None = None) -> Method:
 
 
 def saved_backend_options(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Options that rebuild, by model name, the backend a saved method was trained with (so far: an
-    embedding backend's score scale, which is part of its identity)."""
-    settings = config.get("backend_settings") or {}
-    return {"scale": settings["scale"]} if config.get("backend_kind") == "embedding" and "scale" in settings else {}
+    """How to rebuild, by model name, the backend a saved method was trained with (see
+    :func:`edgetune.backends.saved_backend_options`)."""
+    return backend_options(config.get("backend_kind"), config.get("backend_settings"))
 
 
 def restore(cls: type[Method], path: str | os.PathLike, model: str | Backend | None

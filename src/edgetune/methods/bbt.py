@@ -70,6 +70,9 @@ class BBT(BlackBoxMethod):
             arithmetic as one candidate at a time, far fewer passes: on a GPU, where a small model is bound
             by kernel launches, this is what makes the 8,000-call budget affordable. 0 scores one candidate
             per pass.
+
+    Learned attributes: ``z_`` (the chosen vector), ``projection_`` (the fixed random matrix A), ``calls_``
+    (calls made), and the prompt ``A z`` inside ``module_``.
     """
 
     name = "bbt"

@@ -49,7 +49,12 @@ from .output_edge import OutputEdgeMethod
 
 @register
 class DecT(OutputEdgeMethod):
-    """Prototype decoder on a frozen model's output; see the module docstring for every choice."""
+    """Prototype decoder on a frozen model's output; see the module docstring for every choice.
+
+    Learned attributes: ``W_`` (proto_dim, d) projection, ``protos_`` (C, proto_dim) prototypes, ``radii_``
+    (C,), ``mean_``/``std_`` (feature standardisation), ``content_free_`` (calibration scores), ``lam_`` (the
+    λ used), ``cv_accuracy_`` (λ → cross-validated accuracy when ``lam="cv"``), ``losses_`` (training curve).
+    """
 
     name = "dect"
     display_name = "DecT"

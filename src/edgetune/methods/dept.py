@@ -51,7 +51,10 @@ def dept_params(d: int, m: int, r: int, positions: int) -> int:
 
 @register
 class DePT(GradientMethod):
-    """Soft prompt + low-rank position offsets, budget-matched to 100-token prompt tuning by default."""
+    """Soft prompt + low-rank position offsets, budget-matched to 100-token prompt tuning by default.
+
+    Learned attributes: ``rank_`` (the rank used); the prompt and offsets live in ``module_``.
+    """
 
     name = "dept"
     display_name = "DePT"

@@ -50,7 +50,13 @@ def _positive_number(obj: Any, *names: str) -> None:
 
 
 class InputEdgeMethod(Method):
-    """Base of input-side methods (see the module docstring)."""
+    """Base of input-side methods (see the module docstring).
+
+    Learned attributes (besides ``labels_``): ``template_``, ``words_`` and ``label_ids_`` (the prompt and
+    the label words' token ids), ``module_`` (the prompted model, with the trained weights), ``history_``
+    (loss and dev curves, the chosen step or call, seconds), ``dev_size_`` (dev examples used to choose the
+    checkpoint; 0 without a dev split), ``n_train_``.
+    """
 
     edge = "input"
     needs = "weights"

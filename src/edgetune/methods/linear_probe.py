@@ -16,7 +16,18 @@ from .output_edge import OutputEdgeMethod
 
 @register
 class LinearProbe(OutputEdgeMethod):
-    """Multinomial logistic regression on standardised hidden states (``C``: inverse L2 strength)."""
+    """Multinomial logistic regression on standardised hidden states (``C``: inverse L2 strength).
+
+    Learned attributes: ``coef_`` (C, d), ``intercept_`` (C,), ``mean_``/``std_`` (standardisation).
+    """
+
+    def _validate_params(self) -> None:
+        from .base import ParamError
+
+        if isinstance(self.C, bool) or not isinstance(self.C, int | float) or not self.C > 0:
+            raise ParamError(f"linear_probe: C must be a positive number, not {self.C!r}")
+        if isinstance(self.max_iter, bool) or not isinstance(self.max_iter, int) or self.max_iter < 1:
+            raise ParamError(f"linear_probe: max_iter must be a positive integer, not {self.max_iter!r}")
 
     name = "linear_probe"
     display_name = "linear probe"

@@ -22,7 +22,10 @@ from .prompted import PromptedModel
 
 @register
 class LoRA(GradientMethod):
-    """PEFT ``LoraConfig`` on the default target modules; ``rank=None`` matches the budget."""
+    """PEFT ``LoraConfig`` on the default target modules; ``rank=None`` matches the budget.
+
+    Learned attributes: ``rank_`` (the rank used); the adapters live in ``module_`` (a copy of the model).
+    """
 
     name = "lora"
     display_name = "LoRA"

@@ -25,7 +25,12 @@ from .base import Costs, Method, _jsonable, content_free_examples, restore, writ
 
 
 class OutputEdgeMethod(Method):
-    """A method that needs only :class:`Features`: one backend query per prompt, never the weights."""
+    """A method that needs only :class:`Features`: one backend query per prompt, never the weights.
+
+    Learned attributes (besides ``labels_``): ``template_`` and ``words_`` (the prompt and label words it
+    queries with), ``hidden_dim_`` (size of the hidden features), ``n_train_``/``n_content_free_`` (the
+    prompts its fit read, for :meth:`costs`).
+    """
 
     edge = "output"
     needs = "features"

@@ -41,6 +41,9 @@ class SetFit(Method):
         batch_size, num_epochs, body_learning_rate, num_iterations, max_steps: SetFit ``TrainingArguments``
             (``num_iterations=None`` keeps SetFit's default pair sampling).
         labels: label order when fitting on plain texts (default: sorted labels of ``y``).
+
+    Learned attributes: ``body_`` (the tuned sentence-transformers encoder), ``coef_``/``intercept_`` (the
+    logistic head as arrays), ``history_`` (seconds, body steps, contrastive pairs, training examples).
     """
 
     name = "setfit"
