@@ -136,3 +136,27 @@ def test_training_is_deterministic(make_backend, toy_task):
     a = small(ADePT, be, seed=1).fit(toy_task.sample(2, 0)).history_["loss"]
     b = small(ADePT, be, seed=1).fit(toy_task.sample(2, 0)).history_["loss"]
     assert a == b
+
+
+@pytest.mark.parametrize("cls", [ADePT, DePT, PromptTuning])
+def test_shared_prefix_gives_the_same_logits_and_gradients(cls, make_backend, toy_task):
+    """On a causal model the soft prompt's keys/values are computed once per batch: same numbers."""
+    be = make_backend("causal")
+    m = small(cls, be, steps=1).fit(toy_task.sample(2, 0))
+    with torch.no_grad():
+        for p in m.module_.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.1)  # make every trained piece matter
+    batch = be.collate(m.encode(TEXTS))
+    module = m.module_.train(False)
+    results = []
+    for share in (True, False):
+        module.share_prefix = share
+        module.zero_grad()
+        logits = module(batch.input_ids, batch.attention_mask, batch.position)
+        logits.logsumexp(1).sum().backward()
+        grads = {n: p.grad.clone() for n, p in module.named_parameters() if p.requires_grad}
+        results.append((logits.detach(), grads))
+    torch.testing.assert_close(results[0][0], results[1][0], atol=1e-5, rtol=1e-4)
+    for name in results[0][1]:
+        torch.testing.assert_close(results[0][1][name], results[1][1][name], atol=1e-5, rtol=1e-3)

@@ -132,6 +132,11 @@ class Backend(ABC):
         this backend's; a method may pass its own copy, e.g. one with LoRA adapters)."""
         raise self._no_weights()
 
+    @property
+    def window(self) -> int:
+        """The most tokens one prompt may have (in-process models)."""
+        raise self._no_weights()
+
     def prompt_ids(self, prompt: Prompt, max_length: int | None = None) -> list[int]:
         """Token ids of one rendered prompt as the model reads it; input text is truncated (never the
         template) to fit ``max_length`` (default: the backend's window)."""

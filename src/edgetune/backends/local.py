@@ -22,6 +22,7 @@ can never score the same prompt differently.
 from __future__ import annotations
 
 import hashlib
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -111,13 +112,7 @@ class LabelReader:
             out = model.base_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                                    output_hidden_states=every)
             final = out.last_hidden_state[rows, position]
-            head = model.get_output_embeddings()
-            logits = final @ head.weight[self.label_ids].T
-            if getattr(head, "bias", None) is not None:
-                logits = logits + head.bias[self.label_ids]
-            cap = getattr(model.config, "final_logit_softcapping", None)
-            if cap:
-                logits = torch.tanh(logits / cap) * cap
+            logits = self._causal_head(model, final)
             if hidden_layer is None:
                 return logits, None
             return logits, (out.hidden_states[hidden_layer][rows, position] if every else final)
@@ -125,12 +120,44 @@ class LabelReader:
             out = model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, output_hidden_states=every)
             logits = out.logits[rows, position][:, self.label_ids]
             return logits, (out.hidden_states[hidden_layer][rows, position] if every else None)
-        prefix = self.decoder_prefix or [0]
-        dec = torch.tensor([prefix] * len(inputs_embeds), device=inputs_embeds.device)
+        prefix_ids = self.decoder_prefix or [0]
+        dec = torch.tensor([prefix_ids] * len(inputs_embeds), device=inputs_embeds.device)
         out = model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, decoder_input_ids=dec,
                     output_hidden_states=every)
         logits = out.logits[:, -1, self.label_ids]
         return logits, (out.decoder_hidden_states[hidden_layer][:, -1] if every else None)
+
+    def _causal_head(self, model: Any, final: torch.Tensor) -> torch.Tensor:
+        """The label words' rows of the output layer (plus bias and Gemma's final-logit soft-capping)."""
+        head = model.get_output_embeddings()
+        logits = final @ head.weight[self.label_ids].T
+        if getattr(head, "bias", None) is not None:
+            logits = logits + head.bias[self.label_ids]
+        cap = getattr(model.config, "final_logit_softcapping", None)
+        return torch.tanh(logits / cap) * cap if cap else logits
+
+    def with_prefix(self, model: Any, prefix: torch.Tensor, inputs_embeds: torch.Tensor,
+                    attention_mask: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        """Label-word logits of ``prefix`` (1, m, d) followed by each row of ``inputs_embeds`` (causal only).
+
+        In a causal model the prefix's keys and values do not depend on what follows, so they are computed
+        once and shared by the whole batch (gradients flow into the prefix through them): the same logits
+        as prepending the prefix to every row, at the cost of one prefix instead of one per row. This is
+        what makes soft-prompt training affordable on a CPU, where a 60-token prompt is most of every row.
+        ``position`` indexes ``inputs_embeds`` (not shifted by the prefix).
+        """
+        if self.kind != "causal":
+            raise ValueError("a shared prefix cache needs a causal model")
+        rows = torch.arange(len(inputs_embeds), device=inputs_embeds.device)
+        base = model.base_model
+        key = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+        out = base(inputs_embeds=prefix, use_cache=True)
+        cache = getattr(out, key, None) if key == "cache" else out.past_key_values
+        cache.batch_repeat_interleave(len(inputs_embeds))
+        ones = torch.ones(len(inputs_embeds), prefix.shape[1], dtype=attention_mask.dtype, device=attention_mask.device)
+        out = base(inputs_embeds=inputs_embeds, attention_mask=torch.cat([ones, attention_mask], dim=1),
+                   use_cache=True, **{key: cache})
+        return self._causal_head(model, out.last_hidden_state[rows, position])
 
 
 class LocalBackend(Backend):
@@ -203,6 +230,10 @@ class LocalBackend(Backend):
 
     def input_embedding(self, model: Any = None) -> Any:
         return input_embedding_of(self.model if model is None else model, self.kind)
+
+    @property
+    def window(self) -> int:
+        return self.max_length
 
     def prompt_ids(self, prompt: Prompt, max_length: int | None = None) -> list[int]:
         return self._encode(prompt, max_length)[0]

@@ -35,7 +35,7 @@ from ..errors import EdgetuneError
 from .base import ParamError, register
 from .budget import Budget, largest_rank
 from .input_edge import GradientMethod
-from .prompted import PromptedModel, sample_vocab_prompt
+from .prompted import PROMPT_LR_RATIO, PromptedModel
 
 
 class ADePTModule(PromptedModel):
@@ -44,7 +44,12 @@ class ADePTModule(PromptedModel):
         d = prompt.shape[1]
         self.w1 = nn.Linear(d, rank)
         self.w2 = nn.Linear(rank, d)
-        nn.init.kaiming_uniform_(self.w1.weight, a=math.sqrt(5))
+        # As the reference: its first matrix is (d, r) with Kaiming-uniform(a=√5) over fan-in r, i.e. uniform
+        # in ±1/√r, and its bias starts at zero (nn.Linear's own default would be ±1/√d: 5.5× smaller at
+        # d=576, r=19, and a random bias). The second layer starts at zero, so training starts from the model.
+        bound = 1.0 / math.sqrt(rank)
+        nn.init.uniform_(self.w1.weight, -bound, bound)
+        nn.init.zeros_(self.w1.bias)
         nn.init.zeros_(self.w2.weight)
         nn.init.zeros_(self.w2.bias)
         self.dropout = dropout
@@ -86,9 +91,11 @@ class ADePT(GradientMethod):
         "steps": 2, "batch_size": 4, "eval_every": 1,
         "prompt_tokens": 4, "budget_tokens": 8}
 
+    scaled_lrs: ClassVar[dict[str, float]] = {"lr_prompt": PROMPT_LR_RATIO}
+
     def __init__(self, model: str | Backend | None = None, *, prompt_tokens: int = 60, rank: int | None = None,
-                 budget_tokens: int = 100, lr_prompt: float = 0.3, lr_network: float = 1e-4,
-                 dropout: float = 0.1, **kwargs: Any) -> None:
+                 budget_tokens: int = 100, lr_prompt: float | str = "auto", lr_network: float = 1e-4,
+                 dropout: float = 0.1, prompt_init: str = "vocab", **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
         self.prompt_tokens = prompt_tokens
         self.rank = rank
@@ -96,6 +103,7 @@ class ADePT(GradientMethod):
         self.lr_prompt = lr_prompt
         self.lr_network = lr_network
         self.dropout = dropout
+        self.prompt_init = prompt_init
 
     @classmethod
     def match_budget(cls, d: int, prompt_tokens: int = 60, budget_tokens: int = 100) -> Budget:
@@ -115,13 +123,20 @@ class ADePT(GradientMethod):
     def build(self, model: Any, embedding: nn.Module) -> nn.Module:
         d = embedding.weight.shape[1]
         self.rank_ = self.rank or self.match_budget(d, self.prompt_tokens, self.budget_tokens).rank
-        prompt = sample_vocab_prompt(embedding, self.prompt_tokens, self.seed)
+        prompt = self.initial_prompt(embedding, self.prompt_tokens, self.prompt_init)
         return ADePTModule(model, self.reader_, prompt, self.rank_, self.dropout)
 
     def param_groups(self) -> list[dict[str, Any]]:
         m = self.module_
-        return [{"params": [m.soft_prompt], "lr": self.lr_prompt},
-                {"params": list(m.w1.parameters()) + list(m.w2.parameters()), "lr": self.lr_network}]
+        return [{"params": [m.soft_prompt], "lr": self.learning_rate("lr_prompt")},
+                {"params": list(m.w1.parameters()) + list(m.w2.parameters()), "lr": self.learning_rate("lr_network")}]
+
+    @torch.no_grad()
+    def offset_ratio(self, ids: list[list[int]]) -> float | None:
+        module = self.module_.eval()
+        device = next(module.parameters()).device
+        e = module.input_embedding()(torch.tensor(sorted({i for row in ids for i in row}), device=device))
+        return float((module.offset(e).norm(dim=-1) / e.norm(dim=-1).clamp_min(1e-12)).mean())
 
     @torch.no_grad()
     def merge(self) -> Merged:

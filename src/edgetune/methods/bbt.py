@@ -3,8 +3,10 @@
 The input-side black-box method DecT is compared with. A vector z of ``intrinsic_dim`` numbers is
 mapped by a fixed random matrix A (``n_prompt_tokens * d x intrinsic_dim``, normal with std
 ``alpha * std(word embeddings) / (sqrt(intrinsic_dim) * sigma)``, as in the reference
-txsun1997/Black-Box-Tuning) to a soft prompt ``A z`` prepended to the input embeddings of the frozen
-model. CMA-ES (the ``cma`` package; start z = 0, step size ``sigma``, population ``popsize``) minimises
+txsun1997/Black-Box-Tuning) to a soft prompt ``p0 + A z`` prepended to the input embeddings of the frozen
+model. As in the reference's GPT-2 path, p0 is the embeddings of the vocabulary tokens 1000, 1001, ...
+(``prompt_init="range"``; ``"zeros"`` searches from zero vectors, ``"text"``/``"vocab"`` as for ADePT).
+CMA-ES (the ``cma`` package; start z = 0, step size ``sigma``, population ``popsize``) minimises
 the cross-entropy over the label words on the k-shot training set, with forward passes only.
 
 **Budget, counted the way the BBT paper counts it:** one *call* = one candidate prompt evaluated on the
@@ -82,12 +84,13 @@ class BBT(BlackBoxMethod):
         "prompt_tokens": 2, "eval_every": 2}
 
     def __init__(self, model: str | Backend | None = None, *, intrinsic_dim: int = 500, prompt_tokens: int = 50,
-                 alpha: float = 1.0, max_rows: int = 1024, **kwargs: Any) -> None:
+                 alpha: float = 1.0, max_rows: int = 1024, prompt_init: str = "range", **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
         self.intrinsic_dim = intrinsic_dim
         self.prompt_tokens = prompt_tokens
         self.alpha = alpha
         self.max_rows = max_rows
+        self.prompt_init = prompt_init
 
     def _validate_params(self) -> None:
         super()._validate_params()
@@ -103,11 +106,13 @@ class BBT(BlackBoxMethod):
         std = self.alpha * float(table.std()) / (np.sqrt(self.intrinsic_dim) * self.sigma)
         gen = torch.Generator().manual_seed(self.seed)
         self.projection_ = torch.randn(self.prompt_tokens * dim, self.intrinsic_dim, generator=gen) * std
-        return BBTModule(model, self.reader_, soft_prompt=torch.zeros(self.prompt_tokens, dim), train_prompt=False)
+        self.p0_ = self.initial_prompt(embedding, self.prompt_tokens, self.prompt_init)
+        return BBTModule(model, self.reader_, soft_prompt=self.p0_.clone(), train_prompt=False)
 
     def _prompt(self, z: np.ndarray) -> torch.Tensor:
+        """p0 + A z, as the reference (``Az + p_0``)."""
         flat = self.projection_ @ torch.as_tensor(z, dtype=torch.float32)
-        return flat.view(self.prompt_tokens, -1)
+        return self.p0_ + flat.view(self.prompt_tokens, -1)
 
     def set_candidate(self, z: np.ndarray) -> None:
         self.module_.set_prompt(self._prompt(z))

@@ -23,7 +23,7 @@ from ..backends.local import LabelReader
 from .base import register
 from .budget import Budget, largest_rank
 from .input_edge import GradientMethod, _positive_int
-from .prompted import PromptedModel, sample_vocab_prompt
+from .prompted import PROMPT_LR_RATIO, PromptedModel
 
 
 class DePTModule(PromptedModel):
@@ -63,9 +63,11 @@ class DePT(GradientMethod):
         "steps": 2, "batch_size": 4, "eval_every": 1,
         "prompt_tokens": 4, "budget_tokens": 8, "positions": 16}
 
+    scaled_lrs: ClassVar[dict[str, float]] = {"lr_prompt": PROMPT_LR_RATIO}
+
     def __init__(self, model: str | Backend | None = None, *, prompt_tokens: int = 60, rank: int | None = None,
-                 positions: int = 256, budget_tokens: int = 100, alpha: float = 8.0, lr_prompt: float = 0.3,
-                 lr_offsets: float = 1e-4, **kwargs: Any) -> None:
+                 positions: int = 256, budget_tokens: int = 100, alpha: float = 8.0, lr_prompt: float | str = "auto",
+                 lr_offsets: float = 1e-4, prompt_init: str = "vocab", **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
         self.prompt_tokens = prompt_tokens
         self.rank = rank
@@ -74,6 +76,7 @@ class DePT(GradientMethod):
         self.alpha = alpha
         self.lr_prompt = lr_prompt
         self.lr_offsets = lr_offsets
+        self.prompt_init = prompt_init
 
     @classmethod
     def match_budget(cls, d: int, prompt_tokens: int = 60, budget_tokens: int = 100, positions: int = 256) -> Budget:
@@ -87,10 +90,22 @@ class DePT(GradientMethod):
     def build(self, model: Any, embedding: nn.Module) -> nn.Module:
         d = embedding.weight.shape[1]
         self.rank_ = self.rank or self.match_budget(d, self.prompt_tokens, self.budget_tokens, self.positions).rank
-        prompt = sample_vocab_prompt(embedding, self.prompt_tokens, self.seed)
+        prompt = self.initial_prompt(embedding, self.prompt_tokens, self.prompt_init)
         return DePTModule(model, self.reader_, prompt, self.rank_, self.positions, self.alpha)
 
     def param_groups(self) -> list[dict[str, Any]]:
         m = self.module_
-        return [{"params": [m.soft_prompt], "lr": self.lr_prompt},
-                {"params": [m.lora_a, m.lora_b], "lr": self.lr_offsets}]
+        return [{"params": [m.soft_prompt], "lr": self.learning_rate("lr_prompt")},
+                {"params": [m.lora_a, m.lora_b], "lr": self.learning_rate("lr_offsets")}]
+
+    @torch.no_grad()
+    def offset_ratio(self, ids: list[list[int]]) -> float | None:
+        module = self.module_.eval()
+        device = next(module.parameters()).device
+        ratios = []
+        offsets = (module.lora_a @ module.lora_b) * module.scaling  # (s, d)
+        for row in ids:
+            e = module.input_embedding()(torch.tensor(row, device=device))
+            n = min(len(row), len(offsets))
+            ratios.append(offsets[:n].norm(dim=-1) / e[:n].norm(dim=-1).clamp_min(1e-12))
+        return float(torch.cat(ratios).mean()) if ratios else None

@@ -28,11 +28,14 @@ import numpy as np
 import torch
 
 from ..backends import Backend, load_backend
-from ..data.example import Dataset, as_examples
+from ..data.example import Dataset, Example, as_examples
 from ..data.sampling import sample_k_per_class
 from ..errors import DataError, IncompatibleError
 from .base import Costs, Method, ParamError, restore, write_atomically
+from .prompted import embed_ids, embedding_scale, sample_vocab_prompt, text_prompt_ids
 from .trainers import AdamWTrainer, CMAESTrainer
+
+PROMPT_INITS = ("vocab", "text", "range", "zeros")
 
 
 def _positive_int(obj: Any, *names: str) -> None:
@@ -99,6 +102,9 @@ class InputEdgeMethod(Method):
         _positive_int(self, "batch_size", "eval_every", "max_length")
         if self.dev_shots is not None:
             _positive_int(self, "dev_shots")
+        init = getattr(self, "prompt_init", "vocab")
+        if init not in PROMPT_INITS:
+            raise ParamError(f"{self.name}: prompt_init must be one of {', '.join(PROMPT_INITS)}, not {init!r}")
 
     def _setup(self) -> None:
         """The frozen model, the label reader and the prompted model, on the frozen model's device."""
@@ -111,7 +117,37 @@ class InputEdgeMethod(Method):
         backend.check_template(self.template_)
         self.label_ids_ = backend.check_label_words(self.words_)
         self.reader_ = backend.label_reader(self.label_ids_)
-        self.module_ = self.build(model, backend.input_embedding(model)).to(next(model.parameters()).device)
+        embedding = backend.input_embedding(model)
+        self.embedding_scale_ = embedding_scale(embedding)
+        tokens = getattr(self, "prompt_tokens", 0) or 0
+        window = min(self.max_length, backend.window)
+        if tokens + 8 > window:
+            raise ParamError(f"{self.name}: prompt_tokens={tokens} leaves no room for the input in a window of "
+                             f"{window} tokens; lower prompt_tokens")
+        self.module_ = self.build(model, embedding).to(next(model.parameters()).device)
+
+    def initial_prompt(self, embedding: torch.nn.Module, tokens: int, how: str) -> torch.Tensor:
+        """A (tokens, d) soft prompt to start from: ``"vocab"`` random vocabulary embeddings (PEFT's
+        SAMPLE_VOCAB), ``"text"`` the embeddings of the task's own words (the template without its inputs,
+        then the label words; repeated to length, as the references' TEXT initialisation), ``"range"`` the
+        vocabulary ids 1000, 1001, ... (BBT's reference prompt p0), ``"zeros"`` zero vectors."""
+        if how == "vocab":
+            return sample_vocab_prompt(embedding, tokens, self.seed)
+        if how == "zeros":
+            return torch.zeros(tokens, embedding.weight.shape[1])
+        if how == "range":
+            vocab = embedding.weight.shape[0]
+            return embed_ids(embedding, [(1000 + i) % vocab for i in range(tokens)])
+        if how == "text":
+            ids = self.tokenizer_(self.init_text(), add_special_tokens=False)["input_ids"]
+            return embed_ids(embedding, text_prompt_ids(ids, tokens))
+        raise ParamError(f"{self.name}: prompt_init must be 'vocab', 'text', 'range' or 'zeros', not {how!r}")
+
+    def init_text(self) -> str:
+        """The task's own words: the template with its inputs emptied, then every label word."""
+        empty = Example(text="", text_b="", extra={f: "" for f in self.template_.fields})
+        prompt = self.template_.render(empty)
+        return " ".join((prompt.text_before + " " + prompt.text_after).split() + list(self.words_))
 
     def encode(self, X: Any) -> list[list[int]]:
         """Token ids of each input's prompt, within ``max_length``."""
@@ -219,9 +255,19 @@ class InputEdgeMethod(Method):
 
 
 class GradientMethod(InputEdgeMethod):
-    """An input-edge method trained with gradients through the frozen model (AdamW)."""
+    """An input-edge method trained with gradients through the frozen model (AdamW).
+
+    Learning rates of parameters that live in the embedding space (soft prompts, DePT's offsets) may be
+    ``"auto"``: the rate is then ``ratio × embedding_scale_``, the standard deviation of the backbone's
+    input-embedding elements, with the ratio the class declares in ``scaled_lrs``. An AdamW step moves
+    each element by about the learning rate, so a rate tuned on one backbone (0.3 on T5, whose embeddings
+    are large) is far too large on another (SmolLM2's elements have std 0.136); a ratio carries over.
+    A number is used as given (the papers' values stay reachable, e.g. ``lr_prompt=0.3``).
+    """
 
     trainer = "adamw"
+    #: learning-rate parameter -> ratio to the embedding scale used when the parameter is "auto"
+    scaled_lrs: ClassVar[dict[str, float]] = {}
 
     def __init__(self, model: str | Backend | None = None, *, steps: int = 100, grad_accum: int = 1,
                  warmup_ratio: float = 0.1, weight_decay: float = 0.0, **kwargs: Any) -> None:
@@ -240,19 +286,35 @@ class GradientMethod(InputEdgeMethod):
         _positive_int(self, "steps", "grad_accum")
         if not 0 <= self.warmup_ratio < 1:
             raise ParamError(f"{self.name}: warmup_ratio must be in [0, 1), not {self.warmup_ratio!r}")
-        for group in self.param_groups_spec():
-            _positive_number(self, group)
+        for name in self.lr_params():
+            if not (getattr(self, name) == "auto" and name in self.scaled_lrs):
+                _positive_number(self, name)
 
-    def param_groups_spec(self) -> tuple[str, ...]:
-        """Names of the learning-rate parameters (validated as positive numbers)."""
+    def lr_params(self) -> tuple[str, ...]:
+        """Names of the learning-rate parameters."""
         return tuple(k for k in self.param_names() if k == "lr" or k.startswith("lr_"))
+
+    def learning_rate(self, name: str) -> float:
+        """The learning rate in use for parameter ``name`` ("auto" resolved against the embedding scale)."""
+        value = getattr(self, name)
+        return self.scaled_lrs[name] * self.embedding_scale_ if value == "auto" else float(value)
+
+    def offset_ratio(self, ids: list[list[int]]) -> float | None:
+        """Mean ‖offset‖ / ‖embedding‖ over the training tokens, for methods that offset embeddings."""
+        return None
 
     def _train(self, ids: list[list[int]], y: torch.Tensor) -> dict[str, Any]:
         trainer = AdamWTrainer(steps=self.steps, batch_size=self.batch_size, grad_accum=self.grad_accum,
                                warmup_ratio=self.warmup_ratio, weight_decay=self.weight_decay,
                                eval_every=self.eval_every, seed=self.seed, progress=self.progress,
                                description=f"training {self.name}")
-        return trainer.train(self, self.param_groups(), ids, y)
+        history = trainer.train(self, self.param_groups(), ids, y)
+        history["lr"] = {name: self.learning_rate(name) for name in self.lr_params()}
+        history["embedding_scale"] = self.embedding_scale_
+        ratio = self.offset_ratio(ids)
+        if ratio is not None:
+            history["offset_ratio"] = ratio
+        return history
 
     def costs(self) -> Costs:
         self._check_fitted()

@@ -67,4 +67,4 @@ class LoRA(GradientMethod):
         return PromptedModel(peft_model.base_model.model, self.reader_)
 
     def param_groups(self) -> list[dict[str, Any]]:
-        return [{"params": [p for p in self.module_.parameters() if p.requires_grad], "lr": self.lr}]
+        return [{"params": [p for p in self.module_.parameters() if p.requires_grad], "lr": self.learning_rate("lr")}]

@@ -16,7 +16,7 @@ from ..backends import Backend
 from ..backends.local import LabelReader
 from .base import register
 from .input_edge import GradientMethod, _positive_int
-from .prompted import PromptedModel
+from .prompted import PROMPT_LR_RATIO, PromptedModel
 
 
 class PTModule(PromptedModel):
@@ -37,11 +37,14 @@ class PromptTuning(GradientMethod):
     display_name = "prompt tuning"
     smoke_params: ClassVar[dict[str, Any]] = {"steps": 2, "batch_size": 4, "eval_every": 1, "prompt_tokens": 4}
 
-    def __init__(self, model: str | Backend | None = None, *, prompt_tokens: int = 100, lr: float = 0.3,
-                 **kwargs: Any) -> None:
+    scaled_lrs: ClassVar[dict[str, float]] = {"lr": PROMPT_LR_RATIO}
+
+    def __init__(self, model: str | Backend | None = None, *, prompt_tokens: int = 100, lr: float | str = "auto",
+                 prompt_init: str = "vocab", **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
         self.prompt_tokens = prompt_tokens
         self.lr = lr
+        self.prompt_init = prompt_init
 
     def _validate_params(self) -> None:
         super()._validate_params()
@@ -55,9 +58,11 @@ class PromptTuning(GradientMethod):
                                     num_transformer_submodules=1, prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB)
         torch.manual_seed(self.seed)
         encoder = PromptEmbedding(config, embedding)
+        if self.prompt_init != "vocab":  # PEFT's TEXT init loads a tokenizer by name; set the same vectors here
+            encoder.embedding.weight.data = self.initial_prompt(embedding, self.prompt_tokens, self.prompt_init)
         encoder.embedding.weight.data = encoder.embedding.weight.data.float()
         encoder.embedding.weight.requires_grad_(True)
         return PTModule(model, self.reader_, encoder, self.prompt_tokens)
 
     def param_groups(self) -> list[dict[str, Any]]:
-        return [{"params": list(self.module_.encoder.parameters()), "lr": self.lr}]
+        return [{"params": list(self.module_.encoder.parameters()), "lr": self.learning_rate("lr")}]

@@ -15,6 +15,10 @@ import torch
 
 from ..backends.local import LabelReader, input_embedding_of
 
+#: A soft prompt's learning rate as a ratio to the backbone's embedding scale (``lr_prompt="auto"``).
+#: Chosen on dev splits drawn from the train pools (benchmarks/input_edge_recipe.py); see the results there.
+PROMPT_LR_RATIO = 0.1
+
 
 class PromptedModel(torch.nn.Module):
     """The frozen ``model`` read through ``reader``; ``soft_prompt`` (m, d), when given, is prepended."""
@@ -51,8 +55,16 @@ class PromptedModel(torch.nn.Module):
             attention_mask = torch.cat([ones, attention_mask], dim=1)
         return embeds, attention_mask
 
+    #: share the soft prompt's keys/values across the batch on causal models (same logits, far less compute)
+    share_prefix: bool = True
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
         """Label-word logits (b, C) at the label position."""
+        if self.share_prefix and self.kind == "causal":
+            prefix = self.prompt(1)  # (1, m, d); a per-row prompt (BBT scoring candidates) takes the plain path
+            if prefix is not None and prefix.shape[0] == 1 and prefix.shape[1] > 0:
+                embeds = self.transform(self.input_embedding()(input_ids), attention_mask)
+                return self.reader.with_prefix(self.frozen, prefix.to(embeds.dtype), embeds, attention_mask, position)
         embeds, mask = self.embed(input_ids, attention_mask)
         shift = embeds.shape[1] - input_ids.shape[1]
         logits, _ = self.reader(self.frozen, embeds, mask, position + shift)
@@ -64,5 +76,30 @@ def sample_vocab_prompt(embedding: torch.nn.Module, tokens: int, seed: int) -> t
     gen = torch.Generator().manual_seed(seed)
     vocab = embedding.weight.shape[0]
     ids = torch.randint(0, vocab, (tokens,), generator=gen)
+    return embed_ids(embedding, ids)
+
+
+def embed_ids(embedding: torch.nn.Module, ids: torch.Tensor | list[int]) -> torch.Tensor:
+    """The embedding table's vectors (as the model reads them, scaling included) for ``ids``, on the CPU."""
+    ids = torch.as_tensor(ids, dtype=torch.long)
     with torch.no_grad():
         return embedding(ids.to(embedding.weight.device)).detach().float().cpu().clone()
+
+
+def text_prompt_ids(token_ids: list[int], tokens: int) -> list[int]:
+    """``tokens`` ids from a text's ids, repeated or trimmed to length (the ADePT/DePT references' TEXT
+    initialisation, after PEFT's ``PromptTuningInit.TEXT``)."""
+    if not token_ids:
+        raise ValueError("the initialisation text has no tokens")
+    reps = -(-tokens // len(token_ids))
+    return (token_ids * reps)[:tokens]
+
+
+def embedding_scale(embedding: torch.nn.Module) -> float:
+    """Standard deviation of the input-embedding elements as the model reads them (Gemma-style
+    ``embed_scale`` included): the scale a soft prompt's learning rate is measured against."""
+    with torch.no_grad():
+        weight = embedding.weight.detach().float()
+        rows = weight[torch.linspace(0, len(weight) - 1, min(len(weight), 8192)).long()]
+        scale = getattr(embedding, "embed_scale", None)
+        return float(rows.std()) * (float(scale) if scale is not None else 1.0)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -57,6 +58,7 @@ class AdamWTrainer:
     seed: int = 0
     progress: bool = True
     description: str = "training"
+    check_start: bool = True  # score the dev split before the first step (the start is a candidate)
 
     def train(self, problem: GradientProblem, param_groups: list[dict[str, Any]], ids: Sequence[list[int]],
               y: torch.Tensor) -> dict[str, Any]:
@@ -71,7 +73,21 @@ class AdamWTrainer:
         order: list[int] = []
         best: tuple[float, int, dict | None] = (-1.0, 0, None)
         history: dict[str, Any] = {"loss": [], "dev_accuracy": [], "steps": self.steps}
+
+        def check(step: int) -> str:
+            """Score the dev split; keep the weights if they are the best so far (step 0: the start)."""
+            nonlocal best
+            acc = problem.dev_accuracy()
+            if acc is None:
+                return ""
+            history["dev_accuracy"].append((step, acc))
+            if acc > best[0]:
+                best = (acc, step, copy.deepcopy({k: v.detach().cpu() for k, v in problem.trainable_state().items()}))
+            return f" · dev acc {acc:.3f} (best {best[0]:.3f} @ {best[1]})"
+
         start = time.perf_counter()
+        if self.check_start:
+            check(0)  # the starting point is a candidate: training can never end worse on dev than it began
         with progress_bar(self.progress) as bar:
             job = bar.add_task(self.description, total=self.steps, info="")
             for step in range(1, self.steps + 1):
@@ -86,19 +102,19 @@ class AdamWTrainer:
                         logits = problem.scores([ids[i] for i in pick])
                         loss = F.cross_entropy(logits, y[pick].to(logits.device)) / self.grad_accum
                         accelerator.backward(loss)
-                history["loss"].append(float(loss.detach()) * self.grad_accum)
+                value = float(loss.detach()) * self.grad_accum
+                if not np.isfinite(value):  # stop: the weights may already be damaged; the best checkpoint stays
+                    history["stopped"] = f"non-finite loss ({value}) at step {step}; kept the best checkpoint so far"
+                    warnings.warn(f"{self.description}: {history['stopped']} (lower the learning rate)", stacklevel=2)
+                    optimizer.zero_grad()
+                    break
+                history["loss"].append(value)
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad()
-                info = f"loss {history['loss'][-1]:.3f}"
+                info = f"loss {value:.3f}"
                 if step % self.eval_every == 0 or step == self.steps:
-                    acc = problem.dev_accuracy()
-                    if acc is not None:
-                        history["dev_accuracy"].append((step, acc))
-                        if acc > best[0]:
-                            best = (acc, step, copy.deepcopy({k: v.detach().cpu() for k, v in
-                                                              problem.trainable_state().items()}))
-                        info += f" · dev acc {acc:.3f} (best {best[0]:.3f} @ {best[1]})"
+                    info += check(step)
                 bar.update(job, advance=1, info=info)
         problem.module_ = accelerator.unwrap_model(problem.module_)
         if best[2] is not None:
