@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from edgetune.backends import EmbeddingBackend, Features, load_backend
-from edgetune.bench.config import BenchConfig, MethodEntry
+from edgetune.bench.config import BenchConfig
 from edgetune.cli import build_parser, main
 from edgetune.data import Example, Template
 from edgetune.errors import EdgetuneError, IncompatibleError
