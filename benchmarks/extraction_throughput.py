@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from edgetune.backends import FeatureCache, LocalBackend
-from edgetune.bench.experiment import machine_info
+from edgetune.bench.records import machine_info
 from edgetune.data import Template, load_task
 
 

@@ -2,7 +2,8 @@
 
 Usage:  EDGETUNE_DATA_DIR=… python benchmarks/gpu_session.py --out DIR [--deadline 450] [--workers 10]
             [--resume benchmarks/results/gpu_sessions/*.tar.gz]   (run only what earlier sessions left)
-        python benchmarks/gpu_session.py --collect PARTS.tar.gz   (here, afterwards: renders the results)
+        python benchmarks/gpu_session.py --collect PARTS.tar.gz [--results DIR]   (here, afterwards: renders
+            the results into DIR, default benchmarks/results; needs no GPU)
 
 What it runs, in this order, all on the default packaged model (SmolLM2-135M, fp32) and the shared data:
 
@@ -15,8 +16,10 @@ What it runs, in this order, all on the default packaged model (SmolLM2-135M, fp
      16- and 64-shot, seeds 0–2, ``--steps`` AdamW steps of 8 with a dev check every ``--steps``/10 steps,
      test subsets of 200 (cb: its 56). CB has 16 training examples of ``neutral``, so 64-shot CB is
      impossible and not run.
-   Each job writes its own JSON when it finishes; at the deadline unfinished jobs are killed and reported
-   as missing, never padded.
+   Every run is a cell of edgetune's one runner (``run_bench``); each job stores the records of each run
+   (``{"records": [...]}``) as its own JSON part when it finishes; at the deadline unfinished jobs are killed
+   and reported as missing, never padded. ``--collect`` reads these parts and the older sessions' parts
+   (the earlier experiment runner's dicts and DecT-vs-BBT rows) alike.
 
 Wall times in the queue are measured with several processes sharing the GPU; only the probe's are solo.
 """
@@ -37,6 +40,9 @@ RESULTS = HERE / "results"
 BBT_TASKS, IE_TASKS, SEEDS = ("sst2", "agnews"), ("sst2", "rte", "trec", "cb"), (0, 1, 2)
 IE_METHODS = ("adept", "dept", "pt", "lora")
 TEST_SIZE = 200
+# --smoke checks the plumbing only: tiny test sets and BBT searches (one generation of 4, the least cma takes,
+# affordable on a CPU)
+SMOKE_TEST_SIZE, SMOKE_BBT_BUDGET, SMOKE_BBT_POPSIZE = 10, 4, 4
 
 
 def jobs(steps: int) -> list[str]:
@@ -53,8 +59,6 @@ def jobs(steps: int) -> list[str]:
 def run_job(spec: str, parts: Path, model: str, smoke: bool = False, tf32: bool = False) -> None:
     sys.path.insert(0, str(HERE))
     from edgetune.backends import FeatureCache, load_backend
-    from edgetune.bench.experiment import run_input_edge
-    from edgetune.data import load_task
 
     kind, task, shots, seed, *rest = spec.split(":")
     if tf32:
@@ -63,22 +67,38 @@ def run_job(spec: str, parts: Path, model: str, smoke: bool = False, tf32: bool 
         torch.backends.cuda.matmul.allow_tf32 = True  # tensor cores for fp32 matrix products
         torch.backends.cudnn.allow_tf32 = True
     backend = load_backend(model, cache=FeatureCache(None), progress=False)
+    test_size = SMOKE_TEST_SIZE if smoke else TEST_SIZE
     if kind == "bbt":
-        from model_as_a_service import bbt_row
+        from model_as_a_service import bbt_records
 
-        payload = bbt_row(backend, task, int(shots), int(seed), 10 if smoke else TEST_SIZE, 40 if smoke else 8000, 20)
-    else:  # one process trains every method of a (task, shots, seed) in turn, storing each as it ends
-        steps = int(rest[-1])
-        params = {"steps": steps, "batch_size": 8, "eval_every": max(1, steps // 10), "dev_shots": 8,
-                  "progress": False}
-        for method in IE_METHODS:
-            if part_path(parts, f"ie:{task}:{shots}:{seed}:{method}:{steps}").exists():
-                continue  # stored by an earlier session (--resume)
-            exp = run_input_edge(load_task(task), backend, int(shots), [int(seed)], [method],
-                                 10 if smoke else TEST_SIZE, method_params={method: params})
-            store(parts, f"ie:{task}:{shots}:{seed}:{method}:{steps}", exp.to_dict())
+        budget, popsize = (SMOKE_BBT_BUDGET, SMOKE_BBT_POPSIZE) if smoke else (8000, 20)
+        store(parts, spec, {"records": bbt_records(backend, task, int(shots), int(seed), test_size, budget, popsize)})
         return
-    store(parts, spec, payload)
+    # one process trains every method of a (task, shots, seed) in turn, storing each as it ends
+    steps = int(rest[-1])
+    params = {"steps": steps, "batch_size": 8, "eval_every": max(1, steps // 10), "dev_shots": 8}
+    for method in IE_METHODS:
+        name = f"ie:{task}:{shots}:{seed}:{method}:{steps}"
+        if part_path(parts, name).exists():
+            continue  # stored by an earlier session (--resume)
+        store(parts, name, {"records": ie_records(backend, model, task, int(shots), int(seed), method, params,
+                                                  test_size)})
+
+
+def ie_records(backend, model: str, task: str, shots: int, seed: int, method: str, params: dict,
+               test_size: int) -> list[dict]:
+    """One input-edge run (``method`` on ``task``'s ``shots``-shot sample ``seed``) through ``run_bench``;
+    the lines of its results file."""
+    import tempfile
+
+    from edgetune.backends import FeatureCache
+    from edgetune.bench import BenchConfig, MethodEntry, read_results, run_bench
+
+    config = BenchConfig(name="gpu_session", tasks=[task], models=[model], shots=[shots], seeds=[seed],
+                         test_size=test_size, methods=[MethodEntry(method, method, dict(params))])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = run_bench(config, output=tmp, progress=False, backends={model: backend}, cache=FeatureCache(None))
+        return read_results(path)
 
 
 def part_path(parts: Path, spec: str, suffix: str = ".json") -> Path:
@@ -95,18 +115,22 @@ def store(parts: Path, spec: str, payload: dict) -> None:
 def probe(model: str, smoke: bool = False) -> dict:
     sys.path.insert(0, str(HERE))
     import torch
-    from model_as_a_service import bbt_row
+    from model_as_a_service import bbt_records, row_from_records
 
     from edgetune.backends import FeatureCache, load_backend
-    from edgetune.bench.experiment import machine_info
+    from edgetune.bench.records import machine_info
 
     t0 = time.perf_counter()
     backend = load_backend(model, cache=FeatureCache(None), progress=False)
     load_s = time.perf_counter() - t0
-    bbt_row(backend, "sst2", 16, 1, 20, 40, 20)  # warm-up (CUDA context, kernels), not reported
-    row = bbt_row(backend, "sst2", 16, 0, 10 if smoke else TEST_SIZE, 20 if smoke else 200, 20)
+    if smoke:
+        bbt_records(backend, "sst2", 16, 1, SMOKE_TEST_SIZE, SMOKE_BBT_POPSIZE, SMOKE_BBT_POPSIZE)  # warm-up
+        lines = bbt_records(backend, "sst2", 16, 0, SMOKE_TEST_SIZE, SMOKE_BBT_POPSIZE, SMOKE_BBT_POPSIZE)
+    else:
+        bbt_records(backend, "sst2", 16, 1, 20, 40, 20)  # warm-up (CUDA context, kernels), not reported
+        lines = bbt_records(backend, "sst2", 16, 0, TEST_SIZE, 200, 20)
     return {"machine": machine_info(), "device": str(backend.device), "load_seconds": load_s,
-            "cuda": torch.version.cuda, "row": row}
+            "cuda": torch.version.cuda, "row": row_from_records(lines), "records": lines}
 
 
 def session(args: argparse.Namespace) -> None:
@@ -130,13 +154,13 @@ def session(args: argparse.Namespace) -> None:
 
         resolve_model(args.model)  # no probe: convert the GGUF once here, not in every worker at once
     if args.only == "bbt":  # one job at a time: every timing is solo
-        from edgetune.bench.experiment import machine_info
+        from edgetune.bench.records import machine_info
 
         name = f"bbt_machine_{int(start)}.json" if (parts / "bbt_machine.json").exists() else "bbt_machine.json"
         (parts / name).write_text(json.dumps({"machine": machine_info(), "tf32": args.tf32,
                                                             "workers": args.workers}), encoding="utf-8")
     elif probed:  # resumed: record this session's machine beside the first one's probe
-        from edgetune.bench.experiment import machine_info
+        from edgetune.bench.records import machine_info
 
         (parts / f"machine_{int(start)}.json").write_text(json.dumps({"machine": machine_info(),
                                                                       "workers": args.workers}),
@@ -147,8 +171,8 @@ def session(args: argparse.Namespace) -> None:
         (parts / "probe.json").write_text(json.dumps(info), encoding="utf-8")
         r = info["row"]
         say(f"probe: load {info['load_seconds']:.1f}s · DecT {r['dect']['seconds']:.2f}s acc "
-            f"{r['dect']['accuracy']:.3f} · BBT {r['bbt']['seconds_per_call'] * 1000:.1f} ms/call (200 calls) on "
-            f"{info['machine'].get('gpu')}")
+            f"{r['dect']['accuracy']:.3f} · BBT {r['bbt']['seconds_per_call'] * 1000:.1f} ms/call "
+            f"({r['bbt']['calls']} calls) on {info['machine'].get('gpu')}")
     todo = [j for j in jobs(args.steps) if not part_path(parts, j).exists()
             and (args.only is None or j.startswith(args.only + ":"))]
     queue = list(dict.fromkeys(j if j.startswith("bbt:") else ":".join([*j.split(":")[:4], str(args.steps)])
@@ -205,14 +229,37 @@ def borrowed(gpus: list[str]) -> str:
     return f"one borrowed {gpus[0]}" if len(gpus) == 1 else f"borrowed GPUs ({', '.join(gpus)})"
 
 
-def collect(archives: list[str], steps: int) -> None:
-    """Render committed results from sessions' parts archives (run here, after the GPU sessions)."""
+def bbt_part_row(d: dict) -> dict:
+    """A DecT-vs-BBT row from a bbt part: run_bench records (this script now) or the row itself (sessions
+    before the one runner)."""
+    from model_as_a_service import row_from_records
+
+    return row_from_records(d["records"]) if "records" in d else d
+
+
+def ie_part_experiment(d: dict) -> dict:
+    """An input-edge part as an experiment dict (task, shots, seeds, test size, results, ...): run_bench records
+    (this script now: the results are its cell records) or the old experiment runner's dict as it was stored."""
+    if "records" not in d:
+        return d
+    cells = [x for x in d["records"] if x.get("type") == "cell"]
+    header = next(x for x in d["records"] if x.get("type") == "header")
+    c = cells[0]
+    return {"task": c["task_name"], "model": c["model"], "model_identity": c.get("model_identity"),
+            "backend": c.get("backend"), "shots": c["shots"], "seeds": sorted({x["seed"] for x in cells}),
+            "n_test": c["n_test"], "results": cells, "machine": header["machine"]}
+
+
+def collect(archives: list[str], steps: int, results: Path = RESULTS) -> None:
+    """Render committed results from sessions' parts archives (run here, after the GPU sessions) into
+    ``results``."""
     import tempfile
 
-    import numpy as np
+    from input_edge_accuracy import as_cells, summarise
     from input_edge_accuracy import render as render_ie
     from model_as_a_service import render_bbt
 
+    results.mkdir(parents=True, exist_ok=True)
     parts = Path(tempfile.mkdtemp()) / "merged"
     unpack(archives, parts)
     probe_info = json.loads((parts / "probe.json").read_text())
@@ -227,59 +274,64 @@ def collect(archives: list[str], steps: int) -> None:
             f"{machine['torch']}, Python {machine['python']}{' in the first' if later else ''}). "
             f"Wall times were measured with {workers} worker processes sharing the GPU"
             f"{' (per session)' if later else ''}, so they are inflated by an unknown factor.")
+    bbt_parts = {j: json.loads(part_path(parts, j).read_text()) for j in expected
+                 if j.startswith("bbt:") and j not in missing}
     bbt_path = parts / "bbt_machine.json"
     if bbt_path.exists():
         bbt_info = json.loads(bbt_path.read_text())
         bbt_gpus = list(dict.fromkeys(str(json.loads(p.read_text())["machine"].get("gpu"))
                                       for p in sorted(parts.glob("bbt_machine*.json"))))
+        # runs before the one runner trained DecT first; run_bench extracts the test set's features first
+        cold = [j for j, d in bbt_parts.items() if "records" not in d]
+        if len(cold) == len(bbt_parts):
+            warm_up = "DecT's time includes the first CUDA kernels' warm-up"
+        elif not cold:
+            warm_up = "the test set's features are extracted first, so DecT's time excludes the first CUDA kernels' "
+            warm_up += "warm-up"
+        else:
+            warm_up = (f"DecT's time includes the first CUDA kernels' warm-up in {cold}, not in the later runs, which "
+                       "extract the test set's features first")
+        probe_how = "fp32, one candidate per pass" if "records" not in probe_info else "fp32"
         bbt_note = (f"Measured on {borrowed(bbt_gpus)} by `benchmarks/gpu_session.py --only bbt --workers 1"
                     f"{' --tf32' if bbt_info['tf32'] else ''}`: one run at a time (solo timings), fp32 weights with "
                     f"{'TF32 matrix products' if bbt_info['tf32'] else 'fp32 matrix products'}, each generation's 20 "
-                    "candidates scored in one forward pass (`max_rows` 1024). Each run is a fresh process: DecT's "
-                    "time includes the first CUDA kernels' warm-up. An earlier solo probe (fp32, one candidate per "
-                    f"pass, after a warm-up) measured BBT at {probe_info['row']['bbt']['seconds_per_call'] * 1000:.1f} "
+                    f"candidates scored in one forward pass (`max_rows` 1024). Each run is a fresh process: {warm_up}. "
+                    f"An earlier solo probe ({probe_how}, after a warm-up) measured BBT at "
+                    f"{probe_info['row']['bbt']['seconds_per_call'] * 1000:.1f} "
                     f"ms per call and DecT at {probe_info['row']['dect']['seconds']:.2f} s for its whole training "
                     f"(sst2 16-shot seed 0; BBT at 200 calls: {probe_info['row']['bbt']['accuracy']:.1%} test "
                     "accuracy).")
     else:
         bbt_note = note
-    rows = [json.loads(part_path(parts, j).read_text()) for j in expected
-            if j.startswith("bbt:") and j not in missing]
+    rows = [bbt_part_row(d) for d in bbt_parts.values()]
     if rows:
         meta = {"model": "smollm2-135m", "shots": 16, "seeds": list(SEEDS), "test_size": TEST_SIZE,
-                "bbt_budget": 8000, "bbt_popsize": 20, "machine": machine, "probe": probe_info,
+                "bbt_budget": 8000, "bbt_popsize": 20, "machine": machine,
+                "probe": {k: v for k, v in probe_info.items() if k != "records"},
                 "missing": [j for j in missing if j.startswith("bbt:")]}
         missing_bbt = meta["missing"]
         if missing_bbt:
             bbt_note += (f" Not run for lack of device time (not estimated, not padded): {missing_bbt}.")
-        print(render_bbt(rows, meta, RESULTS / "maas_bbt_gpu", note=bbt_note))
-    groups: dict[tuple[str, int], list[dict]] = {}
+        print(render_bbt(rows, meta, results / "maas_bbt_gpu", note=bbt_note))
+    groups: dict[tuple[str, int, int], list[dict]] = {}
     for j in expected:
         if j.startswith("ie:") and j not in missing:
-            d = json.loads(part_path(parts, j).read_text())
-            groups.setdefault((d["task"], d["shots"]), []).append(d)
+            d = ie_part_experiment(json.loads(part_path(parts, j).read_text()))
+            groups.setdefault((d["task"], d["shots"], d["n_test"]), []).append(d)
     done = []
     for ds in groups.values():
-        results = [r for d in ds for r in d["results"]]
-        summary = {}
-        for m in IE_METHODS:
-            accs = np.array([r["accuracy"] for r in results if r["method"] == m])
-            if len(accs) == 0:
-                continue
-            rr = [r for r in results if r["method"] == m]
-            summary[m] = {"mean": float(accs.mean()), "std": float(accs.std(ddof=1)) if len(accs) > 1 else 0.0,
-                          "fit_seconds_mean": float(np.mean([r["fit_seconds"] for r in rr])),
-                          "n_seeds": len(accs), "trainable_params": rr[0]["trainable_params"],
-                          "final_loss_mean": float(np.mean([r["training"]["final_loss"] for r in rr]))}
-        done.append(ds[0] | {"seeds": sorted({r["seed"] for r in results}), "results": results, "summary": summary})
+        results_ = [r for d in ds for r in d["results"]]  # as stored: old runner's dicts or cell records
+        (summary,) = summarise(as_cells([{"results": results_}])).values()
+        done.append(ds[0] | {"seeds": sorted({r["seed"] for r in results_}), "results": results_,
+                             "summary": summary["methods"]})
     if done:
         args = argparse.Namespace(model="smollm2-135m", steps=steps, batch_size=8, test_size=TEST_SIZE,
                                   eval_every=max(1, steps // 10), machine=machine, note=note,
                                   missing=[j for j in missing if j.startswith("ie:")])
-        stem = RESULTS / "input_edge_accuracy_gpu"
+        stem = results / "input_edge_accuracy_gpu"
         stem.with_suffix(".json").write_text(json.dumps({"machine": machine, "steps": steps, "experiments": done,
                                                          "missing": args.missing}, indent=2), encoding="utf-8")
-        text = render_ie(done, args)
+        text = render_ie(as_cells(done), args)
         stem.with_suffix(".md").write_text(text, encoding="utf-8")
         print(text)
     print(f"missing: {missing}")
@@ -298,13 +350,14 @@ def main() -> None:
     ap.add_argument("--only", choices=["bbt", "ie"], help="run only these jobs (bbt: no probe, pass --workers 1)")
     ap.add_argument("--tf32", action="store_true", help="let fp32 matrix products use TF32 tensor cores")
     ap.add_argument("--collect", nargs="+", help="render results from sessions' parts.tar.gz archives")
+    ap.add_argument("--results", default=str(RESULTS), help="where --collect writes (default benchmarks/results)")
     ap.add_argument("--resume", nargs="+", help="earlier sessions' parts.tar.gz: their stored results are kept "
                     "and not run again")
     args = ap.parse_args()
     if args.job:
         run_job(args.job, Path(args.parts), args.model, args.smoke, args.tf32)
     elif args.collect:
-        collect(args.collect, args.steps)
+        collect(args.collect, args.steps, Path(args.results))
     else:
         session(args)
 

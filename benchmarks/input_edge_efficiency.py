@@ -43,13 +43,15 @@ def measure(method_name: str, model_name: str) -> dict:
     method.words_ = task.words
     method._setup()
     optimizer = torch.optim.AdamW(method.param_groups())
-    batch = method._batch(method.encode(list(train)))
-    y = torch.tensor(train.label_ids())
+    device = next(method.module_.parameters()).device
+    batch = method.backend.collate(method.encode(list(train))).to(device)
+    y = torch.tensor(train.label_ids()).to(device)
     times = []
     method.module_.train()
     for i in range(12):
         t = time.perf_counter()
-        loss = torch.nn.functional.cross_entropy(method.scores(batch), y)
+        loss = torch.nn.functional.cross_entropy(method.module_(batch.input_ids, batch.attention_mask,
+                                                                 batch.position), y)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -65,8 +67,8 @@ def measure(method_name: str, model_name: str) -> dict:
         t = time.perf_counter()
         with torch.inference_mode():
             for b in range(0, len(ids), 32):
-                bt = method._batch(ids[b : b + 32])
-                module(bt.input_ids, bt.attention_mask, method._position(bt))
+                bt = method.backend.collate(ids[b : b + 32]).to(device)
+                module(bt.input_ids, bt.attention_mask, bt.position)
         lat.append(time.perf_counter() - t)
     out["inference_seconds_64"] = lat[1:]
     out["inference_median_s"] = statistics.median(lat[1:])
@@ -85,7 +87,7 @@ def main() -> None:
     if args.one:
         print(json.dumps(measure(args.one, args.model)))
         return
-    from edgetune.bench.experiment import machine_info
+    from edgetune.bench.records import machine_info
 
     rows = {}
     for name in ("pt", "adept", "dept", "lora"):

@@ -14,53 +14,105 @@ Queries are forward passes over single samples.
 (``edgetune.backends.server.LlamaServer``, the packaged Q4_1 GGUF, 2 threads) vs in-process (the same
 GGUF de-quantised to fp32), each with an empty cache: queries, HTTP requests, wall time, accuracy.
 
-Writes benchmarks/results/maas_<part>.{json,md}.
+Every evaluation is a cell of edgetune's one runner (``run_bench``): its records are kept in
+``--out``/maas_<part>/ (results.jsonl; the server part keeps one per backend, as both answer to the same
+model name), and the tables are made from them. Writes ``--out``/maas_<part>.{json,md} (default
+benchmarks/results).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from edgetune.backends import FeatureCache, OpenAIBackend, load_backend
-from edgetune.bench.experiment import machine_info, run_output_edge, write_json
-from edgetune.bench.report import NAMES, pct
-from edgetune.data import load_task
-from edgetune.methods import BBT, DecT
+from edgetune.bench import BenchConfig, MethodEntry, read_results, run_bench
+from edgetune.bench.records import machine_info
+from edgetune.bench.report import last_invocation, pct, summarise
+from edgetune.data import Template, load_task
+from edgetune.methods import display_name
 
 RESULTS = Path(__file__).parent / "results"
 
 
+class _OnTop(FeatureCache):
+    """An empty in-memory cache that also answers from ``base`` (a test set's features, extracted once per
+    task): whatever is not in ``base`` (DecT's training and content-free prompts) is really queried."""
+
+    def __init__(self, base: FeatureCache) -> None:
+        super().__init__(None)
+        self.base = base
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        found = self.base.get_many(keys)
+        found.update(super().get_many([k for k in keys if k not in found]))
+        return found
+
+
+def bbt_config(name: str, model: str, shots: int, seed: int, test_size: int, budget: int,
+               popsize: int) -> BenchConfig:
+    """DecT and BBT (``budget`` calls, population ``popsize``) on one task's ``shots``-shot sample ``seed``."""
+    return BenchConfig(name="maas_bbt", tasks=[name], models=[model], shots=[shots], seeds=[seed],
+                       test_size=test_size, methods=[MethodEntry("dect", "dect"),
+                                                     MethodEntry("bbt", "bbt", {"budget": budget, "popsize": popsize})])
+
+
+def bbt_records(backend, name: str, shots: int, seed: int, test_size: int, budget: int, popsize: int,
+                test_cache: FeatureCache | None = None, output: str | Path | None = None,
+                fresh: bool = True) -> list[dict[str, Any]]:
+    """Run DecT and BBT on one task's ``shots``-shot sample ``seed`` through ``run_bench``; return the lines of
+    its results file (``output``/results.jsonl, a temporary folder by default).
+
+    DecT's training (and content-free) prompts go to an empty cache, so its queries are real and its wall
+    time is their extraction plus decoder training. The test set's features come from ``test_cache`` when
+    given (extracted into it on first use, outside any method's time), else from the same empty cache.
+    """
+    if test_cache is not None:
+        task = load_task(name)
+        backend.cache = test_cache
+        backend.features(task.load("test", limit=test_size, seed=0), Template(task.template), task.words,
+                         f"{name} test")
+        backend.cache = _OnTop(test_cache)
+    else:
+        backend.cache = FeatureCache(None)
+    config = bbt_config(name, backend.name, shots, seed, test_size, budget, popsize)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = run_bench(config, output=output if output is not None else tmp, progress=False,
+                         backends={backend.name: backend}, cache=FeatureCache(None), fresh=fresh)
+        return read_results(path)
+
+
+def row_from_records(lines: list[dict[str, Any]], task: str | None = None, seed: int | None = None) -> dict:
+    """The DecT-vs-BBT row of one (task, seed) from run_bench lines (the last DecT and BBT cells that match).
+
+    ``dect.seconds`` is DecT's wall time (training + the extraction its queries took), ``bbt.seconds`` BBT's
+    whole CMA-ES search (its dev evaluations included); test inference is excluded for both."""
+    cells = {c["name"]: c for c in lines if c.get("type") == "cell" and (task is None or c["task"] == task)
+             and (seed is None or c["seed"] == seed)}
+    d, b = cells["dect"], cells["bbt"]
+    training = b.get("training") or {}
+    return {"task": d["task"], "seed": d["seed"], "n_train": d["n_train"], "n_test": d["n_test"],
+            "dect": {"accuracy": d["accuracy"], "seconds": d["wall_seconds"], "queries": d["queries"]},
+            "bbt": {"accuracy": b["accuracy"], "seconds": b["fit_seconds"], "calls": b["steps"],
+                    "queries": b["queries"], "budget": b["params"]["budget"],
+                    "seconds_per_call": b["fit_seconds"] / b["steps"], "final_loss": training.get("final_loss"),
+                    "best_call": training.get("best_call"), "best_train_loss": training.get("best_train_loss"),
+                    "dev_accuracy": training.get("dev_accuracy", [])}}
+
+
 def bbt_row(backend, name: str, shots: int, seed: int, test_size: int, budget: int, popsize: int,
-            test_cache: FeatureCache | None = None) -> dict:
-    """DecT (empty cache: its queries are real) and BBT on one task's ``shots``-shot sample ``seed``."""
-    task = load_task(name)
-    test = task.load("test", limit=test_size, seed=0)
-    y = np.array(test.label_ids())
-    train = task.sample(shots, seed)
-    backend.cache = FeatureCache(None)  # DecT pays for its queries
-    before = backend.total_queries
-    t0 = time.perf_counter()
-    dect = DecT(backend, seed=seed).fit(train)
-    dect_s = time.perf_counter() - t0
-    dect_q = backend.total_queries - before
-    backend.cache = test_cache if test_cache is not None else FeatureCache(None)
-    dect_acc = float((np.array(dect.decision_function(test)).argmax(1) == y).mean())
-    t0 = time.perf_counter()
-    bbt = BBT(backend, budget=budget, popsize=popsize, seed=seed, progress=False).fit(train)
-    bbt_s = time.perf_counter() - t0
-    bbt_acc = float((bbt.decision_function(list(test)).argmax(1) == y).mean())
-    h = bbt.history_
-    return {"task": name, "seed": seed, "n_train": len(train), "n_test": len(test),
-            "dect": {"accuracy": dect_acc, "seconds": dect_s, "queries": dect_q},
-            "bbt": {"accuracy": bbt_acc, "seconds": bbt_s, "calls": h["calls"],
-                    "queries": h["train_queries"] + h["dev_queries"], "budget": budget,
-                    "seconds_per_call": bbt_s / h["calls"], "best_train_loss": h["best_train_loss"],
-                    "dev_accuracy": h["dev_accuracy"]}}
+            test_cache: FeatureCache | None = None, output: str | Path | None = None, fresh: bool = True) -> dict:
+    """DecT (empty cache: its queries are real) and BBT on one task's ``shots``-shot sample ``seed``, through
+    ``run_bench`` (see :func:`bbt_records`); the row :func:`render_bbt` tabulates."""
+    lines = bbt_records(backend, name, shots, seed, test_size, budget, popsize, test_cache, output, fresh)
+    return row_from_records(lines, name, seed)
 
 
 def render_bbt(rows: list[dict], meta: dict, stem: Path, note: str = "") -> str:
@@ -97,58 +149,91 @@ def render_bbt(rows: list[dict], meta: dict, stem: Path, note: str = "") -> str:
 
 
 def part_bbt(args: argparse.Namespace) -> None:
+    out = Path(args.out)
     backend = load_backend(args.model, cache=FeatureCache(None), progress=False)
     rows = []
+    fresh = True
     for name in args.tasks:
         test_cache = FeatureCache(None)
         for seed in args.seeds:
-            row = bbt_row(backend, name, args.shots, seed, args.test_size, args.budget, args.popsize, test_cache)
+            row = bbt_row(backend, name, args.shots, seed, args.test_size, args.budget, args.popsize, test_cache,
+                          output=out / "maas_bbt", fresh=fresh)
+            fresh = False  # one results file for the whole part
             rows.append(row)
             print(json.dumps({k: row[k] for k in ("task", "seed")} | {"dect": row["dect"],
                   "bbt": {k: row["bbt"][k] for k in ("accuracy", "seconds", "calls", "queries")}}), flush=True)
     meta = {"model": args.model, "shots": args.shots, "seeds": args.seeds, "test_size": args.test_size,
-            "bbt_budget": args.budget, "bbt_popsize": args.popsize, "machine": machine_info()}
-    print(render_bbt(rows, meta, RESULTS / "maas_bbt"))
+            "bbt_budget": args.budget, "bbt_popsize": args.popsize, "machine": machine_info(),
+            "records": str(out / "maas_bbt" / "results.jsonl")}
+    print(render_bbt(rows, meta, out / "maas_bbt"))
+
+
+def server_row(lines: list[dict[str, Any]], label: str, wall: float) -> dict[str, Any]:
+    """One (task, backend) row from the lines of its run_bench invocation: per method accuracy mean ± std over
+    seeds, and what feature extraction cost (queries, seconds and the backend's counters, summed)."""
+    summary = summarise(lines)
+    (task, methods), = summary.items()
+    stats: dict[str, int] = {}
+    paid = [x for x in lines if x.get("type") == "extraction"]
+    for x in paid:
+        for k, v in (x.get("stats") or {}).items():
+            if k != "queries":
+                stats[k] = stats.get(k, 0) + v
+    return {"task": task, "backend": label, "n_test": methods[0]["n_test"],
+            "methods": {r["method"]: {k: r[k] for k in ("mean", "std", "fit_seconds", "n_seeds", "trainable_params")}
+                        for r in methods},
+            "extraction": {"queries": sum(x["queries"] for x in paid), "seconds": sum(x["seconds"] for x in paid),
+                           "stats": stats},
+            "wall_seconds": wall}
 
 
 def part_server(args: argparse.Namespace) -> None:
     from edgetune.backends.server import LlamaServer
 
+    out = Path(args.out)
     local = load_backend(args.model, progress=False, cache=FeatureCache(None))
     methods = ("zeroshot", "calibrated", "linear_probe", "dect")
-    exps, walls = [], []
+    rows = []
     with LlamaServer(args.model, n_threads=args.threads, n_ctx=2048) as server:
         remote = OpenAIBackend(server.alias, server.base_url, cache=FeatureCache(None), top_logprobs=args.top_logprobs,
                                concurrency=args.concurrency, progress=False)
-        for name in args.tasks:
-            task = load_task(name)
-            for label, backend in (("in-process", local), ("llama.cpp server", remote)):
+        for i, name in enumerate(args.tasks):
+            # both backends answer to the same model name: one results file each
+            for label, folder, backend in (("in-process", "in-process", local),
+                                           ("llama.cpp server", "llama-cpp-server", remote)):
                 backend.cache = FeatureCache(None)
+                config = BenchConfig(name=f"maas_server ({label})", tasks=[name], models=[backend.name],
+                                     shots=[args.shots], seeds=list(args.seeds), test_size=args.test_size,
+                                     methods=[MethodEntry(m, m) for m in methods])
                 t0 = time.perf_counter()
-                exp = run_output_edge(task, backend, args.shots, args.seeds, methods, args.test_size)
-                walls.append(time.perf_counter() - t0)
-                exps.append((label, exp))
-                s = exp.summary()
-                print(f"{name} {label}: DecT {pct(s['dect']['mean'], s['dect']['std'])} · queries "
-                      f"{exp.extraction.queries} · {walls[-1]:.0f} s · {exp.extraction.stats}", flush=True)
-    write_json([e for _, e in exps], RESULTS / "maas_server.json")
+                path = run_bench(config, output=out / "maas_server" / folder, progress=False,
+                                 backends={backend.name: backend}, cache=FeatureCache(None), fresh=i == 0)
+                row = server_row(last_invocation(read_results(path)), label, time.perf_counter() - t0)
+                rows.append(row)
+                d, x = row["methods"]["dect"], row["extraction"]
+                print(f"{name} {label}: DecT {pct(d['mean'], d['std'])} · queries {x['queries']} · "
+                      f"{row['wall_seconds']:.0f} s · {x['stats']}", flush=True)
+    meta = {"model": args.model, "shots": args.shots, "seeds": args.seeds, "test_size": args.test_size,
+            "threads": args.threads, "top_logprobs": args.top_logprobs, "concurrency": args.concurrency,
+            "machine": machine_info(), "records": str(out / "maas_server")}
+    (out / "maas_server.json").write_text(json.dumps(meta | {"rows": rows}, indent=2), encoding="utf-8")
     lines = [f"# DecT through the llama.cpp server vs in-process · {args.model} · {args.shots}-shot · seeds "
-             f"{args.seeds}", "", f"Machine: {json.dumps(machine_info())}",
+             f"{args.seeds}", "", f"Machine: {json.dumps(meta['machine'])}",
              f"Server: llama-cpp-python 0.3.36, packaged Q4_1 GGUF, {args.threads} threads, top_logprobs "
              f"{args.top_logprobs}, concurrency {args.concurrency}. In-process: the same GGUF de-quantised to fp32.",
-             "", "| task | backend | " + " | ".join(NAMES[m] for m in methods) +
+             "", "| task | backend | " + " | ".join(display_name(m) for m in methods) +
              " | queries | HTTP requests | prompt tokens | floored scores | extraction s | wall s |",
              "|---" * (len(methods) + 8) + "|"]
-    for (label, e), wall in zip(exps, walls, strict=True):
-        s = e.summary()
-        st = e.extraction.stats
-        lines.append(f"| {e.task} (n={e.n_test}) | {label} | " + " | ".join(pct(s[m]["mean"], s[m]["std"])
-                                                                       for m in methods) +
-                     f" | {e.extraction.queries} | {st.get('requests', '–')} | {st.get('prompt_tokens', '–')} | "
-                     f"{st.get('floored', 0) if label != 'in-process' else '–'} | {e.extraction.seconds:.0f} | "
-                     f"{wall:.0f} |")
+    for row in rows:
+        s, x = row["methods"], row["extraction"]
+        st = x["stats"]
+        lines.append(f"| {row['task']} (n={row['n_test']}) | {row['backend']} | " +
+                     " | ".join(pct(s[m]["mean"], s[m]["std"]) for m in methods) +
+                     f" | {x['queries']} | {st.get('requests', '–')} | {st.get('prompt_tokens', '–')} | "
+                     f"{st.get('floored', 0) if row['backend'] != 'in-process' else '–'} | {x['seconds']:.0f} | "
+                     f"{row['wall_seconds']:.0f} |")
     text = "\n".join(lines) + "\n"
-    (RESULTS / "maas_server.md").write_text(text, encoding="utf-8")
+    (out / "maas_server.md").write_text(text, encoding="utf-8")
     print(text)
 
 
@@ -165,6 +250,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="llama.cpp server threads")
     ap.add_argument("--top-logprobs", type=int, default=500)
     ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--out", default=str(RESULTS), help="folder for maas_<part>.{json,md} and the run_bench "
+                    "records (maas_<part>/)")
     args = ap.parse_args()
     {"bbt": part_bbt, "server": part_server}[args.part](args)
 
