@@ -160,3 +160,91 @@ def test_shared_prefix_gives_the_same_logits_and_gradients(cls, make_backend, to
     torch.testing.assert_close(results[0][0], results[1][0], atol=1e-5, rtol=1e-4)
     for name in results[0][1]:
         torch.testing.assert_close(results[0][1][name], results[1][1][name], atol=1e-5, rtol=1e-3)
+
+
+def test_adept_first_layer_starts_as_the_reference(make_backend, toy_task):
+    """W1 uniform in ±1/√r (the reference's (d, r) matrix has fan-in r), b1 zero, W2 and b2 zero."""
+    m = small(ADePT, make_backend("causal"), steps=1).fit(toy_task.sample(2, 0))
+    fresh = ADePT(m.backend, **{**FAST, "prompt_tokens": 4, "budget_tokens": 8})
+    fresh.labels_, fresh.words_, fresh.template_ = m.labels_, m.words_, m.template_
+    fresh._setup()
+    w1, r = fresh.module_.w1, fresh.rank_
+    bound = 1 / np.sqrt(r)
+    assert float(w1.weight.abs().max()) <= bound and float(w1.weight.abs().max()) > 0.8 * bound
+    assert not w1.bias.any() and not fresh.module_.w2.weight.any() and not fresh.module_.w2.bias.any()
+
+
+def test_auto_prompt_lr_follows_the_embedding_scale(make_backend, toy_task):
+    be = make_backend("causal")
+    scale = float(be.model.get_input_embeddings().weight.std())
+    m = small(ADePT, be, steps=1, prompt_lr_ratio=0.5).fit(toy_task.sample(2, 0))
+    assert m.history_["lr"]["lr_prompt"] == pytest.approx(0.5 * scale, rel=1e-3)
+    assert m.history_["lr"]["lr_network"] == 1e-4  # the network's rate is scale-free: as given
+    paper = small(PromptTuning, be, steps=1, lr=0.3).fit(toy_task.sample(2, 0))
+    assert paper.history_["lr"]["lr"] == 0.3  # a number is used as given
+
+
+def test_the_start_is_a_checkpoint_and_the_best_is_restored(make_backend, toy_task):
+    m = small(ADePT, make_backend("causal"), steps=4, eval_every=1, lr_network=1.0, prompt_lr_ratio=50.0)
+    m.fit(toy_task.sample(4, 0))
+    curve = m.history_["dev_accuracy"]
+    assert curve[0][0] == 0  # scored before the first step
+    assert m.history_["best_dev_accuracy"] == max(a for _, a in curve) >= curve[0][1]
+    assert m.dev_accuracy() == m.history_["best_dev_accuracy"]  # the weights in use are the best ones
+
+
+def test_non_finite_loss_stops_training_and_keeps_the_best(make_backend, toy_task, monkeypatch):
+    m = small(ADePT, make_backend("causal"), steps=6, eval_every=1)
+    real = ADePT.scores
+    calls = {"n": 0}
+
+    def poisoned(self, ids):
+        out = real(self, ids)
+        if self.module_.training:
+            calls["n"] += 1
+            if calls["n"] >= 3:
+                return out * float("nan")
+        return out
+
+    monkeypatch.setattr(ADePT, "scores", poisoned)
+    with pytest.warns(UserWarning, match="non-finite loss"):
+        m.fit(toy_task.sample(2, 0))
+    assert "step 3" in m.history_["stopped"] and len(m.history_["loss"]) == 2
+    assert np.isfinite(m.decision_function(TEXTS)).all()
+
+
+def test_bad_recipe_values_are_one_clear_error(make_backend, toy_task):
+    be = make_backend("causal")  # a 64-token window
+    for cls, bad, word in ((ADePT, {"prompt_tokens": 60}, "prompt_tokens"), (PromptTuning, {"lr": -1.0}, "lr"),
+                           (ADePT, {"lr_network": float("nan")}, "lr_network"), (DePT, {"steps": 0}, "steps"),
+                           (PromptTuning, {"prompt_init": "glove"}, "prompt_init")):
+        with pytest.raises(EdgetuneError, match=word):
+            small(cls, be, **bad).fit(toy_task.sample(2, 0))
+
+
+def test_prompt_initialisations(make_backend, toy_task):
+    from edgetune.methods import BBT
+
+    be = make_backend("causal")
+    table = be.model.get_input_embeddings().weight
+    text = small(PromptTuning, be, steps=1, prompt_init="text").fit(toy_task.sample(2, 0))
+    words = be.tokenizer(text.init_text(), add_special_tokens=False)["input_ids"]
+    assert "summary" in text.init_text() and "great" in text.init_text()
+    prompt = text.module_.encoder.embedding.weight
+    assert prompt.shape[0] == 8
+    bbt = BBT(be, **BBT.smoke_params, progress=False).fit(toy_task.sample(2, 0))
+    p0 = bbt._prompt(np.zeros(bbt.intrinsic_dim))
+    torch.testing.assert_close(p0, table[1000:1000 + bbt.prompt_tokens].detach())  # the reference's p0
+    zeros = BBT(be, **BBT.smoke_params, prompt_init="zeros", progress=False).fit(toy_task.sample(2, 0))
+    assert not zeros._prompt(np.zeros(zeros.intrinsic_dim)).any()
+    assert len(words) >= 1
+
+
+def test_adept_reports_how_far_its_network_moves_embeddings(make_backend, toy_task):
+    # plain texts: no dev split, so the last weights are kept (with one, the start may win)
+    X, y = ["great fun", "a bad mess", "so good", "awful"], ["positive", "negative", "positive", "negative"]
+    prompt = {"template": toy_task.template, "label_words": toy_task.label_words}
+    m = small(ADePT, make_backend("causal"), steps=3, lr_network=1e-2, **prompt).fit(X, y)
+    assert 0 < m.history_["offset_ratio"] < 10
+    still = small(ADePT, make_backend("causal"), steps=3, lr_network=1e-12, **prompt).fit(X, y)
+    assert still.history_["offset_ratio"] < 1e-6

@@ -91,11 +91,12 @@ class ADePT(GradientMethod):
         "steps": 2, "batch_size": 4, "eval_every": 1,
         "prompt_tokens": 4, "budget_tokens": 8}
 
-    scaled_lrs: ClassVar[dict[str, float]] = {"lr_prompt": PROMPT_LR_RATIO}
+    scaled_lrs: ClassVar[tuple[str, ...]] = ("lr_prompt",)
 
     def __init__(self, model: str | Backend | None = None, *, prompt_tokens: int = 60, rank: int | None = None,
                  budget_tokens: int = 100, lr_prompt: float | str = "auto", lr_network: float = 1e-4,
-                 dropout: float = 0.1, prompt_init: str = "vocab", **kwargs: Any) -> None:
+                 dropout: float = 0.1, prompt_init: str = "vocab",
+                 prompt_lr_ratio: float = PROMPT_LR_RATIO, **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
         self.prompt_tokens = prompt_tokens
         self.rank = rank
@@ -104,6 +105,7 @@ class ADePT(GradientMethod):
         self.lr_network = lr_network
         self.dropout = dropout
         self.prompt_init = prompt_init
+        self.prompt_lr_ratio = prompt_lr_ratio
 
     @classmethod
     def match_budget(cls, d: int, prompt_tokens: int = 60, budget_tokens: int = 100) -> Budget:

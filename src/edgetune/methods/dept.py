@@ -63,11 +63,12 @@ class DePT(GradientMethod):
         "steps": 2, "batch_size": 4, "eval_every": 1,
         "prompt_tokens": 4, "budget_tokens": 8, "positions": 16}
 
-    scaled_lrs: ClassVar[dict[str, float]] = {"lr_prompt": PROMPT_LR_RATIO}
+    scaled_lrs: ClassVar[tuple[str, ...]] = ("lr_prompt",)
 
     def __init__(self, model: str | Backend | None = None, *, prompt_tokens: int = 60, rank: int | None = None,
                  positions: int = 256, budget_tokens: int = 100, alpha: float = 8.0, lr_prompt: float | str = "auto",
-                 lr_offsets: float = 1e-4, prompt_init: str = "vocab", **kwargs: Any) -> None:
+                 lr_offsets: float = 1e-4, prompt_init: str = "vocab",
+                 prompt_lr_ratio: float = PROMPT_LR_RATIO, **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
         self.prompt_tokens = prompt_tokens
         self.rank = rank
@@ -77,6 +78,7 @@ class DePT(GradientMethod):
         self.lr_prompt = lr_prompt
         self.lr_offsets = lr_offsets
         self.prompt_init = prompt_init
+        self.prompt_lr_ratio = prompt_lr_ratio
 
     @classmethod
     def match_budget(cls, d: int, prompt_tokens: int = 60, budget_tokens: int = 100, positions: int = 256) -> Budget:

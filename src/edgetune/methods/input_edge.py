@@ -257,17 +257,17 @@ class InputEdgeMethod(Method):
 class GradientMethod(InputEdgeMethod):
     """An input-edge method trained with gradients through the frozen model (AdamW).
 
-    Learning rates of parameters that live in the embedding space (soft prompts, DePT's offsets) may be
-    ``"auto"``: the rate is then ``ratio × embedding_scale_``, the standard deviation of the backbone's
-    input-embedding elements, with the ratio the class declares in ``scaled_lrs``. An AdamW step moves
-    each element by about the learning rate, so a rate tuned on one backbone (0.3 on T5, whose embeddings
-    are large) is far too large on another (SmolLM2's elements have std 0.136); a ratio carries over.
+    A soft prompt's learning rate may be ``"auto"`` (the parameters that may be are listed in
+    ``scaled_lrs``): the rate is then ``prompt_lr_ratio × embedding_scale_``, the standard deviation of the
+    backbone's input-embedding elements. An AdamW step moves each element by about the learning rate,
+    so a rate tuned on one backbone (0.3 on T5, whose embeddings are large) is far too large on another
+    (SmolLM2's elements have std 0.136); a ratio to the embedding scale carries over.
     A number is used as given (the papers' values stay reachable, e.g. ``lr_prompt=0.3``).
     """
 
     trainer = "adamw"
-    #: learning-rate parameter -> ratio to the embedding scale used when the parameter is "auto"
-    scaled_lrs: ClassVar[dict[str, float]] = {}
+    #: learning-rate parameters that may be "auto": ``prompt_lr_ratio`` × the embedding scale
+    scaled_lrs: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, model: str | Backend | None = None, *, steps: int = 100, grad_accum: int = 1,
                  warmup_ratio: float = 0.1, weight_decay: float = 0.0, **kwargs: Any) -> None:
@@ -289,6 +289,8 @@ class GradientMethod(InputEdgeMethod):
         for name in self.lr_params():
             if not (getattr(self, name) == "auto" and name in self.scaled_lrs):
                 _positive_number(self, name)
+        if self.scaled_lrs:
+            _positive_number(self, "prompt_lr_ratio")
 
     def lr_params(self) -> tuple[str, ...]:
         """Names of the learning-rate parameters."""
@@ -297,7 +299,7 @@ class GradientMethod(InputEdgeMethod):
     def learning_rate(self, name: str) -> float:
         """The learning rate in use for parameter ``name`` ("auto" resolved against the embedding scale)."""
         value = getattr(self, name)
-        return self.scaled_lrs[name] * self.embedding_scale_ if value == "auto" else float(value)
+        return self.prompt_lr_ratio * self.embedding_scale_ if value == "auto" else float(value)
 
     def offset_ratio(self, ids: list[list[int]]) -> float | None:
         """Mean ‖offset‖ / ‖embedding‖ over the training tokens, for methods that offset embeddings."""

@@ -37,14 +37,16 @@ class PromptTuning(GradientMethod):
     display_name = "prompt tuning"
     smoke_params: ClassVar[dict[str, Any]] = {"steps": 2, "batch_size": 4, "eval_every": 1, "prompt_tokens": 4}
 
-    scaled_lrs: ClassVar[dict[str, float]] = {"lr": PROMPT_LR_RATIO}
+    scaled_lrs: ClassVar[tuple[str, ...]] = ("lr",)
 
     def __init__(self, model: str | Backend | None = None, *, prompt_tokens: int = 100, lr: float | str = "auto",
-                 prompt_init: str = "vocab", **kwargs: Any) -> None:
+                 prompt_init: str = "vocab",
+                 prompt_lr_ratio: float = PROMPT_LR_RATIO, **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
         self.prompt_tokens = prompt_tokens
         self.lr = lr
         self.prompt_init = prompt_init
+        self.prompt_lr_ratio = prompt_lr_ratio
 
     def _validate_params(self) -> None:
         super()._validate_params()
