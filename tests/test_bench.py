@@ -51,6 +51,7 @@ def test_bench_runs_the_grid_resumes_and_reports(config_file, tmp_path, capsys):
     assert len(extraction) == 4  # training prompts paid once per (shots, seed), shared by zero-shot and DecT
     report = (tmp_path / "out" / "report.md").read_text()
     assert "## toy (test n = 8)" in report and "pt-short" in report and "BBT" in report
+    assert "dev % start → chosen" in report  # trained methods show where training started and what it chose
     for name in PLOTS:
         assert (tmp_path / "out" / name).stat().st_size > 1000
 

@@ -47,8 +47,22 @@ def summarise(lines: list[dict[str, Any]]) -> dict[str, Any]:
             "queries": float(np.mean([c["queries"] for c in cs])),
             "trainable_params": int(cs[0]["trainable_params"]), "edge": cs[0].get("edge", "?"),
             "n_train": int(np.mean([c["n_train"] for c in cs])), "n_test": cs[0]["n_test"],
+            "min": float(acc.min()), "offset_ratio": _mean_of(cs, "offset_ratio"),
+            "start_dev": _mean_of(cs, "dev_accuracy", first=True), "best_dev": _mean_of(cs, "best_dev_accuracy"),
         })
     return dict(out)
+
+
+def _mean_of(cells: list[dict[str, Any]], key: str, first: bool = False) -> float | None:
+    """Mean over cells of a ``training`` entry (``first``: the dev accuracy at step 0), if any cell has it."""
+    values = []
+    for c in cells:
+        value = (c.get("training") or {}).get(key)
+        if first:
+            value = value[0][1] if value and value[0][0] == 0 else None
+        if value is not None:
+            values.append(float(value))
+    return float(np.mean(values)) if values else None
 
 
 def _fmt_s(x: float) -> str:
@@ -86,13 +100,21 @@ def render(results: str | os.PathLike, out_dir: str | os.PathLike | None = None,
     for task, rows in summary.items():
         n_test = rows[0]["n_test"]
         md.append(f"## {task} (test n = {n_test})\n")
-        md.append("| method | shots | n train | accuracy % | wall s | train s | queries | trainable params | seeds |")
-        md.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        trained = any(r["best_dev"] is not None for r in rows)  # columns that only newer records carry
+        md.append("| method | shots | n train | accuracy % | wall s | train s | queries | trainable params | seeds |"
+                  + (" worst seed % | dev % start → chosen | offset ratio |" if trained else ""))
+        md.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if trained else ""))
         for r in sorted(rows, key=lambda r: (r["shots"], -r["mean"])):
+            extra = ""
+            if trained:
+                dev = (f"{100 * r['start_dev']:.1f} → {100 * r['best_dev']:.1f}" if r["best_dev"] is not None
+                       and r["start_dev"] is not None else "")
+                ratio = f"{r['offset_ratio']:.3f}" if r["offset_ratio"] is not None else ""
+                extra = f" {100 * r['min']:.1f} | {dev} | {ratio} |"
             md.append(f"| {_label(r['method'], r['model'], default_models)} | {r['shots']} | {r['n_train']} | "
                       f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f} | {_fmt_s(r['wall_seconds'])} | "
                       f"{_fmt_s(r['fit_seconds'])} | {r['queries']:,.0f} | {r['trainable_params']:,} | "
-                      f"{r['n_seeds']} |")
+                      f"{r['n_seeds']} |" + extra)
         md.append("")
     if plots and summary:
         made = plot(summary, out, default_models)
