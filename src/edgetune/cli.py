@@ -197,7 +197,7 @@ def _knobs(args: argparse.Namespace, name: str) -> dict[str, Any]:
     for pname in accepted:
         value = getattr(args, f"m_{pname}", None)
         if value is not None and pname not in RUN_OWNED:
-            knobs[pname] = tuple(value) if isinstance(value, list) and pname == "lam_grid" else value
+            knobs[pname] = value
     return knobs
 
 

@@ -152,7 +152,7 @@ class LabelReader:
         base = model.base_model
         key = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
         out = base(inputs_embeds=prefix, use_cache=True)
-        cache = getattr(out, key, None) if key == "cache" else out.past_key_values
+        cache = getattr(out, key)
         cache.batch_repeat_interleave(len(inputs_embeds))
         ones = torch.ones(len(inputs_embeds), prefix.shape[1], dtype=attention_mask.dtype, device=attention_mask.device)
         out = base(inputs_embeds=inputs_embeds, attention_mask=torch.cat([ones, attention_mask], dim=1),

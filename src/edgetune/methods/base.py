@@ -65,6 +65,22 @@ class ParamError(EdgetuneError):
     """A method parameter has a value no run can use."""
 
 
+def check_positive_int(method: Any, *names: str) -> None:
+    """Raise :class:`ParamError` naming the first of ``names`` that is not a positive integer."""
+    for name in names:
+        value = getattr(method, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ParamError(f"{method.name}: {name} must be a positive integer, not {value!r}")
+
+
+def check_positive_number(method: Any, *names: str) -> None:
+    """Raise :class:`ParamError` naming the first of ``names`` that is not a finite positive number."""
+    for name in names:
+        value = getattr(method, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value) or value <= 0:
+            raise ParamError(f"{method.name}: {name} must be a positive number, not {value!r}")
+
+
 def register(cls: type[Method]) -> type[Method]:
     """Class decorator: check ``cls``'s declarations and make it available by its ``name`` everywhere
     (``edgetune run``, the bench, :func:`load`, the reports and the contract tests)."""
@@ -141,6 +157,8 @@ class Method(ABC):
     budget_rule: ClassVar[str | None] = None
     companions: ClassVar[tuple[str, ...]] = ()
     smoke_params: ClassVar[dict[str, Any]] = {}
+    #: the learned attribute whose presence means "fitted" (or loaded)
+    fitted_attribute: ClassVar[str] = "labels_"
 
     def __init__(self, model: str | Backend | None = None) -> None:
         self.model = self.default_model if model is None else model
@@ -228,7 +246,7 @@ class Method(ABC):
         return examples, np.array([index[lab] for lab in names], dtype=np.int64)
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "labels_"):
+        if not hasattr(self, self.fitted_attribute):
             raise EdgetuneError(f"this {self.name} is not fitted yet: call fit() first")
 
     # -- the estimator surface ------------------------------------------------------------------------------

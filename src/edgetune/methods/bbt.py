@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 
 from ..backends import Backend
-from .base import register
-from .input_edge import BlackBoxMethod, _positive_int
+from .base import check_positive_int, register
+from .input_edge import BlackBoxMethod
 from .prompted import PromptedModel
 
 
@@ -94,7 +94,7 @@ class BBT(BlackBoxMethod):
 
     def _validate_params(self) -> None:
         super()._validate_params()
-        _positive_int(self, "intrinsic_dim", "prompt_tokens")
+        check_positive_int(self, "intrinsic_dim", "prompt_tokens")
 
     @property
     def search_dim(self) -> int:

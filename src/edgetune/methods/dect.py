@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from ..backends import Backend, Features
 from ..errors import EdgetuneError
-from .base import ParamError, calibrate, log_softmax, register
+from .base import ParamError, calibrate, check_positive_int, check_positive_number, log_softmax, register
 from .output_edge import OutputEdgeMethod
 
 
@@ -87,12 +87,10 @@ class DecT(OutputEdgeMethod):
         lam = self.lam
         if not (lam is None or lam == "cv" or (isinstance(lam, int | float) and not isinstance(lam, bool))):
             raise ParamError(f"lam must be a number, None (1/shots) or 'cv', not {lam!r}")
-        if not (isinstance(self.proto_dim, int) and self.proto_dim >= 1):
-            raise ParamError(f"proto_dim must be a positive integer, not {self.proto_dim!r}")
+        check_positive_int(self, "proto_dim")
         if not (isinstance(self.epochs, int) and self.epochs >= 0):
             raise ParamError(f"epochs must be a non-negative integer, not {self.epochs!r}")
-        if not (isinstance(self.lr, int | float) and self.lr > 0):
-            raise ParamError(f"lr must be a positive number, not {self.lr!r}")
+        check_positive_number(self, "lr")
 
     # -- pieces -----------------------------------------------------------------------------------------
     def _prior(self, scores: np.ndarray) -> np.ndarray:

@@ -20,9 +20,9 @@ from torch import nn
 
 from ..backends import Backend
 from ..backends.local import LabelReader
-from .base import register
+from .base import check_positive_int, register
 from .budget import Budget, largest_rank
-from .input_edge import GradientMethod, _positive_int
+from .input_edge import GradientMethod
 from .prompted import PROMPT_LR_RATIO, PromptedModel
 
 
@@ -87,7 +87,7 @@ class DePT(GradientMethod):
 
     def _validate_params(self) -> None:
         super()._validate_params()
-        _positive_int(self, "prompt_tokens", "positions")
+        check_positive_int(self, "prompt_tokens", "positions")
 
     def build(self, model: Any, embedding: nn.Module) -> nn.Module:
         d = embedding.weight.shape[1]

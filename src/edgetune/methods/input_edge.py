@@ -31,25 +31,11 @@ from ..backends import Backend, load_backend
 from ..data.example import Dataset, Example, as_examples
 from ..data.sampling import sample_k_per_class
 from ..errors import DataError, IncompatibleError
-from .base import Costs, Method, ParamError, restore, write_atomically
+from .base import Costs, Method, ParamError, check_positive_int, check_positive_number, restore, write_atomically
 from .prompted import embed_ids, embedding_scale, sample_vocab_prompt, text_prompt_ids
 from .trainers import AdamWTrainer, CMAESTrainer
 
 PROMPT_INITS = ("vocab", "text", "range", "zeros")
-
-
-def _positive_int(obj: Any, *names: str) -> None:
-    for name in names:
-        value = getattr(obj, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ParamError(f"{obj.name}: {name} must be a positive integer, not {value!r}")
-
-
-def _positive_number(obj: Any, *names: str) -> None:
-    for name in names:
-        value = getattr(obj, name)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value) or value <= 0:
-            raise ParamError(f"{obj.name}: {name} must be a positive number, not {value!r}")
 
 
 class InputEdgeMethod(Method):
@@ -64,6 +50,7 @@ class InputEdgeMethod(Method):
     edge = "input"
     needs = "weights"
     trainer: ClassVar[str]  # "adamw" or "cmaes": which trainer drives it
+    fitted_attribute = "module_"
 
     def __init__(self, model: str | Backend | None = None, *, template: str | None = None,
                  label_words: Mapping[str, str] | str | None = None, batch_size: int = 8, eval_every: int = 20,
@@ -99,9 +86,9 @@ class InputEdgeMethod(Method):
         return load_backend(str(self.model), cache=None, progress=self.progress)
 
     def _validate_params(self) -> None:
-        _positive_int(self, "batch_size", "eval_every", "max_length")
+        check_positive_int(self, "batch_size", "eval_every", "max_length")
         if self.dev_shots is not None:
-            _positive_int(self, "dev_shots")
+            check_positive_int(self, "dev_shots")
         init = getattr(self, "prompt_init", "vocab")
         if init not in PROMPT_INITS:
             raise ParamError(f"{self.name}: prompt_init must be one of {', '.join(PROMPT_INITS)}, not {init!r}")
@@ -141,7 +128,7 @@ class InputEdgeMethod(Method):
         if how == "text":
             ids = self.tokenizer_(self.init_text(), add_special_tokens=False)["input_ids"]
             return embed_ids(embedding, text_prompt_ids(ids, tokens))
-        raise ParamError(f"{self.name}: prompt_init must be 'vocab', 'text', 'range' or 'zeros', not {how!r}")
+        raise ParamError(f"{self.name}: prompt_init must be one of {', '.join(PROMPT_INITS)}, not {how!r}")
 
     def init_text(self) -> str:
         """The task's own words: the template with its inputs emptied, then every label word."""
@@ -214,12 +201,6 @@ class InputEdgeMethod(Method):
         self._check_fitted()
         return self._predict_ids(self.encode(X))
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "module_"):
-            from ..errors import EdgetuneError
-
-            raise EdgetuneError(f"this {self.name} is not fitted yet: call fit() first")
-
     # -- persistence ------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
         self._check_fitted()
@@ -283,14 +264,14 @@ class GradientMethod(InputEdgeMethod):
 
     def _validate_params(self) -> None:
         super()._validate_params()
-        _positive_int(self, "steps", "grad_accum")
+        check_positive_int(self, "steps", "grad_accum")
         if not 0 <= self.warmup_ratio < 1:
             raise ParamError(f"{self.name}: warmup_ratio must be in [0, 1), not {self.warmup_ratio!r}")
         for name in self.lr_params():
             if not (getattr(self, name) == "auto" and name in self.scaled_lrs):
-                _positive_number(self, name)
+                check_positive_number(self, name)
         if self.scaled_lrs:
-            _positive_number(self, "prompt_lr_ratio")
+            check_positive_number(self, "prompt_lr_ratio")
 
     def lr_params(self) -> tuple[str, ...]:
         """Names of the learning-rate parameters."""
@@ -358,8 +339,8 @@ class BlackBoxMethod(InputEdgeMethod):
 
     def _validate_params(self) -> None:
         super()._validate_params()
-        _positive_int(self, "budget", "popsize")
-        _positive_number(self, "sigma")
+        check_positive_int(self, "budget", "popsize")
+        check_positive_number(self, "sigma")
         if self.budget < self.popsize:
             raise ParamError(f"{self.name}: budget ({self.budget} calls) must cover at least one generation of "
                              f"popsize {self.popsize}")

@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from ..backends import Backend, Features
-from .base import logistic_head, register
+from .base import check_positive_int, check_positive_number, logistic_head, register
 from .output_edge import OutputEdgeMethod
 
 
@@ -22,12 +22,8 @@ class LinearProbe(OutputEdgeMethod):
     """
 
     def _validate_params(self) -> None:
-        from .base import ParamError
-
-        if isinstance(self.C, bool) or not isinstance(self.C, int | float) or not self.C > 0:
-            raise ParamError(f"linear_probe: C must be a positive number, not {self.C!r}")
-        if isinstance(self.max_iter, bool) or not isinstance(self.max_iter, int) or self.max_iter < 1:
-            raise ParamError(f"linear_probe: max_iter must be a positive integer, not {self.max_iter!r}")
+        check_positive_number(self, "C")
+        check_positive_int(self, "max_iter")
 
     name = "linear_probe"
     display_name = "linear probe"

@@ -14,8 +14,8 @@ from torch import nn
 
 from ..backends import Backend
 from ..backends.local import LabelReader
-from .base import register
-from .input_edge import GradientMethod, _positive_int
+from .base import check_positive_int, register
+from .input_edge import GradientMethod
 from .prompted import PROMPT_LR_RATIO, PromptedModel
 
 
@@ -50,7 +50,7 @@ class PromptTuning(GradientMethod):
 
     def _validate_params(self) -> None:
         super()._validate_params()
-        _positive_int(self, "prompt_tokens")
+        check_positive_int(self, "prompt_tokens")
 
     def build(self, model: Any, embedding: nn.Module) -> nn.Module:
         from peft import PromptTuningConfig, PromptTuningInit

@@ -25,7 +25,16 @@ import numpy as np
 from ..backends import Backend, load_backend
 from ..data.example import Dataset, as_examples
 from ..errors import DataError, IncompatibleError
-from .base import Costs, Method, ParamError, logistic_head, read_saved, register, write_atomically
+from .base import (
+    Costs,
+    Method,
+    check_positive_int,
+    check_positive_number,
+    logistic_head,
+    read_saved,
+    register,
+    write_atomically,
+)
 
 
 def _text(ex: Any) -> str:
@@ -52,6 +61,7 @@ class SetFit(Method):
     needs = "encoder"
     default_model = "minilm-l6"
     smoke_params: ClassVar[dict[str, Any]] = {"max_steps": 2, "batch_size": 4}
+    fitted_attribute = "body_"
 
     def __init__(self, model: str | Backend | None = None, *, batch_size: int = 16, num_epochs: int = 1,
                  body_learning_rate: float = 2e-5, num_iterations: int | None = None, max_steps: int = -1,
@@ -71,12 +81,8 @@ class SetFit(Method):
                             **self._backend_options)
 
     def _validate_params(self) -> None:
-        for name in ("batch_size", "num_epochs"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ParamError(f"setfit: {name} must be a positive integer, not {value!r}")
-        if not self.body_learning_rate > 0:
-            raise ParamError(f"setfit: body_learning_rate must be positive, not {self.body_learning_rate!r}")
+        check_positive_int(self, "batch_size", "num_epochs")
+        check_positive_number(self, "body_learning_rate")
 
     def fit(self, X: Any, y: Sequence[str] | None = None) -> SetFit:
         import datasets
@@ -128,12 +134,6 @@ class SetFit(Method):
         h = self.history_
         return Costs(trainable_params=self.trainable_params_, queries=int(2 * h["pairs"] + h.get("n_train", 0)),
                      steps=int(h["steps"]))
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "body_"):
-            from ..errors import EdgetuneError
-
-            raise EdgetuneError("this setfit is not fitted yet: call fit() first")
 
     def decision_function(self, X: Any) -> np.ndarray:
         self._check_fitted()
