@@ -119,3 +119,18 @@ def test_setfit_trains_predicts_saves_and_loads(toy_task, tmp_path, make_backend
 
     with pytest.raises(IncompatibleError, match="sentence-transformers encoder"):
         SetFit(make_backend("causal")).fit(toy_task.sample(2, 0))
+
+
+def test_part_of_a_grid_runs_now_and_the_rest_later(config_file, tmp_path):
+    results = tmp_path / "out" / "results.jsonl"
+    assert main(["bench", str(config_file), "--no-progress", "--no-plots", "--seeds", "1",
+                 "--methods", "zeroshot", "dect"]) == 0
+    assert set(cells(results)) == {(s, 1, m) for s in (2, 4) for m in ("zeroshot", "dect")}
+    assert "DecT" in (tmp_path / "out" / "report.md").read_text()
+    assert main(["bench", str(config_file), "--no-progress", "--no-plots"]) == 0  # the rest
+    assert len(cells(results)) == 2 * 2 * 5
+    assert "seeds: 1, 0 ·" in (tmp_path / "out" / "report.md").read_text()  # what every part covered
+    with pytest.raises(DataError, match="no method bbt-long; it has zeroshot, calibrated, dect, bbt, pt-short"):
+        BenchConfig.from_yaml(config_file).narrowed(methods=["bbt-long"])
+    with pytest.raises(DataError, match="no seed 7"):
+        BenchConfig.from_yaml(config_file).narrowed(seeds=[7])

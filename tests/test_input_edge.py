@@ -92,6 +92,9 @@ def test_padding_does_not_change_predictions(make_backend, toy_task):
     together = m.decision_function(TEXTS)
     alone = np.concatenate([m.decision_function([t]) for t in TEXTS])
     np.testing.assert_allclose(together, alone, atol=1e-4)
+    # predictions are batched by length across batch boundaries, and come back in the order given
+    across = m._predict_ids(m.encode(TEXTS), batch_size=2)
+    np.testing.assert_allclose(across, alone, atol=1e-4)
 
 
 @pytest.mark.parametrize("kind_", ["causal", "masked", "seq2seq"])

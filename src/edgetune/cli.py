@@ -107,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--report", metavar="RESULTS.jsonl", help="re-render the report and plots from stored results")
     bench.add_argument("--data-dir", help="task data root (default: the config's data_dir, else $EDGETUNE_DATA_DIR)")
     bench.add_argument("--no-plots", action="store_true", help="Markdown only")
+    bench.add_argument("--tasks", nargs="+", metavar="TASK", help="run only these tasks of the grid now")
+    bench.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="run only these seeds now")
+    bench.add_argument("--methods", nargs="+", metavar="LABEL", help="run only these method labels now "
+                       "(the report still covers every finished cell; rerun without them for the rest)")
     bench.add_argument("--no-progress", action="store_true")
 
     serve = sub.add_parser("serve", help="serve a packaged GGUF model with llama.cpp's OpenAI-compatible server",
@@ -276,6 +280,8 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     config = BenchConfig.from_yaml(args.config)
     if args.data_dir:
         config.data_dir = args.data_dir
+    if args.tasks or args.seeds or args.methods:
+        config = config.narrowed(args.tasks, args.seeds, args.methods)
     results = run_bench(config, output=args.output, progress=not args.no_progress, console=console)
     path = render(results, plots=not args.no_plots)
     console.print(f"results: {results}\nreport: {path}")

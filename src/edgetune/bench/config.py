@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +130,24 @@ class BenchConfig:
             return Path("results") / "bench" / self.name
         out = Path(self.output)
         return out if out.is_absolute() else Path.cwd() / out
+
+    def narrowed(self, tasks: list[str] | None = None, seeds: list[int] | None = None,
+                 methods: list[str] | None = None) -> BenchConfig:
+        """The same grid restricted to some tasks, seeds and method labels (``None``: all), for running part
+        of a bench now and the rest later (a resumed bench runs what is still missing)."""
+
+        def pick(kind: str, wanted: list | None, have: list, key=lambda x: x) -> list:
+            if wanted is None:
+                return list(have)
+            names = [key(x) for x in have]
+            unknown = [w for w in wanted if w not in names]
+            if unknown:
+                raise DataError(f"bench {self.name!r} has no {kind} {', '.join(map(str, unknown))}; it has "
+                                f"{', '.join(map(str, names))}")
+            return [x for x in have if key(x) in wanted]
+
+        return replace(self, tasks=pick("task", tasks, self.tasks, task_key), seeds=pick("seed", seeds, self.seeds),
+                       methods=pick("method", methods, self.methods, lambda e: e.label))
 
     def cells(self) -> list[tuple[str, str | Task, int, int, MethodEntry]]:
         """Every (model, task, shots, seed, method) the grid holds, in run order."""

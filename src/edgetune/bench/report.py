@@ -80,7 +80,9 @@ def render(results: str | os.PathLike, out_dir: str | os.PathLike | None = None,
     headers = [x for x in lines if x.get("type") == "header"]
     if not headers:
         raise EdgetuneError(f"{results} has no header line; is it an edgetune results file?")
-    config = headers[0]["config"]
+    config = dict(headers[0]["config"])
+    for key in ("tasks", "shots", "seeds"):  # what every invocation covered (a bench may run in parts)
+        config[key] = list(dict.fromkeys(v for h in headers for v in h["config"][key]))
     summary = summarise(lines)
     default_models = config.get("models", [])
     machines = list(dict.fromkeys(json.dumps(h["machine"], sort_keys=True) for h in headers))

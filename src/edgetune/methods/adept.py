@@ -95,7 +95,7 @@ class ADePT(GradientMethod):
 
     def __init__(self, model: str | Backend | None = None, *, prompt_tokens: int = 60, rank: int | None = None,
                  budget_tokens: int = 100, lr_prompt: float | str = "auto", lr_network: float = 1e-4,
-                 dropout: float = 0.1, prompt_init: str = "vocab",
+                 dropout: float = 0.1, prompt_init: str = "text",
                  prompt_lr_ratio: float = PROMPT_LR_RATIO, **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
         self.prompt_tokens = prompt_tokens

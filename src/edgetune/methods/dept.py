@@ -67,7 +67,7 @@ class DePT(GradientMethod):
 
     def __init__(self, model: str | Backend | None = None, *, prompt_tokens: int = 60, rank: int | None = None,
                  positions: int = 256, budget_tokens: int = 100, alpha: float = 8.0, lr_prompt: float | str = "auto",
-                 lr_offsets: float = 1e-4, prompt_init: str = "vocab",
+                 lr_offsets: float = 1e-4, prompt_init: str = "text",
                  prompt_lr_ratio: float = PROMPT_LR_RATIO, **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
         self.prompt_tokens = prompt_tokens

@@ -1,8 +1,9 @@
 """Vanilla prompt tuning (Lester et al., 2021) with HF PEFT's own prompt encoder.
 
-The soft prompt is PEFT's ``PromptEmbedding`` (initialised from sampled vocabulary embeddings), so its
-parameters and initialisation are exactly what PEFT users get; it is driven by the same prompted model
-and trainer as ADePT and DePT so that step times and latencies compare like for like.
+The soft prompt is PEFT's ``PromptEmbedding``, so its parameters are exactly what PEFT users get; it starts
+from the task's own words (``prompt_init="text"``, PEFT's ``TEXT`` initialisation; ``"vocab"`` is PEFT's
+``SAMPLE_VOCAB``). It is driven by the same prompted model and trainer as ADePT and DePT, so that step
+times and latencies compare like for like.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class PTModule(PromptedModel):
 
 @register
 class PromptTuning(GradientMethod):
-    """``prompt_tokens`` soft-prompt vectors (PEFT ``PromptTuningConfig``, ``SAMPLE_VOCAB`` init)."""
+    """``prompt_tokens`` soft-prompt vectors (PEFT ``PromptTuningConfig``; text initialisation by default)."""
 
     name = "pt"
     display_name = "prompt tuning"
@@ -40,7 +41,7 @@ class PromptTuning(GradientMethod):
     scaled_lrs: ClassVar[tuple[str, ...]] = ("lr",)
 
     def __init__(self, model: str | Backend | None = None, *, prompt_tokens: int = 100, lr: float | str = "auto",
-                 prompt_init: str = "vocab",
+                 prompt_init: str = "text",
                  prompt_lr_ratio: float = PROMPT_LR_RATIO, **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
         self.prompt_tokens = prompt_tokens
