@@ -66,7 +66,7 @@ def test_method_options_come_from_the_registry(capsys, common, tmp_path):
     help_text = capsys.readouterr().out
     for name in METHODS:  # every registered method is runnable
         assert name in help_text
-    assert "dect 0.01" in help_text and "pt auto" in help_text and "lora 0.0005" in help_text  # --lr: real defaults
+    assert "dect 0.01" in help_text and "pt auto" in help_text and "lora 0.002" in help_text  # --lr: real defaults
     assert "dect cv" in help_text  # --lam's default is "cv", as DecT's signature says
     out = tmp_path / "o"
     code, _, err = run(capsys, "run", "dect", "--train", common[4] / "toy/train.jsonl", "--test",
