@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 import warnings
@@ -54,15 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgetune", description="Adapt a frozen language model at its edges.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    from .methods import METHODS
+    from . import catalog
 
+    methods = catalog.methods()  # the registry's description: no method (and no torch) is imported to parse
     run = sub.add_parser("run", help="run a method (and its baselines) over tasks x shots x seeds",
                          description="Run METHOD on each task, shot count and seed; print per-seed accuracy and "
                          "mean ± std, and write the records (results.jsonl) and a report.md. `run dect` also runs "
                          "zero-shot, calibrated zero-shot and a linear probe on the very same features.")
-    run.add_argument("method", choices=sorted(METHODS), metavar="METHOD",
-                     help="one of: " + ", ".join(f"{n} ({c.display_name}, {c.edge} edge)"
-                                                 for n, c in sorted(METHODS.items())))
+    run.add_argument("method", choices=sorted(methods), metavar="METHOD",
+                     help="one of: " + ", ".join(f"{n} ({c['display_name']}, {c['edge']} edge)"
+                                                 for n, c in sorted(methods.items())))
     run.add_argument("--task", nargs="+", default=None,
                      help="registry task name(s) or task .yaml file(s) (default sst2, or the files below)")
     run.add_argument("--shots", nargs="+", type=int, default=[16], help="examples per class (default 16)")
@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     byo.add_argument("--text-col", default="text")
     byo.add_argument("--text-b-col", default=None)
     byo.add_argument("--label-col", default="label")
-    _add_method_options(run, METHODS)
+    _add_method_options(run, methods)
     _add_model_args(run)
 
     pred = sub.add_parser("predict", help="label texts with a saved model")
@@ -146,25 +146,24 @@ def _load_tasks(args: argparse.Namespace):
     return [load_task(n, args.data_dir, template=args.template, label_words=args.label_words) for n in names]
 
 
-def _add_method_options(parser: argparse.ArgumentParser, methods: dict) -> None:
-    """One flag per method constructor parameter, generated from the registry: the help names each
-    method that takes it and that method's own default."""
-    takers: dict[str, list[tuple[str, inspect.Parameter]]] = {}
-    for name, cls in sorted(methods.items()):
-        for pname, p in cls.init_parameters().items():
+def _add_method_options(parser: argparse.ArgumentParser, methods: dict[str, dict[str, Any]]) -> None:
+    """One flag per method constructor parameter, generated from the registry's catalog: the help names
+    each method that takes it and that method's own default."""
+    takers: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for name, spec in sorted(methods.items()):
+        for pname, p in spec["params"].items():
             if pname not in RUN_OWNED:
                 takers.setdefault(pname, []).append((name, p))
     group = parser.add_argument_group("method options (each is passed to the methods that take it; the "
                                       "method's own default applies when it is not given)")
     for pname, uses in sorted(takers.items()):
         flag = "--" + FLAG_RENAMES.get(pname, pname.replace("_", "-"))
-        defaults = ", ".join(f"{n} {_show_default(p.default)}" for n, p in uses)
+        defaults = ", ".join(f"{n} {_show_default(p['default'])}" for n, p in uses)
         kwargs: dict[str, Any] = {"dest": f"m_{pname}", "default": None, "help": f"defaults: {defaults}"}
-        example = next((p.default for _, p in uses if p.default is not None), None)
-        annotation = " ".join(str(p.annotation) for _, p in uses)
-        if isinstance(example, bool):
+        kinds = {p["kind"] for _, p in uses}
+        if "flag" in kinds:
             kwargs["action"] = argparse.BooleanOptionalAction
-        elif isinstance(example, tuple | list) or "list[" in annotation or "tuple[" in annotation:
+        elif "list" in kinds:
             kwargs.update(nargs="+", type=_cli_value, metavar="VALUE")
         else:
             kwargs.update(type=_cli_value, metavar=pname.upper())
@@ -386,9 +385,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     err = Console(stderr=True)
     warnings.filterwarnings("once")
-    from transformers.utils import logging as hf_logging
+    if args.command in ("run", "predict", "bench"):  # commands that load a model (others stay torch-free)
+        from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # edgetune shows its own progress; keep stderr for errors
+        hf_logging.disable_progress_bar()  # edgetune shows its own progress; keep stderr for errors
     try:
         return {"run": cmd_run, "predict": cmd_predict, "tasks": cmd_tasks, "models": cmd_models,
                 "serve": cmd_serve, "bench": cmd_bench}[args.command](
