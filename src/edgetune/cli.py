@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="sampling seeds (default 0-4)")
     run.add_argument("--test-size", type=int, default=None,
                      help="evaluate on a seeded random subset of this size (same subset for every method)")
-    run.add_argument("--data-dir", help="task data root (default $EDGETUNE_DATA_DIR)")
+    run.add_argument("--data-dir", help="task data root (default $EDGETUNE_DATA_DIR, else the data installed "
+                     "with edgetune)")
     run.add_argument("--output", "-o", help="folder for results.jsonl and report.md (default results/<method>-<model>)")
     run.add_argument("--save-dir", help="also save each seed's fitted METHOD under this folder")
     byo = run.add_argument_group("bring your own data (instead of --task)")
@@ -105,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--output", "-o", help="output folder (default: the config's `output`, else "
                        "results/bench/<name>)")
     bench.add_argument("--report", metavar="RESULTS.jsonl", help="re-render the report and plots from stored results")
-    bench.add_argument("--data-dir", help="task data root (default: the config's data_dir, else $EDGETUNE_DATA_DIR)")
+    bench.add_argument("--data-dir", help="task data root (default: the config's data_dir, else "
+                       "$EDGETUNE_DATA_DIR, else the data installed with edgetune)")
     bench.add_argument("--no-plots", action="store_true", help="Markdown only")
     bench.add_argument("--tasks", nargs="+", metavar="TASK", help="run only these tasks of the grid now")
     bench.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="run only these seeds now")
@@ -124,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--threads", type=int, default=None, help="CPU threads (default: llama.cpp's choice)")
 
     tasks = sub.add_parser("tasks", help="list registered tasks, templates and label words")
-    tasks.add_argument("--data-dir", help="task data root (default $EDGETUNE_DATA_DIR), to show which have data")
+    tasks.add_argument("--data-dir", help="task data root (default $EDGETUNE_DATA_DIR, else the data installed "
+                       "with edgetune), to show which have data")
     sub.add_parser("models", help="list packaged models and whether they are installed and converted")
     return parser
 
@@ -347,17 +350,20 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_tasks(args: argparse.Namespace, console: Console) -> int:
     from .data.tasks import TASKS
-    from .paths import data_dir
+    from .paths import PACKAGED_DATA, data_dir
 
     try:
         root = data_dir(args.data_dir)
     except EdgetuneError:
         root = None
-    table = Table(title="edgetune tasks" + (f" (data: {root})" if root else " (no data dir set)"))
+    where = "installed with edgetune; sources and licences in SOURCES.md there" if root == PACKAGED_DATA else ""
+    table = Table(title="edgetune tasks" + (f" (data: {root}{'; ' + where if where else ''})" if root
+                                            else " (no data dir)"))
     for col in ("task", "labels → words", "template", "data"):
         table.add_column(col, overflow="fold")
     for t in TASKS.values():
-        have = "-" if root is None else ", ".join(sorted(p.stem for p in (root / t.name).glob("*.jsonl"))) or "missing"
+        splits = sorted({p.name.split(".")[0] for p in (root / t.name).glob("*.jsonl*")}) if root else []
+        have = "-" if root is None else ", ".join(splits) or "missing"
         words = ", ".join(f"{lab}→{w}" for lab, w in t.label_words.items())
         table.add_row(t.name, words, t.template, have)
     console.print(table)

@@ -7,7 +7,10 @@ file and the line: a malformed row, a missing column, an empty text or a label o
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 import json
+import lzma
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -50,31 +53,50 @@ def _check_row(
                    str(row.get("id", "")) or None, extra)
 
 
+def _text(path: Path) -> str:
+    """The file's text (``.xz``/``.gz`` decompressed), or one clear error naming the file and line of a byte
+    that is not UTF-8."""
+    raw = path.read_bytes()
+    kind = path.suffix.lower()
+    try:
+        if kind == ".xz":
+            raw = lzma.decompress(raw)
+        elif kind == ".gz":
+            raw = gzip.decompress(raw)
+    except (lzma.LZMAError, OSError, EOFError) as exc:
+        raise DataError(f"{path}: damaged {kind[1:]} file ({exc})") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: byte 0x{raw[exc.start]:02x} is not UTF-8 text; save the file as UTF-8 "
+                        "(e.g. iconv -f latin1 -t utf-8)") from None
+
+
 def _rows(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
-    suffix = path.suffix.lower()
+    name = path.name.lower()
+    suffix = Path(name.removesuffix(".xz").removesuffix(".gz")).suffix
     if suffix in (".jsonl", ".json"):
-        with path.open(encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}:{n}: malformed JSON ({exc.msg})") from None
-                if not isinstance(obj, dict):
-                    raise DataError(f"{path}:{n}: expected a JSON object per line")
-                yield n, obj
+        for n, line in enumerate(_text(path).split("\n"), 1):  # only \n ends a record (not U+2028)
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{n}: malformed JSON ({exc.msg})") from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}:{n}: expected a JSON object per line")
+            yield n, obj
     elif suffix in (".csv", ".tsv"):
-        with path.open(encoding="utf-8", newline="") as fh:
-            reader = csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",")
-            if reader.fieldnames is None:
-                raise DataError(f"{path}: empty file (expected a header row)")
-            for row in reader:
-                if None in row:
-                    raise DataError(f"{path}:{reader.line_num}: more fields than the header has")
-                yield reader.line_num, row
+        reader = csv.DictReader(io.StringIO(_text(path), newline=""), delimiter="\t" if suffix == ".tsv" else ",")
+        if reader.fieldnames is None:
+            raise DataError(f"{path}: empty file (expected a header row)")
+        for row in reader:
+            if None in row:
+                raise DataError(f"{path}:{reader.line_num}: more fields than the header has")
+            yield reader.line_num, row
     else:
-        raise DataError(f"{path}: unsupported file type {suffix!r} (use .jsonl, .csv or .tsv)")
+        raise DataError(f"{path}: unsupported file type {suffix!r} (use .jsonl, .csv or .tsv, optionally .xz/.gz)")
 
 
 def read_examples(

@@ -37,6 +37,7 @@ class Task:
     files: Mapping[str, str] = field(default_factory=dict)
     columns: Mapping[str, str] = field(default_factory=dict)
     data_dir: str | None = None
+    splits: Mapping[str, str] = field(default_factory=dict)  # split name -> file stem where they differ
 
     def __post_init__(self) -> None:
         Template(self.template)  # validates
@@ -63,9 +64,13 @@ class Task:
             path = Path(self.files[split]).expanduser()
         else:
             root = resolve_data_dir(self.data_dir)
-            path = root / self.name / f"{split}.jsonl"
+            path = root / self.name / f"{self.splits.get(split, split)}.jsonl"
+            if not path.is_file() and path.with_name(path.name + ".xz").is_file():
+                path = path.with_name(path.name + ".xz")  # as installed with edgetune
         if not path.is_file():
-            have = sorted(p.stem for p in path.parent.glob("*.jsonl")) if path.parent.is_dir() else []
+            if split in self.files:
+                raise DataError(f"task {self.name!r}: its {split} file {str(path)!r} does not exist")
+            have = sorted({p.name.split(".")[0] for p in path.parent.glob("*.jsonl*")}) if path.parent.is_dir() else []
             hint = f" (available splits: {', '.join(have)})" if have else ""
             raise DataError(f"task {self.name!r}: no {split!r} split at {str(path)!r}{hint}")
         return path
@@ -135,7 +140,8 @@ TASKS: dict[str, Task] = {
              "RTE textual entailment"),
         Task("cb", ("entailment", "contradiction", "neutral"), _ENTAIL, _NLI3, "CommitmentBank (3-way NLI)"),
         Task("snli", ("entailment", "neutral", "contradiction"), _ENTAIL, _NLI3, "SNLI (3-way NLI)"),
-        Task("mnli", ("entailment", "neutral", "contradiction"), _ENTAIL, _NLI3, "MultiNLI (3-way NLI)"),
+        Task("mnli", ("entailment", "neutral", "contradiction"), _ENTAIL, _NLI3,
+             "MultiNLI (3-way NLI; test = 1,000 pairs of dev-matched)", splits={"test": "test_matched"}),
         Task("boolq", ("false", "true"), "{text} Question: {text_b}? Answer: {mask}",
              {"false": "No", "true": "Yes"}, "BoolQ yes/no questions (text = passage, text_b = question)"),
         Task("wic", ("false", "true"),
