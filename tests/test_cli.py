@@ -199,3 +199,39 @@ def test_run_setfit_from_the_cli(capsys, toy_dir, tmp_path):
                             "--no-progress")
     assert code == 0, err
     assert stdout.strip() in ("negative", "positive")
+
+
+def test_hugging_face_datasets_are_a_data_source(capsys, common, tmp_path):
+    """A saved DatasetDict folder on the command line, and a datasets.Dataset in Python (ClassLabel ids are
+    mapped to their names); built here, since no hub is reachable."""
+    datasets = pytest.importorskip("datasets")
+    from edgetune import DecT
+    from edgetune.data import read_examples
+
+    rows = read_examples(common[4] / "toy/train.jsonl")
+    names = sorted({e.label for e in rows})
+    feats = datasets.Features({"sentence": datasets.Value("string"), "label": datasets.ClassLabel(names=names)})
+
+    def split(exs):
+        return datasets.Dataset.from_dict({"sentence": [e.text for e in exs],
+                                           "label": [names.index(e.label) for e in exs]}, features=feats)
+
+    folder = tmp_path / "hf"
+    datasets.DatasetDict({"train": split(rows), "test": split(read_examples(common[4] / "toy/test.jsonl"))}
+                         ).save_to_disk(str(folder))
+    out = tmp_path / "out"
+    code, _, err = run(capsys, "run", "dect", "--train", folder, "--test", folder, "--text-col", "sentence",
+                       "--template", "{text} It was {mask}", "--label-words", "negative:bad,positive:great",
+                       "--shots", 2, "--seeds", 0, "--model", common[1], "--no-progress", "-o", out)
+    assert code == 0, err
+    (cell,) = [c for c in cells_of(out) if c["method"] == "dect"]
+    assert cell["task"] == "hf" and cell["n_test"] == len(read_examples(common[4] / "toy/test.jsonl"))
+
+    train = datasets.load_from_disk(str(folder))["train"].rename_column("sentence", "text")
+    clf = DecT(str(common[1]), template="{text} It was {mask}", label_words={"negative": "bad", "positive": "great"},
+               ).fit(train)
+    assert set(clf.predict(train.select(range(3)))) <= set(names)
+    code, _, err = run(capsys, "run", "dect", "--train", tmp_path, "--test", folder, "--text-col", "sentence",
+                       "--template", "{text} {mask}",
+                       "--label-words", "negative:bad,positive:great", "--model", common[1], "--no-progress")
+    assert code == 2 and "not a Hugging Face dataset" in err

@@ -74,9 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", "-o", help="folder for results.jsonl and report.md (default results/<method>-<model>)")
     run.add_argument("--save-dir", help="also save each seed's fitted METHOD under this folder")
     byo = run.add_argument_group("bring your own data (instead of --task)")
-    byo.add_argument("--train", help="train file (.jsonl, .csv, .tsv)")
-    byo.add_argument("--test", help="test file (.jsonl, .csv, .tsv)")
-    byo.add_argument("--name", help="task name in tables and records (default: the folder holding --train)")
+    byo.add_argument("--train", help="train file (.jsonl, .csv, .tsv; .xz/.gz too) or a Hugging Face dataset "
+                     "folder (save_to_disk; a DatasetDict's 'train' split)")
+    byo.add_argument("--test", help="test file or Hugging Face dataset folder (a DatasetDict's 'test' split)")
+    byo.add_argument("--name", help="task name in tables and records (default: the folder holding --train, or a "
+                     "dataset folder's own name)")
     byo.add_argument("--template", help='prompt template, e.g. "{text} In summary, it was {mask}"')
     byo.add_argument("--label-words", help='LABEL:WORD pairs, e.g. "negative:bad,positive:great"')
     byo.add_argument("--text-col", default="text")
@@ -143,7 +145,8 @@ def _load_tasks(args: argparse.Namespace):
         cols = {"text": args.text_col, "label": args.label_col}
         if args.text_b_col:
             cols["text_b"] = args.text_b_col
-        name = args.name or Path(args.train).resolve().parent.name or Path(args.train).stem
+        train = Path(args.train).resolve()  # a file: the folder holding it; a saved HF dataset: its folder
+        name = args.name or (train.name if train.is_dir() else train.parent.name) or train.stem
         return [custom_task(name, args.template, args.label_words, {"train": args.train, "test": args.test}, cols)]
     names = args.task or ["sst2"]
     return [load_task(n, args.data_dir, template=args.template, label_words=args.label_words) for n in names]

@@ -106,9 +106,14 @@ def read_examples(
     text_b: str | None = None,
     label: str = "label",
     require_label: bool = True,
+    split: str | None = None,
 ) -> list[Example]:
-    """Read examples from a file. ``text_b`` defaults to ``"text_b"`` when the file has that column."""
+    """Read examples from a file (.jsonl, .csv, .tsv; optionally .xz/.gz) or a Hugging Face ``datasets``
+    folder written by ``save_to_disk`` (a ``DatasetDict`` folder: its ``split``). ``text_b`` defaults to
+    ``"text_b"`` when the data has that column."""
     path = Path(path)
+    if path.is_dir():
+        return examples_from_hf(load_hf_folder(path, split), labels, text, text_b, label, source=str(path))
     if not path.is_file():
         raise DataError(f"data file {str(path)!r} does not exist")
     out: list[Example] = []
@@ -121,15 +126,44 @@ def read_examples(
     return out
 
 
+def load_hf_folder(path: Path, split: str | None = None) -> Any:
+    """A ``datasets.Dataset`` saved with ``save_to_disk`` (a ``DatasetDict``: its ``split``)."""
+    if not ((path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file()):
+        raise DataError(f"{str(path)!r} is a folder but not a Hugging Face dataset saved with save_to_disk; "
+                        "give a .jsonl, .csv or .tsv file")
+    try:
+        from datasets import DatasetDict, load_from_disk
+    except ImportError:
+        raise DataError(f"{str(path)!r} is a Hugging Face dataset folder: pip install datasets to read it") from None
+    data = load_from_disk(str(path))
+    if isinstance(data, DatasetDict):
+        if split is None or split not in data:
+            raise DataError(f"{str(path)!r} holds splits {', '.join(data)}; name one (here: no {split!r} split)")
+        data = data[split]
+    return data
+
+
+def is_hf_dataset(obj: Any) -> bool:
+    """A ``datasets.Dataset`` or ``DatasetDict`` (checked without importing ``datasets``)."""
+    return type(obj).__module__.startswith("datasets.")
+
+
 def examples_from_hf(
     dataset: Any,
     labels: Sequence[str] | None = None,
     text: str = "text",
     text_b: str | None = None,
     label: str = "label",
+    source: str = "dataset",
+    require_label: bool = True,
 ) -> list[Example]:
     """Examples from a ``datasets.Dataset`` (or any sequence of row dicts). Integer labels of a
-    ``ClassLabel`` column are mapped to their names."""
+    ``ClassLabel`` column are mapped to their names; ``text_b`` defaults to ``"text_b"`` when present."""
+    if type(dataset).__name__ in ("DatasetDict", "IterableDatasetDict"):
+        raise DataError(f"got a DatasetDict with splits {', '.join(dataset)}; pass one split, e.g. ds['train']")
+    columns = getattr(dataset, "column_names", None) or []
+    if text_b is None and "text_b" in columns:
+        text_b = "text_b"
     names = None
     features = getattr(dataset, "features", None)
     if features is not None and label in features and hasattr(features[label], "names"):
@@ -139,8 +173,8 @@ def examples_from_hf(
         row = dict(row)
         if names is not None and isinstance(row.get(label), int):
             row[label] = names[row[label]]
-        ex = _check_row(row, f"dataset row {i}", labels, text, text_b, label, require_label=True)
+        ex = _check_row(row, f"{source} row {i}", labels, text, text_b, label, require_label)
         out.append(Example(ex.text, ex.text_b, ex.label, str(i), ex.extra))
     if not out:
-        raise DataError("the dataset is empty")
+        raise DataError(f"{source} is empty")
     return out

@@ -67,7 +67,7 @@ class Task:
             path = root / self.name / f"{self.splits.get(split, split)}.jsonl"
             if not path.is_file() and path.with_name(path.name + ".xz").is_file():
                 path = path.with_name(path.name + ".xz")  # as installed with edgetune
-        if not path.is_file():
+        if not (path.is_file() or (split in self.files and path.is_dir())):  # a folder: a saved HF dataset
             if split in self.files:
                 raise DataError(f"task {self.name!r}: its {split} file {str(path)!r} does not exist")
             have = sorted({p.name.split(".")[0] for p in path.parent.glob("*.jsonl*")}) if path.parent.is_dir() else []
@@ -77,7 +77,7 @@ class Task:
 
     def load(self, split: str = "test", limit: int | None = None, seed: int = 0) -> Dataset:
         """Read one split. ``limit`` takes a seeded random subset of that size (the same for every method)."""
-        examples = read_examples(self.split_path(split), labels=self.labels, **dict(self.columns))
+        examples = read_examples(self.split_path(split), labels=self.labels, split=split, **dict(self.columns))
         ds = Dataset(tuple(examples), self.labels, name=f"{self.name}/{split}", task=self)
         return subsample(ds, limit, seed) if limit is not None and limit < len(ds) else ds
 
