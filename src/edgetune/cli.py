@@ -17,6 +17,8 @@ from .errors import EdgetuneError
 
 #: constructor parameters that `run` sets itself (or through its own flags) rather than as method options
 RUN_OWNED = ("template", "label_words", "seed", "progress", "labels")
+#: `edgetune run`'s default test subset: a first answer in about a minute on a laptop CPU
+QUICK_TEST_SIZE = 200
 #: method parameters whose flag would clash with a backend flag
 FLAG_RENAMES = {"batch_size": "train-batch-size", "max_length": "train-max-length"}
 
@@ -67,8 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="registry task name(s) or task .yaml file(s) (default sst2, or the files below)")
     run.add_argument("--shots", nargs="+", type=int, default=[16], help="examples per class (default 16)")
     run.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="sampling seeds (default 0-4)")
-    run.add_argument("--test-size", type=int, default=None,
-                     help="evaluate on a seeded random subset of this size (same subset for every method)")
+    run.add_argument("--test-size", type=_test_size, default=QUICK_TEST_SIZE, metavar="N|all",
+                     help=f"evaluate on a seeded random subset of N test examples, the same for every method "
+                     f"(default {QUICK_TEST_SIZE}, for a first answer in about a minute; 'all' for the whole "
+                     "test set)")
     run.add_argument("--data-dir", help="task data root (default $EDGETUNE_DATA_DIR, else the data installed "
                      "with edgetune)")
     run.add_argument("--output", "-o", help="folder for results.jsonl and report.md (default results/<method>-<model>)")
@@ -174,6 +178,18 @@ def _add_method_options(parser: argparse.ArgumentParser, methods: dict[str, dict
         else:
             kwargs.update(type=_cli_value, metavar=pname.upper())
         group.add_argument(flag, **kwargs)
+
+
+def _test_size(text: str) -> int | None:
+    if text.strip().lower() in ("all", "full", "none"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1 or 'all', not {text!r}")
+    return value
 
 
 def _show_default(value: Any) -> str:
@@ -390,7 +406,12 @@ def cmd_models(args: argparse.Namespace, console: Console) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "predict" and not any(x.startswith("-") for x in extra):
+        args.texts += extra  # texts after options: `edgetune predict DIR --json "a text"`
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     console = Console()
     err = Console(stderr=True)
     warnings.filterwarnings("once")

@@ -8,7 +8,7 @@ from typing import Any
 from ..errors import ModelError
 from .base import Backend, Features
 from .cache import FeatureCache
-from .models import DEFAULT_MODEL, PACKAGED, resolve_model
+from .models import DEFAULT_MODEL, PACKAGED, check_packaged_kind, resolve_model
 from .models import PackagedModel as PackagedModel
 
 #: backend classes by module, imported on first use (torch and transformers load only when a model does)
@@ -46,6 +46,7 @@ def load_backend(model: str = DEFAULT_MODEL, *, kind: str | None = None, cache: 
             raise ModelError("the openai backend needs base_url (e.g. http://127.0.0.1:8000/v1)")
         kwargs.pop("max_length", None)
         return OpenAIBackend(model, base_url, cache=cache, **kwargs)
+    check_packaged_kind(model, kind)
     if kind is not None:
         resolved_kind = kind
     elif model in PACKAGED:

@@ -162,16 +162,26 @@ TASKS: dict[str, Task] = {
 
 def parse_label_words(spec: str | Mapping[str, str]) -> dict[str, str]:
     """``"negative:bad,positive:great"`` (or a mapping) -> ``{"negative": "bad", "positive": "great"}``."""
+    pairs: list[tuple[str, str]]
     if isinstance(spec, Mapping):
-        return {str(k): str(v) for k, v in spec.items()}
+        pairs = [(str(k).strip(), str(v).strip()) for k, v in spec.items()]
+    else:
+        pairs = []
+        for item in spec.split(","):
+            if not item.strip():
+                continue
+            if ":" not in item:
+                raise DataError(f"label words {spec!r}: expected LABEL:WORD pairs separated by commas")
+            label, word = item.rsplit(":", 1)
+            pairs.append((label.strip(), word.strip()))
     out: dict[str, str] = {}
-    for item in spec.split(","):
-        if not item.strip():
-            continue
-        if ":" not in item:
-            raise DataError(f"label words {spec!r}: expected LABEL:WORD pairs separated by commas")
-        label, word = item.rsplit(":", 1)
-        out[label.strip()] = word.strip()
+    for label, word in pairs:
+        if not label or not word:
+            raise DataError(f"label words {spec!r}: {'a label' if not label else f'label {label!r}'} has an empty "
+                            "word; give LABEL:WORD with both")
+        if label in out:
+            raise DataError(f"label words {spec!r}: label {label!r} is given twice ({out[label]!r} and {word!r})")
+        out[label] = word
     if not out:
         raise DataError(f"label words {spec!r} are empty")
     return out
