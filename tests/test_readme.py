@@ -23,7 +23,8 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 PYTHON_SMALL = {"steps=100": "steps=2", "shots=16": "shots=2"}
 #: appended to every `edgetune run` line (later flags win); plus per-method extras
 RUN_SMALL = ["--seeds", "0", "--test-size", "8", "--no-progress"]  # shots as written: saved names carry them
-METHOD_SMALL = {"adept": ["--steps", "2"], "dept": ["--steps", "2"], "bbt": ["--budget", "20"]}
+METHOD_SMALL = {"adept": ["--steps", "2"], "dept": ["--steps", "2"],
+                "bbt": ["--budget", "4", "--popsize", "4", "--shots", "2"]}
 
 
 def blocks(lang: str) -> list[str]:
@@ -76,7 +77,7 @@ def smollm(monkeypatch):
 def in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "benchmarks").symlink_to(ROOT / "benchmarks")  # the README's paths are the repository's
-    (tmp_path / "reviews.csv").write_text("review\na gorgeous, witty film\na waste of two hours\n", encoding="utf-8")
+    (tmp_path / "reviews.csv").write_text('review\n"a gorgeous, witty film"\na waste of two hours\n', encoding="utf-8")
     monkeypatch.delenv("EDGETUNE_DATA_DIR", raising=False)  # a user's machine: the installed task data
     return tmp_path
 
