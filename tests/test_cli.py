@@ -99,13 +99,30 @@ def test_registry_task_from_data_dir(capsys, common, tmp_path):
         (["run", "dect", "--task", "sst2", "--shots", 50], "fewer than --shots"),
         (["predict", "/no/such/model", "x"], "not a saved edgetune model"),
         (["run", "dect", "--task", "sst2", "--device", "nonsense"], "unknown device"),
+        (["run", "dect", "--task", "sst2", "--label-words", "negative:bad,positive:"], "has an empty word"),
+        (["run", "dect", "--task", "sst2", "--label-words", "negative:bad,positive:great,negative:awful"],
+         "given twice"),
+        (["run", "dect", "--train", "/no/such/train.jsonl", "--test", "/no/such/test.jsonl", "--template",
+          "{text} {mask}", "--label-words", "negative:bad,positive:great"], "train file"),
+        (["run", "dect", "--train", "TOY_TRAIN", "--test", "TOY_TEST", "--text-col", "review", "--template",
+          "{text} {mask}", "--label-words", "negative:bad,positive:great"], "no column 'review'"),
+        (["run", "dect", "--task", "sst2", "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1",
+          "--max-retries", "0", "--timeout", "2", "--shots", "2"], "127.0.0.1:9"),
+        (["bench", "BAD_YAML"], "bad.yaml:2: malformed YAML"),
+        (["run", "dect", "--train", "EMPTY_TEXT", "--test", "EMPTY_TEXT", "--template", "{text} {mask}",
+          "--label-words", "negative:bad,positive:great"], "empty text"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_2(capsys, common, args, message, tmp_path):
     from conftest import write_toy
 
     write_toy(common[4], "sst2")
-    extra = [] if args[0] == "predict" else ["--model", common[1], "--no-progress"] + (
+    (tmp_path / "bad.yaml").write_text("name: [unclosed\n")
+    (tmp_path / "empty.jsonl").write_text('{"text": "fine", "label": "positive"}\n{"text": " ", "label": "negative"}\n')
+    args = [{"BAD_YAML": tmp_path / "bad.yaml", "EMPTY_TEXT": tmp_path / "empty.jsonl",
+             "TOY_TRAIN": common[4] / "toy/train.jsonl", "TOY_TEST": common[4] / "toy/test.jsonl"}.get(a, a)
+            for a in args]
+    extra = [] if args[0] in ("predict", "bench") else ["--model", common[1], "--no-progress"] + (
         [] if "--data-dir" in args else ["--data-dir", common[4]])
     code, _, err = run(capsys, *args, *extra, "-o", tmp_path / "r") if args[0] == "run" else run(
         capsys, *args)
@@ -199,3 +216,108 @@ def test_run_setfit_from_the_cli(capsys, toy_dir, tmp_path):
                             "--no-progress")
     assert code == 0, err
     assert stdout.strip() in ("negative", "positive")
+
+
+def test_hugging_face_datasets_are_a_data_source(capsys, common, tmp_path):
+    """A saved DatasetDict folder on the command line, and a datasets.Dataset in Python (ClassLabel ids are
+    mapped to their names); built here, since no hub is reachable."""
+    datasets = pytest.importorskip("datasets")
+    from edgetune import DecT
+    from edgetune.data import read_examples
+
+    rows = read_examples(common[4] / "toy/train.jsonl")
+    names = sorted({e.label for e in rows})
+    feats = datasets.Features({"sentence": datasets.Value("string"), "label": datasets.ClassLabel(names=names)})
+
+    def split(exs):
+        return datasets.Dataset.from_dict({"sentence": [e.text for e in exs],
+                                           "label": [names.index(e.label) for e in exs]}, features=feats)
+
+    folder = tmp_path / "hf"
+    datasets.DatasetDict({"train": split(rows), "test": split(read_examples(common[4] / "toy/test.jsonl"))}
+                         ).save_to_disk(str(folder))
+    out = tmp_path / "out"
+    code, _, err = run(capsys, "run", "dect", "--train", folder, "--test", folder, "--text-col", "sentence",
+                       "--template", "{text} It was {mask}", "--label-words", "negative:bad,positive:great",
+                       "--shots", 2, "--seeds", 0, "--model", common[1], "--no-progress", "-o", out)
+    assert code == 0, err
+    (cell,) = [c for c in cells_of(out) if c["method"] == "dect"]
+    assert cell["task"] == "hf" and cell["n_test"] == len(read_examples(common[4] / "toy/test.jsonl"))
+
+    train = datasets.load_from_disk(str(folder))["train"].rename_column("sentence", "text")
+    clf = DecT(str(common[1]), template="{text} It was {mask}", label_words={"negative": "bad", "positive": "great"},
+               ).fit(train)
+    assert set(clf.predict(train.select(range(3)))) <= set(names)
+    code, _, err = run(capsys, "run", "dect", "--train", tmp_path, "--test", folder, "--text-col", "sentence",
+                       "--template", "{text} {mask}",
+                       "--label-words", "negative:bad,positive:great", "--model", common[1], "--no-progress")
+    assert code == 2 and "not a Hugging Face dataset" in err
+
+
+def one_line_error(code, err, message):
+    assert code == 2, err
+    assert err.startswith("error:") and message in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_hostile_but_fair_inputs(capsys, common, tmp_path, monkeypatch):
+    """Each input a user can get wrong is one clear line with exit code 2, and nothing is left half-written."""
+    import os
+    import stat
+
+    import yaml
+
+    toy = ["--train", common[4] / "toy/train.jsonl", "--test", common[4] / "toy/test.jsonl", "--template",
+           "{text} It was {mask}", "--label-words", "negative:bad,positive:great", "--shots", 2, "--seeds", 0,
+           "--model", common[1], "--no-progress"]
+    monkeypatch.setenv("EDGETUNE_CACHE_DIR", str(tmp_path / "cache"))
+    code, _, err = run(capsys, "run", "dect", *toy, "-o", tmp_path / "r1", "--save-dir", tmp_path / "s")
+    assert code == 0, err
+    saved = tmp_path / "s" / "toy-dect-2shot-seed0"
+    mask = os.umask(0)
+    os.umask(mask)
+    for f in saved.iterdir():  # saved with the user's umask, not private 0600/0700
+        assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~mask, f
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o777 & ~mask
+
+    # a damaged feature cache is moved aside and rebuilt, with a warning naming it
+    db = tmp_path / "r1" / "features.sqlite"
+    assert db.is_file()
+    for part in db.parent.glob("features.sqlite-*"):  # -wal/-shm: as after a clean close
+        part.unlink()
+    db.write_bytes(b"\0garbage" * 1024)  # overwritten (a truncated large cache fails the same way)
+    with pytest.warns(UserWarning, match="was damaged"):
+        code, _, err = run(capsys, "run", "dect", *toy, "--seeds", 1, "-o", tmp_path / "r1")  # new cells, same cache
+    assert code == 0, err
+    assert list(db.parent.glob("features.sqlite.damaged-*"))
+
+    # options after the texts
+    code, out, err = run(capsys, "predict", saved, "--json", "a fine film", "--no-progress")
+    assert code == 0 and json.loads(out.splitlines()[0])["label"] in ("negative", "positive")
+
+    # damaged saved models
+    weights = saved / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    one_line_error(*run(capsys, "predict", saved, "x")[::2], "damaged weights file")
+    weights.unlink()
+    one_line_error(*run(capsys, "predict", saved, "x")[::2], "has no weights file")
+
+    # a data file with a byte that is not UTF-8
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"text,label\ngood,positive\ncaf\xe9 bad,negative\n")
+    code, _, err = run(capsys, "run", "dect", "--train", latin, "--test", latin, "--template", "{text} {mask}",
+                       "--label-words", "negative:bad,positive:great", "--model", common[1], "--no-progress")
+    one_line_error(code, err, "latin.csv:3: byte 0xe9 is not UTF-8")
+
+    # a kind that contradicts a packaged model (refused before anything is loaded)
+    one_line_error(*run(capsys, "run", "dect", "--task", "sst2", "--kind", "masked", "-o", tmp_path / "k")[::2],
+                   "is a causal model; --kind masked")
+    one_line_error(*run(capsys, "run", "dect", "--task", "sst2", "--kind", "embedding", "-o", tmp_path / "k")[::2],
+                   "--kind embedding does not fit")
+
+    # bench configs: a value that is not a number; an unknown task leaves no results file behind
+    for bad, message in (({"shots": ["two"]}, "shots must be whole numbers"), ({"tasks": ["nope"]}, "unknown task")):
+        cfg = {"name": "b", "tasks": ["sst2"], "methods": ["zeroshot"], "output": str(tmp_path / "b"), **bad}
+        (tmp_path / "b.yaml").write_text(yaml.safe_dump(cfg))
+        one_line_error(*run(capsys, "bench", tmp_path / "b.yaml", "--no-progress")[::2], message)
+        assert not (tmp_path / "b" / "results.jsonl").exists()

@@ -269,3 +269,29 @@ def test_imports_follow_the_architecture():
             if folder == "methods" and path.stem in method_modules and node.level == 1 and parts[0] in method_modules:
                 problems.append(f"{path.relative_to(root)} imports the method module {parts[0]}")
     assert not problems, problems
+
+
+def test_the_catalog_describes_the_registry():
+    """catalog.json (what the CLI parses with, before any method is imported) is the live registry's."""
+    from edgetune import catalog
+
+    assert catalog.text(catalog.build()) == catalog.PATH.read_text(encoding="utf-8"), (
+        "the method registry changed: rewrite the catalog with `python -m edgetune.methods`")
+
+
+def test_the_package_root_exports_every_method_and_imports_lazily():
+    import subprocess
+    import sys
+
+    import edgetune
+
+    for name, cls in METHODS.items():
+        assert getattr(edgetune, cls.__name__) is cls and cls.__name__ in edgetune.__all__, name
+    for public in edgetune.__all__:
+        assert getattr(edgetune, public) is not None
+    # parsing a command line (help, argument errors) imports no method, so neither torch nor scikit-learn
+    code = ("import sys; from edgetune.cli import build_parser; p = build_parser(); p.parse_args(['run', 'adept', "
+            "'--steps', '3']); import edgetune; print(sorted(m for m in ('torch', 'sklearn', 'transformers', "
+            "'edgetune.methods') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -38,12 +38,60 @@ def test_subsample_is_stable(toy_task):
     assert len(toy_task.load("train", limit=5)) == 5
 
 
-def test_missing_data_dir_is_a_clear_error(monkeypatch):
+def test_task_data_is_installed_with_edgetune(monkeypatch):
+    """With no data dir given, every registered task reads its train and test splits from the package."""
+    from edgetune.data.tasks import TASKS
+    from edgetune.paths import PACKAGED_DATA
+
     monkeypatch.delenv("EDGETUNE_DATA_DIR", raising=False)
-    with pytest.raises(DataError, match="EDGETUNE_DATA_DIR"):
-        load_task("sst2").load("test")
+    for name, task in TASKS.items():
+        assert task.split_path("test").parent == PACKAGED_DATA / name
+        assert task.split_path("train" if name != "yelp" else "test").name.endswith(".jsonl.xz")
+    sst2 = load_task("sst2")
+    assert len(sst2.load("test")) == 872 and set(sst2.load("test").labels) == {"negative", "positive"}
+    assert len(sst2.sample(4, 0)) == 8
+    assert "Licences" in (PACKAGED_DATA / "SOURCES.md").read_text()
     with pytest.raises(DataError, match="does not exist"):
         load_task("sst2", "/nonexistent/dir").load("test")
+
+
+def test_installed_data_is_the_shared_copy(monkeypatch):
+    """Byte for byte the shared JSONL copies (where they are here), so samples are the same either way;
+    a capped train pool is an ordered subset of its source."""
+    import lzma
+
+    from conftest import shared_data_dir
+
+    from edgetune.paths import PACKAGED_DATA
+
+    shared = shared_data_dir()
+    if shared is None:
+        pytest.skip("the shared task data is not available")
+    for packed in sorted(PACKAGED_DATA.glob("*/*.jsonl.xz")):
+        data = lzma.decompress(packed.read_bytes())
+        source = (shared / packed.parent.name / packed.name.removesuffix(".xz")).read_bytes()
+        if data != source:
+            assert packed.name == "train.jsonl.xz", packed  # only train pools may be capped
+            lines, pool = data.splitlines(), source.splitlines()
+            assert len(lines) < len(pool) and len(set(lines) - set(pool)) == 0, packed
+
+
+def test_compressed_and_non_utf8_files(tmp_path):
+    import gzip
+    import lzma
+
+    rows = '{"text": "ok", "label": "a"}\n{"text": "fine \u2028 here", "label": "b"}\n'
+    (tmp_path / "x.jsonl.xz").write_bytes(lzma.compress(rows.encode()))
+    (tmp_path / "x.csv.gz").write_bytes(gzip.compress(b"text,label\nok,a\n"))
+    assert [e.label for e in read_examples(tmp_path / "x.jsonl.xz")] == ["a", "b"]
+    assert read_examples(tmp_path / "x.csv.gz")[0].text == "ok"
+    bad = tmp_path / "latin.csv"
+    bad.write_bytes(b"text,label\nok,a\ncaf\xe9,b\n")
+    with pytest.raises(DataError, match=r"latin.csv:3: byte 0xe9 is not UTF-8"):
+        read_examples(bad)
+    (tmp_path / "torn.jsonl.xz").write_bytes(lzma.compress(rows.encode())[:20])
+    with pytest.raises(DataError, match="damaged xz file"):
+        read_examples(tmp_path / "torn.jsonl.xz")
 
 
 def test_missing_split_lists_available(toy_task):

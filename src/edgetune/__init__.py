@@ -4,22 +4,47 @@
 >>> task = load_task("sst2")
 >>> clf = DecT(model="smollm2-135m").fit(task.sample(shots=16, seed=0))
 >>> clf.predict(["a gorgeous, witty film"])
+
+Names are imported on first use (PEP 562), so ``import edgetune`` and the command line start without
+loading torch; every registered method is exported under its class name (the registry is the only list).
 """
 
-from . import methods as _methods
-from .backends import EmbeddingBackend, FeatureCache, Features, LocalBackend, OpenAIBackend, load_backend
-from .data import Dataset, Example, Task, Template, load_task, read_examples
-from .errors import EdgetuneError
-from .methods import METHODS, Method, get_method, load
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from . import catalog as _catalog
+from .errors import EdgetuneError as EdgetuneError
 
 __version__ = "0.1.0"
 
-# every registered method, under its class name (the registry is the only list)
-globals().update({_cls.__name__: _cls for _cls in METHODS.values()})
+#: public name -> the module that defines it
+_EXPORTS = {
+    "Dataset": ".data", "Example": ".data", "Task": ".data", "Template": ".data", "load_task": ".data",
+    "read_examples": ".data",
+    "Backend": ".backends", "EmbeddingBackend": ".backends", "FeatureCache": ".backends", "Features": ".backends",
+    "LocalBackend": ".backends", "OpenAIBackend": ".backends", "load_backend": ".backends",
+    "METHODS": ".methods", "Method": ".methods", "get_method": ".methods", "load": ".methods",
+}
+#: every registered method's class name -> its registry name
+_METHOD_CLASSES = _catalog.class_names()
 
-__all__ = [
-    "METHODS", "Dataset", "EdgetuneError", "EmbeddingBackend", "Example", "FeatureCache", "Features",
-    "LocalBackend", "Method", "OpenAIBackend", "Task", "Template", "__version__", "get_method", "load",
-    "load_backend", "load_task", "read_examples",
-    *sorted(_cls.__name__ for _cls in _methods.METHODS.values()),
-]
+__all__ = sorted(["EdgetuneError", "__version__", *_EXPORTS, *_METHOD_CLASSES])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    elif name in _METHOD_CLASSES:
+        from .methods import get_method
+
+        value = get_method(_METHOD_CLASSES[name])
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

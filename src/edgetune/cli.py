@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 import warnings
@@ -18,6 +17,8 @@ from .errors import EdgetuneError
 
 #: constructor parameters that `run` sets itself (or through its own flags) rather than as method options
 RUN_OWNED = ("template", "label_words", "seed", "progress", "labels")
+#: `edgetune run`'s default test subset: a first answer in about a minute on a laptop CPU
+QUICK_TEST_SIZE = 200
 #: method parameters whose flag would clash with a backend flag
 FLAG_RENAMES = {"batch_size": "train-batch-size", "max_length": "train-max-length"}
 
@@ -54,34 +55,40 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgetune", description="Adapt a frozen language model at its edges.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    from .methods import METHODS
+    from . import catalog
 
+    methods = catalog.methods()  # the registry's description: no method (and no torch) is imported to parse
     run = sub.add_parser("run", help="run a method (and its baselines) over tasks x shots x seeds",
                          description="Run METHOD on each task, shot count and seed; print per-seed accuracy and "
                          "mean ± std, and write the records (results.jsonl) and a report.md. `run dect` also runs "
                          "zero-shot, calibrated zero-shot and a linear probe on the very same features.")
-    run.add_argument("method", choices=sorted(METHODS), metavar="METHOD",
-                     help="one of: " + ", ".join(f"{n} ({c.display_name}, {c.edge} edge)"
-                                                 for n, c in sorted(METHODS.items())))
+    run.add_argument("method", choices=sorted(methods), metavar="METHOD",
+                     help="one of: " + ", ".join(f"{n} ({c['display_name']}, {c['edge']} edge)"
+                                                 for n, c in sorted(methods.items())))
     run.add_argument("--task", nargs="+", default=None,
                      help="registry task name(s) or task .yaml file(s) (default sst2, or the files below)")
     run.add_argument("--shots", nargs="+", type=int, default=[16], help="examples per class (default 16)")
     run.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="sampling seeds (default 0-4)")
-    run.add_argument("--test-size", type=int, default=None,
-                     help="evaluate on a seeded random subset of this size (same subset for every method)")
-    run.add_argument("--data-dir", help="task data root (default $EDGETUNE_DATA_DIR)")
+    run.add_argument("--test-size", type=_test_size, default=QUICK_TEST_SIZE, metavar="N|all",
+                     help=f"evaluate on a seeded random subset of N test examples, the same for every method "
+                     f"(default {QUICK_TEST_SIZE}, for a first answer in about a minute; 'all' for the whole "
+                     "test set)")
+    run.add_argument("--data-dir", help="task data root (default $EDGETUNE_DATA_DIR, else the data installed "
+                     "with edgetune)")
     run.add_argument("--output", "-o", help="folder for results.jsonl and report.md (default results/<method>-<model>)")
     run.add_argument("--save-dir", help="also save each seed's fitted METHOD under this folder")
     byo = run.add_argument_group("bring your own data (instead of --task)")
-    byo.add_argument("--train", help="train file (.jsonl, .csv, .tsv)")
-    byo.add_argument("--test", help="test file (.jsonl, .csv, .tsv)")
-    byo.add_argument("--name", help="task name in tables and records (default: the folder holding --train)")
+    byo.add_argument("--train", help="train file (.jsonl, .csv, .tsv; .xz/.gz too) or a Hugging Face dataset "
+                     "folder (save_to_disk; a DatasetDict's 'train' split)")
+    byo.add_argument("--test", help="test file or Hugging Face dataset folder (a DatasetDict's 'test' split)")
+    byo.add_argument("--name", help="task name in tables and records (default: the folder holding --train, or a "
+                     "dataset folder's own name)")
     byo.add_argument("--template", help='prompt template, e.g. "{text} In summary, it was {mask}"')
     byo.add_argument("--label-words", help='LABEL:WORD pairs, e.g. "negative:bad,positive:great"')
     byo.add_argument("--text-col", default="text")
     byo.add_argument("--text-b-col", default=None)
     byo.add_argument("--label-col", default="label")
-    _add_method_options(run, METHODS)
+    _add_method_options(run, methods)
     _add_model_args(run)
 
     pred = sub.add_parser("predict", help="label texts with a saved model")
@@ -105,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--output", "-o", help="output folder (default: the config's `output`, else "
                        "results/bench/<name>)")
     bench.add_argument("--report", metavar="RESULTS.jsonl", help="re-render the report and plots from stored results")
-    bench.add_argument("--data-dir", help="task data root (default: the config's data_dir, else $EDGETUNE_DATA_DIR)")
+    bench.add_argument("--data-dir", help="task data root (default: the config's data_dir, else "
+                       "$EDGETUNE_DATA_DIR, else the data installed with edgetune)")
     bench.add_argument("--no-plots", action="store_true", help="Markdown only")
     bench.add_argument("--tasks", nargs="+", metavar="TASK", help="run only these tasks of the grid now")
     bench.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="run only these seeds now")
@@ -124,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--threads", type=int, default=None, help="CPU threads (default: llama.cpp's choice)")
 
     tasks = sub.add_parser("tasks", help="list registered tasks, templates and label words")
-    tasks.add_argument("--data-dir", help="task data root (default $EDGETUNE_DATA_DIR), to show which have data")
+    tasks.add_argument("--data-dir", help="task data root (default $EDGETUNE_DATA_DIR, else the data installed "
+                       "with edgetune), to show which have data")
     sub.add_parser("models", help="list packaged models and whether they are installed and converted")
     return parser
 
@@ -140,35 +149,47 @@ def _load_tasks(args: argparse.Namespace):
         cols = {"text": args.text_col, "label": args.label_col}
         if args.text_b_col:
             cols["text_b"] = args.text_b_col
-        name = args.name or Path(args.train).resolve().parent.name or Path(args.train).stem
+        train = Path(args.train).resolve()  # a file: the folder holding it; a saved HF dataset: its folder
+        name = args.name or (train.name if train.is_dir() else train.parent.name) or train.stem
         return [custom_task(name, args.template, args.label_words, {"train": args.train, "test": args.test}, cols)]
     names = args.task or ["sst2"]
     return [load_task(n, args.data_dir, template=args.template, label_words=args.label_words) for n in names]
 
 
-def _add_method_options(parser: argparse.ArgumentParser, methods: dict) -> None:
-    """One flag per method constructor parameter, generated from the registry: the help names each
-    method that takes it and that method's own default."""
-    takers: dict[str, list[tuple[str, inspect.Parameter]]] = {}
-    for name, cls in sorted(methods.items()):
-        for pname, p in cls.init_parameters().items():
+def _add_method_options(parser: argparse.ArgumentParser, methods: dict[str, dict[str, Any]]) -> None:
+    """One flag per method constructor parameter, generated from the registry's catalog: the help names
+    each method that takes it and that method's own default."""
+    takers: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for name, spec in sorted(methods.items()):
+        for pname, p in spec["params"].items():
             if pname not in RUN_OWNED:
                 takers.setdefault(pname, []).append((name, p))
     group = parser.add_argument_group("method options (each is passed to the methods that take it; the "
                                       "method's own default applies when it is not given)")
     for pname, uses in sorted(takers.items()):
         flag = "--" + FLAG_RENAMES.get(pname, pname.replace("_", "-"))
-        defaults = ", ".join(f"{n} {_show_default(p.default)}" for n, p in uses)
+        defaults = ", ".join(f"{n} {_show_default(p['default'])}" for n, p in uses)
         kwargs: dict[str, Any] = {"dest": f"m_{pname}", "default": None, "help": f"defaults: {defaults}"}
-        example = next((p.default for _, p in uses if p.default is not None), None)
-        annotation = " ".join(str(p.annotation) for _, p in uses)
-        if isinstance(example, bool):
+        kinds = {p["kind"] for _, p in uses}
+        if "flag" in kinds:
             kwargs["action"] = argparse.BooleanOptionalAction
-        elif isinstance(example, tuple | list) or "list[" in annotation or "tuple[" in annotation:
+        elif "list" in kinds:
             kwargs.update(nargs="+", type=_cli_value, metavar="VALUE")
         else:
             kwargs.update(type=_cli_value, metavar=pname.upper())
         group.add_argument(flag, **kwargs)
+
+
+def _test_size(text: str) -> int | None:
+    if text.strip().lower() in ("all", "full", "none"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1 or 'all', not {text!r}")
+    return value
 
 
 def _show_default(value: Any) -> str:
@@ -348,17 +369,20 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_tasks(args: argparse.Namespace, console: Console) -> int:
     from .data.tasks import TASKS
-    from .paths import data_dir
+    from .paths import PACKAGED_DATA, data_dir
 
     try:
         root = data_dir(args.data_dir)
     except EdgetuneError:
         root = None
-    table = Table(title="edgetune tasks" + (f" (data: {root})" if root else " (no data dir set)"))
+    where = "installed with edgetune; sources and licences in SOURCES.md there" if root == PACKAGED_DATA else ""
+    table = Table(title="edgetune tasks" + (f" (data: {root}{'; ' + where if where else ''})" if root
+                                            else " (no data dir)"))
     for col in ("task", "labels → words", "template", "data"):
         table.add_column(col, overflow="fold")
     for t in TASKS.values():
-        have = "-" if root is None else ", ".join(sorted(p.stem for p in (root / t.name).glob("*.jsonl"))) or "missing"
+        splits = sorted({p.name.split(".")[0] for p in (root / t.name).glob("*.jsonl*")}) if root else []
+        have = "-" if root is None else ", ".join(splits) or "missing"
         words = ", ".join(f"{lab}→{w}" for lab, w in t.label_words.items())
         table.add_row(t.name, words, t.template, have)
     console.print(table)
@@ -382,13 +406,19 @@ def cmd_models(args: argparse.Namespace, console: Console) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "predict" and not any(x.startswith("-") for x in extra):
+        args.texts += extra  # texts after options: `edgetune predict DIR --json "a text"`
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     console = Console()
     err = Console(stderr=True)
     warnings.filterwarnings("once")
-    from transformers.utils import logging as hf_logging
+    if args.command in ("run", "predict", "bench"):  # commands that load a model (others stay torch-free)
+        from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # edgetune shows its own progress; keep stderr for errors
+        hf_logging.disable_progress_bar()  # edgetune shows its own progress; keep stderr for errors
     try:
         return {"run": cmd_run, "predict": cmd_predict, "tasks": cmd_tasks, "models": cmd_models,
                 "serve": cmd_serve, "bench": cmd_bench}[args.command](

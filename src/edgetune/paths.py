@@ -19,18 +19,23 @@ def cache_dir(override: str | os.PathLike | None = None) -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "edgetune"
 
 
-def data_dir(override: str | os.PathLike | None = None) -> Path:
-    """Root of the task data: ``override``, else ``$EDGETUNE_DATA_DIR``.
+#: the task data installed with edgetune (see its SOURCES.md: sources, licences, what was capped)
+PACKAGED_DATA = Path(__file__).resolve().parent / "data" / "packaged"
 
-    The folder holds one sub-folder per task with ``<split>.jsonl`` files (the layout of the shared
-    benchmark copies). It is never downloaded: point edgetune at it.
+
+def data_dir(override: str | os.PathLike | None = None) -> Path:
+    """Root of the task data: ``override``, else ``$EDGETUNE_DATA_DIR``, else the data installed with
+    edgetune (:data:`PACKAGED_DATA`).
+
+    The folder holds one sub-folder per task with ``<split>.jsonl`` files (or ``<split>.jsonl.xz``, as
+    installed); nothing is downloaded.
     """
     raw = override if override is not None else os.environ.get("EDGETUNE_DATA_DIR")
     if not raw:
-        raise DataError(
-            "no data directory given: pass --data-dir DIR or set EDGETUNE_DATA_DIR "
-            "(a folder with one sub-folder per task holding <split>.jsonl files)"
-        )
+        if not PACKAGED_DATA.is_dir():
+            raise DataError(f"edgetune's task data is missing from {str(PACKAGED_DATA)!r} (a damaged install?): "
+                            "reinstall edgetune, or pass --data-dir / set EDGETUNE_DATA_DIR to a copy")
+        return PACKAGED_DATA
     path = Path(raw).expanduser()
     if not path.is_dir():
         raise DataError(f"data directory {str(path)!r} does not exist: pass --data-dir or set EDGETUNE_DATA_DIR")

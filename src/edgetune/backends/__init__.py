@@ -8,11 +8,22 @@ from typing import Any
 from ..errors import ModelError
 from .base import Backend, Features
 from .cache import FeatureCache
-from .embedding import EmbeddingBackend
-from .local import LocalBackend
-from .models import DEFAULT_MODEL, PACKAGED, resolve_model
+from .models import DEFAULT_MODEL, PACKAGED, check_packaged_kind, resolve_model
 from .models import PackagedModel as PackagedModel
-from .remote import OpenAIBackend, RemoteError
+
+#: backend classes by module, imported on first use (torch and transformers load only when a model does)
+_LAZY = {"LocalBackend": ".local", "EmbeddingBackend": ".embedding", "OpenAIBackend": ".remote",
+         "RemoteError": ".remote"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_backend(model: str = DEFAULT_MODEL, *, kind: str | None = None, cache: FeatureCache | str | None = "default",
@@ -26,11 +37,16 @@ def load_backend(model: str = DEFAULT_MODEL, *, kind: str | None = None, cache: 
         cache = FeatureCache(cache_dir(cache_root) / "features.sqlite")
     elif isinstance(cache, str):
         cache = FeatureCache(cache)
+    from .embedding import EmbeddingBackend
+    from .local import LocalBackend
+    from .remote import OpenAIBackend
+
     if base_url is not None or kind == "openai":
         if base_url is None:
             raise ModelError("the openai backend needs base_url (e.g. http://127.0.0.1:8000/v1)")
         kwargs.pop("max_length", None)
         return OpenAIBackend(model, base_url, cache=cache, **kwargs)
+    check_packaged_kind(model, kind)
     if kind is not None:
         resolved_kind = kind
     elif model in PACKAGED:
@@ -42,8 +58,9 @@ def load_backend(model: str = DEFAULT_MODEL, *, kind: str | None = None, cache: 
     return LocalBackend.load(model, kind=kind, cache=cache, cache_root=cache_root, **kwargs)
 
 
-BACKEND_CLASSES: dict[str, type[Backend]] = {"causal": LocalBackend, "masked": LocalBackend, "seq2seq": LocalBackend,
-                                             "embedding": EmbeddingBackend, "openai": OpenAIBackend}
+#: which backend class serves each kind (by name: see ``_LAZY``)
+BACKEND_CLASSES: dict[str, str] = {"causal": "LocalBackend", "masked": "LocalBackend", "seq2seq": "LocalBackend",
+                                   "embedding": "EmbeddingBackend", "openai": "OpenAIBackend"}
 
 
 def saved_backend_options(kind: str | None, settings: dict[str, Any] | None) -> dict[str, Any]:
@@ -52,7 +69,7 @@ def saved_backend_options(kind: str | None, settings: dict[str, Any] | None) -> 
     scale, a server's top-N log-probabilities, ...). A server backend also needs ``base_url``."""
     if kind not in BACKEND_CLASSES:
         return {}
-    return {"kind": kind, **BACKEND_CLASSES[kind].options_from_settings(dict(settings or {}))}
+    return {"kind": kind, **__getattr__(BACKEND_CLASSES[kind]).options_from_settings(dict(settings or {}))}
 
 
 __all__ = ["DEFAULT_MODEL", "PACKAGED", "Backend", "EmbeddingBackend", "FeatureCache", "Features",

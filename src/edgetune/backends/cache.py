@@ -13,6 +13,8 @@ import json
 import os
 import sqlite3
 import threading
+import time
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,16 +36,33 @@ class FeatureCache:
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(":memory:" if self.path is None else str(self.path), check_same_thread=False,
-                                   timeout=60)
-        if self.path is not None:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS features (key TEXT PRIMARY KEY, scores BLOB NOT NULL, hidden BLOB NOT NULL,"
-            " meta TEXT)"
-        )
-        self._db.commit()
+        try:
+            self._db = self._open()
+        except sqlite3.DatabaseError as exc:  # damaged (truncated, overwritten): a cache is only a cache
+            assert self.path is not None
+            aside = self.path.with_name(f"{self.path.name}.damaged-{int(time.time())}")
+            for suffix in ("", "-wal", "-shm"):
+                part = Path(f"{self.path}{suffix}")
+                if part.exists():
+                    os.replace(part, f"{aside}{suffix}")
+            warnings.warn(f"the feature cache {str(self.path)!r} was damaged ({exc}); moved it to {str(aside)!r} "
+                          "and started an empty one (features will be queried again)", stacklevel=2)
+            self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(":memory:" if self.path is None else str(self.path), check_same_thread=False, timeout=60)
+        try:
+            if self.path is not None:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("CREATE TABLE IF NOT EXISTS features (key TEXT PRIMARY KEY, scores BLOB NOT NULL, "
+                       "hidden BLOB NOT NULL, meta TEXT)")
+            db.execute("SELECT key, scores FROM features LIMIT 1").fetchall()
+            db.commit()
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
 
     def get_many(self, keys: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         out: dict[str, tuple[np.ndarray, np.ndarray]] = {}

@@ -45,7 +45,7 @@ class EmbeddingBackend(Backend):
                  batch_size: int = 64, progress: bool = True, scale: float = 20.0) -> None:
         super().__init__(name, cache, batch_size, progress)
         if not scale > 0:
-            raise ValueError(f"scale must be positive, got {scale}")
+            raise ModelError(f"the embedding backend's scale must be positive, not {scale!r}")
         self.scale = float(scale)
         self.model = model
         self._identity = identity

@@ -147,7 +147,7 @@ class LabelReader:
         ``position`` indexes ``inputs_embeds`` (not shifted by the prefix).
         """
         if self.kind != "causal":
-            raise ValueError("a shared prefix cache needs a causal model")
+            raise ModelError("a shared prefix cache needs a causal model")
         rows = torch.arange(len(inputs_embeds), device=inputs_embeds.device)
         base = model.base_model
         key = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
@@ -201,7 +201,8 @@ class LocalBackend(Backend):
 
         resolved = resolve_model(name, kind, cache_root)
         if resolved.kind == "embedding":
-            raise ModelError(f"{name} is an embedding model; use EmbeddingBackend")
+            raise ModelError(f"{name} is a sentence-embedding model, not a language model with a head to prompt; "
+                             "pass a language model (e.g. --model smollm2-135m), or use it with setfit")
         try:
             tokenizer = AutoTokenizer.from_pretrained(resolved.path)
             model = _model_class(resolved.kind).from_pretrained(resolved.path, dtype=torch.float32,

@@ -115,6 +115,7 @@ def resolve_model(name: str, kind: str | None = None, cache: str | os.PathLike |
         raise ModelError(f"unknown model kind {kind!r}; choose one of {', '.join(KINDS)}")
     if name in PACKAGED:
         spec = PACKAGED[name]
+        check_packaged_kind(name, kind)
         version = _version(spec.package)
         identity = f"{spec.name}@{spec.package}=={version}"
         if spec.kind == "embedding":
@@ -138,6 +139,13 @@ def resolve_model(name: str, kind: str | None = None, cache: str | os.PathLike |
         raise ModelError(f"model folder {name!r} does not exist")
     # A hub id: transformers downloads it (needs network access to the hub).
     return ResolvedModel(name, name, kind or infer_kind(name), f"hub:{name}")
+
+
+def check_packaged_kind(name: str, kind: str | None) -> None:
+    """A packaged model is one kind; asking for another is a mistake, not a request to convert it."""
+    spec = PACKAGED.get(name)
+    if spec is not None and kind not in (None, spec.kind):
+        raise ModelError(f"{name} is a {spec.kind} model; --kind {kind} does not fit it (leave --kind out)")
 
 
 def infer_kind(path: str) -> str:

@@ -102,9 +102,9 @@ class OpenAIBackend(Backend):
                  progress: bool = True, batch_size: int = 32) -> None:
         super().__init__(model, cache, batch_size, progress)
         if top_logprobs < 1:
-            raise ValueError("top_logprobs must be at least 1")
+            raise ModelError(f"top_logprobs must be at least 1, not {top_logprobs!r}")
         if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
+            raise ModelError(f"concurrency must be at least 1, not {concurrency!r}")
         self.model_name = model
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key

@@ -78,7 +78,10 @@ class BenchConfig:
         except OSError as exc:
             raise DataError(f"cannot read bench config {str(path)!r}: {exc.strerror}") from None
         except yaml.YAMLError as exc:
-            raise DataError(f"{path}: malformed YAML ({exc})") from None
+            mark = getattr(exc, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise DataError(f"{path}{where}: malformed YAML ({problem})") from None
         if not isinstance(raw, Mapping):
             raise DataError(f"{path}: a bench config is a mapping with tasks, methods, ...")
         return cls.from_dict(raw, base=path.parent, default_name=path.stem)
@@ -97,14 +100,26 @@ class BenchConfig:
             value = raw.get(key, default)
             return list(value) if isinstance(value, list | tuple) else [value]
 
+        def integers(key: str, default: list, least: int) -> list[int]:
+            out = []
+            for v in listed(key, default):
+                if isinstance(v, bool) or not isinstance(v, int) or v < least:
+                    raise DataError(f"bench config: {key} must be whole numbers ≥ {least}, not {v!r}")
+                out.append(v)
+            return out
+
+        test_size = raw.get("test_size", 200)
+        if test_size is not None and (isinstance(test_size, bool) or not isinstance(test_size, int) or test_size < 1):
+            raise DataError(f"bench config: test_size must be a whole number ≥ 1 (or null for the whole test set), "
+                            f"not {test_size!r}")
         order = str(raw.get("order", "task-first"))
         if order not in ("task-first", "method-first"):
             raise DataError(f"bench config: order is task-first or method-first, not {order!r}")
         return cls(name=str(raw.get("name", default_name)), order=order, tasks=[str(t) for t in listed("tasks", [])],
                    methods=[MethodEntry.parse(m) for m in listed("methods", [])],
                    models=[str(m) for m in listed("models", ["smollm2-135m"])],
-                   shots=[int(s) for s in listed("shots", [16])], seeds=[int(s) for s in listed("seeds", [0, 1, 2])],
-                   test_size=raw.get("test_size", 200), output=raw.get("output"), data_dir=raw.get("data_dir"),
+                   shots=integers("shots", [16], 1), seeds=integers("seeds", [0, 1, 2], 0),
+                   test_size=test_size, output=raw.get("output"), data_dir=raw.get("data_dir"),
                    base=base or Path.cwd())
 
     def to_dict(self) -> dict[str, Any]:

@@ -200,8 +200,9 @@ def print_run(lines: list[dict[str, Any]], console: Any) -> None:
     for (model, task, shots), cs in groups.items():
         methods = list(dict.fromkeys(c["method"] for c in cs))
         seeds = sorted({c["seed"] for c in cs})
-        table = Table(title=f"{task} · {shots}-shot · {model} · {cs[0]['n_test']} test examples",
-                      title_justify="left")
+        n, pool = cs[0]["n_test"], cs[0].get("n_test_pool", cs[0]["n_test"])
+        sub = f" (a seeded subset of {pool:,}; --test-size all for every one)" if pool > n else ""
+        table = Table(title=f"{task} · {shots}-shot · {model} · {n:,} test examples{sub}", title_justify="left")
         table.add_column("seed", justify="right")
         for m in methods:
             table.add_column(display_name(m), justify="right")

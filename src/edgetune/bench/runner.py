@@ -20,6 +20,7 @@ import numpy as np
 from rich.console import Console
 
 from ..backends import Backend, FeatureCache, load_backend
+from ..data.sampling import subsample
 from ..data.tasks import Task
 from ..data.templates import Template
 from ..methods import get_method
@@ -61,13 +62,17 @@ def run_bench(config: BenchConfig, output: str | os.PathLike | None = None, prog
         console.print(f"{config.name}: all {len(done)} cells are done ({log.path})")
         return log.path
     console.print(f"{config.name}: {len(todo)} cells to run, {len(cells) - len(todo)} already done")
+    own = cache is None
+    cache = FeatureCache(out_dir / "features.sqlite") if own else cache
     try:
-        _run_cells(config, todo, log, console, progress, dict(backends or {}),
-                   cache if cache is not None else FeatureCache(out_dir / "features.sqlite"), save_dir, save_labels)
+        _run_cells(config, todo, log, console, progress, dict(backends or {}), cache, save_dir, save_labels)
     except BaseException:
         if not existed and not any(x.get("type") == "cell" for x in log.lines):
             path.unlink(missing_ok=True)  # nothing finished: leave no header-only file behind
         raise
+    finally:
+        if own:
+            cache.close()
     return log.path
 
 
@@ -83,14 +88,17 @@ def _run_cells(config: BenchConfig, todo: list, log: ResultsLog, console: Consol
         key = task_key(task_spec)
         task = tasks.setdefault(key, config.load_task(task_spec))
         if (model, key) not in tests:
-            tests[(model, key)] = task.load("test", limit=config.test_size, seed=0)
-        test = tests[(model, key)]
+            full = task.load("test")
+            limit = config.test_size
+            tests[(model, key)] = (subsample(full, limit, 0) if limit is not None and limit < len(full) else full,
+                                   len(full))
+        test, pool = tests[(model, key)]
         train = task.sample(shots, seed)
         console.print(f"[{n}/{len(todo)}] {model} · {task.name} · {shots}-shot · seed {seed} · {entry.label}")
         method, row = run_cell(backend, task, train, test, entry, seed, log, progress)
         row.update(type="cell", model=model, task=key, task_name=task.name, shots=shots, seed=seed,
                    method=entry.label, name=entry.name, model_identity=backend.identity, backend=backend.kind,
-                   n_train=len(train), n_test=len(test), time=time.time())
+                   n_train=len(train), n_test=len(test), n_test_pool=pool, time=time.time())
         log.write(row)
         if save_dir is not None and (save_labels is None or entry.label in save_labels):
             method.save(Path(save_dir) / f"{task.name}-{entry.label}-{shots}shot-seed{seed}")

@@ -7,7 +7,10 @@ file and the line: a malformed row, a missing column, an empty text or a label o
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 import json
+import lzma
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -50,31 +53,50 @@ def _check_row(
                    str(row.get("id", "")) or None, extra)
 
 
+def _text(path: Path) -> str:
+    """The file's text (``.xz``/``.gz`` decompressed), or one clear error naming the file and line of a byte
+    that is not UTF-8."""
+    raw = path.read_bytes()
+    kind = path.suffix.lower()
+    try:
+        if kind == ".xz":
+            raw = lzma.decompress(raw)
+        elif kind == ".gz":
+            raw = gzip.decompress(raw)
+    except (lzma.LZMAError, OSError, EOFError) as exc:
+        raise DataError(f"{path}: damaged {kind[1:]} file ({exc})") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: byte 0x{raw[exc.start]:02x} is not UTF-8 text; save the file as UTF-8 "
+                        "(e.g. iconv -f latin1 -t utf-8)") from None
+
+
 def _rows(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
-    suffix = path.suffix.lower()
+    name = path.name.lower()
+    suffix = Path(name.removesuffix(".xz").removesuffix(".gz")).suffix
     if suffix in (".jsonl", ".json"):
-        with path.open(encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}:{n}: malformed JSON ({exc.msg})") from None
-                if not isinstance(obj, dict):
-                    raise DataError(f"{path}:{n}: expected a JSON object per line")
-                yield n, obj
+        for n, line in enumerate(_text(path).split("\n"), 1):  # only \n ends a record (not U+2028)
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{n}: malformed JSON ({exc.msg})") from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}:{n}: expected a JSON object per line")
+            yield n, obj
     elif suffix in (".csv", ".tsv"):
-        with path.open(encoding="utf-8", newline="") as fh:
-            reader = csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",")
-            if reader.fieldnames is None:
-                raise DataError(f"{path}: empty file (expected a header row)")
-            for row in reader:
-                if None in row:
-                    raise DataError(f"{path}:{reader.line_num}: more fields than the header has")
-                yield reader.line_num, row
+        reader = csv.DictReader(io.StringIO(_text(path), newline=""), delimiter="\t" if suffix == ".tsv" else ",")
+        if reader.fieldnames is None:
+            raise DataError(f"{path}: empty file (expected a header row)")
+        for row in reader:
+            if None in row:
+                raise DataError(f"{path}:{reader.line_num}: more fields than the header has")
+            yield reader.line_num, row
     else:
-        raise DataError(f"{path}: unsupported file type {suffix!r} (use .jsonl, .csv or .tsv)")
+        raise DataError(f"{path}: unsupported file type {suffix!r} (use .jsonl, .csv or .tsv, optionally .xz/.gz)")
 
 
 def read_examples(
@@ -84,9 +106,14 @@ def read_examples(
     text_b: str | None = None,
     label: str = "label",
     require_label: bool = True,
+    split: str | None = None,
 ) -> list[Example]:
-    """Read examples from a file. ``text_b`` defaults to ``"text_b"`` when the file has that column."""
+    """Read examples from a file (.jsonl, .csv, .tsv; optionally .xz/.gz) or a Hugging Face ``datasets``
+    folder written by ``save_to_disk`` (a ``DatasetDict`` folder: its ``split``). ``text_b`` defaults to
+    ``"text_b"`` when the data has that column."""
     path = Path(path)
+    if path.is_dir():
+        return examples_from_hf(load_hf_folder(path, split), labels, text, text_b, label, source=str(path))
     if not path.is_file():
         raise DataError(f"data file {str(path)!r} does not exist")
     out: list[Example] = []
@@ -99,15 +126,44 @@ def read_examples(
     return out
 
 
+def load_hf_folder(path: Path, split: str | None = None) -> Any:
+    """A ``datasets.Dataset`` saved with ``save_to_disk`` (a ``DatasetDict``: its ``split``)."""
+    if not ((path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file()):
+        raise DataError(f"{str(path)!r} is a folder but not a Hugging Face dataset saved with save_to_disk; "
+                        "give a .jsonl, .csv or .tsv file")
+    try:
+        from datasets import DatasetDict, load_from_disk
+    except ImportError:
+        raise DataError(f"{str(path)!r} is a Hugging Face dataset folder: pip install datasets to read it") from None
+    data = load_from_disk(str(path))
+    if isinstance(data, DatasetDict):
+        if split is None or split not in data:
+            raise DataError(f"{str(path)!r} holds splits {', '.join(data)}; name one (here: no {split!r} split)")
+        data = data[split]
+    return data
+
+
+def is_hf_dataset(obj: Any) -> bool:
+    """A ``datasets.Dataset`` or ``DatasetDict`` (checked without importing ``datasets``)."""
+    return type(obj).__module__.startswith("datasets.")
+
+
 def examples_from_hf(
     dataset: Any,
     labels: Sequence[str] | None = None,
     text: str = "text",
     text_b: str | None = None,
     label: str = "label",
+    source: str = "dataset",
+    require_label: bool = True,
 ) -> list[Example]:
     """Examples from a ``datasets.Dataset`` (or any sequence of row dicts). Integer labels of a
-    ``ClassLabel`` column are mapped to their names."""
+    ``ClassLabel`` column are mapped to their names; ``text_b`` defaults to ``"text_b"`` when present."""
+    if type(dataset).__name__ in ("DatasetDict", "IterableDatasetDict"):
+        raise DataError(f"got a DatasetDict with splits {', '.join(dataset)}; pass one split, e.g. ds['train']")
+    columns = getattr(dataset, "column_names", None) or []
+    if text_b is None and "text_b" in columns:
+        text_b = "text_b"
     names = None
     features = getattr(dataset, "features", None)
     if features is not None and label in features and hasattr(features[label], "names"):
@@ -117,8 +173,8 @@ def examples_from_hf(
         row = dict(row)
         if names is not None and isinstance(row.get(label), int):
             row[label] = names[row[label]]
-        ex = _check_row(row, f"dataset row {i}", labels, text, text_b, label, require_label=True)
+        ex = _check_row(row, f"{source} row {i}", labels, text, text_b, label, require_label)
         out.append(Example(ex.text, ex.text_b, ex.label, str(i), ex.extra))
     if not out:
-        raise DataError("the dataset is empty")
+        raise DataError(f"{source} is empty")
     return out

@@ -37,6 +37,7 @@ class Task:
     files: Mapping[str, str] = field(default_factory=dict)
     columns: Mapping[str, str] = field(default_factory=dict)
     data_dir: str | None = None
+    splits: Mapping[str, str] = field(default_factory=dict)  # split name -> file stem where they differ
 
     def __post_init__(self) -> None:
         Template(self.template)  # validates
@@ -63,16 +64,20 @@ class Task:
             path = Path(self.files[split]).expanduser()
         else:
             root = resolve_data_dir(self.data_dir)
-            path = root / self.name / f"{split}.jsonl"
-        if not path.is_file():
-            have = sorted(p.stem for p in path.parent.glob("*.jsonl")) if path.parent.is_dir() else []
+            path = root / self.name / f"{self.splits.get(split, split)}.jsonl"
+            if not path.is_file() and path.with_name(path.name + ".xz").is_file():
+                path = path.with_name(path.name + ".xz")  # as installed with edgetune
+        if not (path.is_file() or (split in self.files and path.is_dir())):  # a folder: a saved HF dataset
+            if split in self.files:
+                raise DataError(f"task {self.name!r}: its {split} file {str(path)!r} does not exist")
+            have = sorted({p.name.split(".")[0] for p in path.parent.glob("*.jsonl*")}) if path.parent.is_dir() else []
             hint = f" (available splits: {', '.join(have)})" if have else ""
             raise DataError(f"task {self.name!r}: no {split!r} split at {str(path)!r}{hint}")
         return path
 
     def load(self, split: str = "test", limit: int | None = None, seed: int = 0) -> Dataset:
         """Read one split. ``limit`` takes a seeded random subset of that size (the same for every method)."""
-        examples = read_examples(self.split_path(split), labels=self.labels, **dict(self.columns))
+        examples = read_examples(self.split_path(split), labels=self.labels, split=split, **dict(self.columns))
         ds = Dataset(tuple(examples), self.labels, name=f"{self.name}/{split}", task=self)
         return subsample(ds, limit, seed) if limit is not None and limit < len(ds) else ds
 
@@ -135,7 +140,8 @@ TASKS: dict[str, Task] = {
              "RTE textual entailment"),
         Task("cb", ("entailment", "contradiction", "neutral"), _ENTAIL, _NLI3, "CommitmentBank (3-way NLI)"),
         Task("snli", ("entailment", "neutral", "contradiction"), _ENTAIL, _NLI3, "SNLI (3-way NLI)"),
-        Task("mnli", ("entailment", "neutral", "contradiction"), _ENTAIL, _NLI3, "MultiNLI (3-way NLI)"),
+        Task("mnli", ("entailment", "neutral", "contradiction"), _ENTAIL, _NLI3,
+             "MultiNLI (3-way NLI; test = 1,000 pairs of dev-matched)", splits={"test": "test_matched"}),
         Task("boolq", ("false", "true"), "{text} Question: {text_b}? Answer: {mask}",
              {"false": "No", "true": "Yes"}, "BoolQ yes/no questions (text = passage, text_b = question)"),
         Task("wic", ("false", "true"),
@@ -156,16 +162,26 @@ TASKS: dict[str, Task] = {
 
 def parse_label_words(spec: str | Mapping[str, str]) -> dict[str, str]:
     """``"negative:bad,positive:great"`` (or a mapping) -> ``{"negative": "bad", "positive": "great"}``."""
+    pairs: list[tuple[str, str]]
     if isinstance(spec, Mapping):
-        return {str(k): str(v) for k, v in spec.items()}
+        pairs = [(str(k).strip(), str(v).strip()) for k, v in spec.items()]
+    else:
+        pairs = []
+        for item in spec.split(","):
+            if not item.strip():
+                continue
+            if ":" not in item:
+                raise DataError(f"label words {spec!r}: expected LABEL:WORD pairs separated by commas")
+            label, word = item.rsplit(":", 1)
+            pairs.append((label.strip(), word.strip()))
     out: dict[str, str] = {}
-    for item in spec.split(","):
-        if not item.strip():
-            continue
-        if ":" not in item:
-            raise DataError(f"label words {spec!r}: expected LABEL:WORD pairs separated by commas")
-        label, word = item.rsplit(":", 1)
-        out[label.strip()] = word.strip()
+    for label, word in pairs:
+        if not label or not word:
+            raise DataError(f"label words {spec!r}: {'a label' if not label else f'label {label!r}'} has an empty "
+                            "word; give LABEL:WORD with both")
+        if label in out:
+            raise DataError(f"label words {spec!r}: label {label!r} is given twice ({out[label]!r} and {word!r})")
+        out[label] = word
     if not out:
         raise DataError(f"label words {spec!r} are empty")
     return out

@@ -10,7 +10,8 @@ import pkgutil as _pkgutil
 from .base import METHODS, Costs, Method, ParamError, display_name, get_method, load, register
 
 for _info in _pkgutil.iter_modules(__path__):
-    _importlib.import_module(f"{__name__}.{_info.name}")
+    if _info.name != "__main__":  # `python -m edgetune.methods` rewrites the catalog (see edgetune.catalog)
+        _importlib.import_module(f"{__name__}.{_info.name}")
 
 globals().update({_cls.__name__: _cls for _cls in METHODS.values()})
 

@@ -219,8 +219,9 @@ class Method(ABC):
         expected = getattr(self, "identity_", None)
         if expected is not None and backend.identity != expected:
             raise IncompatibleError(
-                f"this {self.name} was trained on model {getattr(self, 'model_name_', '?')!r} ({expected}); "
-                f"it does not fit {backend.name!r} ({backend.identity}). Retrain it or pass the original model")
+                f"this {self.name} was trained on model {getattr(self, 'model_name_', '?')!r} "
+                f"({short_identity(expected)}); it does not fit {backend.name!r} ({short_identity(backend.identity)}). "
+                "Retrain it or pass the original model")
         return backend
 
     # -- fitting helpers ------------------------------------------------------------------------------------
@@ -306,11 +307,18 @@ def write_atomically(path: str | os.PathLike, config: dict[str, Any], tensors: d
         raise EdgetuneError(f"{str(target)!r} exists and is not a saved edgetune model; choose another path")
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
+        config = {**config, "tensors": sorted(tensors)}  # what loading must find in weights.safetensors
         (work / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
         save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()},
                   str(work / "weights.safetensors"))
         if extra is not None:
             extra(work)
+        # the temp folder is private (0700) while written; the saved model gets the user's usual permissions
+        # (so a service or another account can load it where the umask allows, as with any file they write)
+        mask = os.umask(0)
+        os.umask(mask)
+        for item in [work, *work.rglob("*")]:
+            item.chmod((0o777 if item.is_dir() else 0o666) & ~mask)
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=target.parent))
             os.replace(target, old / "x")
@@ -333,8 +341,26 @@ def read_saved(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.nd
     except json.JSONDecodeError as exc:
         raise EdgetuneError(f"{cfg_path}: malformed JSON ({exc.msg})") from None
     weights = path / "weights.safetensors"
-    tensors = load_file(str(weights)) if weights.is_file() else {}
+    try:
+        tensors = load_file(str(weights)) if weights.is_file() else {}
+    except Exception as exc:  # safetensors' own error type: a truncated or overwritten file
+        raise IncompatibleError(f"{weights}: damaged weights file ({str(exc).splitlines()[0]}); save or train the "
+                                "model again") from None
+    missing = sorted(set(config.get("tensors", [])) - set(tensors))
+    if missing:
+        where = "has no weights file" if not weights.is_file() else f"lacks trained weights {missing[:3]}"
+        raise IncompatibleError(f"{str(path)!r} {where}: save or train the model again")
     return config, tensors
+
+
+def short_identity(identity: str) -> str:
+    """A model identity for a message: as is when short, else its start and a digest of the rest (a local
+    folder's identity holds its whole config.json)."""
+    if len(identity) <= 80:
+        return identity
+    import hashlib
+
+    return f"{identity[:60]}… #{hashlib.sha256(identity.encode()).hexdigest()[:12]}"
 
 
 def load(path: str | os.PathLike, model: str | Backend | None = None) -> Method:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from ..backends.local import LabelReader, input_embedding_of
+from .base import ParamError
 
 #: A soft prompt's learning rate as a ratio to the backbone's embedding scale (``lr_prompt="auto"``):
 #: 0.3 × 0.136 = 0.041 on SmolLM2. Chosen by the highest validation accuracy pooled over ADePT and prompt
@@ -93,7 +94,7 @@ def text_prompt_ids(token_ids: list[int], tokens: int) -> list[int]:
     """``tokens`` ids from a text's ids, repeated or trimmed to length (the ADePT/DePT references' TEXT
     initialisation, after PEFT's ``PromptTuningInit.TEXT``)."""
     if not token_ids:
-        raise ValueError("the initialisation text has no tokens")
+        raise ParamError("prompt_init='text': the task's template and label words have no tokens to start from")
     reps = -(-tokens // len(token_ids))
     return (token_ids * reps)[:tokens]
 
