@@ -4,7 +4,7 @@ import torch
 
 from edgetune.backends import FeatureCache
 from edgetune.data import Example, Template
-from edgetune.errors import LabelWordError
+from edgetune.errors import LabelWordError, ModelError
 
 TEMPLATE = Template("{text} In summary, it was {mask}")
 WORDS = ["bad", "great"]
@@ -143,5 +143,5 @@ def test_embedding_scores_are_scaled_cosines_and_the_scale_is_part_of_the_identi
     # both asked the encoder: one shared cache never hands one scale's scores to the other
     assert f20.queries == f1.queries == len(TEXTS)
     assert scaled.identity != raw.identity and scaled.settings()["scale"] == 20.0
-    with pytest.raises(ValueError, match="scale"):
+    with pytest.raises(ModelError, match="scale"):
         EmbeddingBackend(enc, "bow", "bow@1", scale=0.0)

@@ -148,3 +148,5 @@ def test_readme_server_lines(in_tmp, smollm, capsys):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        if proc.stdout is not None:
+            proc.stdout.close()
