@@ -8,7 +8,7 @@ from typing import Any
 from ..errors import ModelError
 from .base import Backend, Features
 from .cache import FeatureCache
-from .models import DEFAULT_MODEL, PACKAGED, check_packaged_kind, resolve_model
+from .models import DEFAULT_MODEL, PACKAGED, resolve_model
 from .models import PackagedModel as PackagedModel
 
 #: backend classes by module, imported on first use (torch and transformers load only when a model does)
@@ -37,24 +37,26 @@ def load_backend(model: str = DEFAULT_MODEL, *, kind: str | None = None, cache: 
         cache = FeatureCache(cache_dir(cache_root) / "features.sqlite")
     elif isinstance(cache, str):
         cache = FeatureCache(cache)
-    from .embedding import EmbeddingBackend
-    from .local import LocalBackend
-    from .remote import OpenAIBackend
-
     if base_url is not None or kind == "openai":
         if base_url is None:
             raise ModelError("the openai backend needs base_url (e.g. http://127.0.0.1:8000/v1)")
+        from .remote import OpenAIBackend
+
         kwargs.pop("max_length", None)
         return OpenAIBackend(model, base_url, cache=cache, **kwargs)
-    check_packaged_kind(model, kind)
     if kind is not None:
         resolved_kind = kind
     elif model in PACKAGED:
         resolved_kind = PACKAGED[model].kind
     else:
         resolved_kind = "embedding" if (Path(model).expanduser() / "modules.json").is_file() else None
+    # (a kind that contradicts a packaged model is refused by resolve_model, before any model is loaded)
     if resolved_kind == "embedding":
+        from .embedding import EmbeddingBackend
+
         return EmbeddingBackend.load(model, cache=cache, cache_root=cache_root, **kwargs)
+    from .local import LocalBackend
+
     return LocalBackend.load(model, kind=kind, cache=cache, cache_root=cache_root, **kwargs)
 
 

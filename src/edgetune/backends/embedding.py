@@ -55,11 +55,11 @@ class EmbeddingBackend(Backend):
     @classmethod
     def load(cls, name: str = "minilm-l6", cache: FeatureCache | None = None, cache_root: str | None = None,
              **kwargs: Any) -> EmbeddingBackend:
+        resolved = resolve_model(name, "embedding", cache_root)  # first: refuses a model of another kind
         from sentence_transformers import SentenceTransformer
 
         from .local import resolve_device
 
-        resolved = resolve_model(name, "embedding", cache_root)
         device = resolve_device(kwargs.pop("device", None))
         try:
             model = SentenceTransformer(resolved.path, device=str(device), trust_remote_code=False)

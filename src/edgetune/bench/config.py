@@ -100,16 +100,17 @@ class BenchConfig:
             value = raw.get(key, default)
             return list(value) if isinstance(value, list | tuple) else [value]
 
+        def whole(v: Any, least: int) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool) and v >= least
+
         def integers(key: str, default: list, least: int) -> list[int]:
-            out = []
-            for v in listed(key, default):
-                if isinstance(v, bool) or not isinstance(v, int) or v < least:
-                    raise DataError(f"bench config: {key} must be whole numbers ≥ {least}, not {v!r}")
-                out.append(v)
-            return out
+            bad = [v for v in listed(key, default) if not whole(v, least)]
+            if bad:
+                raise DataError(f"bench config: {key} must be whole numbers ≥ {least}, not {bad[0]!r}")
+            return listed(key, default)
 
         test_size = raw.get("test_size", 200)
-        if test_size is not None and (isinstance(test_size, bool) or not isinstance(test_size, int) or test_size < 1):
+        if test_size is not None and not whole(test_size, 1):
             raise DataError(f"bench config: test_size must be a whole number ≥ 1 (or null for the whole test set), "
                             f"not {test_size!r}")
         order = str(raw.get("order", "task-first"))

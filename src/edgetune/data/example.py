@@ -72,9 +72,9 @@ class Dataset(Sequence[Example]):
 
 def as_examples(X: Iterable[Any], y: Sequence[str] | None = None) -> list[Example]:
     """Accept what a scikit-learn user passes: examples, strings, ``(text, text_b)`` pairs or dicts."""
-    if type(X).__module__.startswith("datasets."):  # a Hugging Face datasets.Dataset (ClassLabel ids -> names)
-        from .io import examples_from_hf
+    from .io import examples_from_hf, is_hf_dataset
 
+    if is_hf_dataset(X):  # a Hugging Face datasets.Dataset (ClassLabel ids -> names)
         if y is not None:
             raise DataError("a datasets.Dataset carries its labels (its 'label' column); do not pass y as well")
         return examples_from_hf(X, require_label=False)
