@@ -187,13 +187,26 @@ def test_auto_prompt_lr_follows_the_embedding_scale(make_backend, toy_task):
     assert paper.history_["lr"]["lr"] == 0.3  # a number is used as given
 
 
-def test_the_start_is_a_checkpoint_and_the_best_is_restored(make_backend, toy_task):
-    m = small(ADePT, make_backend("causal"), steps=4, eval_every=1, lr_network=1.0, prompt_lr_ratio=50.0)
+@pytest.mark.parametrize("select_by", ["accuracy", "loss"])
+def test_the_start_is_a_checkpoint_and_the_best_is_restored(make_backend, toy_task, select_by):
+    m = small(ADePT, make_backend("causal"), steps=4, eval_every=1, lr_network=1.0, prompt_lr_ratio=50.0,
+              select_by=select_by)
     m.fit(toy_task.sample(4, 0))
-    curve = m.history_["dev_accuracy"]
-    assert curve[0][0] == 0  # scored before the first step
-    assert m.history_["best_dev_accuracy"] == max(a for _, a in curve) >= curve[0][1]
-    assert m.dev_accuracy() == m.history_["best_dev_accuracy"]  # the weights in use are the best ones
+    h = m.history_
+    acc, loss = dict(h["dev_accuracy"]), dict(h["dev_loss"])
+    assert min(acc) == 0 and len(acc) == 5  # scored before the first step, then after each
+    chosen = h["best_step"]
+    assert h["best_dev_accuracy"] == acc[chosen] >= acc[0]  # never less accurate on dev than the start
+    if select_by == "accuracy":  # the earliest of the most accurate checks
+        assert chosen == min(s for s, a in acc.items() if a == max(acc.values()))
+    else:  # the lowest dev loss among the checks at least as accurate as the start
+        assert loss[chosen] == min(v for s, v in loss.items() if acc[s] >= acc[0])
+    assert m.dev_scores() == pytest.approx((acc[chosen], loss[chosen]))  # the weights in use are the chosen ones
+
+
+def test_select_by_is_checked(make_backend, toy_task):
+    with pytest.raises(EdgetuneError, match="select_by"):
+        small(ADePT, make_backend("causal"), steps=1, select_by="f1").fit(toy_task.sample(2, 0))
 
 
 def test_non_finite_loss_stops_training_and_keeps_the_best(make_backend, toy_task, monkeypatch):

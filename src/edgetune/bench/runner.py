@@ -164,7 +164,10 @@ def training_summary(history: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"final_loss": float(np.mean(loss[-10:])) if loss else None,
                            "first_loss": loss[0] if loss else None,
                            "dev_accuracy": [list(map(float, p)) for p in history.get("dev_accuracy", [])]}
-    for key in ("best_step", "best_call", "best_dev_accuracy", "best_train_loss", "offset_ratio", "lr", "stopped"):
+    if history.get("dev_loss"):
+        out["dev_loss"] = [list(map(float, p)) for p in history["dev_loss"]]
+    for key in ("best_step", "best_call", "best_dev_accuracy", "best_dev_loss", "select_by", "best_train_loss",
+                "offset_ratio", "lr", "stopped"):
         if key in history:
             out[key] = history[key]
     return out

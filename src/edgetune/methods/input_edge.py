@@ -36,6 +36,7 @@ from .prompted import embed_ids, embedding_scale, sample_vocab_prompt, text_prom
 from .trainers import AdamWTrainer, CMAESTrainer
 
 PROMPT_INITS = ("vocab", "text", "range", "zeros")
+SELECT_BY = ("loss", "accuracy")  # which dev checkpoint a gradient method keeps (see AdamWTrainer)
 
 
 class InputEdgeMethod(Method):
@@ -162,12 +163,20 @@ class InputEdgeMethod(Method):
             out[rows] = self.scores([ids[i] for i in rows]).float().cpu().numpy()
         return out
 
-    def dev_accuracy(self) -> float | None:
-        """Accuracy of the current module on the dev split (``None`` without one)."""
+    def dev_scores(self) -> tuple[float, float] | None:
+        """(accuracy, mean cross-entropy) of the current module on the dev split (``None`` without one)."""
         if self._dev is None:
             return None
         ids, y = self._dev
-        return float((self._predict_ids(ids).argmax(1) == y).mean())
+        logits = torch.from_numpy(self._predict_ids(ids)).double()
+        target = torch.as_tensor(y, dtype=torch.long)
+        loss = float(torch.nn.functional.cross_entropy(logits, target))
+        return float((logits.argmax(1) == target).double().mean()), loss
+
+    def dev_accuracy(self) -> float | None:
+        """Accuracy of the current module on the dev split (``None`` without one)."""
+        scores = self.dev_scores()
+        return None if scores is None else scores[0]
 
     def _dev_split(self, X: Any) -> Dataset | None:
         """k per class from the task's train pool, disjoint from the training sample (seeded)."""
@@ -260,9 +269,11 @@ class GradientMethod(InputEdgeMethod):
     scaled_lrs: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, model: str | Backend | None = None, *, steps: int = 100, grad_accum: int = 1,
-                 warmup_ratio: float = 0.1, weight_decay: float = 0.0, **kwargs: Any) -> None:
+                 warmup_ratio: float = 0.1, weight_decay: float = 0.0, select_by: str = "loss",
+                 **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
         self.steps = steps
+        self.select_by = select_by
         self.grad_accum = grad_accum
         self.warmup_ratio = warmup_ratio
         self.weight_decay = weight_decay
@@ -274,6 +285,8 @@ class GradientMethod(InputEdgeMethod):
     def _validate_params(self) -> None:
         super()._validate_params()
         check_positive_int(self, "steps", "grad_accum")
+        if self.select_by not in SELECT_BY:
+            raise ParamError(f"{self.name}: select_by must be one of {', '.join(SELECT_BY)}, not {self.select_by!r}")
         if not 0 <= self.warmup_ratio < 1:
             raise ParamError(f"{self.name}: warmup_ratio must be in [0, 1), not {self.warmup_ratio!r}")
         for name in self.lr_params():
@@ -299,7 +312,7 @@ class GradientMethod(InputEdgeMethod):
         trainer = AdamWTrainer(steps=self.steps, batch_size=self.batch_size, grad_accum=self.grad_accum,
                                warmup_ratio=self.warmup_ratio, weight_decay=self.weight_decay,
                                eval_every=self.eval_every, seed=self.seed, progress=self.progress,
-                               description=f"training {self.name}")
+                               description=f"training {self.name}", select_by=self.select_by)
         history = trainer.train(self, self.param_groups(), ids, y)
         history["lr"] = {name: self.learning_rate(name) for name in self.lr_params()}
         history["embedding_scale"] = self.embedding_scale_
