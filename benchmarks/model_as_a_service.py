@@ -239,7 +239,11 @@ def part_server(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=["bbt", "server"], required=True)
+    ap.add_argument("--part", choices=["bbt", "server"])
+    ap.add_argument("--records", help="only render a DecT-vs-BBT table (to --stem) from run_bench records with "
+                    "cells labelled dect and bbt, e.g. a GPU session's bbt_reference results.jsonl")
+    ap.add_argument("--stem", help="with --records: the table's path without suffix")
+    ap.add_argument("--note", default="", help="with --records: a paragraph under the machine line")
     ap.add_argument("--tasks", nargs="+", default=["sst2", "agnews"])
     ap.add_argument("--shots", type=int, default=16)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -253,7 +257,28 @@ def main() -> None:
     ap.add_argument("--out", default=str(RESULTS), help="folder for maas_<part>.{json,md} and the run_bench "
                     "records (maas_<part>/)")
     args = ap.parse_args()
-    {"bbt": part_bbt, "server": part_server}[args.part](args)
+    if args.records:
+        print(render_records(Path(args.records), Path(args.stem), args.note))
+    elif args.part:
+        {"bbt": part_bbt, "server": part_server}[args.part](args)
+    else:
+        ap.error("give --part or --records")
+
+
+def render_records(path: Path, stem: Path, note: str = "") -> str:
+    """The DecT-vs-BBT table of every (task, seed) that has both a dect and a bbt cell in ``path``."""
+    lines = read_results(path)
+    cells = [c for c in lines if c.get("type") == "cell"]
+    pairs = sorted({(c["task"], c["seed"]) for c in cells if c["name"] == "bbt"}
+                   & {(c["task"], c["seed"]) for c in cells if c["name"] == "dect"})
+    rows = [row_from_records(lines, task, seed) for task, seed in pairs]
+    bbt = next(c for c in cells if c["name"] == "bbt")
+    machines = [x["machine"] for x in lines if x.get("type") == "header"]
+    meta = {"model": bbt["model"], "shots": bbt["shots"], "seeds": sorted({s for _, s in pairs}),
+            "test_size": bbt["n_test"], "bbt_budget": bbt["params"]["budget"],
+            "bbt_popsize": bbt["params"].get("popsize", 20), "machine": machines[0] if machines else {},
+            "records": str(path)}
+    return render_bbt(rows, meta, stem, note=note)
 
 
 if __name__ == "__main__":
