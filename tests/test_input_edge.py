@@ -204,9 +204,20 @@ def test_the_start_is_a_checkpoint_and_the_best_is_restored(make_backend, toy_ta
     assert m.dev_scores() == pytest.approx((acc[chosen], loss[chosen]))  # the weights in use are the chosen ones
 
 
-def test_select_by_is_checked(make_backend, toy_task):
+def test_select_by_and_max_grad_norm_are_checked(make_backend, toy_task):
     with pytest.raises(EdgetuneError, match="select_by"):
         small(ADePT, make_backend("causal"), steps=1, select_by="f1").fit(toy_task.sample(2, 0))
+    with pytest.raises(EdgetuneError, match="max_grad_norm"):
+        small(PromptTuning, make_backend("causal"), steps=1, max_grad_norm=0).fit(toy_task.sample(2, 0))
+
+
+def test_gradient_clipping_records_the_norm_before_clipping(make_backend, toy_task):
+    be = make_backend("causal")
+    clipped = small(PromptTuning, be, steps=3, max_grad_norm=1e-6).fit(toy_task.sample(2, 0))
+    norms = clipped.history_["grad_norm"]
+    assert len(norms) == 3 and all(n > 1e-6 for n in norms)  # each step's norm, measured before clipping
+    assert "grad_norm" not in small(PromptTuning, be, steps=1, max_grad_norm=None).fit(toy_task.sample(2, 0)).history_
+    assert PromptTuning().max_grad_norm == 1.0 and ADePT().max_grad_norm is None  # the defaults, by evidence
 
 
 def test_non_finite_loss_stops_training_and_keeps_the_best(make_backend, toy_task, monkeypatch):

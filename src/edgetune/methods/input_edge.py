@@ -262,6 +262,10 @@ class GradientMethod(InputEdgeMethod):
     so a rate tuned on one backbone (0.3 on T5, whose embeddings are large) is far too large on another
     (SmolLM2's elements have std 0.136); a ratio to the embedding scale carries over.
     A number is used as given (the papers' values stay reachable, e.g. ``lr_prompt=0.3``).
+
+    ``max_grad_norm`` clips the gradients' global norm before each step (``None``: no clipping, as the
+    ADePT/DePT papers train; prompt tuning defaults to 1.0, HF Trainer's default, because without it some
+    of its runs collapse after warm-up — see ``benchmarks/results/checkpoint_selection.md``).
     """
 
     trainer = "adamw"
@@ -270,10 +274,11 @@ class GradientMethod(InputEdgeMethod):
 
     def __init__(self, model: str | Backend | None = None, *, steps: int = 100, grad_accum: int = 1,
                  warmup_ratio: float = 0.1, weight_decay: float = 0.0, select_by: str = "loss",
-                 **kwargs: Any) -> None:
+                 max_grad_norm: float | None = None, **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
         self.steps = steps
         self.select_by = select_by
+        self.max_grad_norm = max_grad_norm
         self.grad_accum = grad_accum
         self.warmup_ratio = warmup_ratio
         self.weight_decay = weight_decay
@@ -285,6 +290,8 @@ class GradientMethod(InputEdgeMethod):
     def _validate_params(self) -> None:
         super()._validate_params()
         check_positive_int(self, "steps", "grad_accum")
+        if self.max_grad_norm is not None:
+            check_positive_number(self, "max_grad_norm")
         if self.select_by not in SELECT_BY:
             raise ParamError(f"{self.name}: select_by must be one of {', '.join(SELECT_BY)}, not {self.select_by!r}")
         if not 0 <= self.warmup_ratio < 1:
@@ -312,7 +319,8 @@ class GradientMethod(InputEdgeMethod):
         trainer = AdamWTrainer(steps=self.steps, batch_size=self.batch_size, grad_accum=self.grad_accum,
                                warmup_ratio=self.warmup_ratio, weight_decay=self.weight_decay,
                                eval_every=self.eval_every, seed=self.seed, progress=self.progress,
-                               description=f"training {self.name}", select_by=self.select_by)
+                               description=f"training {self.name}", select_by=self.select_by,
+                               max_grad_norm=self.max_grad_norm)
         history = trainer.train(self, self.param_groups(), ids, y)
         history["lr"] = {name: self.learning_rate(name) for name in self.lr_params()}
         history["embedding_scale"] = self.embedding_scale_

@@ -66,6 +66,7 @@ class AdamWTrainer:
     description: str = "training"
     check_start: bool = True  # score the dev split before the first step (the start is a candidate)
     select_by: str = "loss"
+    max_grad_norm: float | None = None  # clip the gradients' global norm before each step (None: no clipping)
 
     def train(self, problem: GradientProblem, param_groups: list[dict[str, Any]], ids: Sequence[list[int]],
               y: torch.Tensor) -> dict[str, Any]:
@@ -122,6 +123,10 @@ class AdamWTrainer:
                     optimizer.zero_grad()
                     break
                 history["loss"].append(value)
+                if self.max_grad_norm:
+                    norm = accelerator.clip_grad_norm_(
+                        [p for g in param_groups for p in g["params"]], self.max_grad_norm)
+                    history.setdefault("grad_norm", []).append(float(norm))
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad()

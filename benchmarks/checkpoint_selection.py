@@ -1,0 +1,162 @@
+"""Which dev checkpoint to keep, judged on validation data held out of the train pool (never a test set).
+
+Usage:  EDGETUNE_DATA_DIR=../shared/data python benchmarks/checkpoint_selection.py run --task sst2
+            --method adept --seeds 0 1 2 [--val-shots 100] [--params '{"max_grad_norm": 1.0}'] [--tag clip1]
+        python benchmarks/checkpoint_selection.py render
+
+``run`` holds ``--val-shots`` per class out of the task's train pool (as ``input_edge_recipe.py`` does), trains
+the method on the 16-shot sample of each seed drawn from the rest (60 steps, a dev check every 10, its own dev
+split of 16 per class), and at every dev check scores the dev split *and* the held-out validation split. Since
+choosing a checkpoint does not change the training trajectory, every selection rule can then be compared on the
+same runs: the rule picks a check from the dev scores alone, and the validation accuracy at that check says how
+good the pick was. ``render`` tabulates the rules over all stored runs (``--tag`` groups runs of a variant, e.g.
+with gradient clipping). Writes ``results/checkpoint_selection.jsonl`` (one line per run: per check, dev
+accuracy and loss, validation accuracy) and ``results/checkpoint_selection.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+RECORDS = HERE / "results" / "checkpoint_selection.jsonl"
+
+RULES = {
+    "dev accuracy, earliest best (the papers' rule)": lambda a, loss: int(np.argmax(a)),
+    "dev accuracy, latest best": lambda a, loss: int(len(a) - 1 - np.argmax(a[::-1])),
+    "dev loss, among checks ≥ the start's accuracy (edgetune)": lambda a, loss: int(
+        min((i for i in range(len(a)) if a[i] >= a[0]), key=lambda i: loss[i])),
+    "last step": lambda a, loss: len(a) - 1,
+}
+
+
+def run(args: argparse.Namespace) -> None:
+    import torch
+    import torch.nn.functional as F
+    from input_edge_recipe import held_out_task
+
+    from edgetune.backends import FeatureCache, load_backend
+    from edgetune.methods import get_method
+
+    backend = load_backend("smollm2-135m", cache=FeatureCache(None), progress=False)
+    extra = json.loads(args.params)
+    with tempfile.TemporaryDirectory() as tmp:
+        task = held_out_task(args.task, args.val_shots, Path(tmp) / args.task)
+        val = task.load("test")
+        for seed in args.seeds:
+            m = get_method(args.method)(backend, steps=60, eval_every=10, seed=seed, progress=False, **extra)
+            checks: list[dict] = []
+            val_ids: list = []
+
+            def scores(m=m, checks=checks, val_ids=val_ids):
+                if not val_ids:
+                    val_ids.append(m.encode(val))
+                    val_ids.append(np.array([list(m.labels_).index(e.label) for e in val]))
+                ids, y = m._dev
+                dev = torch.from_numpy(m._predict_ids(ids)).double()
+                target = torch.as_tensor(y, dtype=torch.long)
+                acc, loss = float((dev.argmax(1) == target).double().mean()), float(F.cross_entropy(dev, target))
+                val_acc = float((m._predict_ids(val_ids[0]).argmax(1) == val_ids[1]).mean())
+                checks.append({"dev_accuracy": acc, "dev_loss": loss, "val_accuracy": val_acc})
+                return acc, loss
+
+            m.dev_scores = scores  # the trainer asks this at every check; validation is scored alongside
+            t0 = time.perf_counter()
+            m.fit(task.sample(16, seed))
+            rec = {"task": args.task, "method": args.method, "seed": seed, "params": extra, "tag": args.tag,
+                   "val_shots": args.val_shots, "steps": [s for s, _ in m.history_["dev_accuracy"]],
+                   "checks": checks, "train_loss": m.history_["loss"], "seconds": time.perf_counter() - t0}
+            with RECORDS.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(rec) + "\n")
+            print(args.task, args.method, seed, [round(c["val_accuracy"], 3) for c in checks], flush=True)
+
+
+def render(_: argparse.Namespace) -> None:
+    runs = [json.loads(x) for x in RECORDS.read_text(encoding="utf-8").splitlines() if x.strip()]
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in runs:
+        groups[r.get("tag") or "recipe"].append(r)
+    lines = ["# Checkpoint selection on held-out train-pool validation", "",
+             "`python benchmarks/checkpoint_selection.py` — SmolLM2-135M, 16-shot, 60 steps of 8, a dev check every "
+             "10 steps (16 per class), validation = a split held out of the train pool (never a test set). "
+             "Validation accuracy (%) at the check each rule picks; mean ± std over runs, worst run.", ""]
+    for tag, rs in groups.items():
+        cases = sorted({f"{r['task']} {r['method']}" for r in rs})
+        lines += [f"## {tag}: {', '.join(cases)} ({len(rs)} runs)", "", "| rule | mean | std | worst |",
+                  "|---|---:|---:|---:|"]
+        for name, rule in [*RULES.items(), ("best check in hindsight (validation)", None)]:
+            vals = []
+            for r in rs:
+                a = np.array([c["dev_accuracy"] for c in r["checks"]])
+                loss = np.array([c["dev_loss"] for c in r["checks"]])
+                v = np.array([c["val_accuracy"] for c in r["checks"]])
+                vals.append(v.max() if rule is None else v[rule(a, loss)])
+            lines.append(f"| {name} | {100 * np.mean(vals):.1f} | {100 * np.std(vals, ddof=1):.1f} | "
+                         f"{100 * np.min(vals):.1f} |")
+        lines += ["", "| run | validation accuracy at each check (steps " + ", ".join(map(str, rs[0]["steps"])) +
+                  ") | final training loss |", "|---|---|---:|"]
+        for r in rs:
+            curve = " ".join(f"{100 * c['val_accuracy']:.1f}" for c in r["checks"])
+            lines.append(f"| {r['task']} {r['method']} seed {r['seed']} | {curve} | "
+                         f"{np.mean(r['train_loss'][-10:]):.3f} |")
+        lines.append("")
+    lines += ["## Per task and method: validation accuracy at the loss rule's pick (mean, worst)", "",
+              "| group | task | method | runs | mean | worst |", "|---|---|---|---:|---:|---:|"]
+    by: dict[tuple, list[float]] = defaultdict(list)
+    loss_rule = RULES["dev loss, among checks ≥ the start's accuracy (edgetune)"]
+    for r in runs:
+        a = np.array([c["dev_accuracy"] for c in r["checks"]])
+        loss = np.array([c["dev_loss"] for c in r["checks"]])
+        by[(r.get("tag") or "recipe", r["task"], r["method"])].append(r["checks"][loss_rule(a, loss)]["val_accuracy"])
+    for (tag, task, method), vals in by.items():
+        lines.append(f"| {tag} | {task} | {method} | {len(vals)} | {100 * np.mean(vals):.1f} | {100 * min(vals):.1f} |")
+    text = "\n".join(lines)
+    RECORDS.with_suffix(".md").write_text(text + NOTES, encoding="utf-8")
+    print(text)
+
+
+NOTES = """
+## Reading
+
+- **Selection rule (group "recipe").** The lowest dev loss among the checks at least as accurate on dev as the
+  start beats the papers' rule (earliest best dev accuracy) by 2.6 points on average and comes within 1.1 of
+  the best check in hindsight. A 16-per-class dev split moves accuracy in steps of 3 %, so early, label-biased
+  checks tie with or beat better later ones; the loss separates them. It was adopted after the first three
+  runs (ADePT sst2 seeds 2, 0, 1) and held on the other eight. Default: `select_by="loss"`.
+- **Gradient clipping (group "clip1", max_grad_norm 1.0).** Prompt tuning's seed-2 sample collapsed after
+  step 10 without clipping (validation 67 % at step 10, then 50–56 %; training loss 0.55 at the end), the
+  failure two trec runs showed in the GPU table. With clipping the same three samples score 77.5 / 77.5 /
+  75.5 (loss rule; 77 / 72 / 67 without). For ADePT on sst2 the same clipping *cost* accuracy on all three
+  samples (77.5 / 78.5 / 74.0 vs 82.0 / 82.0 / 80.5), and no ADePT run collapsed without it. Default: clipping
+  at 1.0 for prompt tuning only (`max_grad_norm`; the other methods keep None, the papers' setting).
+- **A lower rate (group "r01", prompt_lr_ratio 0.1)** also avoids prompt tuning's collapse, but its dev loss
+  bottoms out early (step 10–20) and the loss rule picks 73.7 % on average: not adopted.
+- Three or five runs per group: these are choices on thin evidence, stated as such; each setting stays a
+  parameter.
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--task", required=True)
+    r.add_argument("--method", required=True)
+    r.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    r.add_argument("--val-shots", type=int, default=100)
+    r.add_argument("--params", default="{}", help="method parameters as JSON")
+    r.add_argument("--tag", default="", help="a name for this variant's group in the table")
+    sub.add_parser("render")
+    args = ap.parse_args()
+    {"run": run, "render": render}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
