@@ -409,6 +409,18 @@ def calibrate(scores: np.ndarray, content_free: np.ndarray) -> np.ndarray:
     return log_softmax(log_softmax(scores) - prior)
 
 
+def batch_prior(scores: np.ndarray) -> np.ndarray:
+    """Batch calibration's prior (Zhou et al., 2023): (1, C) log of the mean label-word probability
+    (normalised over the label words) over the rows of ``scores``, a batch of unlabelled inputs."""
+    return np.log(np.exp(log_softmax(scores.astype(np.float64))).mean(axis=0, keepdims=True))
+
+
+def batch_calibrate(scores: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """Normalised label-word log-probabilities divided by a :func:`batch_prior` (log space), renormalised —
+    the same form as :func:`calibrate`, with the prior estimated from real inputs."""
+    return log_softmax(log_softmax(scores.astype(np.float64)) - prior).astype(np.float32)
+
+
 def logistic_head(clf: Any, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """A fitted scikit-learn ``LogisticRegression`` as (C, d) coefficients and (C,) intercepts over all
     ``n_classes`` (a class absent from training gets a -1e9 intercept), so prediction is a matrix product

@@ -17,7 +17,9 @@ Choices, each a parameter (reference = thunlp/DecT ``dect_verbalizer.py``):
   prompt off, which costs ~10 points on SST-2 with SmolLM2 (benchmarks/results/dect_baselines.md).
 - ``calibrate``: the reference divides raw logits by content-free logits; edgetune calibrates
   probabilities (see :func:`edgetune.methods.base.calibrate`), which is scale-free and equals the
-  reference's intent. ``calibrate=False`` uses raw label-word log-probabilities.
+  reference's intent. ``calibrate=False`` uses raw label-word log-probabilities; ``calibrate="batch"``
+  takes the prior from the training sample's own scores instead of content-free prompts (batch
+  calibration, Zhou et al. 2023, :func:`edgetune.methods.base.batch_prior`; no content-free query).
 - ``normalize``: the reference feeds raw hidden states to ``W``. Decoder-only LMs have a few huge
   outlier dimensions in their last hidden state, which then dominate ``W·h``; standardising each
   dimension with the training mean/std (``"standardize"``, default) removes that. ``"center"`` only
@@ -43,7 +45,16 @@ import torch.nn.functional as F
 
 from ..backends import Backend, Features
 from ..errors import EdgetuneError
-from .base import ParamError, calibrate, check_positive_int, check_positive_number, log_softmax, register
+from .base import (
+    ParamError,
+    batch_calibrate,
+    batch_prior,
+    calibrate,
+    check_positive_int,
+    check_positive_number,
+    log_softmax,
+    register,
+)
 from .output_edge import OutputEdgeMethod
 
 
@@ -64,7 +75,7 @@ class DecT(OutputEdgeMethod):
     def __init__(self, model: str | Backend | None = None, *, template: str | None = None,
                  label_words=None, proto_dim: int = 128, lr: float = 0.01, epochs: int = 30,
                  lam: float | str | None = "cv", lam_grid: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0),
-                 cv_folds: int = 4, calibrate: bool = True, normalize: str = "standardize",
+                 cv_folds: int = 4, calibrate: bool | str = True, normalize: str = "standardize",
                  prototypes: str = "mean", weight_decay: float = 0.0, seed: int = 0) -> None:
         super().__init__(model, template=template, label_words=label_words)
         self.proto_dim = proto_dim
@@ -79,7 +90,13 @@ class DecT(OutputEdgeMethod):
         self.weight_decay = weight_decay
         self.seed = seed
 
+    @property
+    def uses_content_free(self) -> bool:  # type: ignore[override]
+        return self.calibrate is True
+
     def _validate_params(self) -> None:
+        if self.calibrate not in (True, False, "batch"):
+            raise ParamError(f"calibrate must be true (content-free prompts), false or 'batch', not {self.calibrate!r}")
         if self.normalize not in ("standardize", "center", "none"):
             raise ParamError(f"normalize must be 'standardize', 'center' or 'none', not {self.normalize!r}")
         if self.prototypes not in ("mean", "random"):
@@ -94,6 +111,8 @@ class DecT(OutputEdgeMethod):
 
     # -- pieces -----------------------------------------------------------------------------------------
     def _prior(self, scores: np.ndarray) -> np.ndarray:
+        if self.calibrate == "batch":
+            return batch_calibrate(scores, self.batch_prior_)
         return calibrate(scores, self.content_free_) if self.calibrate else log_softmax(scores)
 
     def _standardise(self, hidden: np.ndarray) -> torch.Tensor:
@@ -185,6 +204,7 @@ class DecT(OutputEdgeMethod):
             missing = [self.labels_[i] for i in np.flatnonzero(counts == 0)]
             raise EdgetuneError(f"DecT needs at least one training example of every label; none for {missing}")
         self.content_free_ = content_free.scores.astype(np.float32)
+        self.batch_prior_ = batch_prior(train.scores).astype(np.float32)
         h = train.hidden.astype(np.float64)
         self.mean_ = (h.mean(axis=0) if self.normalize != "none" else np.zeros(h.shape[1])).astype(np.float32)
         self.std_ = (h.std(axis=0) + 1e-6 if self.normalize == "standardize" else np.ones(h.shape[1])).astype(
@@ -219,10 +239,12 @@ class DecT(OutputEdgeMethod):
 
     def state(self) -> dict[str, np.ndarray]:
         return {"W": self.W_, "protos": self.protos_, "radii": self.radii_, "mean": self.mean_, "std": self.std_,
-                "content_free": self.content_free_, "lam": np.array([self.lam_], dtype=np.float32)}
+                "content_free": self.content_free_, "batch_prior": self.batch_prior_,
+                "lam": np.array([self.lam_], dtype=np.float32)}
 
     def set_state(self, tensors: dict[str, np.ndarray]) -> None:
         self.W_, self.protos_, self.radii_ = tensors["W"], tensors["protos"], tensors["radii"]
         self.mean_, self.std_ = tensors["mean"], tensors["std"]
         self.content_free_ = tensors["content_free"]
+        self.batch_prior_ = tensors.get("batch_prior", np.zeros((1, len(self.protos_)), np.float32))
         self.lam_ = float(tensors["lam"][0])

@@ -37,8 +37,12 @@ class OutputEdgeMethod(Method):
     #: whether training reads the training prompts' features / the content-free prompts' (query counting)
     uses_training_prompts: ClassVar[bool] = True
     uses_content_free: ClassVar[bool] = True
+    #: False for the label-free floors (zero-shot and its calibrations): nothing is learned from labels
+    learns_from_labels: ClassVar[bool] = True
+    #: False for methods whose model is the stored training data itself (kNN): no trainable parameters
+    parametric: ClassVar[bool] = True
     #: arrays of :meth:`state` that are statistics or inputs, not learned parameters
-    fixed_state: ClassVar[tuple[str, ...]] = ("mean", "std", "content_free")
+    fixed_state: ClassVar[tuple[str, ...]] = ("mean", "std", "content_free", "batch_prior")
 
     def __init__(self, model: str | Backend | None = None, *, template: str | None = None,
                  label_words: Mapping[str, str] | str | None = None) -> None:
@@ -74,7 +78,9 @@ class OutputEdgeMethod(Method):
         examples, y_idx = self._labelled(X, y, labels)
         word_list = [words[lab] for lab in labels]
         train = self.backend.features(examples, template, word_list, "training prompts")
-        cf = self.backend.features(content_free_examples(template), template, word_list, "content-free prompts")
+        cf = (self.backend.features(content_free_examples(template), template, word_list, "content-free prompts")
+              if self.uses_content_free else Features(np.zeros((0, len(word_list)), np.float32),
+                                                      np.zeros((0, 0), np.float32)))
         return self.fit_prepared(train, y_idx, cf, labels=labels, template=template, words=word_list)
 
     def fit_prepared(self, train: Features, y: np.ndarray, content_free: Features, labels: Sequence[str],

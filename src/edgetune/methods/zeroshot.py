@@ -22,6 +22,7 @@ class ZeroShot(OutputEdgeMethod):
     display_name = "zero-shot"
     uses_training_prompts = False
     uses_content_free = False
+    learns_from_labels = False
 
     def fit_features(self, train: Features, y: np.ndarray, content_free: Features) -> ZeroShot:
         return self
@@ -37,6 +38,7 @@ class CalibratedZeroShot(OutputEdgeMethod):
     name = "calibrated"
     display_name = "calibrated zero-shot"
     uses_training_prompts = False
+    learns_from_labels = False
 
     def fit_features(self, train: Features, y: np.ndarray, content_free: Features) -> CalibratedZeroShot:
         self.content_free_ = content_free.scores.astype(np.float32)

@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+from test_methods import LABELS, FakeBackend, fit, synthetic
+
+from edgetune.backends import Features
+from edgetune.errors import EdgetuneError
+from edgetune.methods import KNN, BatchCalibratedZeroShot, Centroid, ZeroShot, load
+from edgetune.methods.base import batch_calibrate, batch_prior, log_softmax
+
+
+@pytest.fixture
+def backend():
+    return FakeBackend()
+
+
+def biased(n=60, bias=(3.0, 0.0, 0.0), seed=0):
+    """Label-word scores that carry the label (+2 nats) under a constant prompt bias towards class 0."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    scores = rng.normal(scale=0.5, size=(n, 3)) + 2.0 * np.eye(3)[y] + np.asarray(bias)
+    return Features(scores.astype(np.float32), rng.normal(size=(n, 8)).astype(np.float32)), y
+
+
+def test_batch_calibration_removes_a_prompt_bias_that_zero_shot_suffers(backend):
+    train, y = biased(seed=0)
+    test, yt = biased(seed=1, n=300)
+    zs = fit(ZeroShot(backend), train, y)
+    bc = fit(BatchCalibratedZeroShot(backend), train, y)
+    assert (zs.decision_features(test).argmax(1) == yt).mean() < 0.5  # the bias wins most rows
+    assert (bc.decision_features(test).argmax(1) == yt).mean() > 0.9
+    # the prior is the log mean probability over the unlabelled training scores
+    np.testing.assert_allclose(bc.prior_, np.log(np.exp(log_softmax(train.scores)).mean(0, keepdims=True)), rtol=1e-5)
+    assert bc.costs().queries == len(train) and bc.costs().trainable_params == 0  # the training prompts only
+
+
+def test_transductive_batch_calibration_uses_the_inputs_it_predicts(backend):
+    train, y = biased(seed=0, bias=(0.0, 0.0, 0.0))  # no bias in training: its prior would change nothing
+    test, yt = biased(seed=1, n=300)  # but the test prompts are biased
+    on_train = fit(BatchCalibratedZeroShot(backend, batch="train"), train, y)
+    on_test = fit(BatchCalibratedZeroShot(backend, batch="test"), train, y)
+    assert (on_test.decision_features(test).argmax(1) == yt).mean() > (
+        on_train.decision_features(test).argmax(1) == yt).mean() + 0.3
+    assert on_test.costs().queries == 0
+    with pytest.raises(EdgetuneError, match="batch"):
+        on_test.decision_features(test.take([0]))  # one input is its own prior
+    with pytest.raises(EdgetuneError, match="batch must be"):
+        fit(BatchCalibratedZeroShot(backend, batch="dev"), train, y)
+
+
+@pytest.mark.parametrize("cls", [Centroid, KNN])
+def test_prototype_baselines_find_clusters_the_prompt_misses(backend, cls, tmp_path):
+    train, y = synthetic(seed=0)
+    test, yt = synthetic(seed=0, n_per_class=50)  # same cluster centres, new points
+    m = fit(cls(backend), train, y)
+    assert (m.decision_features(test).argmax(1) == yt).mean() > 0.9
+    m.save(tmp_path / "m")
+    again = load(tmp_path / "m", model=backend)
+    np.testing.assert_allclose(again.decision_features(test), m.decision_features(test), rtol=1e-6)
+
+
+def test_centroid_and_knn_ignore_a_common_offset_in_the_hidden_states(backend):
+    train, y = synthetic(seed=0)
+    test, yt = synthetic(seed=0, n_per_class=50)
+    shift = np.full(train.hidden.shape[1], 1e3, np.float32)  # a huge shared direction, as in decoder LMs
+    moved = Features(train.scores, train.hidden + shift), Features(test.scores, test.hidden + shift)
+    for cls in (Centroid, KNN):
+        m = fit(cls(backend), moved[0], y)
+        assert (m.decision_features(moved[1]).argmax(1) == yt).mean() > 0.9
+
+
+def test_knn_k_defaults_to_the_shots_and_classes_absent_from_training_are_never_predicted(backend):
+    train, y = synthetic(seed=0, n_per_class=4)
+    keep = y != 2  # class "mid" has no training example
+    sub = Features(train.scores[keep], train.hidden[keep])
+    m = fit(KNN(backend), sub, y[keep])
+    assert int(m.k_[0]) == 4
+    test, _ = synthetic(seed=0, n_per_class=10)
+    assert not (m.decision_features(test).argmax(1) == 2).any()
+    c = fit(Centroid(backend), sub, y[keep])
+    assert not (c.decision_features(test).argmax(1) == 2).any()
+    with pytest.raises(EdgetuneError, match="k must"):
+        fit(KNN(backend, k=0), train, y)
+    assert LABELS[2] == "mid"
+
+
+def test_dect_can_take_its_prior_from_batch_calibration(backend, tmp_path):
+    from edgetune.methods import DecT
+
+    train, y = biased(seed=0)
+    test, _ = biased(seed=1, n=300)
+    m = fit(DecT(backend, calibrate="batch", epochs=5, lam=1.0), train, y)
+    np.testing.assert_allclose(m._prior(test.scores), batch_calibrate(test.scores, batch_prior(train.scores)),
+                               rtol=1e-5)
+    assert not m.uses_content_free and DecT(backend).uses_content_free
+    m.save(tmp_path / "d")
+    np.testing.assert_allclose(load(tmp_path / "d", model=backend).decision_features(test),
+                               m.decision_features(test), rtol=1e-5)
+    with pytest.raises(EdgetuneError, match="calibrate must"):
+        fit(DecT(backend, calibrate="content"), train, y)
