@@ -85,6 +85,16 @@ def test_bench_runs_the_grid_resumes_and_reports(config_file, tmp_path, capsys):
     assert (alone / "report.md").read_text().split("## toy")[1] == report.split("## toy")[1]
     assert (alone / "accuracy_vs_time.png").is_file()
 
+    # features paid for in a run that left no record: wall times are unknown (nan); the time plot is skipped,
+    # the rest of the report still renders
+    unknown = tmp_path / "unknown"
+    unknown.mkdir()
+    rows = [json.loads(x) for x in results.read_text().splitlines() if x.strip() and not x.endswith("tor")]
+    rows = [r | {"wall_seconds": float("nan")} if r.get("type") == "cell" else r for r in rows]
+    (unknown / "r.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert main(["bench", "--report", str(unknown / "r.jsonl")]) == 0
+    assert (unknown / "report.md").is_file() and not (unknown / "accuracy_vs_time.png").exists()
+
 
 def test_bench_config_errors_are_clear(tmp_path):
     with pytest.raises(DataError, match="unknown key"):

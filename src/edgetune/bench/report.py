@@ -169,6 +169,9 @@ def plot(summary: dict[str, list[dict[str, Any]]], out: Path, default_models: li
                 if n not in names:
                     handles.append(h)
                     names.append(n)
+        if not names:  # nothing to draw on these axes (e.g. no cell has a finite wall time)
+            plt.close(fig)
+            continue
         fig.legend(handles, names, loc="lower center", ncol=min(5, len(names)), fontsize=8, frameon=False)
         fig.tight_layout(rect=(0, 0.06 + 0.04 * ((len(names) - 1) // 5), 1, 1))
         path = out / fname
