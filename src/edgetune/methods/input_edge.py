@@ -263,9 +263,9 @@ class GradientMethod(InputEdgeMethod):
     (SmolLM2's elements have std 0.136); a ratio to the embedding scale carries over.
     A number is used as given (the papers' values stay reachable, e.g. ``lr_prompt=0.3``).
 
-    ``max_grad_norm`` clips the gradients' global norm before each step (``None``: no clipping, as the
-    ADePT/DePT papers train; prompt tuning defaults to 1.0, HF Trainer's default, because without it some
-    of its runs collapse after warm-up — see ``benchmarks/results/checkpoint_selection.md``).
+    ``max_grad_norm`` clips the gradients' global norm before each step (``None``, the default: no clipping,
+    as the ADePT/DePT papers train; 1.0 is HF Trainer's default). It did not stop prompt tuning's runs from
+    collapsing at the auto rate on trec (``benchmarks/results/checkpoint_selection.md``).
     """
 
     trainer = "adamw"

@@ -3,10 +3,7 @@
 The soft prompt is PEFT's ``PromptEmbedding``, so its parameters are exactly what PEFT users get; it starts
 from the task's own words (``prompt_init="text"``, PEFT's ``TEXT`` initialisation; ``"vocab"`` is PEFT's
 ``SAMPLE_VOCAB``). It is driven by the same prompted model and trainer as ADePT and DePT, so that step
-times and latencies compare like for like. Unlike them it clips gradients to norm 1.0 by default
-(``max_grad_norm``, HF Trainer's default): at the auto rate, without clipping, some runs collapsed after
-warm-up (validation accuracy at chance for the rest of the run); with it they did not, while the same
-clipping cost ADePT accuracy (``benchmarks/results/checkpoint_selection.md``).
+times and latencies compare like for like.
 """
 
 from __future__ import annotations
@@ -44,9 +41,8 @@ class PromptTuning(GradientMethod):
     scaled_lrs: ClassVar[tuple[str, ...]] = ("lr",)
 
     def __init__(self, model: str | Backend | None = None, *, prompt_tokens: int = 100, lr: float | str = "auto",
-                 prompt_init: str = "text", prompt_lr_ratio: float = PROMPT_LR_RATIO,
-                 max_grad_norm: float | None = 1.0, **kwargs: Any) -> None:
-        super().__init__(model, max_grad_norm=max_grad_norm, **kwargs)
+                 prompt_init: str = "text", prompt_lr_ratio: float = PROMPT_LR_RATIO, **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
         self.prompt_tokens = prompt_tokens
         self.lr = lr
         self.prompt_init = prompt_init

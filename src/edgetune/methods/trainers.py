@@ -49,9 +49,10 @@ class AdamWTrainer:
     accumulation, a seeded data order, a dev check every ``eval_every`` steps (and at the end) with the
     best checkpoint kept. Runs under HF Accelerate, so ``accelerate launch`` spreads it over devices.
 
-    ``select_by`` says which checkpoint is best: ``"loss"`` the lowest dev cross-entropy among the checks
-    whose dev accuracy is at least the start's (so the result is never less accurate on dev than the model
-    it started from), ``"accuracy"`` the highest dev accuracy (the earliest of ties; the papers' rule).
+    ``select_by`` says which checkpoint is best (see :func:`choose`): ``"loss"`` the lowest dev cross-entropy
+    among the checks at least as accurate as the start and within two dev examples of the most accurate one
+    (so the result is never less accurate on dev than the model it started from), ``"accuracy"`` the highest
+    dev accuracy (the earliest of ties; the papers' rule).
     A few-shot dev split scores accuracy in coarse steps (1/32 on 16-shot sst2), so many checks tie or
     differ by one example; its loss separates them (see ``benchmarks/results/input_edge_recipe.md``)."""
 
@@ -79,25 +80,23 @@ class AdamWTrainer:
         problem.module_, optimizer, schedule = accelerator.prepare(problem.module_, optimizer, schedule)
         gen = torch.Generator().manual_seed(self.seed)
         order: list[int] = []
-        best: dict[str, Any] = {"key": None, "step": 0, "state": None, "accuracy": None, "loss": None}
-        floor = [-1.0]  # the start's dev accuracy: under select_by="loss" a checkpoint must reach it
+        checks: list[tuple[int, float, float, dict]] = []  # (step, dev accuracy, dev loss, weights)
         history: dict[str, Any] = {"loss": [], "dev_accuracy": [], "dev_loss": [], "steps": self.steps}
+        n_dev = [0]
 
         def check(step: int) -> str:
-            """Score the dev split; keep the weights if they are the best so far (step 0: the start)."""
+            """Score the dev split and keep a copy of the weights (step 0: the start); the choice is made at
+            the end, among all checks."""
             scores = problem.dev_scores()
             if scores is None:
                 return ""
             acc, loss = scores
+            n_dev[0] = getattr(problem, "dev_size_", 0) or n_dev[0]
             history["dev_accuracy"].append((step, acc))
             history["dev_loss"].append((step, loss))
-            if step == 0:
-                floor[0] = acc
-            key = (acc,) if self.select_by == "accuracy" else (-loss,) if acc >= floor[0] else None
-            if key is not None and (best["key"] is None or key > best["key"]):
-                state = copy.deepcopy({k: v.detach().cpu() for k, v in problem.trainable_state().items()})
-                best.update(key=key, step=step, state=state, accuracy=acc, loss=loss)
-            return f" · dev acc {acc:.3f} loss {loss:.3f} (chosen: step {best['step']})"
+            checks.append((step, acc, loss, copy.deepcopy({k: v.detach().cpu()
+                                                           for k, v in problem.trainable_state().items()})))
+            return f" · dev acc {acc:.3f} loss {loss:.3f}"
 
         start = time.perf_counter()
         if self.check_start:
@@ -135,13 +134,28 @@ class AdamWTrainer:
                     info += check(step)
                 bar.update(job, advance=1, info=info)
         problem.module_ = accelerator.unwrap_model(problem.module_)
-        if best["state"] is not None:
-            problem.module_.load_state_dict(best["state"], strict=False)
-            history.update(best_step=best["step"], best_dev_accuracy=best["accuracy"], best_dev_loss=best["loss"],
-                           select_by=self.select_by)
+        if checks:
+            step, acc, loss, state = checks[choose(checks, self.select_by, n_dev[0])]
+            problem.module_.load_state_dict(state, strict=False)
+            history.update(best_step=step, best_dev_accuracy=acc, best_dev_loss=loss, select_by=self.select_by)
         history["seconds"] = time.perf_counter() - start
         problem.module_.eval()
         return history
+
+
+def choose(checks: Sequence[tuple[int, float, float, Any]], select_by: str, n_dev: int) -> int:
+    """Index of the check to keep among (step, dev accuracy, dev loss, ...) tuples, the first being the start.
+
+    ``"accuracy"``: the earliest check with the highest dev accuracy (the papers' rule). ``"loss"``: the lowest
+    dev loss among the checks at least as accurate as the start *and* within two dev examples of the most
+    accurate check — loss separates checks that a small dev split scores alike, and the accuracy window keeps
+    it from preferring a collapsed, near-uniform model whose loss is low only because it is unsure.
+    """
+    accs = [c[1] for c in checks]
+    if select_by == "accuracy":
+        return accs.index(max(accs))
+    floor = max(accs[0], max(accs) - 2.0 / max(n_dev, 1) - 1e-9)
+    return min((i for i, a in enumerate(accs) if a >= floor), key=lambda i: checks[i][2])
 
 
 class BlackBoxProblem(Protocol):
