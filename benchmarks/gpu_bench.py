@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -60,6 +61,36 @@ def jobs_of(spec: str) -> list[tuple[str, list[str]]]:
     return out + [job for _, job in sorted(slow, key=lambda x: (x[0][0], order.index(x[0][1])))]
 
 
+def run_queue(jobs: list[tuple[str, list[str], Path]], workers: int, deadline: float,
+              say: Callable[[str], None]) -> list[str]:
+    """Run (name, command, log file) jobs in order, ``workers`` at a time, each process on one thread; at the
+    ``deadline`` (a ``time.time()`` value) kill what runs and start nothing more. Returns the failed names."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+               TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
+    queue = list(jobs)
+    running: dict[str, tuple[subprocess.Popen, float]] = {}
+    failed: list[str] = []
+    while queue or running:
+        while queue and len(running) < workers:
+            name, cmd, log = queue.pop(0)
+            with open(log, "w") as logf:  # the child keeps its own handle
+                running[name] = (subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env), time.time())
+        for name, (proc, t0) in list(running.items()):
+            if proc.poll() is not None:
+                del running[name]
+                if proc.returncode:
+                    failed.append(name)
+                say(f"{'done' if not proc.returncode else 'FAILED'} {name} in {time.time() - t0:.0f}s "
+                    f"({len(queue)} queued, {len(running)} running)")
+        if time.time() > deadline:
+            say(f"deadline: killed {sorted(running)}; never started: {[n for n, _, _ in queue]}")
+            for proc, _ in running.values():
+                proc.kill()
+            break
+        time.sleep(0.5)
+    return failed
+
+
 def run(args: argparse.Namespace) -> None:
     out, parts = Path(args.out), Path(args.parts)
     out.mkdir(parents=True, exist_ok=True)
@@ -79,32 +110,13 @@ def run(args: argparse.Namespace) -> None:
     say(f"machine {machine_info()}")
     queue = list({name: (name, a) for spec in args.specs for name, a in jobs_of(spec)}.values())  # once each
     say(f"{len(queue)} jobs, {args.workers} workers, deadline {args.deadline:.0f}s")
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
-               TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
-    running: dict[str, tuple[subprocess.Popen, float]] = {}
-    failed: list[str] = []
-    while queue or running:
-        while queue and len(running) < args.workers:
-            name, bench_args = queue.pop(0)
-            folder = parts / name
-            folder.mkdir(parents=True, exist_ok=True)
-            cmd = [sys.executable, "-m", "edgetune", "bench", *bench_args, "-o", str(folder), "--no-plots",
-                   "--no-progress"]
-            with open(folder / "log.txt", "w") as logf:  # the child keeps its own handle
-                running[name] = (subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env), time.time())
-        for name, (proc, t0) in list(running.items()):
-            if proc.poll() is not None:
-                del running[name]
-                if proc.returncode:
-                    failed.append(name)
-                say(f"{'done' if not proc.returncode else 'FAILED'} {name} in {time.time() - t0:.0f}s "
-                    f"({len(queue)} queued, {len(running)} running)")
-        if time.time() - start > args.deadline:
-            say(f"deadline: killed {sorted(running)}; never started: {[n for n, _ in queue]}")
-            for proc, _ in running.values():
-                proc.kill()
-            break
-        time.sleep(0.5)
+    jobs = []
+    for name, bench_args in queue:
+        folder = parts / name
+        folder.mkdir(parents=True, exist_ok=True)
+        jobs.append((name, [sys.executable, "-m", "edgetune", "bench", *bench_args, "-o", str(folder), "--no-plots",
+                            "--no-progress"], folder / "log.txt"))
+    failed = run_queue(jobs, args.workers, start + args.deadline, say)
     say(f"failed: {failed}")
     with tarfile.open(out / "parts.tar.gz", "w:gz") as tar:
         tar.add(parts, arcname="parts", filter=lambda info: None if "features.sqlite" in info.name else info)

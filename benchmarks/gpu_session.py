@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tarfile
 import time
@@ -177,31 +175,12 @@ def session(args: argparse.Namespace) -> None:
             and (args.only is None or j.startswith(args.only + ":"))]
     queue = list(dict.fromkeys(j if j.startswith("bbt:") else ":".join([*j.split(":")[:4], str(args.steps)])
                                for j in todo))
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
-               TOKENIZERS_PARALLELISM="false")
-    running: dict[str, tuple[subprocess.Popen, float]] = {}
-    failed: list[str] = []
-    while queue or running:
-        while queue and len(running) < args.workers:
-            spec = queue.pop(0)
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--job", spec, "--parts", str(parts),
-                   "--model", args.model] + (["--smoke"] if args.smoke else []) + (["--tf32"] if args.tf32 else [])
-            with open(part_path(parts, spec, ".log"), "w") as logf:  # the child keeps its own handle
-                running[spec] = (subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env), time.time())
-        for spec, (proc, t0) in list(running.items()):
-            if proc.poll() is not None:
-                del running[spec]
-                ok = proc.returncode == 0
-                if not ok:
-                    failed.append(spec)
-                say(f"{'done' if ok else 'FAILED'} {spec} in {time.time() - t0:.0f}s "
-                    f"({len(queue)} queued, {len(running)} running)")
-        if time.time() - start > args.deadline:
-            say(f"deadline: killing {sorted(running)}; never started: {len(queue)}")
-            for proc, _ in running.values():
-                proc.kill()
-            break
-        time.sleep(0.5)
+    from gpu_bench import run_queue
+
+    flags = (["--smoke"] if args.smoke else []) + (["--tf32"] if args.tf32 else [])
+    commands = [(spec, [sys.executable, str(Path(__file__).resolve()), "--job", spec, "--parts", str(parts),
+                        "--model", args.model, *flags], part_path(parts, spec, ".log")) for spec in queue]
+    failed = run_queue(commands, args.workers, start + args.deadline, say)
     done = sorted(p.name for p in parts.glob("*.json"))
     say(f"finished {len(done)} files; failed {failed}")
     with tarfile.open(out / "parts.tar.gz", "w:gz") as tar:
