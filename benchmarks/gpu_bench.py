@@ -61,6 +61,19 @@ def jobs_of(spec: str) -> list[tuple[str, list[str]]]:
     return out + [job for _, job in sorted(slow, key=lambda x: (x[0][0], order.index(x[0][1])))]
 
 
+def session_logger(out: Path, start: float) -> Callable[[str], None]:
+    """A function that prints a line stamped with the seconds since ``start`` and appends it to
+    ``out``/session.log."""
+
+    def say(msg: str) -> None:
+        line = f"[{time.time() - start:6.1f}s] {msg}"
+        print(line, flush=True)
+        with open(out / "session.log", "a", encoding="utf-8") as log:
+            log.write(line + "\n")
+
+    return say
+
+
 def run_queue(jobs: list[tuple[str, list[str], Path]], workers: int, deadline: float,
               say: Callable[[str], None]) -> list[str]:
     """Run (name, command, log file) jobs in order, ``workers`` at a time, each process on one thread; at the

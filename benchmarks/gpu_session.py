@@ -138,13 +138,9 @@ def session(args: argparse.Namespace) -> None:
     resumed = unpack(args.resume or [], parts)
     probed = (parts / "probe.json").exists()  # an earlier session's probe stands
     start = time.time()
+    from gpu_bench import run_queue, session_logger
 
-    def say(msg: str) -> None:
-        line = f"[{time.time() - start:6.1f}s] {msg}"
-        print(line, flush=True)
-        with open(out / "session.log", "a", encoding="utf-8") as log:
-            log.write(line + "\n")
-
+    say = session_logger(out, start)
     if resumed:
         say(f"resumed {len(resumed)} stored files (results, probe, machines) from {args.resume}")
     if args.only == "bbt" or probed:
@@ -175,8 +171,6 @@ def session(args: argparse.Namespace) -> None:
             and (args.only is None or j.startswith(args.only + ":"))]
     queue = list(dict.fromkeys(j if j.startswith("bbt:") else ":".join([*j.split(":")[:4], str(args.steps)])
                                for j in todo))
-    from gpu_bench import run_queue
-
     flags = (["--smoke"] if args.smoke else []) + (["--tf32"] if args.tf32 else [])
     commands = [(spec, [sys.executable, str(Path(__file__).resolve()), "--job", spec, "--parts", str(parts),
                         "--model", args.model, *flags], part_path(parts, spec, ".log")) for spec in queue]
