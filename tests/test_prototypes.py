@@ -97,3 +97,43 @@ def test_dect_can_take_its_prior_from_batch_calibration(backend, tmp_path):
                                m.decision_features(test), rtol=1e-5)
     with pytest.raises(EdgetuneError, match="calibrate must"):
         fit(DecT(backend, calibrate="content"), train, y)
+
+
+def test_dect_span_solver_learns_only_inside_the_training_inputs_span(backend, tmp_path):
+    import torch
+
+    from edgetune.methods import DecT
+
+    train, y = synthetic(seed=0)
+    test, yt = synthetic(seed=0, n_per_class=50)
+    full = fit(DecT(backend, seed=0), train, y)
+    span = fit(DecT(backend, seed=0, solver="span"), train, y)
+    assert span.W_.shape == full.W_.shape
+    assert (span.decision_features(test).argmax(1) == yt).mean() > 0.9
+    # W - W0 lies in the span of the (standardised) training inputs: no component orthogonal to it
+    x = span._standardise(train.hidden).double()
+    basis = torch.linalg.svd(x, full_matrices=False)[2]  # (r, d)
+    gen = torch.Generator().manual_seed(0)
+    d = train.hidden.shape[1]
+    w0 = ((torch.rand(span.proto_dim, d, generator=gen) * 2 - 1) / d**0.5).double()
+    delta = torch.from_numpy(span.W_).double() - w0
+    assert float((delta - delta @ basis.T @ basis).abs().max()) < 1e-4
+    span.save(tmp_path / "s")
+    np.testing.assert_allclose(load(tmp_path / "s", model=backend).decision_features(test),
+                               span.decision_features(test), rtol=1e-5)
+    with pytest.raises(EdgetuneError, match="solver"):
+        fit(DecT(backend, solver="lbfgs"), train, y)
+
+
+def test_dect_distances_match_cdist():
+    import torch
+
+    from edgetune.methods import DecT
+
+    g = torch.Generator().manual_seed(0)
+    proj, protos = torch.randn(3, 10, 8, generator=g), torch.randn(3, 4, 8, generator=g)
+    radii, prior, lams = torch.zeros(3, 4), torch.zeros(10, 4), torch.zeros(3)
+    z = torch.nn.functional.normalize(proj, dim=-1)
+    expected = -torch.cdist(z, protos)
+    torch.testing.assert_close(DecT._distance_scores(proj, protos, radii, prior, lams), expected, atol=1e-5,
+                               rtol=1e-5)
