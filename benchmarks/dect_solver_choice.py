@@ -1,0 +1,55 @@
+"""DecT's ``solver`` chosen on validation data held out of the train pools (never a test set).
+
+Usage:  EDGETUNE_DATA_DIR=../shared/data python benchmarks/dect_solver_choice.py [--tasks sst2 agnews trec rte]
+            [--seeds 0 1 2 3 4] [--val-shots 50]
+
+For each task ``--val-shots`` per class are held out of the train pool (as ``input_edge_recipe.py`` does);
+the 16-shot samples are drawn from the rest, and DecT with ``solver="full"`` and ``solver="span"`` is scored
+on the held-out split, through edgetune's runner (one extraction shared by both). Writes
+benchmarks/results/dect_solver_choice/ (records and report) and prints the paired differences.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from input_edge_recipe import held_out_task
+from rich.console import Console
+
+from edgetune.bench import BenchConfig, MethodEntry, read_results, run_bench
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tasks", nargs="+", default=["sst2", "agnews", "trec", "rte"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    ap.add_argument("--val-shots", type=int, default=50)
+    ap.add_argument("--out", default=str(HERE / "results" / "dect_solver_choice"))
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tasks = [held_out_task(t, args.val_shots, Path(tmp) / t) for t in args.tasks]
+        config = BenchConfig(name="dect_solver_choice", tasks=tasks, shots=[16], seeds=args.seeds, test_size=None,
+                             methods=[MethodEntry("dect", "dect"),
+                                      MethodEntry("dect", "dect_span", {"solver": "span"})])
+        path = run_bench(config, args.out, console=Console(stderr=True))
+    cells = {(c["task_name"], c["seed"], c["method"]): c["accuracy"] for c in read_results(path)
+             if c.get("type") == "cell"}
+    diffs = []
+    for task in args.tasks:
+        full = [cells[(f"{task}-val", s, "dect")] for s in args.seeds]
+        span = [cells[(f"{task}-val", s, "dect_span")] for s in args.seeds]
+        diffs += [b - a for a, b in zip(full, span, strict=True)]
+        print(f"{task}: full {100 * np.mean(full):.1f} ± {100 * np.std(full, ddof=1):.1f}  "
+              f"span {100 * np.mean(span):.1f} ± {100 * np.std(span, ddof=1):.1f}")
+    d = 100 * np.array(diffs)
+    print(f"span − full per cell: {d.mean():+.2f} ± {d.std(ddof=1):.2f} points (n={len(d)}, "
+          f"standard error {d.std(ddof=1) / np.sqrt(len(d)):.2f})")
+
+
+if __name__ == "__main__":
+    main()
