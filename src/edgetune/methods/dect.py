@@ -32,6 +32,9 @@ Choices, each a parameter (reference = thunlp/DecT ``dect_verbalizer.py``):
 - Measured on four tasks, ``normalize`` and ``prototypes`` at their reference values do as well as the
   defaults (within noise); only the λ choice changes results materially.
 - ``epochs`` full-batch Adam steps at learning rate ``lr``; the reference uses 30 at 0.01.
+- ``threads``: torch threads while fitting (1 by default; ``None`` leaves torch's setting). The decoder is
+  small-tensor work: beside one busy process, 2 threads on a 2-core CPU took 11.7 s for an agnews-sized fit
+  that 1 thread did in 1.0 s; quiet, 1 thread is 1.2-1.5x slower (benchmarks/results/dect_fit_speed.md).
 - ``solver``: ``"full"`` (default, the reference) learns the whole projection W; ``"span"`` learns only its
   part inside the span of the (standardised) training inputs, W = W0 + B·Vᵀ with V an orthonormal basis of
   that span (n ≤ d, so B is proto_dim × n): identical for gradient descent, not for Adam; 3-4x faster fits,
@@ -80,7 +83,8 @@ class DecT(OutputEdgeMethod):
                  label_words=None, proto_dim: int = 128, lr: float = 0.01, epochs: int = 30,
                  lam: float | str | None = "cv", lam_grid: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0),
                  cv_folds: int = 4, calibrate: bool | str = True, normalize: str = "standardize",
-                 prototypes: str = "mean", weight_decay: float = 0.0, solver: str = "full", seed: int = 0) -> None:
+                 prototypes: str = "mean", weight_decay: float = 0.0, solver: str = "full", threads: int | None = 1,
+                 seed: int = 0) -> None:
         super().__init__(model, template=template, label_words=label_words)
         self.proto_dim = proto_dim
         self.lr = lr
@@ -93,6 +97,7 @@ class DecT(OutputEdgeMethod):
         self.prototypes = prototypes
         self.weight_decay = weight_decay
         self.solver = solver
+        self.threads = threads
         self.seed = seed
 
     @property
@@ -104,6 +109,8 @@ class DecT(OutputEdgeMethod):
             raise ParamError(f"calibrate must be true (content-free prompts), false or 'batch', not {self.calibrate!r}")
         if self.normalize not in ("standardize", "center", "none"):
             raise ParamError(f"normalize must be 'standardize', 'center' or 'none', not {self.normalize!r}")
+        if self.threads is not None:
+            check_positive_int(self, "threads")
         if self.solver not in ("full", "span"):
             raise ParamError(f"solver must be 'full' or 'span', not {self.solver!r}")
         if self.prototypes not in ("mean", "random"):
@@ -228,6 +235,15 @@ class DecT(OutputEdgeMethod):
 
     # -- OutputEdgeMethod --------------------------------------------------------------------------------
     def fit_features(self, train: Features, y: np.ndarray, content_free: Features) -> DecT:
+        before = torch.get_num_threads()
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        try:
+            return self._fit(train, y, content_free)
+        finally:
+            torch.set_num_threads(before)
+
+    def _fit(self, train: Features, y: np.ndarray, content_free: Features) -> DecT:
         n_classes = len(self.labels_)
         counts = np.bincount(y, minlength=n_classes)
         if (counts == 0).any():
