@@ -141,6 +141,7 @@ def collect(args: argparse.Namespace) -> None:
 
     from edgetune.bench import BenchConfig
 
+    configs = {c.name: c for c in map(BenchConfig.from_yaml, HERE.glob("*.yaml"))}
     work = Path(tempfile.mkdtemp())
     for archive in args.archives:
         with tarfile.open(archive) as tar:
@@ -149,8 +150,7 @@ def collect(args: argparse.Namespace) -> None:
         lines: list[str] = []
         for part in sorted(config_dir.glob("*/results.jsonl")):
             lines += [x for x in part.read_text(encoding="utf-8").splitlines() if x.strip()]
-        config = next((BenchConfig.from_yaml(p) for p in HERE.glob("*.yaml")
-                       if BenchConfig.from_yaml(p).name == config_dir.name), None)
+        config = configs.get(config_dir.name)
         stem = Path(config.output).name if config and config.output else config_dir.name
         target = Path(args.into) / f"{stem}_gpu"
         target.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,8 @@ edgetune's contextual calibration does, so the two differ only in where the prio
   no extra query; the labels are not used.
 - ``"test"``: the inputs being predicted, each call to ``predict``/``decision_function`` on its own
   (transductive: a prediction depends on the other inputs of the call; a call with a single input is
-  refused, since its own scores would be its prior). The method's name in reports says so.
+  refused, since its own scores would be its prior). Give it a label that says so in a bench config (e.g.
+  ``label: batch_calibrated_test``), as ``benchmarks/output_edge_family.yaml`` does.
 """
 
 from __future__ import annotations

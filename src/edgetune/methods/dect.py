@@ -144,7 +144,6 @@ class DecT(OutputEdgeMethod):
         gen = torch.Generator().manual_seed(self.seed)
         bound = 1.0 / math.sqrt(d)  # nn.Linear's default initialisation range
         W0 = (torch.rand(self.proto_dim, d, generator=gen) * 2 - 1) * bound
-        W = W0.expand(m, -1, -1).clone()
         onehot = F.one_hot(y, n_classes).float()  # (n, C)
         with torch.no_grad():
             z0 = F.normalize(x @ W0.T, dim=-1)  # (n, k)
@@ -166,7 +165,7 @@ class DecT(OutputEdgeMethod):
             def project() -> torch.Tensor:
                 return base[None] + torch.einsum("nr,mkr->mnk", coords, learned)
         else:
-            learned = W.requires_grad_(True)
+            learned = W0.expand(m, -1, -1).clone().requires_grad_(True)
 
             def project() -> torch.Tensor:
                 return torch.einsum("nd,mkd->mnk", x, learned)
@@ -185,9 +184,8 @@ class DecT(OutputEdgeMethod):
             opt.step()
             losses.append(float(loss.detach()) / m)
         self.losses_ = losses
-        if self.solver == "span":
-            W = W0[None] + learned.detach() @ vh
-        return W.detach(), protos.detach(), radii.detach()
+        W = W0[None] + learned.detach() @ vh if self.solver == "span" else learned.detach()
+        return W, protos.detach(), radii.detach()
 
     @classmethod
     def _batched_scores(cls, x: torch.Tensor, W: torch.Tensor, protos: torch.Tensor, radii: torch.Tensor,

@@ -4,7 +4,7 @@ A trainer knows the optimisation loop, the schedule, the seeded data order, dev 
 progress bar; it does not know which method it trains. It talks to the method through a small protocol:
 
 - :class:`AdamWTrainer` needs ``scores(ids) -> logits`` (with gradients), ``dev_scores() -> (accuracy, loss)
-  | None`` and ``trainable_state()`` to keep the best checkpoint;
+  | None``, ``dev_size_`` and ``trainable_state()`` to keep the best checkpoint;
 - :class:`CMAESTrainer` needs ``losses(zs) -> [(loss, train accuracy)]`` for a generation of candidate
   vectors and ``dev_accuracy_of(z) -> float | None``.
 
@@ -35,6 +35,7 @@ def progress_bar(enabled: bool):
 
 class GradientProblem(Protocol):
     module_: torch.nn.Module
+    dev_size_: int  # examples in the dev split (0 without one): the loss rule's accuracy window is in them
 
     def scores(self, ids: Sequence[list[int]]) -> torch.Tensor: ...
 
@@ -82,7 +83,6 @@ class AdamWTrainer:
         order: list[int] = []
         checks: list[tuple[int, float, float, dict]] = []  # (step, dev accuracy, dev loss, weights)
         history: dict[str, Any] = {"loss": [], "dev_accuracy": [], "dev_loss": [], "steps": self.steps}
-        n_dev = [0]
 
         def check(step: int) -> str:
             """Score the dev split and keep a copy of the weights (step 0: the start); the choice is made at
@@ -91,7 +91,6 @@ class AdamWTrainer:
             if scores is None:
                 return ""
             acc, loss = scores
-            n_dev[0] = getattr(problem, "dev_size_", 0) or n_dev[0]
             history["dev_accuracy"].append((step, acc))
             history["dev_loss"].append((step, loss))
             checks.append((step, acc, loss, copy.deepcopy({k: v.detach().cpu()
@@ -135,7 +134,7 @@ class AdamWTrainer:
                 bar.update(job, advance=1, info=info)
         problem.module_ = accelerator.unwrap_model(problem.module_)
         if checks:
-            step, acc, loss, state = checks[choose(checks, self.select_by, n_dev[0])]
+            step, acc, loss, state = checks[choose(checks, self.select_by, problem.dev_size_)]
             problem.module_.load_state_dict(state, strict=False)
             history.update(best_step=step, best_dev_accuracy=acc, best_dev_loss=loss, select_by=self.select_by)
         history["seconds"] = time.perf_counter() - start
