@@ -70,10 +70,46 @@ def test_duplicate_prompts_are_queried_once(make_backend):
     assert f.queries == 1 and f.cache_hits == 2 and len(f) == 3
 
 
-def test_multi_token_label_word_is_a_clear_error(make_backend):
-    be = make_backend("causal")
-    with pytest.raises(LabelWordError, match=r"label word 'unbelievableness' is \d tokens .* tiny-causal"):
+def test_multi_token_label_word_is_a_clear_error_where_only_single_tokens_are_scored(make_backend):
+    be = make_backend("masked")
+    with pytest.raises(LabelWordError, match=r"label word 'unbelievableness' is \d tokens .* tiny-masked"):
         be.features([Example("x")], TEMPLATE, ["bad", "unbelievableness"])
+    with pytest.raises(LabelWordError, match=r"is \d tokens"):  # input-edge methods ask for single tokens
+        make_backend("causal").check_label_words(["bad", "unbelievableness"])
+
+
+def _brute_mean_logprob(be, text: str, word: str) -> float:
+    """Mean log-probability of the word's tokens after the prompt, by one full forward pass per label."""
+    prompt = be._ids(TEMPLATE.render(Example(text)).text_before)
+    toks = be._word_ids(word)
+    with torch.no_grad():
+        logp = torch.log_softmax(be.model(input_ids=torch.tensor([prompt + toks])).logits[0], -1)
+    return float(np.mean([float(logp[len(prompt) - 1 + t, tok]) for t, tok in enumerate(toks)]))
+
+
+@pytest.mark.parametrize("batch_size,label_rows", [(4, 256), (1, 2)])
+def test_label_names_of_several_tokens_are_scored_as_sequences(make_backend, batch_size, label_rows):
+    """Mixed-length label names: each score is the mean log-probability of the name's tokens after the prompt,
+    equal to scoring prompt + name in full, whatever the batching (the shared cache changes nothing)."""
+    words = ["bad", "unbelievableness", "transfer money", "card arrival today"]
+    be = make_backend("causal", batch_size=batch_size)
+    be.label_rows = label_rows
+    assert [len(q) for q in be.label_targets(words)] != [1] * 4
+    f = be.features([Example(t) for t in TEXTS], TEMPLATE, words)
+    assert f.scores.shape == (4, 4) and f.queries == 4  # still one query per prompt
+    for i, text in enumerate(TEXTS):
+        want = [_brute_mean_logprob(be, text, w) for w in words]
+        np.testing.assert_allclose(f.scores[i], want, atol=1e-4)
+    single = make_backend("causal").features([Example(t) for t in TEXTS], TEMPLATE, WORDS)
+    np.testing.assert_allclose(f.hidden, single.hidden, atol=1e-4)  # the prompt's hidden state, as before
+
+
+def test_label_names_that_tokenise_alike_or_are_too_long_are_clear_errors(make_backend):
+    be = make_backend("causal")
+    with pytest.raises(LabelWordError, match="the same tokens"):
+        be.features([Example("x")], TEMPLATE, ["card arrival", "Card Arrival"])  # an uncased vocabulary
+    with pytest.raises(LabelWordError, match="longer than 32 tokens"):
+        be.features([Example("x")], TEMPLATE, ["bad", " ".join(["word"] * 40)])
 
 
 def test_causal_template_must_end_with_mask(make_backend):

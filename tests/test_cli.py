@@ -58,6 +58,22 @@ def test_run_dect_prints_table_and_writes_records(capsys, common, tmp_path):
     assert [c["accuracy"] for c in again] == [c["accuracy"] for c in cells]
 
 
+def test_label_names_are_the_words_when_none_are_given(capsys, common, tmp_path):
+    """Intent-style label names, no --label-words: labels read from the train file, words derived and shown,
+    several-token names scored as sequences by the causal model."""
+    rows = [json.loads(x) for x in (common[4] / "toy/train.jsonl").read_text().splitlines()]
+    data = tmp_path / "intents" / "train.jsonl"
+    data.parent.mkdir()
+    names = {"positive": "praiseTheFilm", "negative": "pan_the_film"}
+    data.write_text("".join(json.dumps({**r, "label": names[r["label"]]}) + "\n" for r in rows))
+    code, _, err = run(capsys, "run", "dect", "--train", data, "--test", data, "--template",
+                            "{text} The reviewer wants to {mask}", "--shots", 2, "--seeds", 0, "--model", common[1],
+                            "--no-progress", "-o", tmp_path / "o")
+    assert code == 0, err
+    assert "read from the label names: pan_the_film → 'pan the film', praiseTheFilm → 'praise the film'" in err
+    assert {c["method"] for c in cells_of(tmp_path / "o")} == {"zeroshot", "calibrated", "linear_probe", "dect"}
+
+
 def test_method_options_come_from_the_registry(capsys, common, tmp_path):
     from edgetune.methods import METHODS
 
@@ -94,8 +110,13 @@ def test_registry_task_from_data_dir(capsys, common, tmp_path):
     [
         (["run", "dect", "--task", "sst2", "--data-dir", "/no/such/dir"], "data directory"),
         (["run", "dect", "--task", "nope"], "unknown task"),
-        (["run", "dect", "--task", "sst2", "--label-words", "negative:unbelievableness,positive:great",
-          "--shots", 2], "not one"),
+        (["run", "pt", "--task", "sst2", "--label-words", "negative:unbelievableness,positive:great",
+          "--shots", 2, "--steps", 1], "not one"),
+        (["run", "dect", "--task", "sst2", "--label-words", "negative:good,positive:Good", "--shots", 2],
+         "map to the same token"),
+        (["run", "dect", "--task", "sst2", "--template", "{text} It was", "--shots", 2], "{mask} exactly once"),
+        (["run", "dect", "--task", "sst2", "--template", "{review} It was {mask}", "--shots", 2],
+         "names {review}, which example"),
         (["run", "dect", "--task", "sst2", "--shots", 50], "fewer than --shots"),
         (["predict", "/no/such/model", "x"], "not a saved edgetune model"),
         (["run", "dect", "--task", "sst2", "--device", "nonsense"], "unknown device"),

@@ -2,10 +2,10 @@ import json
 
 import pytest
 
-from edgetune.data import TASKS, Example, load_task, read_examples, sample_k_per_class, subsample
+from edgetune.data import TASKS, Example, Task, load_task, read_examples, sample_k_per_class, subsample
 from edgetune.data.example import Dataset, as_examples
 from edgetune.data.io import examples_from_hf
-from edgetune.data.tasks import parse_label_words, task_from_file
+from edgetune.data.tasks import custom_task, parse_label_words, readable_label, task_from_file
 from edgetune.errors import DataError
 
 
@@ -153,8 +153,33 @@ def test_task_file_and_overrides(tmp_path, toy_dir):
     t2 = load_task("sst2", template="{text} Verdict: {mask}", label_words="negative:poor,positive:fine")
     assert t2.template == "{text} Verdict: {mask}" and t2.words == ["poor", "fine"]
     (tmp_path / "bad.yaml").write_text("template: '{text} {mask}'\n")
-    with pytest.raises(DataError, match="lacks 'label_words'"):
+    with pytest.raises(DataError, match="needs 'labels' or 'label_words'"):
         task_from_file(tmp_path / "bad.yaml")
+
+
+@pytest.mark.parametrize("name,words", [
+    ("transfer_money", "transfer money"), ("cardArrival", "card arrival"), ("card-arrival", "card arrival"),
+    ("EducationalInstitution", "educational institution"), ("HTTPError", "HTTP error"),
+    ("Sci/Tech", "Sci/Tech"), ("ABBR", "ABBR"), ("Society & Culture", "Society & Culture"), ("great", "great")])
+def test_readable_label(name, words):
+    assert readable_label(name) == words
+
+
+def test_labels_without_words_read_their_names(tmp_path):
+    rows = [{"text": f"t{i}", "label": lab} for i, lab in enumerate(["transfer_money", "cardArrival"] * 2)]
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    task = custom_task("intents", "{text} Intent: {mask}", None, {"train": str(train), "test": str(train)})
+    assert task.labels == ("cardArrival", "transfer_money")  # read from the train file, sorted
+    assert task.words == ["card arrival", "transfer money"] and task.words_derived
+    assert "transfer_money → 'transfer money'" in task.derived_words_note()
+    (tmp_path / "t.yaml").write_text("template: '{text} Intent: {mask}'\nlabels: [pin_blocked, topUp]\n")
+    assert task_from_file(tmp_path / "t.yaml").words == ["pin blocked", "top up"]
+    assert not load_task("sst2").words_derived and load_task("sst2").derived_words_note() == ""
+    with pytest.raises(DataError, match="listed more than once"):
+        Task("x", ("a", "b", "a"), "{text} {mask}", {})
+    with pytest.raises(DataError, match="has no labels"):
+        Task("x", (), "{text} {mask}", {})
 
 
 def test_parse_label_words_errors():

@@ -7,7 +7,7 @@ from rich.console import Console
 from edgetune import DecT, LinearProbe, load
 from edgetune.backends import FeatureCache
 from edgetune.bench import BenchConfig, MethodEntry, read_results, run_bench
-from edgetune.errors import DataError, IncompatibleError
+from edgetune.errors import DataError, IncompatibleError, LabelWordError
 
 
 def test_fit_predict_save_load_through_a_backend(make_backend, toy_task, tmp_path, kind):
@@ -34,6 +34,23 @@ def test_fit_on_plain_texts_with_a_prompt(make_backend):
         clf.fit(["good"], ["meh"])
     with pytest.raises(DataError, match="no prompt"):
         DecT(be).fit(["good"], ["pos"])
+
+
+def test_label_names_are_the_words_when_none_are_given(make_backend):
+    """An intent-style task: label names of several tokens, no label words. Output-edge methods score each
+    name's readable form as a token sequence; input-edge methods (single-token words) say what to do."""
+    from edgetune.methods import get_method
+
+    be = make_backend("causal")
+    texts = ["send cash to my brother", "move funds to savings", "where is my new card", "card not here yet"] * 2
+    labels = ["transfer_money", "transfer_money", "cardArrival", "cardArrival"] * 2
+    clf = DecT(be, template="{text} Intent: {mask}", epochs=10).fit(texts, labels)
+    assert clf.words_ == ["card arrival", "transfer money"]
+    assert set(clf.predict(texts[:2])) <= {"cardArrival", "transfer_money"}
+    zs = get_method("zeroshot")(be, template="{text} Intent: {mask}").fit(texts, labels)
+    assert zs.predict_proba(texts[:1]).shape == (1, 2)
+    with pytest.raises(LabelWordError, match=r"is \d tokens"):
+        get_method("pt")(be, template="{text} Intent: {mask}", steps=1, progress=False).fit(texts, labels)
 
 
 def test_runner_shares_features_and_second_run_is_free(make_backend, toy_task, tmp_path):

@@ -84,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     byo.add_argument("--name", help="task name in tables and records (default: the folder holding --train, or a "
                      "dataset folder's own name)")
     byo.add_argument("--template", help='prompt template, e.g. "{text} In summary, it was {mask}"')
-    byo.add_argument("--label-words", help='LABEL:WORD pairs, e.g. "negative:bad,positive:great"')
+    byo.add_argument("--label-words", help='LABEL:WORD pairs, e.g. "negative:bad,positive:great" (with --train: '
+                     "optional; without it the labels are read from the train file and each label's readable name "
+                     "is its word, e.g. transfer_money -> 'transfer money')")
     byo.add_argument("--text-col", default="text")
     byo.add_argument("--text-b-col", default=None)
     byo.add_argument("--label-col", default="label")
@@ -142,8 +144,9 @@ def _load_tasks(args: argparse.Namespace):
     from .data.tasks import custom_task, load_task
 
     if args.train or args.test:
-        if not (args.train and args.test and args.template and args.label_words):
-            raise EdgetuneError("bring-your-own data needs --train, --test, --template and --label-words")
+        if not (args.train and args.test and args.template):
+            raise EdgetuneError("bring-your-own data needs --train, --test and --template (and --label-words, "
+                                "unless the label names themselves are the words)")
         if args.task:
             raise EdgetuneError("give either --task or --train/--test, not both")
         cols = {"text": args.text_col, "label": args.label_col}
@@ -231,13 +234,17 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from .bench.records import read_results
     from .bench.report import last_invocation, print_run, render
     from .bench.runner import run_bench
+    from .data.templates import Template
     from .methods import get_method
 
     cls = get_method(args.method)
     tasks = _load_tasks(args)
-    for t in tasks:  # fail on bad data before loading a model
+    for t in tasks:  # fail on bad data or a template that does not fit it before loading a model
         t.split_path("train")
         t.split_path("test")
+        Template(t.template).render(t.load("train", limit=1)[0])
+        if t.derived_words_note():
+            print(t.derived_words_note(), file=sys.stderr)
     model = args.model or cls.default_model
     backend = _backend(args, model, cls)
     entries = [MethodEntry(n, n, _knobs(args, n)) for n in (*cls.companions, cls.name)]

@@ -7,7 +7,8 @@ cache, counts the queries it really makes and shows a progress bar. It never kno
 
 **The contract.** What a method may ask of a backend is declared on :class:`Backend` and nothing else:
 
-- every backend: :meth:`Backend.features` (one query per prompt, cached), :meth:`Backend.check_label_words`,
+- every backend: :meth:`Backend.features` (one query per prompt, cached), :meth:`Backend.check_label_words`
+  (single-token label words), :meth:`Backend.label_targets` (what ``features`` scores),
   :meth:`Backend.check_template`, ``identity``, ``name``, ``kind``, :meth:`Backend.settings`, ``usage``;
 - in-process backends (``provides_weights``), for methods that run the model themselves:
   :meth:`Backend.torch_model` (the frozen module and its tokenizer), :meth:`Backend.input_embedding`,
@@ -37,6 +38,10 @@ from .cache import FeatureCache, content_key
 
 if TYPE_CHECKING:
     from .local import LabelReader, TokenBatch
+
+
+#: what :meth:`Backend.features` scores: single-token ids, or one token sequence per label
+LabelTargets = list[int] | list[tuple[int, ...]]
 
 
 class NeedsWeightsError(EdgetuneError):
@@ -107,6 +112,13 @@ class Backend(ABC):
     def check_label_words(self, words: Sequence[str]) -> list[int]:
         """Token ids of the label words; raise :class:`LabelWordError` if one is not a single token."""
 
+    def label_targets(self, words: Sequence[str]) -> LabelTargets:
+        """What :meth:`features` scores: the label words' single token ids (the default, via
+        :meth:`check_label_words`), or — on a backend that scores label names of several tokens — each
+        word's token sequence as a tuple (then a score is the length-normalised log-probability of the
+        whole sequence after the prompt)."""
+        return self.check_label_words(words)
+
     def check_template(self, template: Template) -> None:  # noqa: B027 - optional hook
         """Raise if the template cannot be used with this kind of model."""
 
@@ -115,7 +127,7 @@ class Backend(ABC):
         """-> (encoded prompt, its length in tokens, whether its input was truncated)."""
 
     @abstractmethod
-    def _run(self, batch: list[Any], label_ids: list[int], words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    def _run(self, batch: list[Any], label_ids: LabelTargets, words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Score one batch -> (scores (b, C), hidden (b, d))."""
 
     # -- the in-process contract (see the module docstring) -----------------------------------------------
@@ -164,7 +176,7 @@ class Backend(ABC):
         """Scores and hidden states for every example; cached prompts cost no query."""
         template = Template(template) if isinstance(template, str) else template
         self.check_template(template)
-        label_ids = self.check_label_words(words)
+        label_ids = self.label_targets(words)
         prompts = [template.render(ex) for ex in examples]
         keys = [self.key(p, words) for p in prompts]
         found = self.cache.get_many(keys)
@@ -203,7 +215,7 @@ class Backend(ABC):
         return Features(scores.astype(np.float32), hidden.astype(np.float32), queries=len(todo),
                         cache_hits=len(keys) - len(todo), seconds=seconds, truncated=truncated, stats=stats)
 
-    def _answer(self, encoded: list[tuple[int, str, Any]], label_ids: list[int], words: Sequence[str],
+    def _answer(self, encoded: list[tuple[int, str, Any]], label_ids: LabelTargets, words: Sequence[str],
                 save: Callable[[list[tuple[str, np.ndarray, np.ndarray]]], None]) -> None:
         """Answer every ``(length, key, encoded prompt)`` and hand rows to ``save`` as they arrive.
 

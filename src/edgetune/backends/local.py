@@ -13,6 +13,13 @@ Where the label word is read, per backbone kind:
 Scores are raw logits: they differ from log-probabilities by a per-prompt constant, which no method
 here is sensitive to (every use normalises over the label words).
 
+**Label names of any length** (causal models, feature extraction): when a label word is more than one
+token (``"transfer money"``, a 150-intent task's names), each label is scored by the mean log-probability
+of its tokens after the prompt. Still one query per prompt: the prompt is run once and its key/value cache
+is shared by every label's continuation (all labels in one batched pass), so a label costs its own tokens,
+not another prompt. Single-token words keep the fast path above (the label words' rows of the output layer
+only). Input-edge methods train on single-token words.
+
 The forward pass lives in one place, :class:`LabelReader`: input embeddings in, label-word logits (and the
 hidden state) at the label position out. Feature extraction calls it on the embeddings of the prompt's
 ids; input-edge methods call it on embeddings they have changed (soft prompts, offsets), so DecT and ADePT
@@ -32,7 +39,7 @@ import torch
 
 from ..data.templates import Prompt, Template
 from ..errors import LabelWordError, ModelError
-from .base import Backend, suggest_single_token
+from .base import Backend, LabelTargets, suggest_single_token
 from .cache import FeatureCache
 from .models import resolve_model
 
@@ -280,6 +287,28 @@ class LocalBackend(Backend):
             raise LabelWordError(f"label words {list(words)} map to the same token for model {self.name}")
         return ids
 
+    #: label continuations run at once for multi-token label names (prompts x labels rows per pass)
+    label_rows: int = 256
+    #: the longest label name, in tokens, scored as a sequence
+    max_label_tokens: int = 32
+
+    def label_targets(self, words: Sequence[str]) -> LabelTargets:
+        """Single-token words: their ids (the fast path). Otherwise, on a causal model, each word's token
+        sequence (scored as a whole, see the module docstring); other kinds need single-token words."""
+        seqs = [tuple(self._word_ids(w)) for w in words]
+        if all(len(q) == 1 for q in seqs) or self.kind != "causal":
+            return self.check_label_words(words)
+        empty = [w for w, q in zip(words, seqs, strict=True) if not q]
+        if empty:
+            raise LabelWordError(f"label word(s) {empty} are empty for model {self.name}")
+        long = [w for w, q in zip(words, seqs, strict=True) if len(q) > self.max_label_tokens]
+        if long:
+            raise LabelWordError(f"label word(s) {long} are longer than {self.max_label_tokens} tokens; shorten them")
+        if len(set(seqs)) != len(seqs):
+            same = [w for w, q in zip(words, seqs, strict=True) if seqs.count(q) > 1]
+            raise LabelWordError(f"label words {same} are the same tokens for model {self.name}")
+        return seqs
+
     def check_template(self, template: Template) -> None:
         if self.kind == "causal" and not template.mask_is_last:
             raise LabelWordError(
@@ -335,9 +364,72 @@ class LocalBackend(Backend):
         return Prompt(tuple(parts[0]), tuple(parts[1]))
 
     @torch.inference_mode()
-    def _run(self, batch: list[Any], label_ids: list[int], words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    def _run(self, batch: list[Any], label_ids: LabelTargets, words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        if label_ids and isinstance(label_ids[0], tuple):
+            return self._run_sequences(batch, label_ids)  # type: ignore[arg-type]
         tb = self.collate(batch).to(self.device)
         embeds = self.input_embedding()(tb.input_ids)
         logits, hidden = self.label_reader(label_ids)(self.model, embeds, tb.attention_mask, tb.position,
                                                       hidden_layer=self.hidden_layer)
         return logits.float().cpu().numpy(), hidden.float().cpu().numpy()
+
+    def _run_sequences(self, batch: list[Any], seqs: list[tuple[int, ...]]) -> tuple[np.ndarray, np.ndarray]:
+        """Mean log-probability of each label's tokens after each prompt (causal): the prompts run once with a
+        key/value cache, which is repeated for every label, and every label's tokens but its last are fed
+        after it in one pass (padded labels masked); a label's first token is read from the prompt's last
+        position, each later one from the position before it."""
+        k, longest = len(seqs), max(len(q) for q in seqs)
+        cont = torch.full((k, max(longest - 1, 1)), self.pad_id, dtype=torch.long)
+        cont_mask = torch.zeros_like(cont)
+        for j, q in enumerate(seqs):
+            cont[j, : len(q) - 1] = torch.tensor(q[:-1], dtype=torch.long)
+            cont_mask[j, : len(q) - 1] = 1
+        first_ids = torch.tensor([q[0] for q in seqs], device=self.device)
+        later = [(j, t, q[t + 1]) for j, q in enumerate(seqs) for t in range(len(q) - 1)]
+        lengths = torch.tensor([len(q) for q in seqs], dtype=torch.float32, device=self.device)
+        cont, cont_mask = cont.to(self.device), cont_mask.to(self.device)
+        base = self.model.base_model
+        key = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+        every = self.hidden_layer != -1
+        step = max(1, self.label_rows // k)
+        all_scores, all_hidden = [], []
+        for b0 in range(0, len(batch), step):
+            tb = self.collate(batch[b0 : b0 + step]).to(self.device)
+            n, rows = len(tb), torch.arange(len(tb), device=self.device)
+            out = base(inputs_embeds=self.input_embedding()(tb.input_ids), attention_mask=tb.attention_mask,
+                       use_cache=True, output_hidden_states=every)
+            final = out.last_hidden_state[rows, tb.position]
+            hidden = out.hidden_states[self.hidden_layer][rows, tb.position] if every else final
+            total = self._log_softmax(final)[:, first_ids]  # (n, k): each label's first token
+            if later:
+                cache = getattr(out, key)
+                cache.batch_repeat_interleave(k)  # row r: prompt r // k, label r % k
+                positions = (tb.position + 1).repeat_interleave(k)[:, None] + torch.arange(cont.shape[1],
+                                                                                          device=self.device)
+                mask = torch.cat([tb.attention_mask.repeat_interleave(k, 0), cont_mask.repeat(n, 1)], dim=1)
+                o2 = base(input_ids=cont.repeat(n, 1), attention_mask=mask, position_ids=positions, use_cache=True,
+                          **{key: cache})
+                h2 = o2.last_hidden_state.view(n, k, cont.shape[1], -1)
+                lab = torch.tensor([j for j, _, _ in later], device=self.device)
+                pos = torch.tensor([t for _, t, _ in later], device=self.device)
+                tok = torch.tensor([x for _, _, x in later], device=self.device)
+                picked = self._log_softmax(h2[:, lab, pos])  # (n, m, V): every scored position of every label
+                gained = picked.gather(2, tok.expand(n, -1)[..., None])[..., 0]  # (n, m)
+                total = total.index_add(1, lab, gained)
+            all_scores.append((total / lengths).float().cpu().numpy())
+            all_hidden.append(hidden.float().cpu().numpy())
+        return np.concatenate(all_scores), np.concatenate(all_hidden)
+
+    def _log_softmax(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities over the whole vocabulary from final hidden states (Gemma's soft-capping
+        included); computed in chunks of rows so a large vocabulary stays within memory."""
+        head = self.model.get_output_embeddings()
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        flat = hidden.reshape(-1, hidden.shape[-1])
+        out = []
+        for c in range(0, len(flat), 64):
+            logits = head(flat[c : c + 64]).float()
+            if cap:
+                logits = torch.tanh(logits / cap) * cap
+            out.append(torch.log_softmax(logits, dim=-1))
+        return torch.cat(out).view(*hidden.shape[:-1], -1)

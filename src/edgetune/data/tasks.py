@@ -4,13 +4,17 @@ Templates and label words follow the DecT paper's released prompts (thunlp/DecT 
 the paper has the task (sst2, imdb, yelp, agnews, dbpedia, yahoo, rte, snli, mnli), with the label word
 right after the prompt so causal LMs can score it as the next token. Tasks the paper does not cover
 (trec, cb, boolq, wic, qnli, mrpc, cola) get templates in the same style. Every label word must be one
-token of the model's vocabulary (with its leading space); backends check this before any query.
+token of the model's vocabulary (with its leading space) for the input-edge methods and remote APIs; an
+in-process causal model scores label words of any length for the output-edge methods (see
+``edgetune.backends.local``). A task given without label words reads its label names: ``transfer_money``
+and ``cardArrival`` become ``"transfer money"`` and ``"card arrival"`` (:func:`readable_label`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -38,9 +42,20 @@ class Task:
     columns: Mapping[str, str] = field(default_factory=dict)
     data_dir: str | None = None
     splits: Mapping[str, str] = field(default_factory=dict)  # split name -> file stem where they differ
+    words_derived: bool = False  # True: no label words were given; each is its label's readable name
 
     def __post_init__(self) -> None:
         Template(self.template)  # validates
+        if not self.labels:
+            raise DataError(f"task {self.name!r} has no labels")
+        twice = sorted({lab for lab in self.labels if self.labels.count(lab) > 1})
+        if twice:
+            raise DataError(f"task {self.name!r}: label(s) {twice} are listed more than once")
+        if any(not str(lab).strip() for lab in self.labels):
+            raise DataError(f"task {self.name!r}: a label name is empty")
+        if not self.label_words:  # none given: each label's readable name is its word
+            object.__setattr__(self, "label_words", {lab: readable_label(lab) for lab in self.labels})
+            object.__setattr__(self, "words_derived", True)
         missing = [lab for lab in self.labels if lab not in self.label_words]
         if missing:
             raise DataError(f"task {self.name!r}: no label word for label(s) {missing}")
@@ -93,6 +108,31 @@ class Task:
             "label_words": dict(self.label_words),
             "description": self.description,
         }
+
+    def derived_words_note(self) -> str:
+        """One line saying which label words were derived from label names (empty if none differ)."""
+        if not self.words_derived:
+            return ""
+        changed = [f"{lab} → {self.label_words[lab]!r}" for lab in self.labels if self.label_words[lab] != lab]
+        if not changed:
+            return f"{self.name}: no label words given; the label names are the words"
+        more = f" (+{len(changed) - 8} more)" if len(changed) > 8 else ""
+        return f"{self.name}: no label words given; read from the label names: {', '.join(changed[:8])}{more}"
+
+
+def readable_label(name: str) -> str:
+    """A label name as words: ``transfer_money`` → ``transfer money``, ``cardArrival`` → ``card arrival``,
+    ``EducationalInstitution`` → ``educational institution``, ``HTTPError`` → ``HTTP error``; names that are
+    already words (``Sci/Tech``, ``ABBR``, ``positive``) are kept as they are."""
+    text = re.sub(r"[_\-]+", " ", str(name)).strip()
+    # split camel case: aB -> a B, ABc -> A Bc (keeping acronyms whole)
+    text = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", " ", text)
+    if text == str(name).strip():
+        return text  # already words
+    words = text.split()
+    if len(words) > 1:  # lower-case the capitalised pieces of a compound name, keep acronyms
+        words = [w if (w.isupper() and len(w) > 1) else w.lower() for w in words]
+    return " ".join(words) if words else str(name)
 
 
 _SENTIMENT = "{text} In summary, it was {mask}"
@@ -220,7 +260,7 @@ def task_from_file(path: str | os.PathLike) -> Task:
 
         name: reviews
         template: "{text} All in all, it was {mask}"
-        label_words: {negative: bad, positive: great}
+        label_words: {negative: bad, positive: great}   # optional: defaults to the labels' readable names
         labels: [negative, positive]          # optional: defaults to the label_words keys
         files: {train: train.csv, test: test.csv}   # relative to the task file
         columns: {text: review, label: stars}        # optional column names
@@ -235,10 +275,11 @@ def task_from_file(path: str | os.PathLike) -> Task:
         raise DataError(f"task file {str(path)!r} is malformed: {str(exc).splitlines()[0]}") from None
     if not isinstance(raw, dict):
         raise DataError(f"task file {str(path)!r} must hold a mapping")
-    for key in ("template", "label_words"):
-        if key not in raw:
-            raise DataError(f"task file {str(path)!r} lacks {key!r}")
-    words = parse_label_words(raw["label_words"])
+    if "template" not in raw:
+        raise DataError(f"task file {str(path)!r} lacks 'template'")
+    if "label_words" not in raw and "labels" not in raw:
+        raise DataError(f"task file {str(path)!r} needs 'labels' or 'label_words' (or both)")
+    words = parse_label_words(raw["label_words"]) if raw.get("label_words") else {}
     files = {k: str((path.parent / v).resolve()) for k, v in dict(raw.get("files", {})).items()}
     return Task(
         name=str(raw.get("name", path.stem)),
@@ -254,15 +295,23 @@ def task_from_file(path: str | os.PathLike) -> Task:
 def custom_task(
     name: str,
     template: str,
-    label_words: str | Mapping[str, str],
+    label_words: str | Mapping[str, str] | None,
     files: Mapping[str, str],
     columns: Mapping[str, str] | None = None,
     labels: Sequence[str] | None = None,
 ) -> Task:
-    """A bring-your-own task from files given on the command line or in Python."""
-    words = parse_label_words(label_words)
+    """A bring-your-own task from files given on the command line or in Python. Without ``label_words``
+    the labels are read from the training file (sorted) and each label's readable name is its word."""
+    words = parse_label_words(label_words) if label_words else {}
+    columns = dict(columns or {})
+    if not labels and not words:
+        if "train" not in files:
+            raise DataError(f"task {name!r}: without label words, a train file is needed to read the labels from")
+        rows = read_examples(files["train"], text=columns.get("text", "text"), text_b=columns.get("text_b"),
+                             label=columns.get("label", "label"))
+        labels = sorted({ex.label for ex in rows if ex.label is not None})
     return Task(name, tuple(labels) if labels else tuple(words), template, words,
-                files={k: str(v) for k, v in files.items()}, columns=dict(columns or {}))
+                files={k: str(v) for k, v in files.items()}, columns=columns)
 
 
 def dataset_from_examples(examples: Sequence[Example], labels: Sequence[str], name: str = "") -> Dataset:

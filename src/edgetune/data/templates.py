@@ -81,7 +81,10 @@ class Template:
             try:
                 value = example.field(name)
             except KeyError:
-                raise DataError(f"template field {{{name}}} is missing from the example {example.id!r}") from None
+                have = ", ".join("{" + f + "}" for f in ("text", "text_b", *example.extra)
+                                 if f != "text_b" or example.text_b is not None)
+                raise DataError(f"template {self.text!r} names {{{name}}}, which example {example.id!r} does not "
+                                f"have (its fields: {have})") from None
             if value is None:
                 value = ""
             target.append((str(value), True))

@@ -49,7 +49,7 @@ from ..backends import saved_backend_options as backend_options
 from ..backends.base import NeedsWeightsError
 from ..backends.models import DEFAULT_MODEL
 from ..data.example import Dataset, Example, as_examples
-from ..data.tasks import parse_label_words
+from ..data.tasks import parse_label_words, readable_label
 from ..data.templates import Template
 from ..errors import DataError, EdgetuneError, IncompatibleError
 
@@ -228,8 +228,8 @@ class Method(ABC):
     def _validate_params(self) -> None:  # noqa: B027 - optional hook
         """Raise :class:`ParamError` for a parameter value no run can use (called first in ``fit``)."""
 
-    def _prompting(self, X: Any) -> tuple[Template, dict[str, str], tuple[str, ...]]:
-        return resolve_prompt(X, getattr(self, "template", None), getattr(self, "label_words", None))
+    def _prompting(self, X: Any, y: Sequence[str] | None = None) -> tuple[Template, dict[str, str], tuple[str, ...]]:
+        return resolve_prompt(X, getattr(self, "template", None), getattr(self, "label_words", None), y)
 
     @staticmethod
     def _labelled(X: Any, y: Sequence[str] | None, labels: Sequence[str]) -> tuple[list[Example], np.ndarray]:
@@ -446,15 +446,20 @@ def content_free_examples(template: Template) -> list[Example]:
     return out
 
 
-def resolve_prompt(X: Any, template: str | None, label_words: Mapping[str, str] | str | None
-                   ) -> tuple[Template, dict[str, str], tuple[str, ...]]:
+def resolve_prompt(X: Any, template: str | None, label_words: Mapping[str, str] | str | None,
+                   y: Sequence[str] | None = None) -> tuple[Template, dict[str, str], tuple[str, ...]]:
     """The template, label words and label order for training data ``X``: the method's own settings, else
-    those of the task ``X`` was drawn from."""
+    those of the task ``X`` was drawn from. With a template and no label words anywhere, each label's
+    readable name is its word (``transfer_money`` → ``"transfer money"``)."""
     task = getattr(X, "task", None)
     template = template if template is not None else getattr(task, "template", None)
     words = label_words if label_words is not None else getattr(task, "label_words", None)
+    if words is None and template is not None:
+        names = X.labels if isinstance(X, Dataset) else sorted({str(v) for v in y}) if y is not None else ()
+        words = {lab: readable_label(lab) for lab in names} or None
     if template is None or words is None:
-        raise DataError("no prompt: pass template= and label_words= (or fit on a task's sample)")
+        raise DataError("no prompt: pass template= (and label_words=, unless the label names are the words), "
+                        "or fit on a task's sample")
     words = parse_label_words(words)
     labels = tuple(X.labels) if isinstance(X, Dataset) else tuple(words)
     missing = [lab for lab in labels if lab not in words]

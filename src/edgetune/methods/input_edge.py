@@ -197,7 +197,7 @@ class InputEdgeMethod(Method):
         """Train on a task sample (dev split drawn from the task's pool) or on texts + labels (``dev``:
         labelled examples to pick the checkpoint on; none by default)."""
         self._validate_params()
-        template, words, labels = self._prompting(X)
+        template, words, labels = self._prompting(X, y)
         examples, y_idx = self._labelled(X, y, labels)
         self.labels_, self.template_ = labels, template
         self.words_ = [words[lab] for lab in labels]

@@ -74,7 +74,7 @@ class OutputEdgeMethod(Method):
     # -- scikit-learn surface ---------------------------------------------------------------------------
     def fit(self, X: Any, y: Sequence[str] | None = None) -> OutputEdgeMethod:
         self._validate_params()
-        template, words, labels = self._prompting(X)
+        template, words, labels = self._prompting(X, y)
         examples, y_idx = self._labelled(X, y, labels)
         word_list = [words[lab] for lab in labels]
         train = self.backend.features(examples, template, word_list, "training prompts")
