@@ -59,12 +59,35 @@ class Features:
     seconds: float = 0.0  # wall time spent querying the model
     truncated: int = 0
     stats: dict[str, Any] = field(default_factory=dict)  # backend counters for this call (requests, retries, ...)
+    #: prompts per input (multi-prompt features): scores are (n, views × C) and hidden (n, views × d), view by view
+    views: int = 1
 
     def __len__(self) -> int:
         return len(self.scores)
 
     def take(self, idx: Sequence[int]) -> Features:
-        return Features(self.scores[list(idx)], self.hidden[list(idx)])
+        return Features(self.scores[list(idx)], self.hidden[list(idx)], views=self.views)
+
+    @staticmethod
+    def stack(parts: Sequence[Features]) -> Features:
+        """The features of the same inputs under several prompts, side by side (``views`` = len(parts));
+        query counts, cache hits and seconds add up."""
+        if len(parts) == 1:
+            return parts[0]
+        stats: dict[str, Any] = {}
+        for p in parts:
+            for k, v in p.stats.items():
+                stats[k] = stats.get(k, 0) + v
+        return Features(np.concatenate([p.scores for p in parts], axis=1),
+                        np.concatenate([p.hidden for p in parts], axis=1),
+                        queries=sum(p.queries for p in parts), cache_hits=sum(p.cache_hits for p in parts),
+                        seconds=sum(p.seconds for p in parts), truncated=sum(p.truncated for p in parts),
+                        stats=stats, views=sum(p.views for p in parts))
+
+    def view(self, i: int) -> Features:
+        """The features of the ``i``-th prompt of multi-prompt features."""
+        c, d = self.scores.shape[1] // self.views, self.hidden.shape[1] // self.views
+        return Features(self.scores[:, i * c : (i + 1) * c], self.hidden[:, i * d : (i + 1) * d])
 
 
 class Backend(ABC):

@@ -25,7 +25,7 @@ from ..data.tasks import Task
 from ..data.templates import Template
 from ..methods import get_method
 from ..methods.base import content_free_examples
-from ..methods.output_edge import OutputEdgeMethod
+from ..methods.output_edge import OutputEdgeMethod, extract
 from .config import BenchConfig, MethodEntry, task_key
 from .records import RESULTS_NAME, ResultsLog, cell_key, machine_info
 
@@ -117,29 +117,31 @@ def run_cell(backend: Backend, task: Task, train: Any, test: Any, entry: MethodE
     y_test = np.array(test.label_ids())
     method = cls(model=backend, **params)
     if isinstance(method, OutputEdgeMethod):
-        template = Template(task.template)
+        templates = method.query_templates(Template(task.template), task.all_templates[1:])
         model_name = backend.name
-        test_feats = backend.features(test, template, task.words, f"{task.name} test")
+        test_feats = extract(backend, test, templates, task.words, f"{task.name} test")
         if test_feats.queries:
             log.write({"type": "extraction", "split": "test", "model": model_name, "task": task.name,
                        "queries": test_feats.queries, "seconds": test_feats.seconds, "stats": test_feats.stats})
-        cf = backend.features(content_free_examples(template), template, task.words, "content-free")
-        feats = backend.features(train, template, task.words, f"{task.name} {train.shots}-shot seed {seed}")
+        cf = extract(backend, content_free_examples(templates[0]), templates, task.words, "content-free")
+        feats = extract(backend, train, templates, task.words, f"{task.name} {train.shots}-shot seed {seed}")
         paid = feats.queries + cf.queries
         if paid:
             log.write({"type": "extraction", "split": "train", "model": model_name, "task": task.name,
                        "shots": train.shots, "seed": seed, "queries": paid, "seconds": feats.seconds + cf.seconds,
                        "stats": {k: feats.stats.get(k, 0) + cf.stats.get(k, 0) for k in {*feats.stats, *cf.stats}}})
         known = log.extraction_seconds(model_name, task.name, train.shots, seed)
-        extraction_s = known[0] if known else float("nan")  # nan: paid in a run that left no record
+        # seconds per training query, from the latest extraction record of this sample (nan: paid in a run that
+        # left no record); a method is charged that times the queries it reads
+        per_query = known[0] / known[1] if known and known[1] else float("nan")
+        extraction_s = per_query * (len(train) + len(cf)) * len(templates)
         start = time.perf_counter()
-        method.fit_prepared(feats, np.array(train.label_ids()), cf, labels=task.labels, template=template,
+        method.fit_prepared(feats, np.array(train.label_ids()), cf, labels=task.labels, template=templates,
                             words=task.words)
         fit_s = time.perf_counter() - start
         accuracy = float((method.decision_features(test_feats).argmax(axis=1) == y_test).mean())
         costs = method.costs()
-        # charged the share of the extraction time that its queries took
-        charged = extraction_s * costs.queries / (len(train) + len(cf))
+        charged = per_query * costs.queries
         return method, {"edge": method.edge, "accuracy": accuracy, "fit_seconds": fit_s,
                         "extraction_seconds": extraction_s, "wall_seconds": fit_s + charged,
                         "queries": costs.queries, "trainable_params": costs.trainable_params, "steps": costs.steps,

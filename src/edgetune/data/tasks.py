@@ -43,9 +43,13 @@ class Task:
     data_dir: str | None = None
     splits: Mapping[str, str] = field(default_factory=dict)  # split name -> file stem where they differ
     words_derived: bool = False  # True: no label words were given; each is its label's readable name
+    #: further templates for the same label words, for methods that query each input several ways (mpd)
+    templates: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         Template(self.template)  # validates
+        for t in self.templates:
+            Template(t)
         if not self.labels:
             raise DataError(f"task {self.name!r} has no labels")
         twice = sorted({lab for lab in self.labels if self.labels.count(lab) > 1})
@@ -107,7 +111,13 @@ class Task:
             "template": self.template,
             "label_words": dict(self.label_words),
             "description": self.description,
+            **({"templates": list(self.templates)} if self.templates else {}),
         }
+
+    @property
+    def all_templates(self) -> list[str]:
+        """The main template first, then the alternatives."""
+        return [self.template, *(t for t in self.templates if t != self.template)]
 
     def derived_words_note(self) -> str:
         """One line saying which label words were derived from label names (empty if none differ)."""
@@ -136,6 +146,15 @@ def readable_label(name: str) -> str:
 
 
 _SENTIMENT = "{text} In summary, it was {mask}"
+# Alternative templates (same label words) for multi-prompt decoding; written for this registry in the style of
+# the main ones (the label word last), not taken from a paper.
+_SENTIMENT_ALT = ("{text} All in all, the film was {mask}", "Review: {text} Sentiment: {mask}",
+                  "{text} In short, it was {mask}")
+_TOPIC_ALT = ("News: {text} This article is about {mask}", "{text} Category: {mask}",
+              "{text} This text is about {mask}")
+_ENTAIL_ALT = ("Premise: {text} Hypothesis: {text_b} Does the premise entail the hypothesis? {mask}",
+               "{text} Question: is it true that {text_b}? Answer: {mask}",
+               "\"{text}\" implies \"{text_b}\". Correct? {mask}")
 _NLI3 = {"entailment": "Yes", "neutral": "Maybe", "contradiction": "No"}
 _ENTAIL = "{text} {text_b} Does the first sentence entail the second sentence? {mask}"
 
@@ -143,15 +162,15 @@ TASKS: dict[str, Task] = {
     t.name: t
     for t in [
         Task("sst2", ("negative", "positive"), _SENTIMENT, {"negative": "bad", "positive": "great"},
-             "SST-2 movie-review sentence sentiment"),
+             "SST-2 movie-review sentence sentiment", templates=_SENTIMENT_ALT),
         Task("imdb", ("negative", "positive"), _SENTIMENT, {"negative": "bad", "positive": "great"},
-             "IMDB movie-review sentiment"),
+             "IMDB movie-review sentiment", templates=_SENTIMENT_ALT),
         Task("yelp", ("negative", "positive"), _SENTIMENT, {"negative": "bad", "positive": "great"},
-             "Yelp review polarity (test split only)"),
+             "Yelp review polarity (test split only)", templates=_SENTIMENT_ALT),
         Task("agnews", ("World", "Sports", "Business", "Sci/Tech"),
              "{text} The topic of this sentence is {mask}",
              {"World": "politics", "Sports": "sports", "Business": "business", "Sci/Tech": "technology"},
-             "AG News topic"),
+             "AG News topic", templates=_TOPIC_ALT),
         Task("dbpedia",
              ("Company", "EducationalInstitution", "Artist", "Athlete", "OfficeHolder", "MeanOfTransportation",
               "Building", "NaturalPlace", "Village", "Animal", "Plant", "Album", "Film", "WrittenWork"),
@@ -160,7 +179,7 @@ TASKS: dict[str, Task] = {
               "OfficeHolder": "politics", "MeanOfTransportation": "transportation", "Building": "building",
               "NaturalPlace": "river", "Village": "village", "Animal": "animal", "Plant": "plant",
               "Album": "album", "Film": "film", "WrittenWork": "book"},
-             "DBpedia-14 ontology class"),
+             "DBpedia-14 ontology class", templates=_TOPIC_ALT),
         Task("yahoo",
              ("Society & Culture", "Science & Mathematics", "Health", "Education & Reference",
               "Computers & Internet", "Sports", "Business & Finance", "Entertainment & Music",
@@ -170,15 +189,18 @@ TASKS: dict[str, Task] = {
               "Education & Reference": "education", "Computers & Internet": "computers", "Sports": "sports",
               "Business & Finance": "business", "Entertainment & Music": "entertainment",
               "Family & Relationships": "family", "Politics & Government": "politics"},
-             "Yahoo! Answers topic"),
+             "Yahoo! Answers topic", templates=_TOPIC_ALT),
         Task("trec", ("ABBR", "ENTY", "DESC", "HUM", "LOC", "NUM"),
              "Question: {text} The answer to this question is a {mask}",
              {"ABBR": "abbreviation", "ENTY": "thing", "DESC": "description", "HUM": "person",
               "LOC": "location", "NUM": "number"},
-             "TREC question type (6 coarse classes)"),
+             "TREC question type (6 coarse classes)",
+             templates=("{text} The question asks for a {mask}", "Q: {text} Type of answer: {mask}",
+                        "{text} The expected answer is a {mask}")),
         Task("rte", ("entailment", "not_entailment"), _ENTAIL, {"entailment": "Yes", "not_entailment": "No"},
-             "RTE textual entailment"),
-        Task("cb", ("entailment", "contradiction", "neutral"), _ENTAIL, _NLI3, "CommitmentBank (3-way NLI)"),
+             "RTE textual entailment", templates=_ENTAIL_ALT),
+        Task("cb", ("entailment", "contradiction", "neutral"), _ENTAIL, _NLI3, "CommitmentBank (3-way NLI)",
+             templates=_ENTAIL_ALT),
         Task("snli", ("entailment", "neutral", "contradiction"), _ENTAIL, _NLI3, "SNLI (3-way NLI)"),
         Task("mnli", ("entailment", "neutral", "contradiction"), _ENTAIL, _NLI3,
              "MultiNLI (3-way NLI; test = 1,000 pairs of dev-matched)", splits={"test": "test_matched"}),
@@ -264,6 +286,7 @@ def task_from_file(path: str | os.PathLike) -> Task:
         labels: [negative, positive]          # optional: defaults to the label_words keys
         files: {train: train.csv, test: test.csv}   # relative to the task file
         columns: {text: review, label: stars}        # optional column names
+        templates: ["Review: {text} Verdict: {mask}"]  # optional further templates (multi-prompt methods)
     """
     import yaml
 
@@ -289,6 +312,7 @@ def task_from_file(path: str | os.PathLike) -> Task:
         description=str(raw.get("description", "")),
         files=files,
         columns={str(k): str(v) for k, v in dict(raw.get("columns", {})).items()},
+        templates=tuple(str(t) for t in raw.get("templates", ())),
     )
 
 

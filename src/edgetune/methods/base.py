@@ -437,6 +437,17 @@ def logistic_head(clf: Any, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     return coef, bias
 
 
+def stratified_folds(y: np.ndarray, n_classes: int, k: int, seed: int) -> np.ndarray:
+    """Fold index (0..k-1) of every example: each class's examples dealt round-robin over the folds in a
+    seeded random order (the folds of a λ search by cross-validation on the training sample)."""
+    rng = np.random.default_rng(seed)
+    fold = np.zeros(len(y), dtype=np.int64)
+    for c in range(n_classes):
+        idx = np.flatnonzero(np.asarray(y) == c)
+        fold[rng.permutation(idx)] = np.arange(len(idx)) % k
+    return fold
+
+
 def content_free_examples(template: Template) -> list[Example]:
     """Inputs with no content ("N/A" and the empty string) in every field the template names."""
     out = []

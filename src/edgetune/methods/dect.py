@@ -61,6 +61,7 @@ from .base import (
     check_positive_number,
     log_softmax,
     register,
+    stratified_folds,
 )
 from .output_edge import OutputEdgeMethod
 
@@ -219,12 +220,7 @@ class DecT(OutputEdgeMethod):
         k = int(min(self.cv_folds, counts.min().item()))
         if k < 2:
             return 1.0 / shots, {}, None
-        rng = np.random.default_rng(self.seed)
-        fold = np.zeros(len(y), dtype=np.int64)
-        for c in range(n_classes):
-            idx = np.flatnonzero(y.numpy() == c)
-            fold[rng.permutation(idx)] = np.arange(len(idx)) % k
-        fold_t = torch.from_numpy(fold)
+        fold_t = torch.from_numpy(stratified_folds(y.numpy(), n_classes, k, self.seed))
         n_cv = len(grid) * k
         lams = torch.tensor([lam for lam in grid for _ in range(k)] + grid, dtype=torch.float32)
         held = torch.tensor([f for _ in grid for f in range(k)])

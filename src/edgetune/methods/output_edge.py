@@ -28,8 +28,9 @@ class OutputEdgeMethod(Method):
     """A method that needs only :class:`Features`: one backend query per prompt, never the weights.
 
     Learned attributes (besides ``labels_``): ``template_`` and ``words_`` (the prompt and label words it
-    queries with), ``hidden_dim_`` (size of the hidden features), ``n_train_``/``n_content_free_`` (the
-    prompts its fit read, for :meth:`costs`).
+    queries with), ``templates_`` (every prompt it queries each input with: ``[template_]`` unless the method
+    asks for more, see :meth:`query_templates`), ``hidden_dim_`` (size of one prompt's hidden features),
+    ``n_train_``/``n_content_free_`` (the inputs its fit read, for :meth:`costs`).
     """
 
     edge = "output"
@@ -65,11 +66,17 @@ class OutputEdgeMethod(Method):
     def set_state(self, tensors: dict[str, np.ndarray]) -> None:
         pass
 
+    def query_templates(self, template: Template, alternatives: Sequence[str]) -> list[Template]:
+        """The prompts each input is queried with, given the task's main ``template`` and its ``alternatives``
+        (:attr:`Task.templates`): the main one only, unless a method decodes from several views (one query per
+        input and prompt; :meth:`Features.stack` puts them side by side)."""
+        return [template]
+
     # -- features -------------------------------------------------------------------------------------------
     def features(self, X: Any, description: str = "prompts") -> Features:
-        """Features of inputs under the fitted prompt (cached by the backend)."""
+        """Features of inputs under the fitted prompt(s) (cached by the backend)."""
         self._check_fitted()
-        return self.backend.features(as_examples(X), self.template_, self.words_, description)
+        return extract(self.backend, as_examples(X), self.templates_, self.words_, description)
 
     # -- scikit-learn surface ---------------------------------------------------------------------------
     def fit(self, X: Any, y: Sequence[str] | None = None) -> OutputEdgeMethod:
@@ -77,26 +84,36 @@ class OutputEdgeMethod(Method):
         template, words, labels = self._prompting(X, y)
         examples, y_idx = self._labelled(X, y, labels)
         word_list = [words[lab] for lab in labels]
-        train = self.backend.features(examples, template, word_list, "training prompts")
-        cf = (self.backend.features(content_free_examples(template), template, word_list, "content-free prompts")
-              if self.uses_content_free else Features(np.zeros((0, len(word_list)), np.float32),
-                                                      np.zeros((0, 0), np.float32)))
-        return self.fit_prepared(train, y_idx, cf, labels=labels, template=template, words=word_list)
+        task = getattr(X, "task", None)
+        templates = self.query_templates(template, task.all_templates[1:] if task is not None else ())
+        train = extract(self.backend, examples, templates, word_list, "training prompts")
+        cf = (extract(self.backend, content_free_examples(template), templates, word_list, "content-free prompts")
+              if self.uses_content_free else Features(np.zeros((0, len(word_list) * len(templates)), np.float32),
+                                                      np.zeros((0, 0), np.float32), views=len(templates)))
+        return self.fit_prepared(train, y_idx, cf, labels=labels, template=templates, words=word_list)
 
     def fit_prepared(self, train: Features, y: np.ndarray, content_free: Features, labels: Sequence[str],
-                     template: Template | str, words: Sequence[str]) -> OutputEdgeMethod:
-        """Fit on features already extracted (the runner shares one extraction among methods)."""
+                     template: Template | str | Sequence[Template | str], words: Sequence[str]) -> OutputEdgeMethod:
+        """Fit on features already extracted (the runner shares one extraction among methods). ``template``:
+        the prompt, or the prompts of multi-prompt features (as :meth:`query_templates` gave them)."""
         self._validate_params()
         self.labels_ = tuple(labels)
-        self.template_ = Template(template) if isinstance(template, str) else template
+        many = template if isinstance(template, list | tuple) else [template]
+        self.templates_ = [Template(t) if isinstance(t, str) else t for t in many]
+        self.template_ = self.templates_[0]
         self.words_ = list(words)
         if len(train) == 0:
             from ..errors import DataError
 
             raise DataError("no training examples")
+        if train.views != len(self.templates_):
+            from ..errors import DataError
+
+            raise DataError(f"{self.name}: the features hold {train.views} prompt(s) per input, not the "
+                            f"{len(self.templates_)} its templates say")
         self.identity_ = self.backend.identity
         self.model_name_ = self.backend.name
-        self.hidden_dim_ = int(train.hidden.shape[1])
+        self.hidden_dim_ = int(train.hidden.shape[1]) // train.views
         self.n_train_, self.n_content_free_ = len(train), len(content_free)
         self.fit_features(train, np.asarray(y), content_free)
         return self
@@ -107,13 +124,14 @@ class OutputEdgeMethod(Method):
     def costs(self) -> Costs:
         self._check_fitted()
         learned = sum(np.asarray(v).size for k, v in self.state().items() if k not in self.fixed_state)
-        queries = self.uses_training_prompts * self.n_train_ + self.uses_content_free * self.n_content_free_
-        return Costs(trainable_params=int(learned), queries=int(queries), steps=0)
+        per_prompt = self.uses_training_prompts * self.n_train_ + self.uses_content_free * self.n_content_free_
+        return Costs(trainable_params=int(learned), queries=int(per_prompt * len(self.templates_)), steps=0)
 
     # -- persistence ------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
         self._check_fitted()
         config = {**self._base_config(), "template": self.template_.text, "label_words": list(self.words_),
+                  **({"templates": [t.text for t in self.templates_]} if len(self.templates_) > 1 else {}),
                   "backend_kind": self.backend.kind, "backend_settings": _jsonable(self.backend.settings()),
                   "hidden_dim": self.hidden_dim_}
         return write_atomically(path, config, self.state())
@@ -122,7 +140,18 @@ class OutputEdgeMethod(Method):
     def load(cls, path: str | os.PathLike, model: str | Backend | None = None) -> OutputEdgeMethod:
         obj, config, tensors = restore(cls, path, model)
         obj.hidden_dim_ = int(config["hidden_dim"])
+        obj.templates_ = [Template(t) for t in config.get("templates", [config["template"]])]
         obj.set_state(tensors)
         if model is not None:
             obj.backend  # noqa: B018 - checks the identity now, not at the first prediction
         return obj
+
+
+def extract(backend: Backend, examples: Sequence[Any], templates: Sequence[Template], words: Sequence[str],
+            description: str = "prompts") -> Features:
+    """Features of ``examples`` under each template, side by side (:meth:`Features.stack`); one template: plain
+    features. Each template's prompts are cached on their own, so a method that adds prompts re-pays nothing
+    for the ones another method already asked."""
+    return Features.stack([backend.features(examples, t, words, description if len(templates) == 1
+                                            else f"{description} (prompt {i + 1}/{len(templates)})")
+                           for i, t in enumerate(templates)])
