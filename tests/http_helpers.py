@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import math
 import random
 import threading
 import time
@@ -15,7 +16,9 @@ from urllib.parse import urlparse
 
 
 def _prompt_of(body: dict) -> str:
-    return str(body.get("prompt", body.get("input", "")))
+    """What a request asks about: its prompt (or input, or text to tokenise), plus its logit bias if any."""
+    text = str(body.get("prompt", body.get("input", body.get("content", ""))))
+    return text + (f" |bias {json.dumps(body['logit_bias'], sort_keys=True)}" if body.get("logit_bias") else "")
 
 
 class _Server:
@@ -46,8 +49,11 @@ class FakeOpenAI(_Server):
     (1-based) to an HTTP status to answer instead; ``words`` are the tokens it knows."""
 
     def __init__(self, words: list[str], top: int = 5, dim: int = 6, fail: dict[int, int] | None = None,
-                 per_token: bool = True) -> None:
-        self.words, self.top, self.dim, self.per_token = words, top, dim, per_token
+                 per_token: bool = True, bias: str | None = None) -> None:
+        """``bias``: None (no tokenize endpoint, ``logit_bias`` ignored), ``"sample"`` (llama-cpp-python's way:
+        the biased token is generated and its unbiased log-probability reported beside the top) or ``"reflect"``
+        (log-probabilities computed after the bias)."""
+        self.words, self.top, self.dim, self.per_token, self.bias = words, top, dim, per_token, bias
         self.fail = dict(fail or {})
         self.requests = 0
         self.seen: Counter[tuple[str, str]] = Counter()
@@ -88,11 +94,26 @@ class _FakeHandler(BaseHTTPRequestHandler):
         n_tokens = max(1, len(prompt.split()))
         with fake.lock:
             fake.seen[(self.path, prompt)] += 1
+        if self.path.endswith("/tokenize") and fake.bias:
+            text = str(body.get("input", body.get("content", "")))
+            known = [" " + w for w in fake.words]
+            self._json(200, {"tokens": [known.index(text)] if text in known else [7, 7]})
+            return
         if self.path.endswith("/completions"):
             lp = fake.logprobs(prompt, fake.words)
-            top = dict(sorted(lp.items(), key=lambda kv: -kv[1])[: fake.top])
-            choice = {"text": next(iter(top)), "index": 0, "finish_reason": "length",
-                      "logprobs": {"tokens": [next(iter(top))], "token_logprobs": [max(top.values())],
+            bias = {" " + fake.words[int(k)]: float(v) for k, v in (body.get("logit_bias") or {}).items()}
+            n = int(body.get("logprobs") or 1)
+            if fake.bias == "reflect" and bias:
+                shifted = {w: v + bias.get(w, 0.0) for w, v in lp.items()}
+                norm = math.log(sum(math.exp(v) for v in shifted.values()))
+                lp = {w: v - norm for w, v in shifted.items()}
+            top = dict(sorted(lp.items(), key=lambda kv: -kv[1])[: min(fake.top, n)])
+            chosen = next(iter(top))
+            if fake.bias == "sample" and bias:
+                chosen = max(bias, key=lambda w: lp[w] + bias[w])
+                top[chosen] = lp[chosen]  # the generated token is reported, unbiased, beside the top
+            choice = {"text": chosen, "index": 0, "finish_reason": "length",
+                      "logprobs": {"tokens": [chosen], "token_logprobs": [lp[chosen]],
                                    "top_logprobs": [top], "text_offset": [0]}}
             self._json(200, {"id": "c", "object": "text_completion", "created": 0, "model": body.get("model"),
                              "choices": [choice],

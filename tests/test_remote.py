@@ -4,6 +4,7 @@ test_server.py): scores and floors, per-token embeddings, retries, clear errors,
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -72,6 +73,28 @@ def test_missing_label_word_gets_counted_floor_not_zero():
     with FakeOpenAI(vocab, top=2) as srv, pytest.warns(UserWarning):
         fixed = backend(srv.base_url, floor=-50.0).features(texts(3), TEMPLATE, ["bad", "great", "okay"])
     assert (fixed.scores == -50.0).sum() == fixed.stats["floored"] >= 3
+
+
+@pytest.mark.parametrize("mode", ["sample", "reflect"])
+def test_missing_label_words_are_made_exact_with_logit_bias(mode):
+    """A server with a tokenize endpoint that honours logit_bias: no floors. "sample" (llama-cpp-python's
+    way) gives every score exactly; "reflect" gives their differences exactly (all the methods use)."""
+    vocab, words = ["bad", "great", "okay", "x", "y"], ["bad", "great", "okay"]
+    with FakeOpenAI(vocab, top=2, bias=mode) as srv:
+        b = backend(srv.base_url)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no floor warning
+            feats = b.features(texts(6), TEMPLATE, words)
+        assert b.bias_mode == mode
+        with pytest.warns(UserWarning, match="floor value"):
+            off = backend(srv.base_url, exact="off").features(texts(6), TEMPLATE, words)
+    for i, ex in enumerate(texts(6)):
+        lp = FakeOpenAI.logprobs(f"{ex.text} It was", vocab)
+        raw = np.array([lp[" " + w] for w in words])
+        got = feats.scores[i] if mode == "sample" else feats.scores[i] - feats.scores[i][0] + raw[0]
+        np.testing.assert_allclose(got, raw, rtol=1e-5)
+    assert feats.stats.get("floored", 0) == 0 and feats.stats["exact"] == 18 and feats.stats["recovered"] >= 6
+    assert off.stats["floored"] >= 6 and off.stats.get("recovered", 0) == 0
 
 
 def test_retries_500_and_429_then_succeeds():

@@ -23,6 +23,23 @@ true value) unless a fixed ``floor`` is given. Every floored score is counted (`
 per word in :attr:`floored_words`) and a warning says how many were floored; it is never a silent zero.
 Raise ``top_logprobs`` where the server allows it to make floors rarer.
 
+**Exact scores through a capped API** (``exact="auto"``, the default). When a label word is missing from the
+top N, the backend tries to learn its exact log-probability with ``logit_bias`` on the word's token (ids from
+the server's tokenize endpoint: ``/extras/tokenize`` of llama-cpp-python's server or ``/tokenize`` of
+llama.cpp's). Once per backend it probes how the server treats a bias:
+
+- *sampling only* (llama-cpp-python 0.3.x): the bias makes the biased word the generated token, and the server
+  reports that token's **unbiased** log-probability beside the top N; one extra request per missing word
+  gives its exact score;
+- *reflected* (log-probabilities computed after the bias): one extra request per prompt with the same bias on
+  every label word lifts them all into the top N, and the differences between them — all that the methods use
+  (every score is normalised over the label words) — are exact.
+
+A server without a tokenize endpoint, one that ignores ``logit_bias``, or a label word of several tokens falls
+back to the floor. ``usage`` counts ``exact`` (scores found in the top N or recovered) and ``recovered`` (by a
+bias request) beside ``floored``; ``echo`` + ``logprobs`` scoring was tried on llama-cpp-python 0.3.36 and
+returns wrong prompt log-probabilities there, so it is not used (see ``benchmarks/results/README.md``).
+
 **Fault tolerance.** Requests run concurrently (``concurrency`` in flight, asyncio) under an optional
 rate limit (requests per second), each with a timeout. Timeouts, connection errors, 429 and 5xx answers
 are retried with exponential backoff and jitter (``Retry-After`` is honoured); other errors (bad request,
@@ -99,12 +116,18 @@ class OpenAIBackend(Backend):
                  top_logprobs: int = 20, hidden: bool = True, floor: float | None = None, concurrency: int = 8,
                  rate_limit: float | None = None, timeout: float = 30.0, max_retries: int = 6,
                  backoff: float = 0.5, max_backoff: float = 20.0, identity: str | None = None,
-                 progress: bool = True, batch_size: int = 32) -> None:
+                 exact: str = "auto", progress: bool = True, batch_size: int = 32) -> None:
         super().__init__(model, cache, batch_size, progress)
         if top_logprobs < 1:
             raise ModelError(f"top_logprobs must be at least 1, not {top_logprobs!r}")
         if concurrency < 1:
             raise ModelError(f"concurrency must be at least 1, not {concurrency!r}")
+        if exact not in ("auto", "off"):
+            raise ModelError(f"exact must be 'auto' (logit_bias where the server allows it) or 'off', not {exact!r}")
+        self.exact = exact
+        self.bias_mode: str | None = None  # after the probe: "sample", "reflect" or "none"
+        self._token_ids: dict[str, int | None] = {}
+        self._probe_lock: asyncio.Lock | None = None
         self.model_name = model
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
@@ -119,7 +142,8 @@ class OpenAIBackend(Backend):
         self.max_backoff = max_backoff
         self._identity = identity or f"openai:{model}"
         self.floored_words: Counter[str] = Counter()
-        self.usage.update(requests=0, retries=0, failures=0, prompt_tokens=0, completion_tokens=0, floored=0)
+        self.usage.update(requests=0, retries=0, failures=0, prompt_tokens=0, completion_tokens=0, floored=0,
+                          exact=0, recovered=0)
 
     # -- Backend hooks ---------------------------------------------------------------------------------
     @property
@@ -128,11 +152,11 @@ class OpenAIBackend(Backend):
 
     def settings(self) -> dict[str, Any]:
         return {"top_logprobs": self.top_logprobs, "hidden": self.hidden, "floor": self.floor,
-                "scores": "logprobs"}
+                "scores": "logprobs", "exact": self.exact}
 
     @classmethod
     def options_from_settings(cls, settings: dict[str, Any]) -> dict[str, Any]:
-        return {k: settings[k] for k in ("top_logprobs", "hidden", "floor") if k in settings}
+        return {k: settings[k] for k in ("top_logprobs", "hidden", "floor", "exact") if k in settings}
 
     def check_label_words(self, words: Sequence[str]) -> list[int]:
         """The server cannot tokenise for us: words are matched as the token text ``" " + word`` in the
@@ -170,10 +194,13 @@ class OpenAIBackend(Backend):
                 pool.submit(asyncio.run, coro).result()
         floored = self.usage["floored"] - floored_before
         if floored:
+            why = {"none": "; the server offers no exact way (no tokenize endpoint, or logit_bias ignored)",
+                   None: ""}.get(self.bias_mode, "; logit_bias could not recover them (words of several tokens?)")
             warnings.warn(
                 f"{floored} label-word score(s) over {len(encoded)} prompt(s) were not among the server's top "
                 f"{self.top_logprobs} log-probabilities and got the floor value (by word: "
-                f"{dict(self.floored_words - words_before)}); raise top_logprobs if the server allows", stacklevel=3)
+                f"{dict(self.floored_words - words_before)}){why}; raise top_logprobs if the server allows",
+                stacklevel=3)
 
     async def _answer_all(self, encoded: list[tuple[int, str, Any]], words: list[str],
                           save: Callable[[list[tuple[str, np.ndarray, np.ndarray]]], None]) -> None:
@@ -183,6 +210,7 @@ class OpenAIBackend(Backend):
                              max_retries=0, timeout=self.timeout)
         limiter = _RateLimiter(self.rate_limit)
         slots = asyncio.Semaphore(self.concurrency)
+        self._probe_lock = None  # made in this event loop when first needed
 
         async def one(key: str, text: str) -> None:
             async with slots:
@@ -238,28 +266,117 @@ class OpenAIBackend(Backend):
             f"{type(last).__name__}: {_message(last)}. Is the server running and reachable? Answers received so "
             "far are cached; rerunning resumes from there.")
 
-    async def _scores(self, client: Any, limiter: _RateLimiter, text: str, words: list[str]) -> np.ndarray:
+    async def _top(self, client: Any, limiter: _RateLimiter, text: str, n: int,
+                   bias: dict[str, int] | None = None) -> tuple[dict[str, float], str]:
+        """The top-``n`` next-token log-probabilities (and the generated token) after ``text``."""
+        extra = {"logit_bias": bias} if bias else {}
         resp = await self._call("completion", limiter, lambda: client.completions.create(
-            model=self.model_name, prompt=text, max_tokens=1, temperature=0.0, logprobs=self.top_logprobs))
+            model=self.model_name, prompt=text, max_tokens=1, temperature=0.0, logprobs=n, **extra))
         self._count_usage(resp)
         try:
             top = resp.choices[0].logprobs.top_logprobs[0]
         except (AttributeError, IndexError, TypeError):
             raise RemoteError(f"{self.base_url}: the completion answer has no top log-probabilities; the server "
                               "must support the `logprobs` parameter of /v1/completions") from None
-        top = dict(top)
+        return dict(top or {}), str(getattr(resp.choices[0], "text", "") or "")
+
+    async def _scores(self, client: Any, limiter: _RateLimiter, text: str, words: list[str]) -> np.ndarray:
+        top, _ = await self._top(client, limiter, text, self.top_logprobs)
         if not top:
             raise RemoteError(f"{self.base_url}: the server returned no log-probabilities")
         floor = self.floor if self.floor is not None else min(top.values())
+        found = {w: top[" " + w] for w in words if math.isfinite(top.get(" " + w, math.nan))}
+        missing = [w for w in words if w not in found]
+        probed: dict[str, dict[str, float]] = {}  # the probe's answer, reused (a word biased on this prompt)
+        if missing and self.exact == "auto" and await self._bias_ready(client, limiter, text, words, top, probed):
+            ids = {w: self._token_ids.get(w) for w in words}
+            if self.bias_mode == "sample":  # one request per missing word: its unbiased log-probability
+                for w in missing:
+                    if ids[w] is not None:
+                        got = probed[w] if w in probed else (
+                            await self._top(client, limiter, text, 1, {str(ids[w]): 100}))[0]
+                        if math.isfinite(got.get(" " + w, math.nan)):
+                            found[w] = got[" " + w]
+                            self.usage["recovered"] += 1
+            elif self.bias_mode == "reflect" and all(i is not None for i in ids.values()) and len(top) > 1:
+                # the same bias on a group of label words lifts them into the top N, where their differences
+                # are exact; groups of at most N (the server's cap, seen in the plain answer) share an anchor
+                # word, which links their differences
+                anchor, rest, size = words[0], words[1:], len(top) - 1
+                merged: dict[str, float] = {}
+                for g in range(0, len(rest), size):
+                    group = [anchor, *rest[g : g + size]]
+                    got, _ = await self._top(client, limiter, text, len(top), {str(ids[w]): 100 for w in group})
+                    if not all(math.isfinite(got.get(" " + w, math.nan)) for w in group):
+                        merged = {}
+                        break
+                    shift = merged[anchor] - got[" " + anchor] if merged else 0.0
+                    merged.update({w: got[" " + w] + shift for w in group})
+                if merged:
+                    self.usage["recovered"] += len(missing)
+                    found = merged
         out = np.empty(len(words), np.float32)
         for i, w in enumerate(words):
-            value = top.get(" " + w)
-            if value is None or not math.isfinite(value):
+            if w in found:
+                self.usage["exact"] += 1
+                out[i] = found[w]
+            else:
                 self.usage["floored"] += 1
                 self.floored_words[w] += 1
-                value = floor
-            out[i] = value
+                out[i] = floor
         return out
+
+    async def _bias_ready(self, client: Any, limiter: _RateLimiter, text: str, words: list[str],
+                          top: dict[str, float], probed: dict[str, dict[str, float]]) -> bool:
+        """Whether missing scores can be recovered with ``logit_bias``; the first call finds the label words'
+        token ids and probes how the server treats a bias (see the module docstring), once per backend, on
+        the prompt at hand (``top``: its plain answer; the probe's biased answer is left in ``probed``)."""
+        if self._probe_lock is None:
+            self._probe_lock = asyncio.Lock()
+        async with self._probe_lock:
+            todo = [w for w in words if w not in self._token_ids]
+            for w in todo:
+                toks = await self._tokenize(client, limiter, " " + w)
+                if toks is None:  # no tokenize endpoint: no exact way on this server
+                    self.bias_mode = "none"
+                    return False
+                self._token_ids[w] = toks[0] if len(toks) == 1 else None
+            if self.bias_mode is None:
+                self.bias_mode = await self._probe_bias(client, limiter, text, words, top, probed)
+        return self.bias_mode in ("sample", "reflect")
+
+    async def _probe_bias(self, client: Any, limiter: _RateLimiter, text: str, words: list[str],
+                          top: dict[str, float], probed: dict[str, dict[str, float]]) -> str | None:
+        """ "sample" when a biased word is generated and reported unbiased, "reflect" when its reported
+        log-probability is the biased one (≈ 0 after +100), "none" when the bias changes nothing; None (ask
+        again on a later prompt) when no label word is both missing here and one token."""
+        candidates = [w for w in words if self._token_ids.get(w) is not None and " " + w not in top]
+        if not candidates:
+            return None
+        w = candidates[0]
+        got, generated = await self._top(client, limiter, text, 1, {str(self._token_ids[w]): 100})
+        value = got.get(" " + w)
+        if generated != " " + w or value is None or not math.isfinite(value):
+            return "none"
+        if value > -0.01:
+            return "reflect"
+        probed[w] = got
+        return "sample"
+
+    async def _tokenize(self, client: Any, limiter: _RateLimiter, text: str) -> list[int] | None:
+        """Token ids of ``text`` from the server (llama-cpp-python's ``/extras/tokenize`` or llama.cpp's
+        ``/tokenize``, both beside ``/v1``; retried like every request); ``None`` if it offers neither."""
+        root = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
+        for path, body in (("/extras/tokenize", {"input": text}), ("/tokenize", {"content": text})):
+            try:
+                answer = await self._call("tokenize", limiter, lambda path=path, body=body: client.post(
+                    root + path, cast_to=object, body=body))
+            except RemoteError:
+                continue
+            tokens = answer.get("tokens") if isinstance(answer, dict) else None
+            if isinstance(tokens, list) and tokens:
+                return [int(t) for t in tokens]
+        return None
 
     async def _hidden(self, client: Any, limiter: _RateLimiter, text: str) -> np.ndarray:
         resp = await self._call("embeddings", limiter, lambda: client.embeddings.create(
