@@ -16,9 +16,9 @@ here is sensitive to (every use normalises over the label words).
 **Label names of any length** (causal models, feature extraction): when a label word is more than one
 token (``"transfer money"``, a 150-intent task's names), each label is scored by the mean log-probability
 of its tokens after the prompt. Still one query per prompt: the prompt is run once and its key/value cache
-is shared by every label's continuation (all labels in one batched pass), so a label costs its own tokens,
-not another prompt. Single-token words keep the fast path above (the label words' rows of the output layer
-only). Input-edge methods train on single-token words.
+is shared by every label's continuation (all labels in one pass, as blocks of one sequence under a
+block-causal mask), so a label costs its own tokens, not another prompt. Single-token words keep the fast
+path above (the label words' rows of the output layer only). Input-edge methods train on single-token words.
 
 The forward pass lives in one place, :class:`LabelReader`: input embeddings in, label-word logits (and the
 hidden state) at the label position out. Feature extraction calls it on the embeddings of the prompt's
@@ -287,7 +287,7 @@ class LocalBackend(Backend):
             raise LabelWordError(f"label words {list(words)} map to the same token for model {self.name}")
         return ids
 
-    #: label continuations run at once for multi-token label names (prompts x labels rows per pass)
+    #: how many prompts' label continuations run in one pass, as prompts x label positions / 16
     label_rows: int = 256
     #: the longest label name, in tokens, scored as a sequence
     max_label_tokens: int = 32
@@ -374,48 +374,50 @@ class LocalBackend(Backend):
         return logits.float().cpu().numpy(), hidden.float().cpu().numpy()
 
     def _run_sequences(self, batch: list[Any], seqs: list[tuple[int, ...]]) -> tuple[np.ndarray, np.ndarray]:
-        """Mean log-probability of each label's tokens after each prompt (causal): the prompts run once with a
-        key/value cache, which is repeated for every label, and every label's tokens but its last are fed
-        after it in one pass (padded labels masked); a label's first token is read from the prompt's last
-        position, each later one from the position before it."""
-        k, longest = len(seqs), max(len(q) for q in seqs)
-        cont = torch.full((k, max(longest - 1, 1)), self.pad_id, dtype=torch.long)
-        cont_mask = torch.zeros_like(cont)
-        for j, q in enumerate(seqs):
-            cont[j, : len(q) - 1] = torch.tensor(q[:-1], dtype=torch.long)
-            cont_mask[j, : len(q) - 1] = 1
-        first_ids = torch.tensor([q[0] for q in seqs], device=self.device)
-        later = [(j, t, q[t + 1]) for j, q in enumerate(seqs) for t in range(len(q) - 1)]
-        lengths = torch.tensor([len(q) for q in seqs], dtype=torch.float32, device=self.device)
-        cont, cont_mask = cont.to(self.device), cont_mask.to(self.device)
+        """Mean log-probability of each label's tokens after each prompt (causal).
+
+        The prompts run once with a key/value cache. Then every label's tokens but its last are fed after it
+        at once, as one sequence of label blocks with a block-causal mask: a label token sees the prompt and
+        the earlier tokens of its own label only, with the positions it would have right after the prompt. So
+        the cache is neither copied nor repeated per label, and each prompt costs its own tokens plus the
+        labels' tokens. A label's first token is read from the prompt's last position, each later one from the
+        position before it (the full vocabulary's log-softmax, Gemma's soft-capping included)."""
+        dev = self.device
+        flat = [(j, t) for j, q in enumerate(seqs) for t in range(len(q) - 1)]  # fed: label j's token t
+        first_ids = torch.tensor([q[0] for q in seqs], device=dev)
+        lengths = torch.tensor([len(q) for q in seqs], dtype=torch.float32, device=dev)
         base = self.model.base_model
         key = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
         every = self.hidden_layer != -1
-        step = max(1, self.label_rows // k)
+        if flat:
+            cont = torch.tensor([seqs[j][t] for j, t in flat], device=dev)
+            block = torch.tensor([j for j, _ in flat], device=dev)
+            offset = torch.tensor([t for _, t in flat], device=dev)
+            target = torch.tensor([seqs[j][t + 1] for j, t in flat], device=dev)
+            sees = (block[:, None] == block[None, :]) & (offset[None, :] <= offset[:, None])  # (m, m)
+        step = max(1, self.label_rows * 16 // max(len(flat), 1))  # prompts per pass: bounded label positions
         all_scores, all_hidden = [], []
-        for b0 in range(0, len(batch), step):
-            tb = self.collate(batch[b0 : b0 + step]).to(self.device)
-            n, rows = len(tb), torch.arange(len(tb), device=self.device)
+        for b0 in range(0, len(batch), min(step, len(batch))):
+            tb = self.collate(batch[b0 : b0 + step]).to(dev)
+            n, rows = len(tb), torch.arange(len(tb), device=dev)
             out = base(inputs_embeds=self.input_embedding()(tb.input_ids), attention_mask=tb.attention_mask,
                        use_cache=True, output_hidden_states=every)
             final = out.last_hidden_state[rows, tb.position]
             hidden = out.hidden_states[self.hidden_layer][rows, tb.position] if every else final
             total = self._log_softmax(final)[:, first_ids]  # (n, k): each label's first token
-            if later:
-                cache = getattr(out, key)
-                cache.batch_repeat_interleave(k)  # row r: prompt r // k, label r % k
-                positions = (tb.position + 1).repeat_interleave(k)[:, None] + torch.arange(cont.shape[1],
-                                                                                          device=self.device)
-                mask = torch.cat([tb.attention_mask.repeat_interleave(k, 0), cont_mask.repeat(n, 1)], dim=1)
-                o2 = base(input_ids=cont.repeat(n, 1), attention_mask=mask, position_ids=positions, use_cache=True,
-                          **{key: cache})
-                h2 = o2.last_hidden_state.view(n, k, cont.shape[1], -1)
-                lab = torch.tensor([j for j, _, _ in later], device=self.device)
-                pos = torch.tensor([t for _, t, _ in later], device=self.device)
-                tok = torch.tensor([x for _, _, x in later], device=self.device)
-                picked = self._log_softmax(h2[:, lab, pos])  # (n, m, V): every scored position of every label
-                gained = picked.gather(2, tok.expand(n, -1)[..., None])[..., 0]  # (n, m)
-                total = total.index_add(1, lab, gained)
+            if flat:
+                m, width = len(flat), tb.input_ids.shape[1]
+                allowed = torch.cat([tb.attention_mask.bool()[:, None, :].expand(n, m, width),
+                                     sees[None].expand(n, m, m)], dim=2)  # (n, m, width + m)
+                dtype = final.dtype
+                mask = torch.zeros(n, 1, m, width + m, dtype=dtype, device=dev)
+                mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)  # additive: eager and SDPA alike
+                positions = (tb.position + 1)[:, None] + offset[None, :]
+                o2 = base(input_ids=cont.expand(n, m), attention_mask=mask, position_ids=positions,
+                          use_cache=True, **{key: getattr(out, key)})
+                logp = self._log_softmax(o2.last_hidden_state)  # (n, m, V)
+                gained = logp.gather(2, target.expand(n, m)[..., None])[..., 0]  # (n, m)
+                total = total.index_add(1, block, gained)
             all_scores.append((total / lengths).float().cpu().numpy())
             all_hidden.append(hidden.float().cpu().numpy())
         return np.concatenate(all_scores), np.concatenate(all_hidden)

@@ -35,10 +35,14 @@ Choices, each a parameter (reference = thunlp/DecT ``dect_verbalizer.py``):
 - ``threads``: torch threads while fitting (1 by default; ``None`` leaves torch's setting). The decoder is
   small-tensor work: beside one busy process, 2 threads on a 2-core CPU took 11.7 s for an agnews-sized fit
   that 1 thread did in 1.0 s; quiet, 1 thread is 1.2-1.5x slower (benchmarks/results/dect_fit_speed.md).
-- ``solver``: ``"full"`` (default, the reference) learns the whole projection W; ``"span"`` learns only its
-  part inside the span of the (standardised) training inputs, W = W0 + B·Vᵀ with V an orthonormal basis of
-  that span (n ≤ d, so B is proto_dim × n): identical for gradient descent, not for Adam; 3-4x faster fits,
-  within noise of the full solver on four tasks (benchmarks/results/dect_fit_speed.md).
+- ``solver``: ``"span"`` (default) learns only the projection's part inside the span of the (standardised)
+  training inputs, W = W0 + B·Vᵀ with V an orthonormal basis of that span (n ≤ d, so B is proto_dim × n):
+  identical to learning W whole for gradient descent, not for Adam; ``"full"`` (the reference, and the
+  default until 2026-11-28: every DecT number measured before then) learns the whole W. Span fits are 3-4x
+  faster, and within noise of full ones on held-out train-pool data (-0.41 ± 3.53 points per cell over 20
+  cells, ``benchmarks/results/dect_solver_choice/``; fit times in ``benchmarks/results/dect_fit_speed.md``).
+- All the decoders of a fit — every (fold, λ) of the λ search and the full-data decoder of every λ — train as
+  one batch (rows are independent), so a fit is one training loop; the chosen λ's full-data decoder is kept.
 """
 
 from __future__ import annotations
@@ -84,7 +88,7 @@ class DecT(OutputEdgeMethod):
                  label_words=None, proto_dim: int = 128, lr: float = 0.01, epochs: int = 30,
                  lam: float | str | None = "cv", lam_grid: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0),
                  cv_folds: int = 4, calibrate: bool | str = True, normalize: str = "standardize",
-                 prototypes: str = "mean", weight_decay: float = 0.0, solver: str = "full", threads: int | None = 1,
+                 prototypes: str = "mean", weight_decay: float = 0.0, solver: str = "span", threads: int | None = 1,
                  seed: int = 0) -> None:
         super().__init__(model, template=template, label_words=label_words)
         self.proto_dim = proto_dim
