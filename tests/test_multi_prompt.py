@@ -25,7 +25,7 @@ def test_one_prompt_is_dect_exactly(make_backend, toy_task):
     """With one prompt the transport is trivial: the same initialisation, λ search and decoder as DecT."""
     be = make_backend("causal")
     train = toy_task.sample(6, seed=0)
-    dect = DecT(be, seed=3).fit(train)
+    dect = DecT(be, seed=3, solver="full").fit(train)  # mpd learns the whole projection, as DecT's full solver
     mpd = MultiPromptDecoder(be, prompts=1, seed=3).fit(train)
     assert mpd.lam_ == dect.lam_ and mpd.cv_accuracy_ == pytest.approx(dect.cv_accuracy_)
     np.testing.assert_allclose(mpd.W_, dect.W_, atol=1e-4)

@@ -36,7 +36,8 @@ import re
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -435,6 +436,30 @@ def logistic_head(clf: Any, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
         coef[clf.classes_] = clf.coef_
         bias[clf.classes_] = clf.intercept_
     return coef, bias
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch threads (``None``: as set), restoring the setting after (decoders are
+    small-tensor work, which several threads beside a busy process slow down badly)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def class_counts(name: str, labels: Sequence[str], y: np.ndarray) -> np.ndarray:
+    """Training examples per label; a label without one is an error naming it."""
+    counts = np.bincount(y, minlength=len(labels))
+    if (counts == 0).any():
+        missing = [labels[i] for i in np.flatnonzero(counts == 0)]
+        raise EdgetuneError(f"{name} needs at least one training example of every label; none for {missing}")
+    return counts
 
 
 def stratified_folds(y: np.ndarray, n_classes: int, k: int, seed: int) -> np.ndarray:

@@ -63,9 +63,11 @@ from .base import (
     calibrate,
     check_positive_int,
     check_positive_number,
+    class_counts,
     log_softmax,
     register,
     stratified_folds,
+    torch_threads,
 )
 from .output_edge import OutputEdgeMethod
 
@@ -246,20 +248,12 @@ class DecT(OutputEdgeMethod):
 
     # -- OutputEdgeMethod --------------------------------------------------------------------------------
     def fit_features(self, train: Features, y: np.ndarray, content_free: Features) -> DecT:
-        before = torch.get_num_threads()
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
-        try:
+        with torch_threads(self.threads):
             return self._fit(train, y, content_free)
-        finally:
-            torch.set_num_threads(before)
 
     def _fit(self, train: Features, y: np.ndarray, content_free: Features) -> DecT:
         n_classes = len(self.labels_)
-        counts = np.bincount(y, minlength=n_classes)
-        if (counts == 0).any():
-            missing = [self.labels_[i] for i in np.flatnonzero(counts == 0)]
-            raise EdgetuneError(f"DecT needs at least one training example of every label; none for {missing}")
+        counts = class_counts("DecT", self.labels_, y)
         self.content_free_ = content_free.scores.astype(np.float32)
         self.batch_prior_ = batch_prior(train.scores).astype(np.float32)
         h = train.hidden.astype(np.float64)

@@ -38,9 +38,11 @@ from .base import (
     calibrate,
     check_positive_int,
     check_positive_number,
+    class_counts,
     log_softmax,
     register,
     stratified_folds,
+    torch_threads,
 )
 from .output_edge import OutputEdgeMethod
 
@@ -187,20 +189,12 @@ class MultiPromptDecoder(OutputEdgeMethod):
 
     # -- OutputEdgeMethod --------------------------------------------------------------------------------
     def fit_features(self, train: Features, y: np.ndarray, content_free: Features) -> MultiPromptDecoder:
-        before = torch.get_num_threads()
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
-        try:
+        with torch_threads(self.threads):
             return self._fit(train, y, content_free)
-        finally:
-            torch.set_num_threads(before)
 
     def _fit(self, train: Features, y: np.ndarray, content_free: Features) -> MultiPromptDecoder:
         n_classes = len(self.labels_)
-        counts = np.bincount(y, minlength=n_classes)
-        if (counts == 0).any():
-            missing = [self.labels_[i] for i in np.flatnonzero(counts == 0)]
-            raise EdgetuneError(f"{self.name} needs at least one training example of every label; none for {missing}")
+        counts = class_counts(self.name, self.labels_, y)
         scores, hidden = self._views(train)
         self.content_free_ = content_free.scores.astype(np.float32)
         h = hidden.astype(np.float64)
