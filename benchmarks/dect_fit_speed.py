@@ -57,8 +57,8 @@ def fit_times(classes: int, solver: str, threads: int, repeats: int) -> list[flo
     out = []
     for i in range(repeats + 1):
         t = time.perf_counter()
-        DecT(FakeBackend(), solver=solver, seed=i, threads=threads).fit_prepared(train, y, cf, labels=labels, template="{text} {mask}",
-                                                               words=list(labels))
+        DecT(FakeBackend(), solver=solver, seed=i, threads=threads).fit_prepared(
+            train, y, cf, labels=labels, template="{text} {mask}", words=list(labels))
         if i:  # the first fit warms up
             out.append(time.perf_counter() - t)
     return out
