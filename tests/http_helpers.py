@@ -16,9 +16,14 @@ from urllib.parse import urlparse
 
 
 def _prompt_of(body: dict) -> str:
-    """What a request asks about: its prompt (or input, or text to tokenise), plus its logit bias if any."""
-    text = str(body.get("prompt", body.get("input", body.get("content", ""))))
-    return text + (f" |bias {json.dumps(body['logit_bias'], sort_keys=True)}" if body.get("logit_bias") else "")
+    """A request's prompt (or input, or text to tokenise)."""
+    return str(body.get("prompt", body.get("input", body.get("content", ""))))
+
+
+def _request_key(body: dict) -> str:
+    """What a request asks about, for counting: its prompt plus its logit bias if any."""
+    bias = body.get("logit_bias")
+    return _prompt_of(body) + (f" |bias {json.dumps(bias, sort_keys=True)}" if bias else "")
 
 
 class _Server:
@@ -93,7 +98,7 @@ class _FakeHandler(BaseHTTPRequestHandler):
         prompt = _prompt_of(body)
         n_tokens = max(1, len(prompt.split()))
         with fake.lock:
-            fake.seen[(self.path, prompt)] += 1
+            fake.seen[(self.path, _request_key(body))] += 1
         if self.path.endswith("/tokenize") and fake.bias:
             text = str(body.get("input", body.get("content", "")))
             known = [" " + w for w in fake.words]
@@ -205,7 +210,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         conn.close()
         if body is not None and resp.status == 200:
             with proxy.lock:
-                proxy.forwarded[(path.rsplit("/", 1)[-1], _prompt_of(body))] += 1
+                proxy.forwarded[(path.rsplit("/", 1)[-1], _request_key(body))] += 1
         self.send_response(resp.status)
         self.send_header("content-type", resp.getheader("content-type", "application/json"))
         self.send_header("content-length", str(len(data)))
