@@ -57,7 +57,7 @@ class FakeOpenAI(_Server):
                  per_token: bool = True, bias: str | None = None) -> None:
         """``bias``: None (no tokenize endpoint, ``logit_bias`` ignored), ``"sample"`` (llama-cpp-python's way:
         the biased token is generated and its unbiased log-probability reported beside the top) or ``"reflect"``
-        (log-probabilities computed after the bias)."""
+        (log-probabilities computed after the bias) or ``"refuse"`` (HTTP 400 to any request with a bias)."""
         self.words, self.top, self.dim, self.per_token, self.bias = words, top, dim, per_token, bias
         self.fail = dict(fail or {})
         self.requests = 0
@@ -103,6 +103,9 @@ class _FakeHandler(BaseHTTPRequestHandler):
             text = str(body.get("input", body.get("content", "")))
             known = [" " + w for w in fake.words]
             self._json(200, {"tokens": [known.index(text)] if text in known else [7, 7]})
+            return
+        if self.path.endswith("/completions") and fake.bias == "refuse" and body.get("logit_bias"):
+            self._json(400, {"error": {"message": "logit_bias is not supported", "type": "invalid_request_error"}})
             return
         if self.path.endswith("/completions"):
             lp = fake.logprobs(prompt, fake.words)

@@ -130,6 +130,7 @@ def test_registry_task_from_data_dir(capsys, common, tmp_path):
         (["run", "dect", "--task", "sst2", "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1",
           "--max-retries", "0", "--timeout", "2", "--shots", "2"], "127.0.0.1:9"),
         (["bench", "BAD_YAML"], "bad.yaml:2: malformed YAML"),
+        (["run", "mpd", "--task", "BAD_TEMPLATES", "--shots", 2], "'{review} Verdict: {mask}' names {review}"),
         (["run", "dect", "--train", "EMPTY_TEXT", "--test", "EMPTY_TEXT", "--template", "{text} {mask}",
           "--label-words", "negative:bad,positive:great"], "empty text"),
     ],
@@ -139,8 +140,13 @@ def test_bad_input_is_one_clear_line_and_exit_2(capsys, common, args, message, t
 
     write_toy(common[4], "sst2")
     (tmp_path / "bad.yaml").write_text("name: [unclosed\n")
+    (tmp_path / "templates.yaml").write_text(  # one bad template among several
+        "name: toy2\ntemplate: '{text} It was {mask}'\ntemplates: ['{text} Overall: {mask}', "
+        "'{review} Verdict: {mask}']\nlabels: [negative, positive]\nlabel_words: [bad, great]\n"
+        f"files: {{train: {common[4] / 'toy/train.jsonl'}, test: {common[4] / 'toy/test.jsonl'}}}\n")
     (tmp_path / "empty.jsonl").write_text('{"text": "fine", "label": "positive"}\n{"text": " ", "label": "negative"}\n')
-    args = [{"BAD_YAML": tmp_path / "bad.yaml", "EMPTY_TEXT": tmp_path / "empty.jsonl",
+    args = [{"BAD_YAML": tmp_path / "bad.yaml", "BAD_TEMPLATES": tmp_path / "templates.yaml",
+             "EMPTY_TEXT": tmp_path / "empty.jsonl",
              "TOY_TRAIN": common[4] / "toy/train.jsonl", "TOY_TEST": common[4] / "toy/test.jsonl"}.get(a, a)
             for a in args]
     extra = [] if args[0] in ("predict", "bench") else ["--model", common[1], "--no-progress"] + (

@@ -155,6 +155,11 @@ def test_task_file_and_overrides(tmp_path, toy_dir):
     (tmp_path / "bad.yaml").write_text("template: '{text} {mask}'\n")
     with pytest.raises(DataError, match="needs 'labels' or 'label_words'"):
         task_from_file(tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("template: '{text} {mask}'\nlabels: [neg, pos]\nlabel_words: [bad, good]\n")
+    assert task_from_file(tmp_path / "list.yaml").label_words == {"neg": "bad", "pos": "good"}
+    (tmp_path / "list.yaml").write_text("template: '{text} {mask}'\nlabels: [neg, pos]\nlabel_words: [bad]\n")
+    with pytest.raises(DataError, match="same length"):
+        task_from_file(tmp_path / "list.yaml")
 
 
 @pytest.mark.parametrize("name,words", [

@@ -137,3 +137,39 @@ def test_dect_distances_match_cdist():
     expected = -torch.cdist(z, protos)
     torch.testing.assert_close(DecT._distance_scores(proj, protos, radii, prior, lams), expected, atol=1e-5,
                                rtol=1e-5)
+
+
+@pytest.mark.parametrize("solver", ["span", "full"])
+def test_lambda_search_rows_are_independent_decoders_and_pick_judges_held_out_folds(solver):
+    """The λ search trains every (λ, fold) decoder and each λ's final one as rows of one batch: each row must be
+    the decoder a run of its own would give, and the pick must judge each row on its held-out fold only."""
+    import torch
+
+    from edgetune.methods.base import LambdaSearch
+    from edgetune.methods.dect import DecT
+
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(24, 10, generator=gen), torch.arange(3).repeat(8)
+    prior = torch.randn(24, 3, generator=gen)
+    search = LambdaSearch.build(y.numpy(), 3, [0.5, 2.0], 4, seed=0)
+    assert search.k == 4 and search.n_cv == 8 and tuple(search.weights.shape) == (10, 24)
+    held = 1.0 - search.weights[: search.n_cv]
+    assert torch.equal(held.sum(0), torch.full((24,), 2.0))  # each example held out once per λ
+    for row in held:  # stratified: each fold holds 2 examples of each class
+        assert torch.equal(torch.bincount(y[row.bool()], minlength=3), torch.tensor([2, 2, 2]))
+    assert [search.lam(r) for r in range(10)] == [0.5] * 4 + [2.0] * 4 + [0.5, 2.0]
+
+    dect = DecT(None, epochs=6, proto_dim=4, solver=solver)
+    W, protos, radii, losses = dect._train(x, y, prior, search.lams, search.weights, 3)
+    for r in (0, 5, 9):
+        alone = dect._train(x, y, prior, search.lams[r : r + 1], search.weights[r : r + 1], 3)
+        for batched, single in zip((W, protos, radii, losses), alone, strict=True):
+            torch.testing.assert_close(batched[r], single[0], atol=1e-5, rtol=1e-4)
+
+    # held-out scores right for λ = 2.0's decoders and wrong for λ = 0.5's, except on examples they trained on
+    right = torch.nn.functional.one_hot(y, 3).float() * 5
+    scores = torch.stack([right if search.lam(r) == 2.0 else -right for r in range(search.n_cv)])
+    scores[:4] += 10 * torch.nn.functional.one_hot(y, 3).float() * search.weights[:4, :, None]  # seen: no credit
+    row, accuracy = search.pick(scores, y)
+    assert row == search.n_cv + 1 and accuracy == {0.5: 0.0, 2.0: 1.0}
+    assert LambdaSearch.build(y.numpy()[:4], 3, [1.0], 4, seed=0).k == 0  # one example of a class: no CV

@@ -97,6 +97,18 @@ def test_missing_label_words_are_made_exact_with_logit_bias(mode):
     assert off.stats["floored"] >= 6 and off.stats.get("recovered", 0) == 0
 
 
+def test_a_refused_logit_bias_falls_back_to_floors_with_one_line():
+    """A server that answers HTTP 400 to a biased request: extraction goes on with floors, and the warning
+    quotes the server's refusal instead of a traceback."""
+    vocab, words = ["bad", "great", "okay", "x", "y"], ["bad", "great", "okay"]
+    with FakeOpenAI(vocab, top=2, bias="refuse") as srv:
+        b = backend(srv.base_url)
+        with pytest.warns(UserWarning, match=r"refused logit_bias \(HTTP 400: .*logit_bias is not supported"):
+            feats = b.features(texts(4), TEMPLATE, words)
+    assert b.bias_mode == "refused" and feats.queries == 4
+    assert feats.stats["floored"] >= 4 and feats.stats.get("recovered", 0) == 0
+
+
 def test_retries_500_and_429_then_succeeds():
     with FakeOpenAI(WORDS, fail={1: 500, 2: 429, 3: 503}) as srv:
         b = backend(srv.base_url, concurrency=1)

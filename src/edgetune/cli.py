@@ -242,7 +242,9 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     for t in tasks:  # fail on bad data or a template that does not fit it before loading a model
         t.split_path("train")
         t.split_path("test")
-        Template(t.template).render(t.load("train", limit=1)[0])
+        first = t.load("train", limit=1)[0]
+        for text in t.all_templates:  # a bad one among several is named
+            Template(text).render(first)
         if t.derived_words_note():
             print(t.derived_words_note(), file=sys.stderr)
     model = args.model or cls.default_model

@@ -35,10 +35,11 @@ llama.cpp's). Once per backend it probes how the server treats a bias:
   every label word lifts them all into the top N, and the differences between them — all that the methods use
   (every score is normalised over the label words) — are exact.
 
-A server without a tokenize endpoint, one that ignores ``logit_bias``, or a label word of several tokens falls
-back to the floor. ``usage`` counts ``exact`` (scores found in the top N or recovered) and ``recovered`` (by a
-bias request) beside ``floored``; ``echo`` + ``logprobs`` scoring was tried on llama-cpp-python 0.3.36 and
-returns wrong prompt log-probabilities there, so it is not used (see ``benchmarks/results/README.md``).
+A server without a tokenize endpoint, one that ignores or refuses ``logit_bias`` (an HTTP 4xx answer to the probe:
+the warning quotes it), or a label word of several tokens falls back to the floor. ``usage`` counts ``exact``
+(scores found in the top N or recovered) and ``recovered`` (by a bias request) beside ``floored``; ``echo`` +
+``logprobs`` scoring was tried on llama-cpp-python 0.3.36 and returns wrong prompt log-probabilities there, so
+it is not used (see ``benchmarks/results/README.md``).
 
 **Fault tolerance.** Requests run concurrently (``concurrency`` in flight, asyncio) under an optional
 rate limit (requests per second), each with a timeout. Timeouts, connection errors, 429 and 5xx answers
@@ -125,7 +126,8 @@ class OpenAIBackend(Backend):
         if exact not in ("auto", "off"):
             raise ModelError(f"exact must be 'auto' (logit_bias where the server allows it) or 'off', not {exact!r}")
         self.exact = exact
-        self.bias_mode: str | None = None  # after the probe: "sample", "reflect" or "none"
+        self.bias_mode: str | None = None  # after the probe: "sample", "reflect", "none" or "refused"
+        self.bias_refusal = ""  # the server's answer when it refused a logit_bias request
         self._token_ids: dict[str, int | None] = {}
         self._probe_lock: asyncio.Lock | None = None
         self.model_name = model
@@ -195,6 +197,7 @@ class OpenAIBackend(Backend):
         floored = self.usage["floored"] - floored_before
         if floored:
             why = {"none": "; the server offers no exact way (no tokenize endpoint, or logit_bias ignored)",
+                   "refused": f"; the server refused logit_bias ({self.bias_refusal})",
                    None: ""}.get(self.bias_mode, "; logit_bias could not recover them (words of several tokens?)")
             warnings.warn(
                 f"{floored} label-word score(s) over {len(encoded)} prompt(s) were not among the server's top "
@@ -354,7 +357,13 @@ class OpenAIBackend(Backend):
         if not candidates:
             return None
         w = candidates[0]
-        got, generated = await self._top(client, limiter, text, 1, {str(self._token_ids[w]): 100})
+        try:
+            got, generated = await self._top(client, limiter, text, 1, {str(self._token_ids[w]): 100})
+        except RemoteError as exc:  # e.g. HTTP 400 "logit_bias is not supported": scores stay floored
+            if "refused with HTTP" not in str(exc):
+                raise
+            self.bias_refusal = str(exc).split("refused with ", 1)[-1]
+            return "refused"
         value = got.get(" " + w)
         if generated != " " + w or value is None or not math.isfinite(value):
             return "none"

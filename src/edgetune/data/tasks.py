@@ -283,6 +283,7 @@ def task_from_file(path: str | os.PathLike) -> Task:
         name: reviews
         template: "{text} All in all, it was {mask}"
         label_words: {negative: bad, positive: great}   # optional: defaults to the labels' readable names
+                                              # (or a list of words in the order of 'labels')
         labels: [negative, positive]          # optional: defaults to the label_words keys
         files: {train: train.csv, test: test.csv}   # relative to the task file
         columns: {text: review, label: stars}        # optional column names
@@ -302,7 +303,14 @@ def task_from_file(path: str | os.PathLike) -> Task:
         raise DataError(f"task file {str(path)!r} lacks 'template'")
     if "label_words" not in raw and "labels" not in raw:
         raise DataError(f"task file {str(path)!r} needs 'labels' or 'label_words' (or both)")
-    words = parse_label_words(raw["label_words"]) if raw.get("label_words") else {}
+    spec = raw.get("label_words")
+    if isinstance(spec, list):  # a list of words, one per label, in the order of 'labels'
+        labels = raw.get("labels")
+        if not isinstance(labels, list) or len(labels) != len(spec):
+            raise DataError(f"task file {str(path)!r}: 'label_words' given as a list needs 'labels' as a list of "
+                            f"the same length ({len(spec)}), or write it as a mapping {{label: word}}")
+        spec = {str(k): str(v) for k, v in zip(labels, spec, strict=True)}
+    words = parse_label_words(spec) if spec else {}
     files = {k: str((path.parent / v).resolve()) for k, v in dict(raw.get("files", {})).items()}
     return Task(
         name=str(raw.get("name", path.stem)),

@@ -473,6 +473,59 @@ def stratified_folds(y: np.ndarray, n_classes: int, k: int, seed: int) -> np.nda
     return fold
 
 
+@dataclass(frozen=True)
+class LambdaSearch:
+    """The decoders of a λ search by stratified k-fold cross-validation, trained as one batch: row ``i·k + f``
+    trains λ = ``grid[i]`` on every fold but ``f``; the last ``len(grid)`` rows train each λ on all the data
+    (so the chosen λ's final decoder comes out of the same training run). ``k = 0``: no cross-validation (too
+    few examples per class), one row per λ on all the data."""
+
+    grid: tuple[float, ...]
+    k: int
+    weights: Any  # torch.Tensor (M, n): which examples each decoder trains on
+    lams: Any  # torch.Tensor (M,): each decoder's λ
+
+    @classmethod
+    def build(cls, y: np.ndarray, n_classes: int, grid: Sequence[float], folds: int, seed: int) -> LambdaSearch:
+        import torch
+
+        grid = tuple(grid)
+        k = int(min(folds, np.bincount(np.asarray(y), minlength=n_classes).min()))
+        if k < 2:
+            return cls(grid, 0, torch.ones(len(grid), len(y)), torch.tensor(grid, dtype=torch.float32))
+        fold = torch.from_numpy(stratified_folds(np.asarray(y), n_classes, k, seed))
+        held = torch.tensor([f for _ in grid for f in range(k)])
+        weights = torch.cat([(fold[None] != held[:, None]).float(), torch.ones(len(grid), len(y))])
+        lams = torch.tensor([g for g in grid for _ in range(k)] + list(grid), dtype=torch.float32)
+        return cls(grid, k, weights, lams)
+
+    @property
+    def n_cv(self) -> int:
+        """Rows that are cross-validation decoders (the first ones)."""
+        return len(self.grid) * self.k
+
+    def lam(self, row: int) -> float:
+        """The λ of a row, exactly as in the grid."""
+        return self.grid[(row - self.n_cv) if row >= self.n_cv else row // max(self.k, 1)]
+
+    def pick(self, held_scores: Any, y: Any) -> tuple[int, dict[float, float]]:
+        """The row of the chosen λ's final decoder and λ → cross-validated accuracy, from the CV decoders'
+        scores on every training example (``held_scores`` (n_cv, n, C); each is judged on its held-out fold).
+        Ties in accuracy go to the lower held-out log-loss."""
+        import torch.nn.functional as F
+
+        if not self.k:
+            return 0, {}
+        n, c = held_scores.shape[1:]
+        correct = (held_scores.argmax(-1) == y[None]).float()
+        ce = F.cross_entropy(held_scores.reshape(-1, c), y.repeat(self.n_cv), reduction="none").reshape(self.n_cv, n)
+        held_out = 1.0 - self.weights[: self.n_cv]
+        acc = (correct * held_out).sum(1).reshape(len(self.grid), self.k).sum(1) / n
+        nll = (ce * held_out).sum(1).reshape(len(self.grid), self.k).sum(1) / n
+        best = min(range(len(self.grid)), key=lambda i: (-round(float(acc[i]), 6), float(nll[i])))
+        return self.n_cv + best, {g: float(a) for g, a in zip(self.grid, acc, strict=True)}
+
+
 def content_free_examples(template: Template) -> list[Example]:
     """Inputs with no content ("N/A" and the empty string) in every field the template names."""
     out = []

@@ -57,6 +57,7 @@ import torch.nn.functional as F
 from ..backends import Backend, Features
 from ..errors import EdgetuneError
 from .base import (
+    LambdaSearch,
     ParamError,
     batch_calibrate,
     batch_prior,
@@ -66,7 +67,6 @@ from .base import (
     class_counts,
     log_softmax,
     register,
-    stratified_folds,
     torch_threads,
 )
 from .output_edge import OutputEdgeMethod
@@ -215,36 +215,20 @@ class DecT(OutputEdgeMethod):
 
     def _search_lam(self, x: torch.Tensor, y: torch.Tensor, prior: torch.Tensor, shots: float,
                     n_classes: int) -> tuple[float, dict[float, float], Any]:
-        """Pick λ by stratified k-fold cross-validation on the training set (accuracy, then log-loss).
-
-        The decoders on all the training data, one per λ, train in the same batch as the folds' (every row
-        is an independent decoder), so the chosen λ's final decoder comes out of the same run: one training
-        loop per fit instead of two. Returns (λ, λ → CV accuracy, (W, prototypes, radii, losses) of the
-        final decoder, or None when there are too few examples per class to cross-validate)."""
-        grid = sorted({round(1.0 / shots, 6), *self.lam_grid})
-        counts = torch.bincount(y, minlength=n_classes)
-        k = int(min(self.cv_folds, counts.min().item()))
-        if k < 2:
+        """Pick λ by stratified k-fold cross-validation on the training set (accuracy, then log-loss), every
+        fold, λ and final decoder in one training run (:class:`~edgetune.methods.base.LambdaSearch`). Returns
+        (λ, λ → CV accuracy, (W, prototypes, radii, losses) of the final decoder, or None when there are too
+        few examples per class to cross-validate)."""
+        search = LambdaSearch.build(y.numpy(), n_classes, sorted({round(1.0 / shots, 6), *self.lam_grid}),
+                                    self.cv_folds, self.seed)
+        if not search.k:
             return 1.0 / shots, {}, None
-        fold_t = torch.from_numpy(stratified_folds(y.numpy(), n_classes, k, self.seed))
-        n_cv = len(grid) * k
-        lams = torch.tensor([lam for lam in grid for _ in range(k)] + grid, dtype=torch.float32)
-        held = torch.tensor([f for _ in grid for f in range(k)])
-        weights = torch.cat([(fold_t[None, :] != held[:, None]).float(), torch.ones(len(grid), len(y))])
-        W_all, protos_all, radii_all, losses = self._train(x, y, prior, lams, weights, n_classes)
-        W, protos, radii, lams, weights = W_all[:n_cv], protos_all[:n_cv], radii_all[:n_cv], lams[:n_cv], weights[:n_cv]
+        W, protos, radii, losses = self._train(x, y, prior, search.lams, search.weights, n_classes)
+        cv = slice(0, search.n_cv)
         with torch.no_grad():
-            scores = self._batched_scores(x, W, protos, radii, prior, lams)  # (M, n, C)
-            correct = (scores.argmax(-1) == y[None]).float()
-            ce = F.cross_entropy(scores.reshape(-1, n_classes), y.repeat(len(lams)), reduction="none").reshape(
-                len(lams), -1)
-        test_mask = 1.0 - weights
-        acc = (correct * test_mask).sum(1).reshape(len(grid), k).sum(1) / len(y)
-        nll = (ce * test_mask).sum(1).reshape(len(grid), k).sum(1) / len(y)
-        best = min(range(len(grid)), key=lambda i: (-round(float(acc[i]), 6), float(nll[i])))
-        row = n_cv + best
-        final = (W_all[row], protos_all[row], radii_all[row], losses[row].tolist())
-        return grid[best], {g: float(a) for g, a in zip(grid, acc, strict=False)}, final
+            held = self._batched_scores(x, W[cv], protos[cv], radii[cv], prior, search.lams[cv])  # (M, n, C)
+        row, accuracy = search.pick(held, y)
+        return search.lam(row), accuracy, (W[row], protos[row], radii[row], losses[row].tolist())
 
     # -- OutputEdgeMethod --------------------------------------------------------------------------------
     def fit_features(self, train: Features, y: np.ndarray, content_free: Features) -> DecT:

@@ -34,6 +34,7 @@ from ..backends import Backend, Features
 from ..data.templates import Template
 from ..errors import EdgetuneError
 from .base import (
+    LambdaSearch,
     ParamError,
     calibrate,
     check_positive_int,
@@ -41,7 +42,6 @@ from .base import (
     class_counts,
     log_softmax,
     register,
-    stratified_folds,
     torch_threads,
 )
 from .output_edge import OutputEdgeMethod
@@ -206,32 +206,17 @@ class MultiPromptDecoder(OutputEdgeMethod):
         shots = float(counts.mean())
         self.cv_accuracy_: dict[float, float] = {}
         grid = sorted({round(1.0 / shots, 6), *self.lam_grid}) if self.lam == "cv" else [float(self.lam)]
-        k = int(min(self.cv_folds, counts.min()))
-        if self.lam == "cv" and k >= 2:  # folds x λ, then the full-data decoder of every λ, in one batch
-            fold = torch.from_numpy(stratified_folds(y, n_classes, k, self.seed))
-            held = torch.tensor([f for _ in grid for f in range(k)])
-            weights = torch.cat([(fold[None] != held[:, None]).float(), torch.ones(len(grid), len(y))])
-            lams = torch.tensor([g for g in grid for _ in range(k)] + grid, dtype=torch.float32)
-        else:
-            grid = grid if self.lam != "cv" else [1.0 / shots]
-            k, weights, lams = 0, torch.ones(1, len(y)), torch.tensor(grid, dtype=torch.float32)
-        W, protos, radii, losses = self._train(x, yt, prior, lams, weights, n_classes)
-        best = 0
-        if k:
-            n_cv = len(grid) * k
+        search = LambdaSearch.build(y, n_classes, grid, self.cv_folds if self.lam == "cv" else 1, self.seed)
+        if self.lam == "cv" and not search.k:  # too few examples per class to cross-validate: 1/shots
+            search = LambdaSearch.build(y, n_classes, [1.0 / shots], 1, self.seed)
+        W, protos, radii, losses = self._train(x, yt, prior, search.lams, search.weights, n_classes)
+        row = 0
+        if search.k:
+            cv = slice(0, search.n_cv)
             with torch.no_grad():
-                out = self._predict(x, W[:n_cv], protos[:n_cv], radii[:n_cv], prior, lams[:n_cv])
-                correct = (out.argmax(-1) == yt[None]).float()
-                ce = F.cross_entropy(out.reshape(-1, n_classes), yt.repeat(n_cv), reduction="none").reshape(n_cv, -1)
-            held_out = 1.0 - weights[:n_cv]
-            acc = (correct * held_out).sum(1).reshape(len(grid), k).sum(1) / len(y)
-            nll = (ce * held_out).sum(1).reshape(len(grid), k).sum(1) / len(y)
-            best = min(range(len(grid)), key=lambda i: (-round(float(acc[i]), 6), float(nll[i])))
-            self.cv_accuracy_ = {g: float(a) for g, a in zip(grid, acc, strict=True)}
-            row = n_cv + best
-        else:
-            row = 0
-        self.lam_ = float(grid[best])
+                held = self._predict(x, W[cv], protos[cv], radii[cv], prior, search.lams[cv])
+            row, self.cv_accuracy_ = search.pick(held, yt)
+        self.lam_ = search.lam(row)
         self.W_, self.protos_, self.radii_ = (t[row].numpy().copy() for t in (W, protos, radii))
         self.losses_ = losses[row].tolist()
         return self
