@@ -89,8 +89,7 @@ def main() -> None:
             fitted[(key, s)] = method
             print(f"  {key}: validation {100 * acc:.1f} % ({fit_s[key][-1]:.1f} s)")
     dect_keys = [k for k in val_acc if k.startswith("dect")]
-    default = next(k for k in dect_keys if k == "dect epochs=30 lr=0.01") if "dect epochs=30 lr=0.01" in val_acc \
-        else dect_keys[0]
+    default = "dect epochs=30 lr=0.01" if "dect epochs=30 lr=0.01" in val_acc else dect_keys[0]
     chosen = max(dect_keys, key=lambda k: np.mean(val_acc[k]))
     test = task.load("test")
     f_test = feats(test, "test")
@@ -105,7 +104,7 @@ def main() -> None:
     def ms(x: list[float]) -> str:
         return f"{100 * np.mean(x):.1f} ± {100 * np.std(x, ddof=1):.1f}" if len(x) > 1 else f"{100 * x[0]:.1f}"
 
-    md = [f"# DecT's training length on {task.name} ({len(labels)} classes) · `python benchmarks/many_class_decoder.py`",
+    md = [f"# DecT's training length, {task.name} ({len(labels)} classes) · `python benchmarks/many_class_decoder.py`",
           "", f"{args.model}, {args.shots}-shot, seeds {args.seeds}. Validation: the other seeds' samples (train pool, "
           "never test). Accuracy %, mean ± std over seeds; fit seconds median (this 2-core CPU, 1 torch thread).", "",
           "| setting | validation | fit s |", "|---|---:|---:|"]
