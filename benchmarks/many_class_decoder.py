@@ -1,14 +1,15 @@
 """Is DecT's decoder under-trained on many classes? Its training length and rate checked on train-pool data.
 
 Usage:  EDGETUNE_DATA_DIR=../shared/data python benchmarks/many_class_decoder.py [--seeds 0 1 2 3 4]
-            [--epochs 30 100 300] [--lrs 0.01 0.03]
+            [--epochs 10 20 30 60 100] [--lrs 0.01 0.03]
 
 DecT's 30 Adam epochs at 0.01 come from the paper's 2-14-class tasks. On mixed36 (36 classes,
 ``benchmarks/many_class.yaml``) it lost 4.9 points to the linear probe. Here each seed's 16-shot sample is
 trained on and the *other* seeds' samples (train-pool examples outside this sample) are the validation split:
 no test example takes part in the choice, and no new query is made (every feature is in the many_class bench's
 cache, ``benchmarks/results/many_class/features.sqlite``; run that bench first). The linear probe and the
-centroid are scored on the same validation split for reference. Only after the choice is made on validation is
+centroid are scored on the same validation split for reference, and so is DecT with ``epochs`` as a list (the
+length chosen with λ by its own cross-validation on the 16-shot sample). Only after the choice is made on validation is
 the test accuracy of the chosen setting and of the default reported (the bench's 499 test examples).
 
 Writes ``benchmarks/results/many_class_decoder.{json,md}``.
@@ -40,8 +41,10 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--cache", default=str(HERE / "results" / "many_class" / "features.sqlite"))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    ap.add_argument("--epochs", nargs="+", type=int, default=[30, 100, 300])
+    ap.add_argument("--epochs", nargs="+", type=int, default=[10, 20, 30, 60, 100])
     ap.add_argument("--lrs", nargs="+", type=float, default=[0.01, 0.03])
+    ap.add_argument("--cv-lists", nargs="*", default=["10,20,30", "5,10,20,30", "10,20,30,60,100"],
+                    help="candidate lengths for DecT's own cross-validated choice, one comma-separated list each")
     ap.add_argument("--shots", type=int, default=16)
     ap.add_argument("--out", default=str(HERE / "results" / "many_class_decoder"))
     args = ap.parse_args()
@@ -61,6 +64,10 @@ def main() -> None:
         return out
 
     settings = [("dect", {"epochs": e, "lr": lr}) for e, lr in itertools.product(args.epochs, args.lrs)]
+    cv_keys = []
+    for choices in ([int(e) for e in c.split(",")] for c in args.cv_lists):  # chosen by DecT's own CV
+        settings.append(("dect", {"epochs": choices}))
+        cv_keys.append("dect epochs=" + str(choices))
     settings += [("linear_probe", {}), ("centroid", {})]
     val_acc: dict[str, list[float]] = {}
     fit_s: dict[str, list[float]] = {}
@@ -87,15 +94,16 @@ def main() -> None:
             acc = float((method.decision_features(f_val).argmax(1) == y_val).mean())
             val_acc.setdefault(key, []).append(acc)
             fitted[(key, s)] = method
-            print(f"  {key}: validation {100 * acc:.1f} % ({fit_s[key][-1]:.1f} s)")
-    dect_keys = [k for k in val_acc if k.startswith("dect")]
+            picked = f", {method.epochs_} epochs" if isinstance(params.get("epochs"), list) else ""
+            print(f"  {key}: validation {100 * acc:.1f} % ({fit_s[key][-1]:.1f} s{picked})")
+    dect_keys = [k for k in val_acc if k.startswith("dect") and k not in cv_keys]
     default = "dect epochs=30 lr=0.01" if "dect epochs=30 lr=0.01" in val_acc else dect_keys[0]
     chosen = max(dect_keys, key=lambda k: np.mean(val_acc[k]))
     test = task.load("test")
     f_test = feats(test, "test")
     y_test = np.array([labels.index(ex.label) for ex in test])
     test_acc = {k: [float((fitted[(k, s)].decision_features(f_test).argmax(1) == y_test).mean())
-                    for s in args.seeds] for k in {default, chosen, "linear_probe", "centroid"}}
+                    for s in args.seeds] for k in {default, chosen, *cv_keys, "linear_probe", "centroid"}}
     result = {"task": task.name, "model": args.model, "shots": args.shots, "seeds": args.seeds,
               "validation": val_acc, "fit_seconds": fit_s, "default": default, "chosen": chosen, "test": test_acc}
     out = Path(args.out)

@@ -91,8 +91,14 @@ def test_method_options_come_from_the_registry(capsys, common, tmp_path):
                        "--model", common[1], "--no-progress", "-o", out)
     assert code == 0, err
     by = {c["method"]: c for c in cells_of(out)}
-    assert by["dect"]["params"]["lam"] == 0.5 and by["dect"]["params"]["epochs"] == 3
+    assert by["dect"]["params"]["lam"] == 0.5 and by["dect"]["params"]["epochs"] == [3]  # a list: DecT picks
     assert "lam" not in by["linear_probe"]["params"]  # only methods that take the option get it
+    code, _, err = run(capsys, "run", "dect", "--train", common[4] / "toy/train.jsonl", "--test",
+                       common[4] / "toy/test.jsonl", "--template", "{text} It was {mask}", "--label-words",
+                       "negative:bad,positive:great", "--shots", 2, "--seeds", 0, "--epochs", 2, 4,
+                       "--model", common[1], "--no-progress", "-o", tmp_path / "o2")
+    assert code == 0, err  # several lengths: DecT picks one by cross-validation
+    assert {c["method"]: c for c in cells_of(tmp_path / "o2")}["dect"]["params"]["epochs"] == [2, 4]
 
 
 def test_registry_task_from_data_dir(capsys, common, tmp_path):

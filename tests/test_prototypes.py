@@ -173,3 +173,23 @@ def test_lambda_search_rows_are_independent_decoders_and_pick_judges_held_out_fo
     row, accuracy = search.pick(scores, y)
     assert row == search.n_cv + 1 and accuracy == {0.5: 0.0, 2.0: 1.0}
     assert LambdaSearch.build(y.numpy()[:4], 3, [1.0], 4, seed=0).k == 0  # one example of a class: no CV
+
+
+def test_dect_chooses_its_training_length_by_cross_validation(backend):
+    """``epochs`` as a list: the length is chosen with λ by the same cross-validation (snapshots of one run), and
+    the kept decoder is the one a fit with that length and λ fixed gives."""
+    from edgetune.methods.dect import DecT
+
+    feats, y = synthetic(n_per_class=8, d=24, prior_quality=0.3, seed=1)
+    many = fit(DecT(backend, epochs=[0, 4, 25], proto_dim=8), feats, y)
+    assert many.epochs_ in (0, 4, 25) and len(many.losses_) == many.epochs_
+    fixed = fit(DecT(backend, epochs=many.epochs_, lam=many.lam_, proto_dim=8), feats, y)
+    np.testing.assert_allclose(many.W_, fixed.W_, atol=1e-5)
+    np.testing.assert_allclose(many.protos_, fixed.protos_, atol=1e-5)
+    # the chosen length's best CV accuracy is the best of every length's, each fitted on its own
+    alone = {e: max(fit(DecT(backend, epochs=e, proto_dim=8), feats, y).cv_accuracy_.values()) for e in (0, 4, 25)}
+    assert max(many.cv_accuracy_.values()) == pytest.approx(max(alone.values()))
+    assert fit(DecT(backend, epochs=30, proto_dim=8), feats, y).epochs_ == 30
+    for bad in ([], [3, -1], "10"):
+        with pytest.raises(EdgetuneError, match="epochs must be"):
+            fit(DecT(backend, epochs=bad), feats, y)

@@ -218,13 +218,17 @@ def _cli_value(text: str) -> Any:
 
 def _knobs(args: argparse.Namespace, name: str) -> dict[str, Any]:
     """The method options given on the command line that method ``name`` takes."""
+    from .catalog import methods
     from .methods import get_method
 
     accepted = get_method(name).param_names()
+    listed = {p for p, spec in methods().get(name, {}).get("params", {}).items() if isinstance(spec["default"], list)}
     knobs = {}
     for pname in accepted:
         value = getattr(args, f"m_{pname}", None)
         if value is not None and pname not in RUN_OWNED:
+            if isinstance(value, list) and len(value) == 1 and pname not in listed:
+                value = value[0]  # one value for a parameter that may be a list (DecT's --epochs 10 20 30)
             knobs[pname] = value
     return knobs
 

@@ -473,6 +473,15 @@ def stratified_folds(y: np.ndarray, n_classes: int, k: int, seed: int) -> np.nda
     return fold
 
 
+def epoch_choices(epochs: Any) -> tuple[int, ...]:
+    """Candidate training lengths from an ``epochs`` parameter (a count, or a list chosen among by
+    cross-validation), sorted; () when it is not a non-negative integer or a non-empty list of them."""
+    many = list(epochs) if isinstance(epochs, list | tuple) else [epochs]
+    if not many or not all(isinstance(e, int) and not isinstance(e, bool) and e >= 0 for e in many):
+        return ()
+    return tuple(sorted(set(many)))
+
+
 @dataclass(frozen=True)
 class LambdaSearch:
     """The decoders of a λ search by stratified k-fold cross-validation, trained as one batch: row ``i·k + f``
@@ -508,22 +517,44 @@ class LambdaSearch:
         """The λ of a row, exactly as in the grid."""
         return self.grid[(row - self.n_cv) if row >= self.n_cv else row // max(self.k, 1)]
 
-    def pick(self, held_scores: Any, y: Any) -> tuple[int, dict[float, float]]:
-        """The row of the chosen λ's final decoder and λ → cross-validated accuracy, from the CV decoders'
-        scores on every training example (``held_scores`` (n_cv, n, C); each is judged on its held-out fold).
-        Ties in accuracy go to the lower held-out log-loss."""
+    def evaluate(self, held_scores: Any, y: Any) -> tuple[Any, Any]:
+        """Cross-validated accuracy and log-loss of each λ (tensors of ``len(grid)``), from the CV decoders'
+        scores on every training example (``held_scores`` (n_cv, n, C); each is judged on its held-out fold)."""
         import torch.nn.functional as F
 
-        if not self.k:
-            return 0, {}
         n, c = held_scores.shape[1:]
         correct = (held_scores.argmax(-1) == y[None]).float()
         ce = F.cross_entropy(held_scores.reshape(-1, c), y.repeat(self.n_cv), reduction="none").reshape(self.n_cv, n)
         held_out = 1.0 - self.weights[: self.n_cv]
         acc = (correct * held_out).sum(1).reshape(len(self.grid), self.k).sum(1) / n
         nll = (ce * held_out).sum(1).reshape(len(self.grid), self.k).sum(1) / n
-        best = min(range(len(self.grid)), key=lambda i: (-round(float(acc[i]), 6), float(nll[i])))
-        return self.n_cv + best, {g: float(a) for g, a in zip(self.grid, acc, strict=True)}
+        return acc, nll
+
+    def pick(self, held_scores: Any, y: Any) -> tuple[int, dict[float, float]]:
+        """The row of the chosen λ's final decoder and λ → cross-validated accuracy (:meth:`evaluate`); ties in
+        accuracy go to the lower held-out log-loss."""
+        if not self.k:
+            return 0, {}
+        _, row, accuracy = self.pick_length({0: held_scores}, y)
+        return row, accuracy
+
+    def pick_length(self, held: Mapping[int, Any], y: Any) -> tuple[int, int, dict[float, float]]:
+        """λ and training length together, from the CV decoders' held-out scores after each candidate number of
+        epochs (``held``: epochs → (n_cv, n, C) scores, snapshots of one run): the chosen length, the row of the
+        chosen λ's final decoder, and λ → CV accuracy at that length. Best accuracy, then lowest log-loss, then
+        the shorter training."""
+        best: tuple[float, float, int, int] | None = None
+        table = {}
+        for e, scores in held.items():
+            acc, nll = self.evaluate(scores, y)
+            table[e] = acc
+            for i in range(len(self.grid)):
+                key = (-round(float(acc[i]), 6), float(nll[i]), e, i)
+                best = key if best is None or key < best else best
+        if best is None:
+            raise ValueError("no candidate training length")
+        _, _, e, i = best
+        return e, self.n_cv + i, {g: float(a) for g, a in zip(self.grid, table[e], strict=True)}
 
 
 def content_free_examples(template: Template) -> list[Example]:

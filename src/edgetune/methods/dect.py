@@ -31,7 +31,13 @@ Choices, each a parameter (reference = thunlp/DecT ``dect_verbalizer.py``):
   the projected space before normalisation).
 - Measured on four tasks, ``normalize`` and ``prototypes`` at their reference values do as well as the
   defaults (within noise); only the λ choice changes results materially.
-- ``epochs`` full-batch Adam steps at learning rate ``lr``; the reference uses 30 at 0.01.
+- ``epochs``: full-batch Adam steps at learning rate ``lr`` (the reference: 30 at 0.01), or a list of candidate
+  lengths chosen with λ by the same cross-validation (snapshots of one run of the longest, so no extra
+  training). Default ``(10, 20, 30)``: on mixed36 (36 classes) 30 epochs over-train — validation accuracy on
+  train-pool data falls from 65.6 (10 epochs) to 61.7 (30) and 51.7 (100) — and the cross-validation picks 10 on
+  every seed; on sst2, agnews, trec and rte it is within noise of a fixed 30 (+0.37 ± 2.23 points per cell,
+  held-out train-pool data; ``benchmarks/results/many_class_decoder.md``, ``dect_epochs_choice/``). DecT
+  numbers measured before 2026-11-28's session 10 used ``epochs=30``.
 - ``threads``: torch threads while fitting (1 by default; ``None`` leaves torch's setting). The decoder is
   small-tensor work: beside one busy process, 2 threads on a 2-core CPU took 11.7 s for an agnews-sized fit
   that 1 thread did in 1.0 s; quiet, 1 thread is 1.2-1.5x slower (benchmarks/results/dect_fit_speed.md).
@@ -65,6 +71,7 @@ from .base import (
     check_positive_int,
     check_positive_number,
     class_counts,
+    epoch_choices,
     log_softmax,
     register,
     torch_threads,
@@ -87,7 +94,8 @@ class DecT(OutputEdgeMethod):
     smoke_params: ClassVar[dict[str, Any]] = {"epochs": 5}
 
     def __init__(self, model: str | Backend | None = None, *, template: str | None = None,
-                 label_words=None, proto_dim: int = 128, lr: float = 0.01, epochs: int = 30,
+                 label_words=None, proto_dim: int = 128, lr: float = 0.01,
+                 epochs: int | tuple[int, ...] = (10, 20, 30),
                  lam: float | str | None = "cv", lam_grid: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0),
                  cv_folds: int = 4, calibrate: bool | str = True, normalize: str = "standardize",
                  prototypes: str = "mean", weight_decay: float = 0.0, solver: str = "span", threads: int | None = 1,
@@ -126,9 +134,12 @@ class DecT(OutputEdgeMethod):
         if not (lam is None or lam == "cv" or (isinstance(lam, int | float) and not isinstance(lam, bool))):
             raise ParamError(f"lam must be a number, None (1/shots) or 'cv', not {lam!r}")
         check_positive_int(self, "proto_dim")
-        if not (isinstance(self.epochs, int) and self.epochs >= 0):
-            raise ParamError(f"epochs must be a non-negative integer, not {self.epochs!r}")
+        if not self._epoch_choices():
+            raise ParamError(f"epochs must be a non-negative integer or a non-empty list of them, not {self.epochs!r}")
         check_positive_number(self, "lr")
+
+    def _epoch_choices(self) -> tuple[int, ...]:
+        return epoch_choices(self.epochs)
 
     # -- pieces -----------------------------------------------------------------------------------------
     def _prior(self, scores: np.ndarray) -> np.ndarray:
@@ -141,13 +152,18 @@ class DecT(OutputEdgeMethod):
 
     # -- training -----------------------------------------------------------------------------------------
     def _train(self, x: torch.Tensor, y: torch.Tensor, prior: torch.Tensor, lams: torch.Tensor,
-               weights: torch.Tensor, n_classes: int
+               weights: torch.Tensor, n_classes: int, epochs: int | None = None,
+               snapshots: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None,
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Train M decoders at once (one per row of ``weights``: which samples it trains on, and its λ).
 
         Batching lets the λ search below cost one training run instead of one per (λ, fold).
         Returns W (M, k, d), prototypes (M, C, k), radii (M, C), each decoder's loss per epoch (M, epochs).
+        ``epochs``: the number of steps (default: the largest of ``self.epochs``); ``snapshots``: a dict whose
+        keys are epoch counts, filled with every decoder's (W, prototypes, radii) after that many steps.
         """
+        epochs = max(self._epoch_choices()) if epochs is None else epochs
+        snapshots = {} if snapshots is None else snapshots
         m, d = weights.shape[0], x.shape[1]
         gen = torch.Generator().manual_seed(self.seed)
         bound = 1.0 / math.sqrt(d)  # nn.Linear's default initialisation range
@@ -186,8 +202,16 @@ class DecT(OutputEdgeMethod):
         params = [learned, radii] + ([protos] if self.prototypes == "mean" else [])
         opt = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay, fused=True)
         norm = weights.sum(1).clamp_min(1.0)
+
+        def weights_now() -> torch.Tensor:
+            return W0[None] + learned.detach() @ vh if self.solver == "span" else learned.detach().clone()
+
         losses = []
-        for _ in range(self.epochs):
+        for step in range(epochs + 1):
+            if step in snapshots:
+                snapshots[step] = (weights_now(), protos.detach().clone(), radii.detach().clone())
+            if step == epochs:
+                break
             opt.zero_grad()
             scores = self._distance_scores(project(), protos, radii, prior, lams)
             ce = F.cross_entropy(scores.reshape(-1, n_classes), y.repeat(m), reduction="none").reshape(m, -1)
@@ -195,8 +219,7 @@ class DecT(OutputEdgeMethod):
             per_row.sum().backward()
             opt.step()
             losses.append(per_row.detach())
-        W = W0[None] + learned.detach() @ vh if self.solver == "span" else learned.detach()
-        return W, protos.detach(), radii.detach(), torch.stack(losses).T if losses else torch.zeros(m, 0)
+        return weights_now(), protos.detach(), radii.detach(), torch.stack(losses).T if losses else torch.zeros(m, 0)
 
     @classmethod
     def _batched_scores(cls, x: torch.Tensor, W: torch.Tensor, protos: torch.Tensor, radii: torch.Tensor,
@@ -213,22 +236,28 @@ class DecT(OutputEdgeMethod):
         sq = 1.0 + (protos * protos).sum(-1)[:, None, :] - 2.0 * torch.bmm(z, protos.transpose(1, 2))
         return -sq.clamp_min(1e-12).sqrt() + radii[:, None, :] + lams[:, None, None] * prior[None]
 
-    def _search_lam(self, x: torch.Tensor, y: torch.Tensor, prior: torch.Tensor, shots: float,
-                    n_classes: int) -> tuple[float, dict[float, float], Any]:
-        """Pick λ by stratified k-fold cross-validation on the training set (accuracy, then log-loss), every
-        fold, λ and final decoder in one training run (:class:`~edgetune.methods.base.LambdaSearch`). Returns
-        (λ, λ → CV accuracy, (W, prototypes, radii, losses) of the final decoder, or None when there are too
-        few examples per class to cross-validate)."""
-        search = LambdaSearch.build(y.numpy(), n_classes, sorted({round(1.0 / shots, 6), *self.lam_grid}),
-                                    self.cv_folds, self.seed)
+    def _search(self, x: torch.Tensor, y: torch.Tensor, prior: torch.Tensor, grid: list[float],
+                n_classes: int) -> tuple[float, int, dict[float, float], Any] | None:
+        """Pick λ (from ``grid``) and the training length (from ``epochs``) by stratified k-fold cross-validation
+        on the training set (accuracy, then log-loss), every fold, λ, length and final decoder in one training
+        run (:class:`~edgetune.methods.base.LambdaSearch`; each length is a snapshot of the same run). Returns
+        (λ, epochs, λ → CV accuracy at the chosen length, (W, prototypes, radii, losses) of the final decoder),
+        or None when there are too few examples per class to cross-validate."""
+        search = LambdaSearch.build(y.numpy(), n_classes, grid, self.cv_folds, self.seed)
         if not search.k:
-            return 1.0 / shots, {}, None
-        W, protos, radii, losses = self._train(x, y, prior, search.lams, search.weights, n_classes)
+            return None
+        choices = self._epoch_choices()
+        snaps: dict[int, Any] = dict.fromkeys(choices)
+        _, _, _, losses = self._train(x, y, prior, search.lams, search.weights, n_classes, max(choices), snaps)
         cv = slice(0, search.n_cv)
+        held = {}
         with torch.no_grad():
-            held = self._batched_scores(x, W[cv], protos[cv], radii[cv], prior, search.lams[cv])  # (M, n, C)
-        row, accuracy = search.pick(held, y)
-        return search.lam(row), accuracy, (W[row], protos[row], radii[row], losses[row].tolist())
+            for e in choices:
+                W, protos, radii = snaps[e]
+                held[e] = self._batched_scores(x, W[cv], protos[cv], radii[cv], prior, search.lams[cv])  # (M, n, C)
+        e, row, accuracy = search.pick_length(held, y)
+        W, protos, radii = snaps[e]
+        return search.lam(row), e, accuracy, (W[row], protos[row], radii[row], losses[row, :e].tolist())
 
     # -- OutputEdgeMethod --------------------------------------------------------------------------------
     def fit_features(self, train: Features, y: np.ndarray, content_free: Features) -> DecT:
@@ -249,16 +278,19 @@ class DecT(OutputEdgeMethod):
         prior = torch.from_numpy(self._prior(train.scores).astype(np.float32))
         shots = float(counts.mean())
         self.cv_accuracy_: dict[float, float] = {}
+        choices = self._epoch_choices()
+        self.epochs_ = max(choices)
         final = None
-        if self.lam == "cv":
-            self.lam_, self.cv_accuracy_, final = self._search_lam(x, yt, prior, shots, n_classes)
-        elif self.lam is None:
-            self.lam_ = 1.0 / shots
-        else:
-            self.lam_ = float(self.lam)
-        if final is None:
+        if self.lam == "cv" or len(choices) > 1:  # cross-validate λ and/or the training length
+            grid = sorted({round(1.0 / shots, 6), *self.lam_grid}) if self.lam == "cv" else [
+                1.0 / shots if self.lam is None else float(self.lam)]
+            found = self._search(x, yt, prior, grid, n_classes)
+            if found is not None:
+                self.lam_, self.epochs_, self.cv_accuracy_, final = found
+        if final is None:  # a fixed λ and length, or too few examples per class to cross-validate
+            self.lam_ = 1.0 / shots if self.lam in (None, "cv") else float(self.lam)
             W, protos, radii, losses = self._train(x, yt, prior, torch.tensor([self.lam_]), torch.ones(1, len(y)),
-                                                   n_classes)
+                                                   n_classes, self.epochs_)
             final = (W[0], protos[0], radii[0], losses[0].tolist())
         self.W_, self.protos_, self.radii_ = (t.numpy().copy() for t in final[:3])
         self.losses_ = final[3]

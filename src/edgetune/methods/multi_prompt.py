@@ -9,8 +9,9 @@ hidden states and P sets of label-word scores. The decoder is DecT's, with a set
     D_c      = min over transport plans T (uniform marginals) of Σ T ⊙ cost, entropic (Sinkhorn, ``ot_eps``)
     score_c  = -D_c + r_c + λ · mean_p s̃_pc                s̃_p: prompt p's calibrated label-word log-probabilities
 
-trained by full-batch Adam on cross-entropy, λ chosen by stratified cross-validation on the training sample
-(as DecT; every fold and λ trains as one batched model). With one prompt the transport is trivial and this is
+trained by full-batch Adam on cross-entropy, λ and the training length (``epochs``: a count or candidates,
+default 10, 20 or 30) chosen by stratified cross-validation on the training sample (as DecT; every fold, λ and
+length comes from one batched training run). With one prompt the transport is trivial and this is
 DecT's decoder exactly (the same initialisation and λ search), which a test checks.
 
 Departures, each a parameter or said here: the prompts are the task's templates (the registry gives four for
@@ -40,6 +41,7 @@ from .base import (
     check_positive_int,
     check_positive_number,
     class_counts,
+    epoch_choices,
     log_softmax,
     register,
     torch_threads,
@@ -66,7 +68,8 @@ class MultiPromptDecoder(OutputEdgeMethod):
 
     def __init__(self, model: str | Backend | None = None, *, template: str | None = None, label_words=None,
                  prompts: int = 4, templates: Sequence[str] | None = None, proto_dim: int = 128, lr: float = 0.01,
-                 epochs: int = 30, lam: float | str = "cv", lam_grid: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0),
+                 epochs: int | tuple[int, ...] = (10, 20, 30), lam: float | str = "cv",
+                 lam_grid: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0),
                  cv_folds: int = 4, ot_eps: float = 0.1, ot_iters: int = 10, threads: int | None = 1,
                  seed: int = 0) -> None:
         super().__init__(model, template=template, label_words=label_words)
@@ -88,8 +91,8 @@ class MultiPromptDecoder(OutputEdgeMethod):
         check_positive_number(self, "lr", "ot_eps")
         if self.threads is not None:
             check_positive_int(self, "threads")
-        if not (isinstance(self.epochs, int) and self.epochs >= 0):
-            raise ParamError(f"epochs must be a non-negative integer, not {self.epochs!r}")
+        if not epoch_choices(self.epochs):
+            raise ParamError(f"epochs must be a non-negative integer or a non-empty list of them, not {self.epochs!r}")
         lam = self.lam
         if not (lam == "cv" or (isinstance(lam, int | float) and not isinstance(lam, bool))):
             raise ParamError(f"lam must be a number or 'cv', not {lam!r}")
@@ -146,8 +149,12 @@ class MultiPromptDecoder(OutputEdgeMethod):
         return -dist + radii[:, None, :] + lams[:, None, None] * prior[None]
 
     def _train(self, x: torch.Tensor, y: torch.Tensor, prior: torch.Tensor, lams: torch.Tensor,
-               weights: torch.Tensor, n_classes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Train M decoders at once (one per row of ``weights`` and ``lams``); x is (n, P, d)."""
+               weights: torch.Tensor, n_classes: int, epochs: int,
+               snapshots: dict[int, Any] | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Train M decoders at once (one per row of ``weights`` and ``lams``) for ``epochs`` steps; x is (n, P, d).
+        ``snapshots``: a dict whose keys are epoch counts, filled with (W, prototypes, radii) after that many."""
+        snapshots = {} if snapshots is None else snapshots
         m, (n, p, d) = weights.shape[0], x.shape
         gen = torch.Generator().manual_seed(self.seed)
         bound = 1.0 / math.sqrt(d)
@@ -169,7 +176,11 @@ class MultiPromptDecoder(OutputEdgeMethod):
         opt = torch.optim.Adam([learned, radii, protos], lr=self.lr, fused=True)
         norm = weights.sum(1).clamp_min(1.0)
         losses = []
-        for _ in range(self.epochs):
+        for step in range(epochs + 1):
+            if step in snapshots:
+                snapshots[step] = (learned.detach().clone(), protos.detach().clone(), radii.detach().clone())
+            if step == epochs:
+                break
             opt.zero_grad()
             z = F.normalize((learned.reshape(m * self.proto_dim, d) @ flat_t).view(m, self.proto_dim, n, p)
                             .permute(0, 2, 3, 1), dim=-1)
@@ -205,20 +216,28 @@ class MultiPromptDecoder(OutputEdgeMethod):
         prior = torch.from_numpy(self._prior(scores).astype(np.float32))
         shots = float(counts.mean())
         self.cv_accuracy_: dict[float, float] = {}
+        lengths = epoch_choices(self.epochs)
+        cross = self.lam == "cv" or len(lengths) > 1  # cross-validate λ and/or the training length
         grid = sorted({round(1.0 / shots, 6), *self.lam_grid}) if self.lam == "cv" else [float(self.lam)]
-        search = LambdaSearch.build(y, n_classes, grid, self.cv_folds if self.lam == "cv" else 1, self.seed)
+        search = LambdaSearch.build(y, n_classes, grid, self.cv_folds if cross else 1, self.seed)
         if self.lam == "cv" and not search.k:  # too few examples per class to cross-validate: 1/shots
             search = LambdaSearch.build(y, n_classes, [1.0 / shots], 1, self.seed)
-        W, protos, radii, losses = self._train(x, yt, prior, search.lams, search.weights, n_classes)
-        row = 0
+        choices = lengths if search.k else (max(lengths),)
+        snaps: dict[int, Any] = dict.fromkeys(choices)
+        _, _, _, losses = self._train(x, yt, prior, search.lams, search.weights, n_classes, max(choices), snaps)
+        row, self.epochs_ = 0, max(choices)
         if search.k:
             cv = slice(0, search.n_cv)
+            held = {}
             with torch.no_grad():
-                held = self._predict(x, W[cv], protos[cv], radii[cv], prior, search.lams[cv])
-            row, self.cv_accuracy_ = search.pick(held, yt)
+                for e in choices:
+                    W, protos, radii = snaps[e]
+                    held[e] = self._predict(x, W[cv], protos[cv], radii[cv], prior, search.lams[cv])
+            self.epochs_, row, self.cv_accuracy_ = search.pick_length(held, yt)
         self.lam_ = search.lam(row)
+        W, protos, radii = snaps[self.epochs_]
         self.W_, self.protos_, self.radii_ = (t[row].numpy().copy() for t in (W, protos, radii))
-        self.losses_ = losses[row].tolist()
+        self.losses_ = losses[row, : self.epochs_].tolist()
         return self
 
     def decision_features(self, features: Features) -> np.ndarray:
