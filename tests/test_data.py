@@ -160,6 +160,14 @@ def test_task_file_and_overrides(tmp_path, toy_dir):
     (tmp_path / "list.yaml").write_text("template: '{text} {mask}'\nlabels: [neg, pos]\nlabel_words: [bad]\n")
     with pytest.raises(DataError, match="same length"):
         task_from_file(tmp_path / "list.yaml")
+    (tmp_path / "more.yaml").write_text("template: '{text} {mask}'\nlabel_words: {neg: bad, pos: good}\n"
+                                        "more_label_words: [{neg: awful, pos: great}]\n")
+    assert task_from_file(tmp_path / "more.yaml").more_words == [["awful", "great"]]
+    (tmp_path / "more.yaml").write_text("template: '{text} {mask}'\nlabel_words: {neg: bad, pos: good}\n"
+                                        "more_label_words: [{neg: awful}]\n")
+    with pytest.raises(DataError, match=r"more_label_words\[0\] must give one word for each label"):
+        task_from_file(tmp_path / "more.yaml")
+    assert load_task("sst2").more_words and not load_task("sst2", label_words="negative:poor,positive:fine").more_words
 
 
 @pytest.mark.parametrize("name,words", [

@@ -52,6 +52,35 @@ def test_several_prompts_fit_predict_save_load_and_count_queries(make_backend, t
         MultiPromptDecoder(be, templates=[]).fit(train)
 
 
+def test_several_label_word_sets_share_each_query_and_average_in_the_prior(make_backend, task3, tmp_path):
+    """``word_sets=2``: each prompt is scored on both sets in its one query; the prior is the mean of every
+    (prompt, set) calibration; saved and loaded, it predicts the same."""
+    from dataclasses import replace
+
+    from edgetune.methods.base import calibrate
+
+    task = replace(task3, more_label_words=({"negative": "awful", "positive": "good"},))
+    assert task.more_words == [["awful", "good"]]
+    be = make_backend("causal")
+    train = task.sample(4, seed=0)
+    m = MultiPromptDecoder(be, prompts=2, word_sets=2, epochs=3).fit(train)
+    assert m.words_ == ["bad", "great", "awful", "good"]
+    assert m.costs().queries == 2 * (len(train) + 2)  # the second word set costs no query
+    feats = m.features(train)
+    assert feats.scores.shape == (len(train), 2 * 4) and feats.views == 2
+    scores = feats.scores.reshape(len(train), 2, 4)
+    cf = m.content_free_.reshape(2, 2, 4)
+    expected = np.mean([calibrate(scores[:, p, s : s + 2], cf[:, p, s : s + 2]) for p in (0, 1) for s in (0, 2)], 0)
+    np.testing.assert_allclose(m._prior(scores), expected, atol=1e-6)
+    one = MultiPromptDecoder(be, prompts=2, epochs=3).fit(train)
+    assert not np.allclose(one._prior(scores[:, :, :2]), expected)  # the second set changes the prior
+    again = load(m.save(tmp_path / "mpd2"), model=be)
+    np.testing.assert_allclose(again.predict_proba(["a wonderful film"]), m.predict_proba(["a wonderful film"]),
+                               atol=1e-6)
+    with pytest.raises(ParamError, match="word_sets=3, but the task has 2 label-word set"):
+        MultiPromptDecoder(be, word_sets=3, prompts=1).fit(train)
+
+
 def test_transport_matches_views_to_prototypes_in_any_order():
     """The OT distance finds the cheap matching (unlike the mean cost), whatever the prototypes' order."""
     m = MultiPromptDecoder(None, ot_eps=0.01, ot_iters=50)

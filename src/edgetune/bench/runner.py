@@ -118,13 +118,14 @@ def run_cell(backend: Backend, task: Task, train: Any, test: Any, entry: MethodE
     method = cls(model=backend, **params)
     if isinstance(method, OutputEdgeMethod):
         templates = method.query_templates(Template(task.template), task.all_templates[1:])
+        words = method.query_words(task.words, task.more_words)
         model_name = backend.name
-        test_feats = extract(backend, test, templates, task.words, f"{task.name} test")
+        test_feats = extract(backend, test, templates, words, f"{task.name} test")
         if test_feats.queries:
             log.write({"type": "extraction", "split": "test", "model": model_name, "task": task.name,
                        "queries": test_feats.queries, "seconds": test_feats.seconds, "stats": test_feats.stats})
-        cf = extract(backend, content_free_examples(templates[0]), templates, task.words, "content-free")
-        feats = extract(backend, train, templates, task.words, f"{task.name} {train.shots}-shot seed {seed}")
+        cf = extract(backend, content_free_examples(templates[0]), templates, words, "content-free")
+        feats = extract(backend, train, templates, words, f"{task.name} {train.shots}-shot seed {seed}")
         paid = feats.queries + cf.queries
         if paid:
             log.write({"type": "extraction", "split": "train", "model": model_name, "task": task.name,
@@ -137,7 +138,7 @@ def run_cell(backend: Backend, task: Task, train: Any, test: Any, entry: MethodE
         extraction_s = per_query * (len(train) + len(cf)) * len(templates)
         start = time.perf_counter()
         method.fit_prepared(feats, np.array(train.label_ids()), cf, labels=task.labels, template=templates,
-                            words=task.words)
+                            words=words)
         fit_s = time.perf_counter() - start
         accuracy = float((method.decision_features(test_feats).argmax(axis=1) == y_test).mean())
         costs = method.costs()

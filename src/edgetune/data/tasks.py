@@ -45,6 +45,8 @@ class Task:
     words_derived: bool = False  # True: no label words were given; each is its label's readable name
     #: further templates for the same label words, for methods that query each input several ways (mpd)
     templates: tuple[str, ...] = ()
+    #: further label-word sets (label -> word each), for methods that score several words per class (mpd)
+    more_label_words: tuple[Mapping[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         Template(self.template)  # validates
@@ -69,11 +71,23 @@ class Task:
         words = [self.label_words[lab] for lab in self.labels]
         if len(set(words)) != len(words):
             raise DataError(f"task {self.name!r}: two labels share a label word ({words})")
+        for i, more in enumerate(self.more_label_words):
+            where = f"task {self.name!r}: more_label_words[{i}]"
+            if sorted(more) != sorted(self.labels):
+                raise DataError(f"{where} must give one word for each label {list(self.labels)}, not {dict(more)}")
+            alt = [str(more[lab]).strip() for lab in self.labels]
+            if not all(alt) or len(set(alt)) != len(alt):
+                raise DataError(f"{where}: words must be non-empty and distinct ({alt})")
 
     @property
     def words(self) -> list[str]:
         """Label words in label order."""
         return [self.label_words[lab] for lab in self.labels]
+
+    @property
+    def more_words(self) -> list[list[str]]:
+        """The further label-word sets (:attr:`more_label_words`), each in label order."""
+        return [[str(more[lab]).strip() for lab in self.labels] for more in self.more_label_words]
 
     def with_data_dir(self, path: str | os.PathLike | None) -> Task:
         return replace(self, data_dir=None if path is None else str(path))
@@ -112,6 +126,7 @@ class Task:
             "label_words": dict(self.label_words),
             "description": self.description,
             **({"templates": list(self.templates)} if self.templates else {}),
+            **({"more_label_words": [dict(m) for m in self.more_label_words]} if self.more_label_words else {}),
         }
 
     @property
@@ -155,6 +170,11 @@ _TOPIC_ALT = ("News: {text} This article is about {mask}", "{text} Category: {ma
 _ENTAIL_ALT = ("Premise: {text} Hypothesis: {text_b} Does the premise entail the hypothesis? {mask}",
                "{text} Question: is it true that {text_b}? Answer: {mask}",
                "\"{text}\" implies \"{text_b}\". Correct? {mask}")
+# Further label-word sets for multi-prompt decoding (several words per class); written for this registry.
+_SENTIMENT_MORE = ({"negative": "terrible", "positive": "good"}, {"negative": "awful", "positive": "wonderful"})
+_TOPIC4_MORE = ({"World": "world", "Sports": "football", "Business": "economy", "Sci/Tech": "science"},
+                {"World": "international", "Sports": "sport", "Business": "finance", "Sci/Tech": "computers"})
+_YESNO_MORE = ({"entailment": "True", "not_entailment": "False"}, {"entailment": "Right", "not_entailment": "Wrong"})
 _NLI3 = {"entailment": "Yes", "neutral": "Maybe", "contradiction": "No"}
 _ENTAIL = "{text} {text_b} Does the first sentence entail the second sentence? {mask}"
 
@@ -162,15 +182,18 @@ TASKS: dict[str, Task] = {
     t.name: t
     for t in [
         Task("sst2", ("negative", "positive"), _SENTIMENT, {"negative": "bad", "positive": "great"},
-             "SST-2 movie-review sentence sentiment", templates=_SENTIMENT_ALT),
+             "SST-2 movie-review sentence sentiment", templates=_SENTIMENT_ALT,
+             more_label_words=_SENTIMENT_MORE),
         Task("imdb", ("negative", "positive"), _SENTIMENT, {"negative": "bad", "positive": "great"},
-             "IMDB movie-review sentiment", templates=_SENTIMENT_ALT),
+             "IMDB movie-review sentiment", templates=_SENTIMENT_ALT,
+             more_label_words=_SENTIMENT_MORE),
         Task("yelp", ("negative", "positive"), _SENTIMENT, {"negative": "bad", "positive": "great"},
-             "Yelp review polarity (test split only)", templates=_SENTIMENT_ALT),
+             "Yelp review polarity (test split only)", templates=_SENTIMENT_ALT,
+             more_label_words=_SENTIMENT_MORE),
         Task("agnews", ("World", "Sports", "Business", "Sci/Tech"),
              "{text} The topic of this sentence is {mask}",
              {"World": "politics", "Sports": "sports", "Business": "business", "Sci/Tech": "technology"},
-             "AG News topic", templates=_TOPIC_ALT),
+             "AG News topic", templates=_TOPIC_ALT, more_label_words=_TOPIC4_MORE),
         Task("dbpedia",
              ("Company", "EducationalInstitution", "Artist", "Athlete", "OfficeHolder", "MeanOfTransportation",
               "Building", "NaturalPlace", "Village", "Animal", "Plant", "Album", "Film", "WrittenWork"),
@@ -196,9 +219,13 @@ TASKS: dict[str, Task] = {
               "LOC": "location", "NUM": "number"},
              "TREC question type (6 coarse classes)",
              templates=("{text} The question asks for a {mask}", "Q: {text} Type of answer: {mask}",
-                        "{text} The expected answer is a {mask}")),
+                        "{text} The expected answer is a {mask}"),
+             more_label_words=({"ABBR": "acronym", "ENTY": "object", "DESC": "definition", "HUM": "human",
+                                "LOC": "place", "NUM": "quantity"},
+                               {"ABBR": "short", "ENTY": "entity", "DESC": "explanation", "HUM": "name",
+                                "LOC": "country", "NUM": "date"})),
         Task("rte", ("entailment", "not_entailment"), _ENTAIL, {"entailment": "Yes", "not_entailment": "No"},
-             "RTE textual entailment", templates=_ENTAIL_ALT),
+             "RTE textual entailment", templates=_ENTAIL_ALT, more_label_words=_YESNO_MORE),
         Task("cb", ("entailment", "contradiction", "neutral"), _ENTAIL, _NLI3, "CommitmentBank (3-way NLI)",
              templates=_ENTAIL_ALT),
         Task("snli", ("entailment", "neutral", "contradiction"), _ENTAIL, _NLI3, "SNLI (3-way NLI)"),
@@ -273,6 +300,8 @@ def load_task(
             task,
             template=template if template is not None else task.template,
             label_words=parse_label_words(label_words) if label_words is not None else task.label_words,
+            # the further word sets go with the words they were written beside
+            more_label_words=task.more_label_words if label_words is None else (),
         )
     return task
 
@@ -288,6 +317,7 @@ def task_from_file(path: str | os.PathLike) -> Task:
         files: {train: train.csv, test: test.csv}   # relative to the task file
         columns: {text: review, label: stars}        # optional column names
         templates: ["Review: {text} Verdict: {mask}"]  # optional further templates (multi-prompt methods)
+        more_label_words: [{negative: awful, positive: good}]  # optional further word sets (multi-prompt methods)
     """
     import yaml
 
@@ -321,7 +351,14 @@ def task_from_file(path: str | os.PathLike) -> Task:
         files=files,
         columns={str(k): str(v) for k, v in dict(raw.get("columns", {})).items()},
         templates=tuple(str(t) for t in raw.get("templates", ())),
+        more_label_words=tuple(_word_set(path, i, m) for i, m in enumerate(raw.get("more_label_words") or ())),
     )
+
+
+def _word_set(path: Path, i: int, raw: Any) -> dict[str, str]:
+    if not isinstance(raw, dict):
+        raise DataError(f"task file {str(path)!r}: more_label_words[{i}] must map each label to a word")
+    return {str(k): str(v) for k, v in raw.items()}
 
 
 def custom_task(

@@ -16,9 +16,12 @@ DecT's decoder exactly (the same initialisation and λ search), which a test che
 
 Departures, each a parameter or said here: the prompts are the task's templates (the registry gives four for
 sst2, imdb, yelp, agnews, dbpedia, yahoo, trec, rte and cb; a task file may list ``templates``), not the
-paper's; one label word per class (the paper also varies label words); prototypes start at each class's mean
-projected state under each prompt; the transport is entropic with a fixed number of Sinkhorn iterations,
-differentiated through. No reference code was available to compare with; this follows the paper's description.
+paper's; ``word_sets`` label words per class (default 1; the task's further sets, ``more_label_words``, scored
+in the same query: the registry gives two further sets for sst2, imdb, yelp, agnews, trec and rte) enter only
+the averaged calibrated scores (a prompt's hidden state does not depend on the words); prototypes start at
+each class's mean projected state under each prompt; the transport is entropic with a fixed number of
+Sinkhorn iterations, differentiated through. No reference code was available to compare with; this follows the
+paper's description.
 """
 
 from __future__ import annotations
@@ -54,7 +57,9 @@ class MultiPromptDecoder(OutputEdgeMethod):
     """DecT over several prompts per input with optimal-transport prototype matching (module docstring).
 
     ``prompts``: how many of the task's templates to query with (the main one first); ``templates``: the
-    templates themselves, overriding the task's (each must end with ``{mask}`` for a causal model).
+    templates themselves, overriding the task's (each must end with ``{mask}`` for a causal model);
+    ``word_sets``: how many of the task's label-word sets each prompt is scored on (its words, then its
+    ``more_label_words``), averaged in the prior.
 
     Learned attributes: ``W_`` (proto_dim, d), ``protos_`` (C, P, proto_dim), ``radii_`` (C,), ``mean_``/``std_``
     (P, d) per-prompt standardisation, ``content_free_`` (m, P·C), ``lam_``, ``cv_accuracy_``, ``losses_``.
@@ -67,7 +72,8 @@ class MultiPromptDecoder(OutputEdgeMethod):
     fixed_state = ("mean", "std", "content_free")
 
     def __init__(self, model: str | Backend | None = None, *, template: str | None = None, label_words=None,
-                 prompts: int = 4, templates: Sequence[str] | None = None, proto_dim: int = 128, lr: float = 0.01,
+                 prompts: int = 4, templates: Sequence[str] | None = None, word_sets: int = 1,
+                 proto_dim: int = 128, lr: float = 0.01,
                  epochs: int | tuple[int, ...] = (10, 20, 30), lam: float | str = "cv",
                  lam_grid: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0),
                  cv_folds: int = 4, ot_eps: float = 0.1, ot_iters: int = 10, threads: int | None = 1,
@@ -75,6 +81,7 @@ class MultiPromptDecoder(OutputEdgeMethod):
         super().__init__(model, template=template, label_words=label_words)
         self.prompts = prompts
         self.templates = templates
+        self.word_sets = word_sets
         self.proto_dim = proto_dim
         self.lr = lr
         self.epochs = epochs
@@ -87,7 +94,7 @@ class MultiPromptDecoder(OutputEdgeMethod):
         self.seed = seed
 
     def _validate_params(self) -> None:
-        check_positive_int(self, "prompts", "proto_dim", "ot_iters", "cv_folds")
+        check_positive_int(self, "prompts", "word_sets", "proto_dim", "ot_iters", "cv_folds")
         check_positive_number(self, "lr", "ot_eps")
         if self.threads is not None:
             check_positive_int(self, "threads")
@@ -108,17 +115,25 @@ class MultiPromptDecoder(OutputEdgeMethod):
                              "templates=[...] (or a task file's `templates`) or fewer prompts")
         return pool[: self.prompts]
 
+    def query_words(self, words: Sequence[str], alternatives: Sequence[Sequence[str]]) -> list[str]:
+        if self.word_sets > 1 + len(alternatives):
+            raise ParamError(f"{self.name}: word_sets={self.word_sets}, but the task has {1 + len(alternatives)} "
+                             "label-word set(s); give a task file's `more_label_words` or fewer word sets")
+        return [w for words_ in [words, *alternatives[: self.word_sets - 1]] for w in words_]
+
     # -- pieces -----------------------------------------------------------------------------------------
     def _views(self, features: Features) -> tuple[np.ndarray, np.ndarray]:
-        """(n, P, C) scores and (n, P, d) hidden states."""
+        """(n, P, S·C) scores (S label-word sets, set after set) and (n, P, d) hidden states."""
         p = features.views
         return (features.scores.reshape(len(features), p, -1), features.hidden.reshape(len(features), p, -1))
 
     def _prior(self, scores: np.ndarray) -> np.ndarray:
-        """Mean over prompts of each prompt's calibrated label-word log-probabilities: (n, C)."""
+        """Mean over prompts and label-word sets of each one's calibrated label-word log-probabilities: (n, C)."""
+        c = len(self.labels_)
         cf = self.content_free_.reshape(len(self.content_free_), scores.shape[1], -1)
-        per = [calibrate(scores[:, p], cf[:, p]) if len(cf) else log_softmax(scores[:, p])
-               for p in range(scores.shape[1])]
+        views = [(p, s) for p in range(scores.shape[1]) for s in range(0, scores.shape[2], c)]
+        per = [calibrate(scores[:, p, s : s + c], cf[:, p, s : s + c]) if len(cf) else
+               log_softmax(scores[:, p, s : s + c]) for p, s in views]
         return np.mean(per, axis=0)
 
     def _standardise(self, hidden: np.ndarray) -> torch.Tensor:

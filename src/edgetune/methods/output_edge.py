@@ -72,6 +72,12 @@ class OutputEdgeMethod(Method):
         input and prompt; :meth:`Features.stack` puts them side by side)."""
         return [template]
 
+    def query_words(self, words: Sequence[str], alternatives: Sequence[Sequence[str]]) -> list[str]:
+        """The label words each prompt is scored on, given the task's (one per label, in label order) and its
+        further word sets (:attr:`Task.more_words`): the task's only, unless a method reads several words per
+        class (then set after set, each in label order; still one query per prompt)."""
+        return list(words)
+
     # -- features -------------------------------------------------------------------------------------------
     def features(self, X: Any, description: str = "prompts") -> Features:
         """Features of inputs under the fitted prompt(s) (cached by the backend)."""
@@ -83,8 +89,9 @@ class OutputEdgeMethod(Method):
         self._validate_params()
         template, words, labels = self._prompting(X, y)
         examples, y_idx = self._labelled(X, y, labels)
-        word_list = [words[lab] for lab in labels]
         task = getattr(X, "task", None)
+        more = task.more_words if task is not None and self.label_words is None else []
+        word_list = self.query_words([words[lab] for lab in labels], more)
         templates = self.query_templates(template, task.all_templates[1:] if task is not None else ())
         train = extract(self.backend, examples, templates, word_list, "training prompts")
         cf = (extract(self.backend, content_free_examples(template), templates, word_list, "content-free prompts")
@@ -102,6 +109,10 @@ class OutputEdgeMethod(Method):
         self.templates_ = [Template(t) if isinstance(t, str) else t for t in many]
         self.template_ = self.templates_[0]
         self.words_ = list(words)
+        if not self.words_ or len(self.words_) % len(self.labels_):
+            from ..errors import DataError
+
+            raise DataError(f"{self.name}: {len(self.words_)} label words for {len(self.labels_)} labels")
         if len(train) == 0:
             from ..errors import DataError
 
