@@ -13,34 +13,19 @@ benchmarks/results/dect_epochs_choice/ and prints each variant's paired differen
 
 from __future__ import annotations
 
-import argparse
-import tempfile
-from pathlib import Path
-
 import numpy as np
-from input_edge_recipe import held_out_task
-from rich.console import Console
+from dect_solver_choice import held_out_args, held_out_bench
 
-from edgetune.bench import BenchConfig, MethodEntry, read_results, run_bench
+from edgetune.bench import MethodEntry, read_results
 
-HERE = Path(__file__).resolve().parent
 VARIANTS = {"dect_cv3": [10, 20, 30], "dect_cv4": [5, 10, 20, 30], "dect_cv5": [10, 20, 30, 60, 100]}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--tasks", nargs="+", default=["sst2", "agnews", "trec", "rte"])
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    ap.add_argument("--val-shots", type=int, default=50)
-    ap.add_argument("--out", default=str(HERE / "results" / "dect_epochs_choice"))
-    args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        tasks = [held_out_task(t, args.val_shots, Path(tmp) / t) for t in args.tasks]
-        methods = [MethodEntry("dect", "dect", {"epochs": 30})]
-        methods += [MethodEntry("dect", k, {"epochs": v}) for k, v in VARIANTS.items()]
-        config = BenchConfig(name="dect_epochs_choice", tasks=tasks, shots=[16], seeds=args.seeds, test_size=None,
-                             methods=methods)
-        path = run_bench(config, args.out, console=Console(stderr=True))
+    args = held_out_args("dect_epochs_choice")
+    methods = [MethodEntry("dect", "dect", {"epochs": 30})]
+    methods += [MethodEntry("dect", k, {"epochs": v}) for k, v in VARIANTS.items()]
+    path = held_out_bench("dect_epochs_choice", methods, args)
     records = [c for c in read_results(path) if c.get("type") == "cell"]
     cells = {(c["task_name"], c["seed"], c["method"]): c for c in records}
     for variant in VARIANTS:
