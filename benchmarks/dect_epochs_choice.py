@@ -13,10 +13,9 @@ benchmarks/results/dect_epochs_choice/ and prints each variant's paired differen
 
 from __future__ import annotations
 
-import numpy as np
-from dect_solver_choice import held_out_args, held_out_bench
+from dect_solver_choice import held_out_args, held_out_bench, paired
 
-from edgetune.bench import MethodEntry, read_results
+from edgetune.bench import MethodEntry
 
 VARIANTS = {"dect_cv3": [10, 20, 30], "dect_cv4": [5, 10, 20, 30], "dect_cv5": [10, 20, 30, 60, 100]}
 
@@ -26,20 +25,8 @@ def main() -> None:
     methods = [MethodEntry("dect", "dect", {"epochs": 30})]
     methods += [MethodEntry("dect", k, {"epochs": v}) for k, v in VARIANTS.items()]
     path = held_out_bench("dect_epochs_choice", methods, args)
-    records = [c for c in read_results(path) if c.get("type") == "cell"]
-    cells = {(c["task_name"], c["seed"], c["method"]): c for c in records}
     for variant in VARIANTS:
-        diffs = []
-        for task in args.tasks:
-            fixed = [cells[(f"{task}-val", s, "dect")]["accuracy"] for s in args.seeds]
-            cv = [cells[(f"{task}-val", s, variant)]["accuracy"] for s in args.seeds]
-            diffs += [b - a for a, b in zip(fixed, cv, strict=True)]
-            secs = [cells[(f"{task}-val", s, variant)]["fit_seconds"] for s in args.seeds]
-            print(f"{variant} {task}: fixed 30 {100 * np.mean(fixed):.1f} ± {100 * np.std(fixed, ddof=1):.1f}  "
-                  f"cv {100 * np.mean(cv):.1f} ± {100 * np.std(cv, ddof=1):.1f}  (fit {np.median(secs):.2f} s)")
-        d = 100 * np.array(diffs)
-        print(f"{variant} − fixed per cell: {d.mean():+.2f} ± {d.std(ddof=1):.2f} points (n={len(d)}, "
-              f"standard error {d.std(ddof=1) / np.sqrt(len(d)):.2f})")
+        paired(path, args, "dect", variant)
 
 
 if __name__ == "__main__":

@@ -49,17 +49,22 @@ def main() -> None:
     path = held_out_bench("dect_solver_choice", [
         MethodEntry("dect", "dect", {"solver": "full", "epochs": 30}),
         MethodEntry("dect", "dect_span", {"solver": "span", "epochs": 30})], args)
-    cells = {(c["task_name"], c["seed"], c["method"]): c["accuracy"] for c in read_results(path)
-             if c.get("type") == "cell"}
+    paired(path, args, "dect", "dect_span")
+
+
+def paired(path: Path, args: argparse.Namespace, base: str, other: str) -> None:
+    """Print each task's accuracy (and fit time) of ``base`` and ``other``, and their paired difference per cell."""
+    cells = {(c["task_name"], c["seed"], c["method"]): c for c in read_results(path) if c.get("type") == "cell"}
     diffs = []
     for task in args.tasks:
-        full = [cells[(f"{task}-val", s, "dect")] for s in args.seeds]
-        span = [cells[(f"{task}-val", s, "dect_span")] for s in args.seeds]
-        diffs += [b - a for a, b in zip(full, span, strict=True)]
-        print(f"{task}: full {100 * np.mean(full):.1f} ± {100 * np.std(full, ddof=1):.1f}  "
-              f"span {100 * np.mean(span):.1f} ± {100 * np.std(span, ddof=1):.1f}")
+        a = [cells[(f"{task}-val", s, base)]["accuracy"] for s in args.seeds]
+        b = [cells[(f"{task}-val", s, other)]["accuracy"] for s in args.seeds]
+        secs = [cells[(f"{task}-val", s, other)]["fit_seconds"] for s in args.seeds]
+        diffs += [y - x for x, y in zip(a, b, strict=True)]
+        print(f"{task}: {base} {100 * np.mean(a):.1f} ± {100 * np.std(a, ddof=1):.1f}  {other} "
+              f"{100 * np.mean(b):.1f} ± {100 * np.std(b, ddof=1):.1f} (fit {np.median(secs):.2f} s)")
     d = 100 * np.array(diffs)
-    print(f"span − full per cell: {d.mean():+.2f} ± {d.std(ddof=1):.2f} points (n={len(d)}, "
+    print(f"{other} − {base} per cell: {d.mean():+.2f} ± {d.std(ddof=1):.2f} points (n={len(d)}, "
           f"standard error {d.std(ddof=1) / np.sqrt(len(d)):.2f})")
 
 
