@@ -144,3 +144,29 @@ def test_part_of_a_grid_runs_now_and_the_rest_later(config_file, tmp_path):
         BenchConfig.from_yaml(config_file).narrowed(methods=["bbt-long"])
     with pytest.raises(DataError, match="no seed 7"):
         BenchConfig.from_yaml(config_file).narrowed(seeds=[7])
+
+
+def test_bench_runs_mpd_on_several_prompts_and_word_sets(tmp_path, toy_dir, tiny_model_dir):
+    """The runner asks each method which prompts and words it queries: mpd with two templates and two word sets
+    gets both sets scored in one query per input and template, beside DecT on the main prompt alone."""
+    task = tmp_path / "toy.yaml"
+    task.write_text(yaml.safe_dump({
+        "name": "toy", "template": "{text} In summary, it was {mask}", "templates": ["{text} All in all, {mask}"],
+        "label_words": {"negative": "bad", "positive": "great"},
+        "more_label_words": [{"negative": "awful", "positive": "good"}],
+        "files": {"train": str(toy_dir / "toy/train.jsonl"), "test": str(toy_dir / "toy/test.jsonl")}}))
+    cfg = {"name": "mpd", "models": [str(tiny_model_dir)], "tasks": [str(task)], "shots": [2], "seeds": [0],
+           "test_size": 6, "output": str(tmp_path / "out"),
+           "methods": [{"name": "dect", "params": {"epochs": 2}},
+                       {"name": "mpd", "params": {"prompts": 2, "word_sets": 2, "epochs": 2}}]}
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["bench", str(tmp_path / "b.yaml"), "--no-progress"]) == 0
+    got = cells(tmp_path / "out" / "results.jsonl")
+    assert got[(2, 0, "mpd")]["queries"] == 2 * (4 + 2) and got[(2, 0, "dect")]["queries"] == 4 + 2
+    assert 0 <= got[(2, 0, "mpd")]["accuracy"] <= 1
+    extraction = [x for x in read_results(tmp_path / "out" / "results.jsonl") if x["type"] == "extraction"]
+    # DecT's prompts (2 words) and mpd's (4 words, two templates) are different queries; mpd pays twice DecT's
+    # (test and training prompts, in that order for each method), not four times
+    assert len(extraction) == 4 and extraction[0]["split"] == "test" and extraction[2]["split"] == "test"
+    dect_paid = extraction[0]["queries"] + extraction[1]["queries"]
+    assert extraction[2]["queries"] + extraction[3]["queries"] == 2 * dect_paid > 0
