@@ -153,14 +153,16 @@ class DecT(OutputEdgeMethod):
     # -- training -----------------------------------------------------------------------------------------
     def _train(self, x: torch.Tensor, y: torch.Tensor, prior: torch.Tensor, lams: torch.Tensor,
                weights: torch.Tensor, n_classes: int, epochs: int | None = None,
-               snapshots: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None,
+               snapshots: dict[int, Any] | None = None,
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Train M decoders at once (one per row of ``weights``: which samples it trains on, and its λ).
 
         Batching lets the λ search below cost one training run instead of one per (λ, fold).
         Returns W (M, k, d), prototypes (M, C, k), radii (M, C), each decoder's loss per epoch (M, epochs).
         ``epochs``: the number of steps (default: the largest of ``self.epochs``); ``snapshots``: a dict whose
-        keys are epoch counts, filled with every decoder's (W, prototypes, radii) after that many steps.
+        keys are epoch counts, filled after that many steps with (a function giving one decoder's W, every
+        decoder's prototypes, radii, and scores (M, n, C) on all the training examples — the scores of that
+        step's own forward pass, so a snapshot costs no extra pass).
         """
         epochs = max(self._epoch_choices()) if epochs is None else epochs
         snapshots = {} if snapshots is None else snapshots
@@ -206,14 +208,25 @@ class DecT(OutputEdgeMethod):
         def weights_now() -> torch.Tensor:
             return W0[None] + learned.detach() @ vh if self.solver == "span" else learned.detach().clone()
 
+        def snapshot(step: int, scores: torch.Tensor) -> None:
+            kept = learned.detach().clone()
+
+            def weights_of(row: int) -> torch.Tensor:  # built only for the row that is kept
+                return W0 + kept[row] @ vh if self.solver == "span" else kept[row]
+
+            snapshots[step] = (weights_of, protos.detach().clone(), radii.detach().clone(), scores.detach())
+
         losses = []
         for step in range(epochs + 1):
-            if step in snapshots:
-                snapshots[step] = (weights_now(), protos.detach().clone(), radii.detach().clone())
             if step == epochs:
+                if step in snapshots:
+                    with torch.no_grad():
+                        snapshot(step, self._distance_scores(project(), protos, radii, prior, lams))
                 break
             opt.zero_grad()
             scores = self._distance_scores(project(), protos, radii, prior, lams)
+            if step in snapshots:  # the scores of this step's forward pass are the snapshot's, before the update
+                snapshot(step, scores)
             ce = F.cross_entropy(scores.reshape(-1, n_classes), y.repeat(m), reduction="none").reshape(m, -1)
             per_row = (ce * weights).sum(1) / norm
             per_row.sum().backward()
@@ -249,15 +262,10 @@ class DecT(OutputEdgeMethod):
         choices = self._epoch_choices()
         snaps: dict[int, Any] = dict.fromkeys(choices)
         _, _, _, losses = self._train(x, y, prior, search.lams, search.weights, n_classes, max(choices), snaps)
-        cv = slice(0, search.n_cv)
-        held = {}
-        with torch.no_grad():
-            for e in choices:
-                W, protos, radii = snaps[e]
-                held[e] = self._batched_scores(x, W[cv], protos[cv], radii[cv], prior, search.lams[cv])  # (M, n, C)
+        held = {e: snaps[e][3][: search.n_cv] for e in choices}  # the CV decoders' scores, (n_cv, n, C)
         e, row, accuracy = search.pick_length(held, y)
-        W, protos, radii = snaps[e]
-        return search.lam(row), e, accuracy, (W[row], protos[row], radii[row], losses[row, :e].tolist())
+        weights_of, protos, radii, _ = snaps[e]
+        return search.lam(row), e, accuracy, (weights_of(row), protos[row], radii[row], losses[row, :e].tolist())
 
     # -- OutputEdgeMethod --------------------------------------------------------------------------------
     def fit_features(self, train: Features, y: np.ndarray, content_free: Features) -> DecT:
