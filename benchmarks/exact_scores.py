@@ -1,13 +1,16 @@
 """Exact label-word scores through a capped API (issue 14): floors vs logit_bias recovery on the llama.cpp server.
 
 Usage:  EDGETUNE_DATA_DIR=../shared/data python benchmarks/exact_scores.py [--tasks agnews trec] [--seeds 0 1 2]
+            [--variants "top 20, floors" "top 20, exact" "top 500, floors"]
 
 The llama.cpp server (llama-cpp-python, the packaged SmolLM2 Q4_1 GGUF, 2 threads) is asked with OpenAI's cap of
 20 top log-probabilities, once with ``exact="off"`` (a label word outside the top 20 gets the floor) and once with
 ``exact="auto"`` (such a word is recovered with ``logit_bias``, see ``edgetune.backends.remote``), each with an
 empty cache; the same run at ``top_logprobs=500`` (floors rare) is the reference. For each: how many label-word
 scores were exact, recovered and floored, HTTP requests, extraction seconds, and zero-shot / calibrated / DecT
-accuracy on the same 16-shot samples and test subset. Writes ``benchmarks/results/exact_scores.{json,md}``.
+accuracy on the same 16-shot samples and test subset. Writes ``benchmarks/results/exact_scores.{json,md}``; rows
+of another (task, variant) already there are kept, so tasks and variants can be run one at a time. Each row
+records the DecT defaults it ran with (``dect_params``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ def main() -> None:
     ap.add_argument("--tasks", nargs="+", default=["agnews", "trec"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--test-size", type=int, default=200)
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     args = ap.parse_args()
     import warnings
 
@@ -39,6 +43,10 @@ def main() -> None:
     from edgetune.methods import get_method
     from edgetune.methods.base import content_free_examples
 
+    out = HERE / "results" / "exact_scores.json"
+    asked = {(t, v) for t in args.tasks for v in args.variants}
+    kept = [r for r in json.loads(out.read_text(encoding="utf-8")) if (r["task"], r["variant"]) not in asked] \
+        if out.is_file() else []
     rows = []
     with LlamaServer("smollm2-135m", n_threads=2, n_ctx=1024) as srv, tempfile.TemporaryDirectory() as tmp:
         for task_name in args.tasks:
@@ -46,7 +54,8 @@ def main() -> None:
             test = task.load("test", limit=args.test_size, seed=0)
             template = Template(task.template)
             y_test = np.array(test.label_ids())
-            for variant, (top, exact) in VARIANTS.items():
+            for variant in args.variants:
+                top, exact = VARIANTS[variant]
                 be = OpenAIBackend("smollm2-135m", srv.base_url, top_logprobs=top, exact=exact, concurrency=4,
                                    cache=FeatureCache(Path(tmp) / f"{task_name}-{top}-{exact}.sqlite"), progress=False)
                 start = time.perf_counter()
@@ -68,11 +77,15 @@ def main() -> None:
                 rows.append({"task": task_name, "variant": variant, "top_logprobs": top, "exact": exact,
                              "prompts": u["queries"], "scores": u["exact"] + u["floored"], "exact_scores": u["exact"],
                              "recovered": u["recovered"], "floored": u["floored"], "requests": u["requests"],
-                             "bias_mode": be.bias_mode, "seconds": seconds,
+                             "bias_mode": be.bias_mode, "seconds": seconds, "seeds": args.seeds,
+                             "test_size": args.test_size,
+                             "dect_params": {k: get_method("dect")(be).get_params()[k] for k in ("solver", "epochs")},
                              "accuracy": {k: [float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0]
                                           for k, v in acc.items()}})
                 print(json.dumps(rows[-1]), flush=True)
-    (HERE / "results" / "exact_scores.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
+    order = {(t, v): i for i, (t, v) in enumerate((t, v) for t in ("agnews", "trec") for v in VARIANTS)}
+    rows = sorted(kept + rows, key=lambda r: order.get((r["task"], r["variant"]), len(order)))
+    out.write_text(json.dumps(rows, indent=1), encoding="utf-8")
     md = ["# Exact label-word scores through a capped API · `python benchmarks/exact_scores.py`", "",
           f"llama.cpp server (llama-cpp-python, SmolLM2-135M Q4_1, 2 threads), 16-shot, seeds {args.seeds}, "
           f"{args.test_size} test examples, empty caches. Scores = label words × prompts (test, training samples, "
