@@ -508,6 +508,30 @@ class LambdaSearch:
         lams = torch.tensor([g for g in grid for _ in range(k)] + list(grid), dtype=torch.float32)
         return cls(grid, k, weights, lams)
 
+    @classmethod
+    def plan(cls, y: np.ndarray, n_classes: int, lam: float | str | None, lam_grid: Sequence[float], epochs: Any,
+             folds: int, seed: int) -> tuple[LambdaSearch, tuple[int, ...]]:
+        """The search a decoder's settings ask for, and the training lengths to snapshot: λ from {1/shots} ∪
+        ``lam_grid`` when ``lam="cv"``, else fixed (a number; ``None``: 1/shots); lengths from ``epochs``
+        (:func:`epoch_choices`). Cross-validated when λ or the length has candidates and every class has two
+        examples or more; otherwise one decoder on all the data (λ = 1/shots for ``"cv"``) at the longest length."""
+        shots = float(np.bincount(np.asarray(y), minlength=n_classes).mean())
+        lengths = epoch_choices(epochs)
+        grid = sorted({round(1.0 / shots, 6), *lam_grid}) if lam == "cv" else [
+            1.0 / shots if lam is None else float(lam)]
+        search = cls.build(y, n_classes, grid, folds if lam == "cv" or len(lengths) > 1 else 1, seed)
+        if lam == "cv" and not search.k:  # too few examples per class to cross-validate
+            search = cls.build(y, n_classes, [1.0 / shots], 1, seed)
+        return search, lengths if search.k else (max(lengths),)
+
+    def choose(self, snapshots: Mapping[int, tuple[Any, ...]], y: Any) -> tuple[int, int, dict[float, float]]:
+        """(training length, row of the kept decoder, λ → CV accuracy) from snapshots of one training run (epochs
+        → a tuple whose last item is every decoder's scores on the training examples, (M, n, C)); without
+        cross-validation the longest length and the only row."""
+        if not self.k:
+            return max(snapshots), 0, {}
+        return self.pick_length({e: snap[-1][: self.n_cv] for e, snap in snapshots.items()}, y)
+
     @property
     def n_cv(self) -> int:
         """Rows that are cross-validation decoders (the first ones)."""

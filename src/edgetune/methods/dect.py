@@ -249,24 +249,6 @@ class DecT(OutputEdgeMethod):
         sq = 1.0 + (protos * protos).sum(-1)[:, None, :] - 2.0 * torch.bmm(z, protos.transpose(1, 2))
         return -sq.clamp_min(1e-12).sqrt() + radii[:, None, :] + lams[:, None, None] * prior[None]
 
-    def _search(self, x: torch.Tensor, y: torch.Tensor, prior: torch.Tensor, grid: list[float],
-                n_classes: int) -> tuple[float, int, dict[float, float], Any] | None:
-        """Pick λ (from ``grid``) and the training length (from ``epochs``) by stratified k-fold cross-validation
-        on the training set (accuracy, then log-loss), every fold, λ, length and final decoder in one training
-        run (:class:`~edgetune.methods.base.LambdaSearch`; each length is a snapshot of the same run). Returns
-        (λ, epochs, λ → CV accuracy at the chosen length, (W, prototypes, radii, losses) of the final decoder),
-        or None when there are too few examples per class to cross-validate."""
-        search = LambdaSearch.build(y.numpy(), n_classes, grid, self.cv_folds, self.seed)
-        if not search.k:
-            return None
-        choices = self._epoch_choices()
-        snaps: dict[int, Any] = dict.fromkeys(choices)
-        _, _, _, losses = self._train(x, y, prior, search.lams, search.weights, n_classes, max(choices), snaps)
-        held = {e: snaps[e][3][: search.n_cv] for e in choices}  # the CV decoders' scores, (n_cv, n, C)
-        e, row, accuracy = search.pick_length(held, y)
-        weights_of, protos, radii, _ = snaps[e]
-        return search.lam(row), e, accuracy, (weights_of(row), protos[row], radii[row], losses[row, :e].tolist())
-
     # -- OutputEdgeMethod --------------------------------------------------------------------------------
     def fit_features(self, train: Features, y: np.ndarray, content_free: Features) -> DecT:
         with torch_threads(self.threads):
@@ -274,7 +256,7 @@ class DecT(OutputEdgeMethod):
 
     def _fit(self, train: Features, y: np.ndarray, content_free: Features) -> DecT:
         n_classes = len(self.labels_)
-        counts = class_counts("DecT", self.labels_, y)
+        class_counts("DecT", self.labels_, y)  # every label needs an example
         self.content_free_ = content_free.scores.astype(np.float32)
         self.batch_prior_ = batch_prior(train.scores).astype(np.float32)
         h = train.hidden.astype(np.float64)
@@ -284,24 +266,15 @@ class DecT(OutputEdgeMethod):
         x = self._standardise(train.hidden)
         yt = torch.from_numpy(y.astype(np.int64))
         prior = torch.from_numpy(self._prior(train.scores).astype(np.float32))
-        shots = float(counts.mean())
-        self.cv_accuracy_: dict[float, float] = {}
-        choices = self._epoch_choices()
-        self.epochs_ = max(choices)
-        final = None
-        if self.lam == "cv" or len(choices) > 1:  # cross-validate λ and/or the training length
-            grid = sorted({round(1.0 / shots, 6), *self.lam_grid}) if self.lam == "cv" else [
-                1.0 / shots if self.lam is None else float(self.lam)]
-            found = self._search(x, yt, prior, grid, n_classes)
-            if found is not None:
-                self.lam_, self.epochs_, self.cv_accuracy_, final = found
-        if final is None:  # a fixed λ and length, or too few examples per class to cross-validate
-            self.lam_ = 1.0 / shots if self.lam in (None, "cv") else float(self.lam)
-            W, protos, radii, losses = self._train(x, yt, prior, torch.tensor([self.lam_]), torch.ones(1, len(y)),
-                                                   n_classes, self.epochs_)
-            final = (W[0], protos[0], radii[0], losses[0].tolist())
-        self.W_, self.protos_, self.radii_ = (t.numpy().copy() for t in final[:3])
-        self.losses_ = final[3]
+        search, choices = LambdaSearch.plan(y, n_classes, self.lam, self.lam_grid, self.epochs, self.cv_folds,
+                                            self.seed)
+        snaps: dict[int, Any] = dict.fromkeys(choices)
+        _, _, _, losses = self._train(x, yt, prior, search.lams, search.weights, n_classes, max(choices), snaps)
+        self.epochs_, row, self.cv_accuracy_ = search.choose(snaps, yt)
+        self.lam_ = search.lam(row)
+        weights_of, protos, radii, _ = snaps[self.epochs_]
+        self.W_, self.protos_, self.radii_ = (t.numpy().copy() for t in (weights_of(row), protos[row], radii[row]))
+        self.losses_ = losses[row, : self.epochs_].tolist()
         return self
 
     def decision_features(self, features: Features) -> np.ndarray:

@@ -168,7 +168,9 @@ class MultiPromptDecoder(OutputEdgeMethod):
                snapshots: dict[int, Any] | None = None
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Train M decoders at once (one per row of ``weights`` and ``lams``) for ``epochs`` steps; x is (n, P, d).
-        ``snapshots``: a dict whose keys are epoch counts, filled with (W, prototypes, radii) after that many."""
+        ``snapshots``: a dict whose keys are epoch counts, filled after that many steps with (a function giving
+        one decoder's W, every decoder's prototypes, radii, and scores (M, n, C) on the training examples from
+        that step's own forward pass), as DecT's."""
         snapshots = {} if snapshots is None else snapshots
         m, (n, p, d) = weights.shape[0], x.shape
         gen = torch.Generator().manual_seed(self.seed)
@@ -190,16 +192,31 @@ class MultiPromptDecoder(OutputEdgeMethod):
         radii = radii.clone().requires_grad_(True)
         opt = torch.optim.Adam([learned, radii, protos], lr=self.lr, fused=True)
         norm = weights.sum(1).clamp_min(1.0)
-        losses = []
-        for step in range(epochs + 1):
-            if step in snapshots:
-                snapshots[step] = (learned.detach().clone(), protos.detach().clone(), radii.detach().clone())
-            if step == epochs:
-                break
-            opt.zero_grad()
+
+        def forward() -> torch.Tensor:
             z = F.normalize((learned.reshape(m * self.proto_dim, d) @ flat_t).view(m, self.proto_dim, n, p)
                             .permute(0, 2, 3, 1), dim=-1)
-            scores = self._scores(z, protos, radii, prior, lams)
+            return self._scores(z, protos, radii, prior, lams)
+
+        def snapshot(step: int, scores: torch.Tensor) -> None:
+            kept = learned.detach().clone()
+
+            def weights_of(row: int) -> torch.Tensor:
+                return kept[row]
+
+            snapshots[step] = (weights_of, protos.detach().clone(), radii.detach().clone(), scores.detach())
+
+        losses = []
+        for step in range(epochs + 1):
+            if step == epochs:
+                if step in snapshots:
+                    with torch.no_grad():
+                        snapshot(step, forward())
+                break
+            opt.zero_grad()
+            scores = forward()
+            if step in snapshots:  # this step's forward pass, before the update
+                snapshot(step, scores)
             ce = F.cross_entropy(scores.reshape(-1, n_classes), y.repeat(m), reduction="none").reshape(m, -1)
             per_row = (ce * weights).sum(1) / norm
             per_row.sum().backward()
@@ -220,7 +237,7 @@ class MultiPromptDecoder(OutputEdgeMethod):
 
     def _fit(self, train: Features, y: np.ndarray, content_free: Features) -> MultiPromptDecoder:
         n_classes = len(self.labels_)
-        counts = class_counts(self.name, self.labels_, y)
+        class_counts(self.name, self.labels_, y)  # every label needs an example
         scores, hidden = self._views(train)
         self.content_free_ = content_free.scores.astype(np.float32)
         h = hidden.astype(np.float64)
@@ -229,29 +246,14 @@ class MultiPromptDecoder(OutputEdgeMethod):
         x = self._standardise(hidden)
         yt = torch.from_numpy(y.astype(np.int64))
         prior = torch.from_numpy(self._prior(scores).astype(np.float32))
-        shots = float(counts.mean())
-        self.cv_accuracy_: dict[float, float] = {}
-        lengths = epoch_choices(self.epochs)
-        cross = self.lam == "cv" or len(lengths) > 1  # cross-validate λ and/or the training length
-        grid = sorted({round(1.0 / shots, 6), *self.lam_grid}) if self.lam == "cv" else [float(self.lam)]
-        search = LambdaSearch.build(y, n_classes, grid, self.cv_folds if cross else 1, self.seed)
-        if self.lam == "cv" and not search.k:  # too few examples per class to cross-validate: 1/shots
-            search = LambdaSearch.build(y, n_classes, [1.0 / shots], 1, self.seed)
-        choices = lengths if search.k else (max(lengths),)
+        search, choices = LambdaSearch.plan(y, n_classes, self.lam, self.lam_grid, self.epochs, self.cv_folds,
+                                            self.seed)
         snaps: dict[int, Any] = dict.fromkeys(choices)
         _, _, _, losses = self._train(x, yt, prior, search.lams, search.weights, n_classes, max(choices), snaps)
-        row, self.epochs_ = 0, max(choices)
-        if search.k:
-            cv = slice(0, search.n_cv)
-            held = {}
-            with torch.no_grad():
-                for e in choices:
-                    W, protos, radii = snaps[e]
-                    held[e] = self._predict(x, W[cv], protos[cv], radii[cv], prior, search.lams[cv])
-            self.epochs_, row, self.cv_accuracy_ = search.pick_length(held, yt)
+        self.epochs_, row, self.cv_accuracy_ = search.choose(snaps, yt)
         self.lam_ = search.lam(row)
-        W, protos, radii = snaps[self.epochs_]
-        self.W_, self.protos_, self.radii_ = (t[row].numpy().copy() for t in (W, protos, radii))
+        weights_of, protos, radii, _ = snaps[self.epochs_]
+        self.W_, self.protos_, self.radii_ = (t.numpy().copy() for t in (weights_of(row), protos[row], radii[row]))
         self.losses_ = losses[row, : self.epochs_].tolist()
         return self
 
