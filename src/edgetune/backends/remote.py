@@ -73,6 +73,14 @@ class RemoteError(ModelError):
     """The server could not be reached, or kept failing, or refused a request."""
 
 
+class RefusedError(RemoteError):
+    """The server refused a request with a non-retryable HTTP status (``status``, the server's ``reason``)."""
+
+    def __init__(self, message: str, status: int, reason: str) -> None:
+        super().__init__(message)
+        self.status, self.reason = status, reason
+
+
 class _RateLimiter:
     """At most ``rate`` request starts per second (evenly spaced), shared by all concurrent tasks."""
 
@@ -254,8 +262,8 @@ class OpenAIBackend(Backend):
             except openai.APIStatusError as exc:
                 if exc.status_code not in (408, 409) and exc.status_code < 500:
                     self.usage["failures"] += 1
-                    raise RemoteError(f"{self.base_url}: {what} request refused with HTTP {exc.status_code}: "
-                                      f"{_message(exc)}") from None
+                    raise RefusedError(f"{self.base_url}: {what} request refused with HTTP {exc.status_code}: "
+                                       f"{_message(exc)}", exc.status_code, _message(exc)) from None
                 last = exc
             self.usage["failures"] += 1
             if attempt == self.max_retries:
@@ -359,10 +367,8 @@ class OpenAIBackend(Backend):
         w = candidates[0]
         try:
             got, generated = await self._top(client, limiter, text, 1, {str(self._token_ids[w]): 100})
-        except RemoteError as exc:  # e.g. HTTP 400 "logit_bias is not supported": scores stay floored
-            if "refused with HTTP" not in str(exc):
-                raise
-            self.bias_refusal = str(exc).split("refused with ", 1)[-1]
+        except RefusedError as exc:  # e.g. HTTP 400 "logit_bias is not supported": scores stay floored
+            self.bias_refusal = f"HTTP {exc.status}: {exc.reason}"
             return "refused"
         value = got.get(" " + w)
         if generated != " " + w or value is None or not math.isfinite(value):
