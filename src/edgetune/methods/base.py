@@ -581,6 +581,66 @@ class LambdaSearch:
         return e, self.n_cv + i, {g: float(a) for g, a in zip(self.grid, table[e], strict=True)}
 
 
+def train_rows(forward: Callable[[], Any], opt: Any, y: Any, weights: Any, epochs: int,
+               snapshots: dict[int, Any], keep: Callable[[Any], Any]) -> Any:
+    """Full-batch training of M decoders at once (one per row of ``weights``: which examples it trains on):
+    ``forward()`` gives every decoder's scores (M, n, C), each row's loss is its weighted cross-entropy, ``opt``
+    steps ``epochs`` times. After every number of steps that is a key of ``snapshots`` it holds ``keep(scores)``
+    — the scores of that step's own forward pass, taken before the update, so a snapshot costs no extra pass.
+    Returns each decoder's loss per step (M, epochs)."""
+    import torch
+    import torch.nn.functional as F
+
+    m, norm, losses = weights.shape[0], weights.sum(1).clamp_min(1.0), []
+    for step in range(epochs + 1):
+        if step == epochs:
+            if step in snapshots:
+                with torch.no_grad():
+                    snapshots[step] = keep(forward())
+            break
+        opt.zero_grad()
+        scores = forward()
+        if step in snapshots:
+            snapshots[step] = keep(scores.detach())
+        ce = F.cross_entropy(scores.reshape(-1, scores.shape[-1]), y.repeat(m), reduction="none").reshape(m, -1)
+        per_row = (ce * weights).sum(1) / norm
+        per_row.sum().backward()
+        opt.step()
+        losses.append(per_row.detach())
+    return torch.stack(losses).T if losses else torch.zeros(m, 0)
+
+
+@dataclass(frozen=True)
+class SearchedDecoder:
+    """The decoder a :func:`fit_searched` run keeps: its λ, training length, λ → CV accuracy at that length,
+    parameters (W, prototypes, radii) and loss per step."""
+
+    lam: float
+    epochs: int
+    cv_accuracy: dict[float, float]
+    W: np.ndarray
+    protos: np.ndarray
+    radii: np.ndarray
+    losses: list[float]
+
+
+def fit_searched(train: Callable[[Any, Any, int, dict[int, Any]], Any], y: np.ndarray, n_classes: int, *,
+                 lam: float | str | None, lam_grid: Sequence[float], epochs: Any, folds: int,
+                 seed: int) -> SearchedDecoder:
+    """Plan the search a prototype decoder's settings ask for (:meth:`LambdaSearch.plan`), train every row in one
+    run — ``train(lams, weights, epochs, snapshots)`` returns the losses and fills ``snapshots`` with (a function
+    giving one row's W, prototypes, radii, scores), as :func:`train_rows` does — and keep the chosen row."""
+    import torch
+
+    search, choices = LambdaSearch.plan(y, n_classes, lam, lam_grid, epochs, folds, seed)
+    snaps: dict[int, Any] = dict.fromkeys(choices)
+    losses = train(search.lams, search.weights, max(choices), snaps)
+    length, row, accuracy = search.choose(snaps, torch.from_numpy(np.asarray(y, dtype=np.int64)))
+    weights_of, protos, radii, _ = snaps[length]
+    return SearchedDecoder(search.lam(row), length, accuracy, weights_of(row).numpy().copy(),
+                           protos[row].numpy().copy(), radii[row].numpy().copy(), losses[row, :length].tolist())
+
+
 def content_free_examples(template: Template) -> list[Example]:
     """Inputs with no content ("N/A" and the empty string) in every field the template names."""
     out = []

@@ -63,7 +63,6 @@ import torch.nn.functional as F
 from ..backends import Backend, Features
 from ..errors import EdgetuneError
 from .base import (
-    LambdaSearch,
     ParamError,
     batch_calibrate,
     batch_prior,
@@ -72,9 +71,11 @@ from .base import (
     check_positive_number,
     class_counts,
     epoch_choices,
+    fit_searched,
     log_softmax,
     register,
     torch_threads,
+    train_rows,
 )
 from .output_edge import OutputEdgeMethod
 
@@ -203,36 +204,19 @@ class DecT(OutputEdgeMethod):
         radii = radii.clone().requires_grad_(True)
         params = [learned, radii] + ([protos] if self.prototypes == "mean" else [])
         opt = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay, fused=True)
-        norm = weights.sum(1).clamp_min(1.0)
 
-        def weights_now() -> torch.Tensor:
-            return W0[None] + learned.detach() @ vh if self.solver == "span" else learned.detach().clone()
-
-        def snapshot(step: int, scores: torch.Tensor) -> None:
+        def keep(scores: torch.Tensor) -> tuple[Any, ...]:
             kept = learned.detach().clone()
 
             def weights_of(row: int) -> torch.Tensor:  # built only for the row that is kept
                 return W0 + kept[row] @ vh if self.solver == "span" else kept[row]
 
-            snapshots[step] = (weights_of, protos.detach().clone(), radii.detach().clone(), scores.detach())
+            return weights_of, protos.detach().clone(), radii.detach().clone(), scores.detach()
 
-        losses = []
-        for step in range(epochs + 1):
-            if step == epochs:
-                if step in snapshots:
-                    with torch.no_grad():
-                        snapshot(step, self._distance_scores(project(), protos, radii, prior, lams))
-                break
-            opt.zero_grad()
-            scores = self._distance_scores(project(), protos, radii, prior, lams)
-            if step in snapshots:  # the scores of this step's forward pass are the snapshot's, before the update
-                snapshot(step, scores)
-            ce = F.cross_entropy(scores.reshape(-1, n_classes), y.repeat(m), reduction="none").reshape(m, -1)
-            per_row = (ce * weights).sum(1) / norm
-            per_row.sum().backward()
-            opt.step()
-            losses.append(per_row.detach())
-        return weights_now(), protos.detach(), radii.detach(), torch.stack(losses).T if losses else torch.zeros(m, 0)
+        losses = train_rows(lambda: self._distance_scores(project(), protos, radii, prior, lams), opt, y, weights,
+                            epochs, snapshots, keep)
+        W = W0[None] + learned.detach() @ vh if self.solver == "span" else learned.detach()
+        return W, protos.detach(), radii.detach(), losses
 
     @classmethod
     def _batched_scores(cls, x: torch.Tensor, W: torch.Tensor, protos: torch.Tensor, radii: torch.Tensor,
@@ -266,15 +250,11 @@ class DecT(OutputEdgeMethod):
         x = self._standardise(train.hidden)
         yt = torch.from_numpy(y.astype(np.int64))
         prior = torch.from_numpy(self._prior(train.scores).astype(np.float32))
-        search, choices = LambdaSearch.plan(y, n_classes, self.lam, self.lam_grid, self.epochs, self.cv_folds,
-                                            self.seed)
-        snaps: dict[int, Any] = dict.fromkeys(choices)
-        _, _, _, losses = self._train(x, yt, prior, search.lams, search.weights, n_classes, max(choices), snaps)
-        self.epochs_, row, self.cv_accuracy_ = search.choose(snaps, yt)
-        self.lam_ = search.lam(row)
-        weights_of, protos, radii, _ = snaps[self.epochs_]
-        self.W_, self.protos_, self.radii_ = (t.numpy().copy() for t in (weights_of(row), protos[row], radii[row]))
-        self.losses_ = losses[row, : self.epochs_].tolist()
+        fitted = fit_searched(
+            lambda lams, weights, epochs, snaps: self._train(x, yt, prior, lams, weights, n_classes, epochs, snaps)[3],
+            y, n_classes, lam=self.lam, lam_grid=self.lam_grid, epochs=self.epochs, folds=self.cv_folds, seed=self.seed)
+        self.lam_, self.epochs_, self.cv_accuracy_ = fitted.lam, fitted.epochs, fitted.cv_accuracy
+        self.W_, self.protos_, self.radii_, self.losses_ = fitted.W, fitted.protos, fitted.radii, fitted.losses
         return self
 
     def decision_features(self, features: Features) -> np.ndarray:

@@ -38,16 +38,17 @@ from ..backends import Backend, Features
 from ..data.templates import Template
 from ..errors import EdgetuneError
 from .base import (
-    LambdaSearch,
     ParamError,
     calibrate,
     check_positive_int,
     check_positive_number,
     class_counts,
     epoch_choices,
+    fit_searched,
     log_softmax,
     register,
     torch_threads,
+    train_rows,
 )
 from .output_edge import OutputEdgeMethod
 
@@ -191,39 +192,22 @@ class MultiPromptDecoder(OutputEdgeMethod):
         protos = protos.clone().requires_grad_(True)
         radii = radii.clone().requires_grad_(True)
         opt = torch.optim.Adam([learned, radii, protos], lr=self.lr, fused=True)
-        norm = weights.sum(1).clamp_min(1.0)
 
         def forward() -> torch.Tensor:
             z = F.normalize((learned.reshape(m * self.proto_dim, d) @ flat_t).view(m, self.proto_dim, n, p)
                             .permute(0, 2, 3, 1), dim=-1)
             return self._scores(z, protos, radii, prior, lams)
 
-        def snapshot(step: int, scores: torch.Tensor) -> None:
+        def keep(scores: torch.Tensor) -> tuple[Any, ...]:
             kept = learned.detach().clone()
 
             def weights_of(row: int) -> torch.Tensor:
                 return kept[row]
 
-            snapshots[step] = (weights_of, protos.detach().clone(), radii.detach().clone(), scores.detach())
+            return weights_of, protos.detach().clone(), radii.detach().clone(), scores.detach()
 
-        losses = []
-        for step in range(epochs + 1):
-            if step == epochs:
-                if step in snapshots:
-                    with torch.no_grad():
-                        snapshot(step, forward())
-                break
-            opt.zero_grad()
-            scores = forward()
-            if step in snapshots:  # this step's forward pass, before the update
-                snapshot(step, scores)
-            ce = F.cross_entropy(scores.reshape(-1, n_classes), y.repeat(m), reduction="none").reshape(m, -1)
-            per_row = (ce * weights).sum(1) / norm
-            per_row.sum().backward()
-            opt.step()
-            losses.append(per_row.detach())
-        return (learned.detach(), protos.detach(), radii.detach(),
-                torch.stack(losses).T if losses else torch.zeros(m, 0))
+        losses = train_rows(forward, opt, y, weights, epochs, snapshots, keep)
+        return learned.detach(), protos.detach(), radii.detach(), losses
 
     def _predict(self, x: torch.Tensor, W: torch.Tensor, protos: torch.Tensor, radii: torch.Tensor,
                  prior: torch.Tensor, lams: torch.Tensor) -> torch.Tensor:
@@ -246,15 +230,11 @@ class MultiPromptDecoder(OutputEdgeMethod):
         x = self._standardise(hidden)
         yt = torch.from_numpy(y.astype(np.int64))
         prior = torch.from_numpy(self._prior(scores).astype(np.float32))
-        search, choices = LambdaSearch.plan(y, n_classes, self.lam, self.lam_grid, self.epochs, self.cv_folds,
-                                            self.seed)
-        snaps: dict[int, Any] = dict.fromkeys(choices)
-        _, _, _, losses = self._train(x, yt, prior, search.lams, search.weights, n_classes, max(choices), snaps)
-        self.epochs_, row, self.cv_accuracy_ = search.choose(snaps, yt)
-        self.lam_ = search.lam(row)
-        weights_of, protos, radii, _ = snaps[self.epochs_]
-        self.W_, self.protos_, self.radii_ = (t.numpy().copy() for t in (weights_of(row), protos[row], radii[row]))
-        self.losses_ = losses[row, : self.epochs_].tolist()
+        fitted = fit_searched(
+            lambda lams, weights, epochs, snaps: self._train(x, yt, prior, lams, weights, n_classes, epochs, snaps)[3],
+            y, n_classes, lam=self.lam, lam_grid=self.lam_grid, epochs=self.epochs, folds=self.cv_folds, seed=self.seed)
+        self.lam_, self.epochs_, self.cv_accuracy_ = fitted.lam, fitted.epochs, fitted.cv_accuracy
+        self.W_, self.protos_, self.radii_, self.losses_ = fitted.W, fitted.protos, fitted.radii, fitted.losses
         return self
 
     def decision_features(self, features: Features) -> np.ndarray:
