@@ -73,6 +73,9 @@ def main() -> None:
         "# name is its word.\n"
         "name: mixed36\n"
         "template: \"{text} Category: {mask}\"\n"
+        "# further templates for multi-prompt decoding (mpd)\n"
+        "templates: [\"{text} Topic: {mask}\", \"Text: {text} Label: {mask}\", "
+        "\"{text} The text above is about {mask}\"]\n"
         f"labels: [{', '.join(labels)}]\n"
         "files: {train: train.jsonl.xz, test: test.jsonl.xz}\n", encoding="utf-8")
     print(f"{len(labels)} classes; train {len(splits['train'])}, test {len(splits['test'])} -> {OUT}")

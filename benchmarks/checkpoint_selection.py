@@ -87,7 +87,8 @@ def run(args: argparse.Namespace) -> None:
             m.fit(task.sample(16, seed))
             rec = {"task": args.task, "method": args.method, "seed": seed, "params": extra, "tag": args.tag,
                    "val_shots": args.val_shots, "steps": [s for s, _ in m.history_["dev_accuracy"]],
-                   "checks": checks, "train_loss": m.history_["loss"], "seconds": time.perf_counter() - t0}
+                   "checks": checks, "train_loss": m.history_["loss"], "seconds": time.perf_counter() - t0,
+                   "rollbacks": m.history_.get("rollbacks", [])}
             with RECORDS.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(rec) + "\n")
             print(args.task, args.method, seed, [round(c["val_accuracy"], 3) for c in checks], flush=True)
@@ -160,6 +161,18 @@ NOTES = """
   stays a parameter). The collapse is a learning-rate problem at ratio 0.3 on prompt tuning, not solved here.
 - **A lower rate (group "r01", prompt_lr_ratio 0.1)** also avoided prompt tuning's sst2 collapse, but its dev
   loss bottoms out early (step 10–20) and the rule picks 73.7 % on average; not adopted on 3 runs.
+- **Rolling back a collapse (group "rollback", the default since 2026-11-28: `rollback=0.5`).** When a dev
+  check has lost more than half of what the best check so far gained over the start (and more than two dev
+  examples), training returns to that check with the learning rates halved and AdamW's moments cleared. On
+  this CPU the runs are deterministic, so a run on which the rule never fires is the run without it: replayed
+  on the dev curves of the 20 earlier runs above it fires on three — the collapsed prompt-tuning sst2 seed 2
+  of "recipe" and two "r01" runs (a variant not used) — and on none of the other ten default-recipe runs.
+  Rerun with it, that collapsed run is identical up to step 20 (validation 50 → 67 → 52 %), then goes back to
+  step 10 and recovers: 73.5 / 77 / 78 / 78.5 % at steps 30–60, and edgetune's pick scores 77.0 % instead of
+  67.0 %. Three prompt-tuning trec runs (seeds 0–2, validation 50 per class) did not collapse and it did not
+  fire; one LoRA rte run (at chance throughout) did not fire either. The rte runs were stopped there: at 12
+  min per run and chance-level accuracy they cannot show an effect. One rescued run of 14 is the evidence;
+  the rule's cost is nil where it does not fire, by construction.
 - Three to eleven runs per group: choices on thin evidence, stated as such; each setting stays a parameter.
 """
 

@@ -52,6 +52,8 @@ def test_bench_runs_the_grid_resumes_and_reports(config_file, tmp_path, capsys):
     report = (tmp_path / "out" / "report.md").read_text()
     assert "## toy (test n = 8)" in report and "pt-short" in report and "BBT" in report
     assert "dev % start → chosen" in report  # trained methods show where training started and what it chose
+    assert "runs rolled back" in report and all(  # the trainer's rollbacks are recorded, none without a collapse
+        c["training"]["rollbacks"] == [] for c in first.values() if c["method"] == "pt-short")
     for name in PLOTS:
         assert (tmp_path / "out" / name).stat().st_size > 1000
 

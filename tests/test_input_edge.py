@@ -291,3 +291,44 @@ def test_the_loss_rule_never_prefers_a_collapsed_check():
     assert close[choose(close, "loss", 32)][0] == 20
     far = [(0, 0.5, 2.0, None), (10, 0.8125, 0.6, None), (20, 0.71875, 0.4, None)]
     assert far[choose(far, "loss", 32)][0] == 10
+
+
+def test_a_collapse_is_detected_against_the_gain_so_far():
+    from edgetune.methods.trainers import AdamWTrainer
+
+    t = AdamWTrainer(steps=10, batch_size=2)
+
+    def run(*accs, n_dev=96, done=0):
+        checks = [(10 * i, a, 1.0 - a, None) for i, a in enumerate(accs)]  # loss falls as accuracy rises
+        return t._collapsed(checks, n_dev, done)
+
+    assert run(0.19, 0.54, 0.26) == 1  # the GPU table's prompt tuning on trec: most of the gain lost
+    assert run(0.19, 0.62, 0.56) is None  # an ordinary dip (a held-out ADePT run on trec)
+    assert run(0.50, 0.60, 0.40) == 1  # fell below the start
+    assert run(0.50, 0.50, 0.30) is None  # no gain over the start: nothing to protect
+    assert run(0.50, 0.53, 0.50, n_dev=32) is None  # a loss within two dev examples is noise
+    assert run(0.19, 0.54, 0.26, done=3) is None  # at most three rollbacks
+    assert AdamWTrainer(steps=10, batch_size=2, rollback=None)._collapsed(
+        [(0, 0.19, 1, None), (10, 0.54, 1, None), (20, 0.26, 1, None)], 96, 0) is None  # off
+
+
+def test_a_collapsed_run_goes_back_to_its_best_check_at_half_the_rate(make_backend, toy_task, monkeypatch):
+    m = small(PromptTuning, make_backend("causal"), steps=3, eval_every=1, lr=0.3, warmup_ratio=0.0)
+    script, states = iter([0.2, 0.6, 0.1, 0.1]), []
+
+    def dev_scores():
+        states.append({k: v.detach().clone() for k, v in m.trainable_state().items()})
+        acc = next(script)
+        return acc, 1.0 - acc
+
+    monkeypatch.setattr(m, "dev_scores", dev_scores, raising=False)
+    m.fit(toy_task.sample(4, 0))
+    assert m.history_["rollbacks"] == [(2, 1)] and m.history_["best_step"] == 1
+    # step 3 starts from step 1's weights with fresh AdamW moments, so it moves each element by the rate in
+    # use: the linear decay's 1/3 of 0.3 at step 3, halved
+    (key,) = states[1]
+    moved = (states[3][key] - states[1][key]).abs().max().item()
+    assert moved == pytest.approx(0.3 / 3 / 2, rel=1e-3)
+    assert (states[2][key] - states[1][key]).abs().max().item() == pytest.approx(0.3 * 2 / 3, rel=0.05)  # (momentum)
+    with pytest.raises(EdgetuneError, match="rollback"):
+        small(PromptTuning, make_backend("causal"), steps=1, rollback=1.5).fit(toy_task.sample(2, 0))

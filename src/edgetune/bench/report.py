@@ -49,6 +49,9 @@ def summarise(lines: list[dict[str, Any]]) -> dict[str, Any]:
             "n_train": int(np.mean([c["n_train"] for c in cs])), "n_test": cs[0]["n_test"],
             "min": float(acc.min()), "offset_ratio": _mean_of(cs, "offset_ratio"),
             "start_dev": _mean_of(cs, "dev_accuracy", first=True), "best_dev": _mean_of(cs, "best_dev_accuracy"),
+            # runs whose trainer rolled back from a collapse (None: records from before the rollback existed)
+            "rolled_back": (sum(bool((c.get("training") or {}).get("rollbacks")) for c in cs)
+                            if any("rollbacks" in (c.get("training") or {}) for c in cs) else None),
         })
     return dict(out)
 
@@ -103,9 +106,12 @@ def render(results: str | os.PathLike, out_dir: str | os.PathLike | None = None,
         n_test = rows[0]["n_test"]
         md.append(f"## {task} (test n = {n_test})\n")
         trained = any(r["best_dev"] is not None for r in rows)  # columns that only newer records carry
+        guarded = any(r.get("rolled_back") is not None for r in rows)
         md.append("| method | shots | n train | accuracy % | wall s | train s | queries | trainable params | seeds |"
-                  + (" worst seed % | dev % start → chosen | offset ratio |" if trained else ""))
-        md.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if trained else ""))
+                  + (" worst seed % | dev % start → chosen | offset ratio |" if trained else "")
+                  + (" runs rolled back |" if guarded else ""))
+        md.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if trained else "")
+                  + ("---:|" if guarded else ""))
         for r in sorted(rows, key=lambda r: (r["shots"], -r["mean"])):
             extra = ""
             if trained:
@@ -113,6 +119,8 @@ def render(results: str | os.PathLike, out_dir: str | os.PathLike | None = None,
                        and r["start_dev"] is not None else "")
                 ratio = f"{r['offset_ratio']:.3f}" if r["offset_ratio"] is not None else ""
                 extra = f" {100 * r['min']:.1f} | {dev} | {ratio} |"
+            if guarded:
+                extra += f" {r['rolled_back'] if r.get('rolled_back') is not None else ''} |"
             md.append(f"| {_label(r['method'], r['model'], default_models)} | {r['shots']} | {r['n_train']} | "
                       f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f} | {_fmt_s(r['wall_seconds'])} | "
                       f"{_fmt_s(r['fit_seconds'])} | {r['queries']:,.0f} | {r['trainable_params']:,} | "

@@ -170,7 +170,7 @@ def training_summary(history: Mapping[str, Any]) -> dict[str, Any]:
     if history.get("dev_loss"):
         out["dev_loss"] = [list(map(float, p)) for p in history["dev_loss"]]
     for key in ("best_step", "best_call", "best_dev_accuracy", "best_dev_loss", "select_by", "best_train_loss",
-                "offset_ratio", "lr", "stopped"):
+                "offset_ratio", "lr", "stopped", "rollbacks"):
         if key in history:
             out[key] = history[key]
     return out

@@ -266,6 +266,11 @@ class GradientMethod(InputEdgeMethod):
     ``max_grad_norm`` clips the gradients' global norm before each step (``None``, the default: no clipping,
     as the ADePT/DePT papers train; 1.0 is HF Trainer's default). It did not stop prompt tuning's runs from
     collapsing at the auto rate on trec (``benchmarks/results/checkpoint_selection.md``).
+
+    ``rollback`` guards against that collapse: a dev check that has lost more than this fraction of the dev
+    accuracy the best check so far gained over the start sends training back to that check with every learning
+    rate halved and AdamW's moments cleared (at most three times; ``None``: off, as the papers train). The
+    rollbacks are listed in ``history_["rollbacks"]`` as (step, restored step).
     """
 
     trainer = "adamw"
@@ -274,9 +279,10 @@ class GradientMethod(InputEdgeMethod):
 
     def __init__(self, model: str | Backend | None = None, *, steps: int = 100, grad_accum: int = 1,
                  warmup_ratio: float = 0.1, weight_decay: float = 0.0, select_by: str = "loss",
-                 max_grad_norm: float | None = None, **kwargs: Any) -> None:
+                 max_grad_norm: float | None = None, rollback: float | None = 0.5, **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
         self.steps = steps
+        self.rollback = rollback
         self.select_by = select_by
         self.max_grad_norm = max_grad_norm
         self.grad_accum = grad_accum
@@ -292,6 +298,9 @@ class GradientMethod(InputEdgeMethod):
         check_positive_int(self, "steps", "grad_accum")
         if self.max_grad_norm is not None:
             check_positive_number(self, "max_grad_norm")
+        if self.rollback is not None and (isinstance(self.rollback, bool) or not isinstance(self.rollback, (int, float))
+                                          or not 0 < self.rollback <= 1):
+            raise ParamError(f"{self.name}: rollback must be in (0, 1] or None (off), not {self.rollback!r}")
         if self.select_by not in SELECT_BY:
             raise ParamError(f"{self.name}: select_by must be one of {', '.join(SELECT_BY)}, not {self.select_by!r}")
         if not 0 <= self.warmup_ratio < 1:
@@ -320,7 +329,7 @@ class GradientMethod(InputEdgeMethod):
                                warmup_ratio=self.warmup_ratio, weight_decay=self.weight_decay,
                                eval_every=self.eval_every, seed=self.seed, progress=self.progress,
                                description=f"training {self.name}", select_by=self.select_by,
-                               max_grad_norm=self.max_grad_norm)
+                               max_grad_norm=self.max_grad_norm, rollback=self.rollback)
         history = trainer.train(self, self.param_groups(), ids, y)
         history["lr"] = {name: self.learning_rate(name) for name in self.lr_params()}
         history["embedding_scale"] = self.embedding_scale_

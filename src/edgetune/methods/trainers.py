@@ -55,7 +55,11 @@ class AdamWTrainer:
     (so the result is never less accurate on dev than the model it started from), ``"accuracy"`` the highest
     dev accuracy (the earliest of ties; the papers' rule).
     A few-shot dev split scores accuracy in coarse steps (1/32 on 16-shot sst2), so many checks tie or
-    differ by one example; its loss separates them (see ``benchmarks/results/input_edge_recipe.md``)."""
+    differ by one example; its loss separates them (see ``benchmarks/results/input_edge_recipe.md``).
+
+    ``rollback``: a check that has collapsed (see :meth:`_collapsed`) sends training back to the check that
+    would be kept now, with every learning rate halved and AdamW's moments cleared; ``history["rollbacks"]``
+    lists (step, restored step). Measured in ``benchmarks/results/checkpoint_selection.md``."""
 
     steps: int
     batch_size: int
@@ -69,6 +73,10 @@ class AdamWTrainer:
     check_start: bool = True  # score the dev split before the first step (the start is a candidate)
     select_by: str = "loss"
     max_grad_norm: float | None = None  # clip the gradients' global norm before each step (None: no clipping)
+    #: a dev check that has lost more than this fraction of the dev-accuracy gain the current pick made over the
+    #: start rolls training back to the pick, halves every learning rate and clears AdamW's moments (None: off)
+    rollback: float | None = 0.5
+    max_rollbacks: int = 3
 
     def train(self, problem: GradientProblem, param_groups: list[dict[str, Any]], ids: Sequence[list[int]],
               y: torch.Tensor) -> dict[str, Any]:
@@ -83,6 +91,8 @@ class AdamWTrainer:
         order: list[int] = []
         checks: list[tuple[int, float, float, dict]] = []  # (step, dev accuracy, dev loss, weights)
         history: dict[str, Any] = {"loss": [], "dev_accuracy": [], "dev_loss": [], "steps": self.steps}
+        if self.rollback:
+            history["rollbacks"] = []  # (step, restored step) for each collapse
 
         def check(step: int) -> str:
             """Score the dev split and keep a copy of the weights (step 0: the start); the choice is made at
@@ -95,7 +105,19 @@ class AdamWTrainer:
             history["dev_loss"].append((step, loss))
             checks.append((step, acc, loss, copy.deepcopy({k: v.detach().cpu()
                                                            for k, v in problem.trainable_state().items()})))
-            return f" · dev acc {acc:.3f} loss {loss:.3f}"
+            info = f" · dev acc {acc:.3f} loss {loss:.3f}"
+            back = self._collapsed(checks, problem.dev_size_, len(history.get("rollbacks", [])))
+            if back is not None and step < self.steps:
+                # restore the pick in place (the optimiser keeps its parameters) and slow down
+                problem.module_.load_state_dict(checks[back][3], strict=False)
+                inner = getattr(schedule, "scheduler", schedule)
+                inner.base_lrs = [lr / 2 for lr in inner.base_lrs]
+                for group, lr in zip(optimizer.param_groups, inner.get_last_lr(), strict=True):
+                    group["lr"] = lr / 2
+                getattr(optimizer, "optimizer", optimizer).state.clear()
+                history["rollbacks"].append((step, checks[back][0]))
+                info += f" · collapsed: back to step {checks[back][0]}, learning rates halved"
+            return info
 
         start = time.perf_counter()
         if self.check_start:
@@ -140,6 +162,22 @@ class AdamWTrainer:
         history["seconds"] = time.perf_counter() - start
         problem.module_.eval()
         return history
+
+    def _collapsed(self, checks: Sequence[tuple[int, float, float, Any]], n_dev: int, done: int) -> int | None:
+        """The index of the check to roll back to when the latest check has collapsed, else None.
+
+        Collapsed: the latest dev accuracy has lost more than ``rollback`` of the gain that the check
+        :func:`choose` would keep now made over the start (and at least two dev examples' worth). A run at the
+        edge of stability (prompt tuning at the auto rate on trec: dev 54 % at step 10, then 12–26 % to the end)
+        then goes on from its best point at half the rate instead of spending its remaining steps collapsed."""
+        if not self.rollback or done >= self.max_rollbacks or len(checks) < 3:
+            return None
+        pick = choose(checks[:-1], self.select_by, n_dev)
+        start, best, now = checks[0][1], checks[pick][1], checks[-1][1]
+        lost = best - now
+        if best <= start or lost <= 2.0 / max(n_dev, 1) + 1e-9 or lost <= self.rollback * (best - start):
+            return None
+        return pick
 
 
 def choose(checks: Sequence[tuple[int, float, float, Any]], select_by: str, n_dev: int) -> int:
