@@ -173,6 +173,12 @@ NOTES = """
   fire; one LoRA rte run (at chance throughout) did not fire either. The rte runs were stopped there: at 12
   min per run and chance-level accuracy they cannot show an effect. One rescued run of 14 is the evidence;
   the rule's cost is nil where it does not fire, by construction.
+- **ADePT's network at 10× its published rate (group "lrnet1e-3", `lr_network=1e-3`).** Tried because ADePT
+  under-fits one sample per task in the input-edge table (`fit_probe.md`: there it lowers the training loss
+  from 0.55 to 0.07 on sst2 and from 0.60 to 0.39 on trec). On these held-out runs it does not help where it
+  counts: at edgetune's pick 77.4 % on sst2 (5 runs, worst 72.5) against 80.1 % (worst 77.5) at 1e-4, and 74.8
+  % against 74.1 % on trec (3 runs); at the last step it is 1 point higher (79.0 vs 78.1 over the 8 runs). Not
+  adopted; `lr_network` stays at the paper's 1e-4.
 - Three to eleven runs per group: choices on thin evidence, stated as such; each setting stays a parameter.
 """
 

@@ -165,8 +165,16 @@ def test_task_file_and_overrides(tmp_path, toy_dir):
     assert task_from_file(tmp_path / "more.yaml").more_words == [["awful", "great"]]
     (tmp_path / "more.yaml").write_text("template: '{text} {mask}'\nlabel_words: {neg: bad, pos: good}\n"
                                         "more_label_words: [{neg: awful}]\n")
-    with pytest.raises(DataError, match=r"more_label_words\[0\] must give one word for each label"):
+    with pytest.raises(DataError, match=r"more_label_words\[0\]: no label word for label\(s\) \['pos'\]"):
         task_from_file(tmp_path / "more.yaml")
+    for bad, message in (("{neg: awful, pos: awful}", "share a label word"), ("{neg: awful, pos: ' '}", "is empty"),
+                         ("{neg: a, pos: b, mid: c}", r"unknown label\(s\) \['mid'\]")):
+        (tmp_path / "more.yaml").write_text("template: '{text} {mask}'\nlabel_words: {neg: bad, pos: good}\n"
+                                            f"more_label_words: [{bad}]\n")
+        with pytest.raises(DataError, match=message):  # the same rules as the main words', the same messages
+            task_from_file(tmp_path / "more.yaml")
+    with pytest.raises(DataError, match="is empty"):
+        Task("t", ("neg", "pos"), "{text} {mask}", {"neg": "bad", "pos": " "})
     assert load_task("sst2").more_words and not load_task("sst2", label_words="negative:poor,positive:fine").more_words
 
 

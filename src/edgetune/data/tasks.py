@@ -62,22 +62,24 @@ class Task:
         if not self.label_words:  # none given: each label's readable name is its word
             object.__setattr__(self, "label_words", {lab: readable_label(lab) for lab in self.labels})
             object.__setattr__(self, "words_derived", True)
-        missing = [lab for lab in self.labels if lab not in self.label_words]
-        if missing:
-            raise DataError(f"task {self.name!r}: no label word for label(s) {missing}")
-        extra = [lab for lab in self.label_words if lab not in self.labels]
-        if extra:
-            raise DataError(f"task {self.name!r}: label word given for unknown label(s) {extra}")
-        words = [self.label_words[lab] for lab in self.labels]
-        if len(set(words)) != len(words):
-            raise DataError(f"task {self.name!r}: two labels share a label word ({words})")
+        self._check_words(f"task {self.name!r}", self.label_words)
         for i, more in enumerate(self.more_label_words):
-            where = f"task {self.name!r}: more_label_words[{i}]"
-            if sorted(more) != sorted(self.labels):
-                raise DataError(f"{where} must give one word for each label {list(self.labels)}, not {dict(more)}")
-            alt = [str(more[lab]).strip() for lab in self.labels]
-            if not all(alt) or len(set(alt)) != len(alt):
-                raise DataError(f"{where}: words must be non-empty and distinct ({alt})")
+            self._check_words(f"task {self.name!r}: more_label_words[{i}]", more)
+
+    def _check_words(self, where: str, words: Mapping[str, str]) -> None:
+        """One label-word set (the main one or a further one): a non-empty word for each label, no other
+        labels, no word shared by two labels."""
+        missing = [lab for lab in self.labels if lab not in words]
+        if missing:
+            raise DataError(f"{where}: no label word for label(s) {missing}")
+        extra = [lab for lab in words if lab not in self.labels]
+        if extra:
+            raise DataError(f"{where}: label word given for unknown label(s) {extra}")
+        listed = [str(words[lab]).strip() for lab in self.labels]
+        if not all(listed):
+            raise DataError(f"{where}: a label word is empty ({listed})")
+        if len(set(listed)) != len(listed):
+            raise DataError(f"{where}: two labels share a label word ({listed})")
 
     @property
     def words(self) -> list[str]:
