@@ -167,7 +167,7 @@ class AdamWTrainer:
         """The index of the check to roll back to when the latest check has collapsed, else None.
 
         Collapsed: the latest dev accuracy has lost more than ``rollback`` of the gain that the check
-        :func:`choose` would keep now made over the start (and at least two dev examples' worth). A run at the
+        :func:`choose` would keep now made over the start (and more than two dev examples' worth). A run at the
         edge of stability (prompt tuning at the auto rate on trec: dev 54 % at step 10, then 12–26 % to the end)
         then goes on from its best point at half the rate instead of spending its remaining steps collapsed."""
         if not self.rollback or done >= self.max_rollbacks or len(checks) < 3:
