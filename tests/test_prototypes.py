@@ -160,11 +160,16 @@ def test_lambda_search_rows_are_independent_decoders_and_pick_judges_held_out_fo
     assert [search.lam(r) for r in range(10)] == [0.5] * 4 + [2.0] * 4 + [0.5, 2.0]
 
     dect = DecT(None, epochs=6, proto_dim=4, solver=solver)
-    W, protos, radii, losses = dect._train(x, y, prior, search.lams, search.weights, 3)
+    snaps: dict = {6: None}
+    losses = dect._train(x, y, prior, search.lams, search.weights, 3, snapshots=snaps)
+    weights_of, protos, radii, _ = snaps[6]
     for r in (0, 5, 9):
-        alone = dect._train(x, y, prior, search.lams[r : r + 1], search.weights[r : r + 1], 3)
-        for batched, single in zip((W, protos, radii, losses), alone, strict=True):
-            torch.testing.assert_close(batched[r], single[0], atol=1e-5, rtol=1e-4)
+        one: dict = {6: None}
+        alone_losses = dect._train(x, y, prior, search.lams[r : r + 1], search.weights[r : r + 1], 3, snapshots=one)
+        alone_of, alone_protos, alone_radii, _ = one[6]
+        for batched, single in ((weights_of(r), alone_of(0)), (protos[r], alone_protos[0]),
+                                (radii[r], alone_radii[0]), (losses[r], alone_losses[0])):
+            torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-4)
 
     # held-out scores right for λ = 2.0's decoders and wrong for λ = 0.5's, except on examples they trained on
     right = torch.nn.functional.one_hot(y, 3).float() * 5

@@ -154,12 +154,12 @@ class DecT(OutputEdgeMethod):
     # -- training -----------------------------------------------------------------------------------------
     def _train(self, x: torch.Tensor, y: torch.Tensor, prior: torch.Tensor, lams: torch.Tensor,
                weights: torch.Tensor, n_classes: int, epochs: int | None = None,
-               snapshots: dict[int, Any] | None = None,
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+               snapshots: dict[int, Any] | None = None) -> torch.Tensor:
         """Train M decoders at once (one per row of ``weights``: which samples it trains on, and its λ).
 
         Batching lets the λ search below cost one training run instead of one per (λ, fold).
-        Returns W (M, k, d), prototypes (M, C, k), radii (M, C), each decoder's loss per epoch (M, epochs).
+        Returns each decoder's loss per epoch (M, epochs); the decoders themselves are read from ``snapshots``
+        (only the kept row's projection is ever built).
         ``epochs``: the number of steps (default: the largest of ``self.epochs``); ``snapshots``: a dict whose
         keys are epoch counts, filled after that many steps with (a function giving one decoder's W, every
         decoder's prototypes, radii, and scores (M, n, C) on all the training examples — the scores of that
@@ -213,10 +213,8 @@ class DecT(OutputEdgeMethod):
 
             return weights_of, protos.detach().clone(), radii.detach().clone(), scores.detach()
 
-        losses = train_rows(lambda: self._distance_scores(project(), protos, radii, prior, lams), opt, y, weights,
-                            epochs, snapshots, keep)
-        W = W0[None] + learned.detach() @ vh if self.solver == "span" else learned.detach()
-        return W, protos.detach(), radii.detach(), losses
+        return train_rows(lambda: self._distance_scores(project(), protos, radii, prior, lams), opt, y, weights,
+                          epochs, snapshots, keep)
 
     @classmethod
     def _batched_scores(cls, x: torch.Tensor, W: torch.Tensor, protos: torch.Tensor, radii: torch.Tensor,
@@ -251,7 +249,7 @@ class DecT(OutputEdgeMethod):
         yt = torch.from_numpy(y.astype(np.int64))
         prior = torch.from_numpy(self._prior(train.scores).astype(np.float32))
         fitted = fit_searched(
-            lambda lams, weights, epochs, snaps: self._train(x, yt, prior, lams, weights, n_classes, epochs, snaps)[3],
+            lambda lams, weights, epochs, snaps: self._train(x, yt, prior, lams, weights, n_classes, epochs, snaps),
             y, n_classes, lam=self.lam, lam_grid=self.lam_grid, epochs=self.epochs, folds=self.cv_folds, seed=self.seed)
         self.lam_, self.epochs_, self.cv_accuracy_ = fitted.lam, fitted.epochs, fitted.cv_accuracy
         self.W_, self.protos_, self.radii_, self.losses_ = fitted.W, fitted.protos, fitted.radii, fitted.losses

@@ -166,9 +166,9 @@ class MultiPromptDecoder(OutputEdgeMethod):
 
     def _train(self, x: torch.Tensor, y: torch.Tensor, prior: torch.Tensor, lams: torch.Tensor,
                weights: torch.Tensor, n_classes: int, epochs: int,
-               snapshots: dict[int, Any] | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+               snapshots: dict[int, Any] | None = None) -> torch.Tensor:
         """Train M decoders at once (one per row of ``weights`` and ``lams``) for ``epochs`` steps; x is (n, P, d).
+        Returns each decoder's loss per step (M, epochs).
         ``snapshots``: a dict whose keys are epoch counts, filled after that many steps with (a function giving
         one decoder's W, every decoder's prototypes, radii, and scores (M, n, C) on the training examples from
         that step's own forward pass), as DecT's."""
@@ -206,8 +206,7 @@ class MultiPromptDecoder(OutputEdgeMethod):
 
             return weights_of, protos.detach().clone(), radii.detach().clone(), scores.detach()
 
-        losses = train_rows(forward, opt, y, weights, epochs, snapshots, keep)
-        return learned.detach(), protos.detach(), radii.detach(), losses
+        return train_rows(forward, opt, y, weights, epochs, snapshots, keep)
 
     def _predict(self, x: torch.Tensor, W: torch.Tensor, protos: torch.Tensor, radii: torch.Tensor,
                  prior: torch.Tensor, lams: torch.Tensor) -> torch.Tensor:
@@ -231,7 +230,7 @@ class MultiPromptDecoder(OutputEdgeMethod):
         yt = torch.from_numpy(y.astype(np.int64))
         prior = torch.from_numpy(self._prior(scores).astype(np.float32))
         fitted = fit_searched(
-            lambda lams, weights, epochs, snaps: self._train(x, yt, prior, lams, weights, n_classes, epochs, snaps)[3],
+            lambda lams, weights, epochs, snaps: self._train(x, yt, prior, lams, weights, n_classes, epochs, snaps),
             y, n_classes, lam=self.lam, lam_grid=self.lam_grid, epochs=self.epochs, folds=self.cv_folds, seed=self.seed)
         self.lam_, self.epochs_, self.cv_accuracy_ = fitted.lam, fitted.epochs, fitted.cv_accuracy
         self.W_, self.protos_, self.radii_, self.losses_ = fitted.W, fitted.protos, fitted.radii, fitted.losses
