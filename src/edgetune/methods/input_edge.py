@@ -298,9 +298,11 @@ class GradientMethod(InputEdgeMethod):
         check_positive_int(self, "steps", "grad_accum")
         if self.max_grad_norm is not None:
             check_positive_number(self, "max_grad_norm")
-        if self.rollback is not None and (isinstance(self.rollback, bool) or not isinstance(self.rollback, (int, float))
-                                          or not 0 < self.rollback <= 1):
-            raise ParamError(f"{self.name}: rollback must be in (0, 1] or None (off), not {self.rollback!r}")
+        if self.rollback is not None:
+            check_positive_number(self, "rollback")
+            if self.rollback > 1:
+                raise ParamError(f"{self.name}: rollback must be at most 1 (a fraction of the dev gain; None: off), "
+                                 f"not {self.rollback!r}")
         if self.select_by not in SELECT_BY:
             raise ParamError(f"{self.name}: select_by must be one of {', '.join(SELECT_BY)}, not {self.select_by!r}")
         if not 0 <= self.warmup_ratio < 1:
