@@ -153,18 +153,33 @@ class LabelReader:
         what makes soft-prompt training affordable on a CPU, where a 60-token prompt is most of every row.
         ``position`` indexes ``inputs_embeds`` (not shifted by the prefix).
         """
+        cache = self.prefix_cache(model, prefix)
+        return self.read_after(model, cache, prefix.shape[1], inputs_embeds, attention_mask, position)
+
+    def prefix_cache(self, model: Any, prefix: torch.Tensor) -> Any:
+        """The key/value cache of ``prefix`` (p, m, d) run through a causal model (p prefixes at once)."""
         if self.kind != "causal":
             raise ModelError("a shared prefix cache needs a causal model")
+        base = model.base_model
+        out = base(inputs_embeds=prefix, use_cache=True)
+        return getattr(out, _cache_key(base))
+
+    def read_after(self, model: Any, cache: Any, prefix_len: int, inputs_embeds: torch.Tensor,
+                   attention_mask: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        """Label-word logits of each row of ``inputs_embeds`` read after a ``prefix_len``-token ``cache`` of p
+        prefixes: rows ``[j·b/p, (j+1)·b/p)`` follow prefix j (one prefix: every row follows it)."""
         rows = torch.arange(len(inputs_embeds), device=inputs_embeds.device)
         base = model.base_model
-        key = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
-        out = base(inputs_embeds=prefix, use_cache=True)
-        cache = getattr(out, key)
-        cache.batch_repeat_interleave(len(inputs_embeds))
-        ones = torch.ones(len(inputs_embeds), prefix.shape[1], dtype=attention_mask.dtype, device=attention_mask.device)
+        cache.batch_repeat_interleave(len(inputs_embeds) // cache.layers[0].keys.shape[0])
+        ones = torch.ones(len(inputs_embeds), prefix_len, dtype=attention_mask.dtype, device=attention_mask.device)
         out = base(inputs_embeds=inputs_embeds, attention_mask=torch.cat([ones, attention_mask], dim=1),
-                   use_cache=True, **{key: cache})
+                   use_cache=True, **{_cache_key(base): cache})
         return self._causal_head(model, out.last_hidden_state[rows, position])
+
+
+def _cache_key(base: Any) -> str:
+    """The keyword a model's forward takes its key/value cache under (``cache`` or ``past_key_values``)."""
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 class LocalBackend(Backend):

@@ -48,6 +48,8 @@ def summarise(lines: list[dict[str, Any]]) -> dict[str, Any]:
             "trainable_params": int(cs[0]["trainable_params"]), "edge": cs[0].get("edge", "?"),
             "n_train": int(np.mean([c["n_train"] for c in cs])), "n_test": cs[0]["n_test"],
             "min": float(acc.min()), "offset_ratio": _mean_of(cs, "offset_ratio"),
+            "peak_memory_mb": (float(np.mean([c["peak_memory_mb"] for c in cs]))
+                               if all("peak_memory_mb" in c for c in cs) else None),
             "start_dev": _mean_of(cs, "dev_accuracy", first=True), "best_dev": _mean_of(cs, "best_dev_accuracy"),
             # runs whose trainer rolled back from a collapse (None: records from before the rollback existed)
             "rolled_back": (sum(bool((c.get("training") or {}).get("rollbacks")) for c in cs)
@@ -101,17 +103,19 @@ def render(results: str | os.PathLike, out_dir: str | os.PathLike | None = None,
           "- Accuracy: mean ± sample std over seeds, %. Wall s: training time, plus for output-edge methods the "
           "time to query the model on the training prompts (test-set inference excluded for all). Queries: "
           "forward passes over single samples that training needs (train + dev; BBT: calls × k-shot set; "
-          "SetFit: two per contrastive pair + one per example).", ""]
+          "SetFit: two per contrastive pair + one per example). Peak MB: the most memory training held above what was "
+          "in use when it started (GPU: CUDA allocator peak; CPU: process RSS sampled every 20 ms).", ""]
     for task, rows in summary.items():
         n_test = rows[0]["n_test"]
         md.append(f"## {task} (test n = {n_test})\n")
         trained = any(r["best_dev"] is not None for r in rows)  # columns that only newer records carry
         guarded = any(r.get("rolled_back") is not None for r in rows)
+        measured = any(r.get("peak_memory_mb") is not None for r in rows)
         md.append("| method | shots | n train | accuracy % | wall s | train s | queries | trainable params | seeds |"
                   + (" worst seed % | dev % start → chosen | offset ratio |" if trained else "")
-                  + (" runs rolled back |" if guarded else ""))
+                  + (" runs rolled back |" if guarded else "") + (" peak MB |" if measured else ""))
         md.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if trained else "")
-                  + ("---:|" if guarded else ""))
+                  + ("---:|" if guarded else "") + ("---:|" if measured else ""))
         for r in sorted(rows, key=lambda r: (r["shots"], -r["mean"])):
             extra = ""
             if trained:
@@ -121,6 +125,8 @@ def render(results: str | os.PathLike, out_dir: str | os.PathLike | None = None,
                 extra = f" {100 * r['min']:.1f} | {dev} | {ratio} |"
             if guarded:
                 extra += f" {r['rolled_back'] if r.get('rolled_back') is not None else ''} |"
+            if measured:
+                extra += f" {r['peak_memory_mb']:,.0f} |" if r.get("peak_memory_mb") is not None else " |"
             md.append(f"| {_label(r['method'], r['model'], default_models)} | {r['shots']} | {r['n_train']} | "
                       f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f} | {_fmt_s(r['wall_seconds'])} | "
                       f"{_fmt_s(r['fit_seconds'])} | {r['queries']:,.0f} | {r['trainable_params']:,} | "

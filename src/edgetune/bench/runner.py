@@ -148,17 +148,65 @@ def run_cell(backend: Backend, task: Task, train: Any, test: Any, entry: MethodE
                         "queries": costs.queries, "trainable_params": costs.trainable_params, "steps": costs.steps,
                         "params": _plain(params)}
     start = time.perf_counter()
-    method.fit(train)
+    with PeakMemory() as memory:
+        method.fit(train)
     fit_s = time.perf_counter() - start
     accuracy = float((np.asarray(method.decision_function(list(test))).argmax(axis=1) == y_test).mean())
     costs = method.costs()
     row = {"edge": method.edge, "accuracy": accuracy, "fit_seconds": fit_s, "wall_seconds": fit_s,
            "queries": costs.queries, "trainable_params": costs.trainable_params, "steps": costs.steps,
-           "params": _plain(params)}
+           "params": _plain(params), "peak_memory_mb": memory.peak_mb, "memory_measure": memory.measure}
     history = getattr(method, "history_", None)
     if history and "loss" in history:
         row["training"] = training_summary(history)
     return method, row
+
+
+class PeakMemory:
+    """The most memory a block of code held above what was in use when it started, in MB.
+
+    On a GPU: the CUDA allocator's peak (``torch.cuda.max_memory_allocated``, reset at the start). On a CPU:
+    the process's resident set, sampled every 20 ms by a thread (a spike shorter than that can be missed;
+    memory the allocator keeps after freeing counts as held). ``measure`` says which it was."""
+
+    def __enter__(self) -> PeakMemory:
+        import torch
+
+        self.cuda = torch.cuda.is_available()
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self._start = torch.cuda.memory_allocated()
+            self.measure = "cuda allocated"
+            return self
+        import threading
+
+        import psutil
+
+        proc = psutil.Process()
+        self._start = self._top = proc.memory_info().rss
+        self._stop = threading.Event()
+
+        def sample() -> None:
+            while not self._stop.wait(0.02):
+                self._top = max(self._top, proc.memory_info().rss)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        self.measure = "process RSS"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import torch
+
+        if self.cuda:
+            torch.cuda.synchronize()
+            top = torch.cuda.max_memory_allocated()
+        else:
+            self._stop.set()
+            self._thread.join()
+            top = self._top
+        self.peak_mb = max(0.0, (top - self._start) / 2**20)
 
 
 def training_summary(history: Mapping[str, Any]) -> dict[str, Any]:

@@ -310,7 +310,8 @@ def write_atomically(path: str | os.PathLike, config: dict[str, Any], tensors: d
     try:
         config = {**config, "tensors": sorted(tensors)}  # what loading must find in weights.safetensors
         (work / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
-        save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()},
+        save_file({k: np.ascontiguousarray(v, dtype=np.int64 if np.asarray(v).dtype.kind in "iu" else np.float32)
+                   for k, v in tensors.items()},
                   str(work / "weights.safetensors"))
         if extra is not None:
             extra(work)

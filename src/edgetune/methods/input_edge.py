@@ -224,7 +224,8 @@ class InputEdgeMethod(Method):
         self._check_fitted()
         config = {**self._base_config(), "template": self.template_.text, "label_words": list(self.words_),
                   "backend_kind": self.kind_, "trainable_params": self.trainable_params_}
-        state = {k: v.detach().cpu().float().numpy() for k, v in self.trainable_state().items()}
+        state = {k: (v if not v.is_floating_point() else v.float()).detach().cpu().numpy()
+                 for k, v in self.trainable_state().items()}
         return write_atomically(path, config, state)
 
     @property
@@ -238,6 +239,7 @@ class InputEdgeMethod(Method):
         obj, _, tensors = restore(cls, path, model)
         obj._setup()
         state = {k: torch.from_numpy(np.array(v)) for k, v in tensors.items()}
+        obj._before_load(state)
         missing = obj._trainable_names() - set(state)
         if missing:
             raise IncompatibleError(f"{str(path)!r} lacks trained weights {sorted(missing)[:3]}")
@@ -248,6 +250,10 @@ class InputEdgeMethod(Method):
         obj._after_load()
         obj.module_.eval()
         return obj
+
+    def _before_load(self, state: dict[str, torch.Tensor]) -> None:
+        """Shape ``module_`` from saved tensors before they are loaded (methods whose structure training
+        decides, e.g. which weights SIFT trains)."""
 
     def _after_load(self) -> None:
         """Restore derived state from the loaded weights."""
@@ -370,6 +376,11 @@ class BlackBoxMethod(InputEdgeMethod):
     def search_dim(self) -> int:
         """Dimension of the searched vector."""
 
+    @property
+    def search_blocks(self) -> int:
+        """Blocks of the vector searched one after another (1: one CMA-ES over all of it)."""
+        return 1
+
     @abstractmethod
     def set_candidate(self, z: np.ndarray) -> None:
         """Make the prompted model use candidate ``z``."""
@@ -404,7 +415,7 @@ class BlackBoxMethod(InputEdgeMethod):
         self._prepare_search(ids, y)
         trainer = CMAESTrainer(dim=self.search_dim, budget=self.budget, popsize=self.popsize, sigma=self.sigma,
                                bound=self.bound, eval_every=self.eval_every, seed=self.seed, progress=self.progress,
-                               description=f"{self.display_name} (CMA-ES) calls")
+                               description=f"{self.display_name} (CMA-ES) calls", blocks=self.search_blocks)
         z, history = trainer.train(self)
         self.set_candidate(z)
         self.z_ = z

@@ -9,11 +9,14 @@ same forward pass feature extraction uses. It knows nothing of how it is trained
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 
 from ..backends.local import LabelReader, input_embedding_of
+from ..errors import IncompatibleError
 from .base import ParamError
 
 #: A soft prompt's learning rate as a ratio to the backbone's embedding scale (``lr_prompt="auto"``):
@@ -107,3 +110,37 @@ def embedding_scale(embedding: torch.nn.Module) -> float:
         rows = weight[torch.linspace(0, len(weight) - 1, min(len(weight), 8192)).long()]
         scale = getattr(embedding, "embed_scale", None)
         return float(rows.std()) * (float(scale) if scale is not None else 1.0)
+
+
+def decoder_layers(model: Any, method: str, parameter: str) -> torch.nn.ModuleList:
+    """The transformer blocks of a causal LM (``model.base_model.layers``: Llama, Gemma, Mistral, Qwen; ``.h``:
+    GPT-2). Methods that act on every layer (deep prompts, prefixes) need them; any other architecture gets one
+    line naming the method and its parameter."""
+    base = getattr(model, "base_model", None)
+    for attr in ("layers", "h"):
+        layers = getattr(base, attr, None)
+        if isinstance(layers, torch.nn.ModuleList) and len(layers):
+            return layers
+    kind = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
+    raise IncompatibleError(f"{method}: {parameter} needs a causal LM whose blocks transformers lists as "
+                            f"base_model.layers (Llama, Gemma, ...); {kind!r} has none")
+
+
+@contextmanager
+def layer_input_hooks(layers: torch.nn.ModuleList, change: Callable[[int, torch.Tensor], torch.Tensor]):
+    """While active, block i reads ``change(i, hidden_states)`` instead of its input hidden states (forward
+    pre-hooks: the model's own code runs unchanged)."""
+
+    def hook(i: int):
+        def pre(module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+            if args:
+                return (change(i, args[0]), *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": change(i, kwargs["hidden_states"])}
+        return pre
+
+    handles = [layer.register_forward_pre_hook(hook(i), with_kwargs=True) for i, layer in enumerate(layers)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()

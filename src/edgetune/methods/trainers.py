@@ -117,6 +117,8 @@ class AdamWTrainer:
                 getattr(optimizer, "optimizer", optimizer).state.clear()
                 history["rollbacks"].append((step, checks[back][0]))
                 info += f" · collapsed: back to step {checks[back][0]}, learning rates halved"
+            for i in unchoosable(checks, self.select_by, problem.dev_size_):  # free weights no rule can pick
+                checks[i] = (*checks[i][:3], None)
             return info
 
         start = time.perf_counter()
@@ -195,6 +197,27 @@ def choose(checks: Sequence[tuple[int, float, float, Any]], select_by: str, n_de
     return min((i for i, a in enumerate(accs) if a >= floor), key=lambda i: checks[i][2])
 
 
+def unchoosable(checks: Sequence[tuple[int, float, float, Any]], select_by: str, n_dev: int) -> list[int]:
+    """Indices of checks that :func:`choose` can never pick, however training goes on: their weights can be
+    dropped (a full fine-tuning checkpoint of SmolLM2 is 0.5 GB).
+
+    ``"accuracy"``: every check but the earliest most accurate one (a later pick must be strictly more accurate).
+    ``"loss"``: a check below the accuracy floor (the floor only rises), and a check *dominated* by another — at
+    least as accurate and with a lower loss (or the same loss, earlier): whenever the dominated check is in the
+    window, the other one is too and is preferred. The pick of ``checks[:-1]`` stays unless the latest check
+    dominates it, and then rollback does not fire (the latest check is at least as accurate)."""
+    keep = choose(checks, select_by, n_dev)
+    if select_by == "accuracy":
+        return [i for i in range(len(checks)) if i != keep]
+    accs = [c[1] for c in checks]
+    floor = max(accs[0], max(accs) - 2.0 / max(n_dev, 1) - 1e-9)
+
+    def dominated(i: int) -> bool:
+        return any(j != i and accs[j] >= accs[i] and (checks[j][2], j) < (checks[i][2], i) for j in range(len(checks)))
+
+    return [i for i in range(len(checks)) if i != keep and (accs[i] < floor or dominated(i))]
+
+
 class BlackBoxProblem(Protocol):
     def losses(self, zs: list[np.ndarray]) -> list[tuple[float, float]]: ...
 
@@ -207,7 +230,12 @@ class CMAESTrainer:
     step size ``sigma`` and population ``popsize``, for at most ``budget`` calls (one call = one candidate
     scored on the whole training set). Every ``eval_every`` calls the best candidate so far is scored on
     the dev split; the candidate with the best dev accuracy is returned (the best training loss without
-    a dev split)."""
+    a dev split).
+
+    ``blocks`` > 1 splits the vector into that many equal blocks, each searched by its own CMA-ES
+    (BBTv2's divide and conquer): a round gives every block in turn one generation while the other blocks
+    stay at their own best so far (``es.result.xbest``, as the reference); candidates are always whole
+    vectors, so the problem does not know about blocks."""
 
     dim: int
     budget: int
@@ -219,18 +247,22 @@ class CMAESTrainer:
     progress: bool = True
     description: str = "CMA-ES calls"
     x0: np.ndarray | None = None
+    blocks: int = 1
 
     def train(self, problem: BlackBoxProblem,
               on_generation: Callable[[int], None] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         import cma
 
         x0 = np.zeros(self.dim) if self.x0 is None else np.asarray(self.x0, dtype=np.float64)
+        size = self.dim // self.blocks
         # cma treats seed 0 as "draw a random seed": offset by one so every seed is reproducible
-        opts = {"seed": self.seed + 1, "popsize": self.popsize, "maxiter": self.budget // self.popsize,
+        opts = {"seed": self.seed + 1, "popsize": self.popsize, "maxiter": self.budget // (self.popsize * self.blocks),
                 "verbose": -9}
         if self.bound > 0:
             opts["bounds"] = [-self.bound, self.bound]
-        es = cma.CMAEvolutionStrategy(list(x0), self.sigma, inopts=opts)
+        searches = [cma.CMAEvolutionStrategy(list(x0[b * size:(b + 1) * size]), self.sigma, inopts=opts)
+                    for b in range(self.blocks)]
+        current = x0.copy()  # every block at its search's best so far
         history: dict[str, Any] = {"loss": [], "train_accuracy": [], "dev_accuracy": [], "budget": self.budget}
         calls = 0
         best_dev: tuple[float, int, np.ndarray] = (-1.0, 0, x0.copy())
@@ -246,27 +278,38 @@ class CMAESTrainer:
         start = time.perf_counter()
         with progress_bar(self.progress) as bar:
             job = bar.add_task(self.description, total=self.budget, info="")
-            while not es.stop() and calls + self.popsize <= self.budget:
-                solutions = es.ask()
-                scored = problem.losses(solutions)
-                acc = scored[-1][1]  # training accuracy of the generation's last candidate
-                fitness = []
-                for z, (loss, _) in zip(solutions, scored, strict=True):
-                    calls += 1
-                    fitness.append(loss)
-                    if loss < best_train[0]:
-                        best_train = (loss, np.array(z))
-                    if calls % self.eval_every == 0:
-                        best_dev = dev_check(calls, best_train[1], best_dev)
-                es.tell(solutions, fitness)
-                history["loss"].append(float(min(fitness)))
-                history["train_accuracy"].append(acc)
-                info = f"best loss {best_train[0]:.3f}"
-                if best_dev[0] >= 0:
-                    info += f" · best dev acc {best_dev[0]:.3f} @ {best_dev[1]}"
-                bar.update(job, completed=calls, info=info)
-                if on_generation is not None:
-                    on_generation(calls)
+            while calls + self.popsize <= self.budget and not all(es.stop() for es in searches):
+                for b, es in enumerate(searches):
+                    if calls + self.popsize > self.budget:
+                        break
+                    if es.stop():
+                        continue
+                    solutions = es.ask()
+                    candidates = []
+                    for x in solutions:
+                        z = current.copy()
+                        z[b * size:(b + 1) * size] = x
+                        candidates.append(z)
+                    scored = problem.losses(candidates)
+                    acc = scored[-1][1]  # training accuracy of the generation's last candidate
+                    fitness = []
+                    for z, (loss, _) in zip(candidates, scored, strict=True):
+                        calls += 1
+                        fitness.append(loss)
+                        if loss < best_train[0]:
+                            best_train = (loss, np.array(z))
+                        if calls % self.eval_every == 0:
+                            best_dev = dev_check(calls, best_train[1], best_dev)
+                    es.tell(solutions, fitness)
+                    current[b * size:(b + 1) * size] = es.result.xbest
+                    history["loss"].append(float(min(fitness)))
+                    history["train_accuracy"].append(acc)
+                    info = f"best loss {best_train[0]:.3f}"
+                    if best_dev[0] >= 0:
+                        info += f" · best dev acc {best_dev[0]:.3f} @ {best_dev[1]}"
+                    bar.update(job, completed=calls, info=info)
+                    if on_generation is not None:
+                        on_generation(calls)
         if not history["dev_accuracy"] or history["dev_accuracy"][-1][0] != calls:
             best_dev = dev_check(calls, best_train[1], best_dev)  # the final candidate gets its say
         chosen = best_dev[2] if best_dev[0] >= 0 else best_train[1]
