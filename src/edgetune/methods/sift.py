@@ -30,7 +30,6 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..backends import Backend
-from ..errors import EdgetuneError
 from .base import Costs, ParamError, check_positive_int, register
 from .input_edge import GradientMethod
 from .prompted import PromptedModel
@@ -137,7 +136,7 @@ class SIFT(GradientMethod):
             logits = self.scores([ids[i] for i in pick])
             loss = nn.functional.cross_entropy(logits, y[pick].to(logits.device))
             loss.backward()
-        for (name, m), k in zip(targets.items(), counts, strict=True):
+        for m, k in zip(targets.values(), counts, strict=True):
             grad = m.weight.grad
             m.weight.requires_grad_(False)
             m.weight.grad = None
@@ -169,15 +168,15 @@ class SIFT(GradientMethod):
 
     @torch.no_grad()
     def merge(self) -> Any:
-        """A copy of the model with the increments added into its weights (no parametrisation left)."""
+        """A copy of the frozen model with the increments added into its weights (a plain model).
+
+        (Built from the backend's model rather than by removing the parametrisations from a copy of the trained
+        one: torch's parametrised classes are shared between a module and its deep copy.)"""
         self._check_fitted()
-        model = copy.deepcopy(self.module_.frozen)
-        for m in model.modules():
+        model = copy.deepcopy(self.frozen_)
+        for name, m in self.module_.frozen.named_modules():
             if parametrize.is_parametrized(m, "weight"):
-                parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
-                m.weight.requires_grad_(False)
-        if any(parametrize.is_parametrized(m) for m in model.modules()):
-            raise EdgetuneError("sift: merging left a parametrised module")
+                model.get_submodule(name).weight.copy_(m.weight)
         return model
 
     def costs(self) -> Costs:

@@ -1,0 +1,114 @@
+"""LAMP: prompt tuning via prompt decomposition and compressed outer product (Lan et al., NAACL 2025,
+"Efficient and Effective Prompt Tuning via Prompt Decomposition and Compressed Outer Product").
+
+A vocabulary-initialised prompt P0 (m × d) is decomposed by truncated SVD, ``P0 ≈ U_r Σ_r V_r``, and only the
+small factors are trained: U (m × r), V (r × d) and an r × r core Q that starts as Σ_r. The prompt is the
+compressed outer product ``P = U Q V = Σ_ij Q_ij · u_i ⊗ v_j``: every pair of token pattern u_i and embedding
+pattern v_j can interact through Q (r² outer products held in r² numbers), which is how the prompt tokens
+share structure. Average pooling over non-overlapping windows of ``pool`` tokens then gives the m / pool
+vectors the model reads, in training and at inference (fewer prompt positions: less memory and time).
+
+Reading of the paper: edgetune was built from the paper's abstract and figure caption (the method section
+was not reachable offline); the r × r core Q is our reading of its "U_[:r], Q_[:r], V_[:r]" and matches its
+count (r(m + d) + r² ≈ 7k on T5-Base at r = 8, m = 100). Parameters: ``r·(m + d) + r²``; by default the
+largest r within the budget (``budget_tokens·d``, as 100-token prompt tuning) and at most min(m, d).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..backends import Backend
+from ..backends.local import LabelReader
+from .base import ParamError, check_positive_int, register
+from .input_edge import GradientMethod
+from .prompted import PROMPT_LR_RATIO, PromptedModel
+
+
+def lamp_params(d: int, m: int, r: int) -> int:
+    """U (m × r), the core Q (r × r) and V (r × d)."""
+    return r * (m + d) + r * r
+
+
+class LAMPModule(PromptedModel):
+    def __init__(self, frozen: Any, reader: LabelReader, prompt: torch.Tensor, rank: int, pool: int) -> None:
+        super().__init__(frozen, reader)
+        u, s, vh = torch.linalg.svd(prompt.double(), full_matrices=False)
+        self.u = nn.Parameter(u[:, :rank].float().contiguous())
+        self.core = nn.Parameter(torch.diag(s[:rank]).float())
+        self.v = nn.Parameter(vh[:rank].float().contiguous())
+        self.pool = pool
+
+    def prompt(self, batch_size: int) -> torch.Tensor:
+        full = self.u @ self.core @ self.v  # (m, d)
+        pooled = F.avg_pool1d(full.T[None], self.pool, self.pool)[0].T  # (m / pool, d)
+        return pooled[None].expand(batch_size, -1, -1)
+
+
+@register
+class LAMP(GradientMethod):
+    """Truncated-SVD prompt factors with a trainable core, average-pooled (see the module docstring).
+
+    Args:
+        prompt_tokens: m, the prompt before pooling (reference setting on T5-Base: 100).
+        rank: r (``None``: the largest within ``budget_tokens·d``).
+        pool: window of the average pooling (the model reads m / pool vectors); must divide m.
+        lr: AdamW rate of U, Q and V (``"auto"``: ``prompt_lr_ratio`` × the embedding scale).
+
+    Learned attributes: ``rank_``.
+    """
+
+    name = "lamp"
+    display_name = "LAMP"
+    budget_rule = "r·(m + d) + r² ≤ budget_tokens·d: the largest rank r ≤ min(m, d) for prompt_tokens m"
+    smoke_params: ClassVar[dict[str, Any]] = {
+        "steps": 2, "batch_size": 4, "eval_every": 1, "prompt_tokens": 4, "budget_tokens": 8}
+
+    scaled_lrs: ClassVar[tuple[str, ...]] = ("lr",)
+
+    def __init__(self, model: str | Backend | None = None, *, prompt_tokens: int = 100, rank: int | None = None,
+                 pool: int = 2, budget_tokens: int = 100, lr: float | str = "auto", prompt_init: str = "vocab",
+                 prompt_lr_ratio: float = PROMPT_LR_RATIO, **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        self.prompt_tokens = prompt_tokens
+        self.rank = rank
+        self.pool = pool
+        self.budget_tokens = budget_tokens
+        self.lr = lr
+        self.prompt_init = prompt_init
+        self.prompt_lr_ratio = prompt_lr_ratio
+
+    def _validate_params(self) -> None:
+        super()._validate_params()
+        check_positive_int(self, "prompt_tokens", "pool", "budget_tokens")
+        if self.rank is not None:
+            check_positive_int(self, "rank")
+        if self.prompt_tokens % self.pool:
+            raise ParamError(f"lamp: pool={self.pool} must divide prompt_tokens={self.prompt_tokens}")
+
+    def rank_for(self, d: int) -> int:
+        """The rank in use for hidden size d (given, or the largest within the budget)."""
+        most = min(self.prompt_tokens, d)
+        if self.rank is not None:
+            if self.rank > most:
+                raise ParamError(f"lamp: rank={self.rank} exceeds min(prompt_tokens, d) = {most}")
+            return self.rank
+        r = 0
+        while r < most and lamp_params(d, self.prompt_tokens, r + 1) <= self.budget_tokens * d:
+            r += 1
+        if r < 1:
+            raise ParamError(f"lamp: budget_tokens={self.budget_tokens} leaves no room for rank 1 with "
+                             f"prompt_tokens={self.prompt_tokens}; raise budget_tokens or lower prompt_tokens")
+        return r
+
+    def build(self, model: Any, embedding: nn.Module) -> nn.Module:
+        self.rank_ = self.rank_for(embedding.weight.shape[1])
+        prompt = self.initial_prompt(embedding, self.prompt_tokens, self.prompt_init)
+        return LAMPModule(model, self.reader_, prompt, self.rank_, self.pool)
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [{"params": [p for p in self.module_.parameters() if p.requires_grad], "lr": self.learning_rate("lr")}]

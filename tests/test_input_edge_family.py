@@ -1,0 +1,204 @@
+"""The rest of ADePT's comparison table: full fine-tuning, SIFT, ACCEPT, LAMP, adaptive prefix tuning, BBTv2.
+
+Each is checked against what it must equal (a deep prompt with only a layer-0 vector is a plain prefix; an
+APT prefix with its gates at one is the text prompt's cache; ACCEPT and LAMP at full rank rebuild their start
+prompt), on what training may change (SIFT: only the chosen components) and on the one-line errors for
+settings no model can honour. The trainer's checkpoint pruning is checked against its choice rule.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from edgetune.errors import EdgetuneError, IncompatibleError
+from edgetune.methods import ACCEPT, APT, LAMP, SIFT, BBTv2, FineTune
+from edgetune.methods.base import ParamError
+from edgetune.methods.prompted import PromptedModel
+from edgetune.methods.trainers import CMAESTrainer, choose, unchoosable
+
+QUICK = {"steps": 2, "batch_size": 4, "eval_every": 1, "progress": False}
+
+
+def scores_of(module, method, texts):
+    ids = method.encode(texts)
+    batch = method.backend.collate(ids)
+    with torch.no_grad():
+        return module(batch.input_ids, batch.attention_mask, batch.position)
+
+
+@pytest.mark.parametrize("select_by", ["loss", "accuracy"])
+def test_pruned_checkpoints_are_never_chosen(select_by):
+    rng = random.Random(0)
+    for _ in range(300):
+        n_dev = rng.choice([8, 32])
+        checks, pruned = [], set()
+        for step in range(rng.randint(2, 9)):
+            checks.append((step, rng.randint(0, n_dev) / n_dev, rng.random(), step))
+            pruned |= set(unchoosable(checks, select_by, n_dev))
+            assert choose(checks, select_by, n_dev) not in pruned  # what training would keep now is kept
+        assert len(pruned) < len(checks)
+
+
+def test_full_finetuning_trains_a_copy_and_exports_a_loadable_model(make_backend, toy_task, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    backend = make_backend("causal")
+    before = {k: v.clone() for k, v in backend.model.state_dict().items()}
+    m = FineTune(backend, lr=1e-2, **QUICK).fit(toy_task.sample(4, seed=0))
+    assert all(torch.equal(v, backend.model.state_dict()[k]) for k, v in before.items())  # the shared model
+    assert m.trainable_params_ == sum(p.numel() for p in backend.model.parameters())
+    changed = [k for k, v in m.module_.frozen.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed
+    path = m.export(tmp_path / "export")
+    again = AutoModelForCausalLM.from_pretrained(path)
+    assert torch.equal(again.state_dict()[changed[0]], m.module_.frozen.state_dict()[changed[0]])
+
+
+def test_sift_trains_exactly_its_budget_and_only_the_chosen_components(make_backend, toy_task, tmp_path):
+    backend = make_backend("causal")
+    m = SIFT(backend, budget_tokens=3, lr=1e-2, **QUICK).fit(toy_task.sample(4, seed=0))
+    d = backend.model.get_input_embeddings().weight.shape[1]
+    assert m.trainable_params_ == m.n_selected_ == 3 * d
+    merged = m.merge().state_dict()
+    moved = sum(int((merged[k] != v).sum()) for k, v in backend.model.state_dict().items())
+    assert 0 < moved <= 3 * d
+    saved = m.save(tmp_path / "sift")
+    again = SIFT.load(saved, backend)
+    np.testing.assert_allclose(again.decision_function(["fine"]), m.decision_function(["fine"]), atol=1e-5)
+    assert sum(v.numel() for k, v in again.trainable_state().items() if k.endswith("delta")) == 3 * d
+
+
+def test_sift_refuses_a_density_that_selects_nothing_and_a_budget_beyond_the_model(make_backend, toy_task):
+    backend = make_backend("causal")
+    with pytest.raises(ParamError, match="density=1e-09 selects no weight"):
+        SIFT(backend, density=1e-9, **QUICK).fit(toy_task.sample(4, seed=0))
+    with pytest.raises(ParamError, match="budget_tokens=100000 asks for"):
+        SIFT(backend, budget_tokens=100_000, **QUICK).fit(toy_task.sample(4, seed=0))
+
+
+def test_a_deep_prompt_with_only_a_first_layer_vector_is_a_plain_prefix(make_backend, toy_task):
+    backend = make_backend("causal")
+    m = BBTv2(backend, budget=4, popsize=2, intrinsic_dim=4, prompt_tokens=3, progress=False).fit(
+        toy_task.sample(4, seed=0))
+    module = m.module_
+    delta = torch.randn_like(module.soft_prompt) * 0.1
+    with torch.no_grad():
+        module.layer_prompts.zero_()
+        module.layer_prompts[0] = delta
+    plain = PromptedModel(module.frozen, m.reader_, soft_prompt=module.soft_prompt.detach() + delta)
+    plain.share_prefix = False  # the prompt prepended to every row: nothing shared
+    texts = ["a wonderful film", "dull and long , a boring mess"]
+    torch.testing.assert_close(scores_of(module, m, texts), scores_of(plain, m, texts), atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        module.layer_prompts[1] = torch.randn_like(delta)  # a deeper layer's vector changes what is read
+    assert not torch.allclose(scores_of(module, m, texts), scores_of(plain, m, texts), atol=1e-4)
+    assert m.trainable_params_ == 2 * 4  # two blocks × intrinsic_dim
+
+
+def test_bbtv2_scores_candidates_together_as_one_by_one(make_backend, toy_task):
+    m = BBTv2(make_backend("causal"), budget=4, popsize=2, intrinsic_dim=4, prompt_tokens=3, progress=False)
+    m.fit(toy_task.sample(4, seed=0))
+    zs = [np.random.default_rng(i).normal(size=m.search_dim) for i in range(3)]
+    together = m.losses(zs)
+    m.max_rows = 1
+    alone = [m.losses([z])[0] for z in zs]
+    np.testing.assert_allclose(together, alone, rtol=1e-4)
+
+
+def test_bbtv2_refuses_a_budget_below_one_generation_per_block(make_backend, toy_task):
+    with pytest.raises(ParamError, match="budget=3 calls cannot give each of the model's 2 blocks"):
+        BBTv2(make_backend("causal"), budget=3, popsize=2, intrinsic_dim=4, progress=False).fit(
+            toy_task.sample(4, seed=0))
+
+
+def test_divide_and_conquer_changes_one_block_per_generation():
+    seen = []
+
+    class Problem:
+        def losses(self, zs):
+            seen.append(np.array(zs))
+            return [(float(np.sum((z - 1) ** 2)), 0.0) for z in zs]
+
+        def dev_accuracy_of(self, z):
+            return None
+
+    _, history = CMAESTrainer(dim=6, budget=40, popsize=4, blocks=3, progress=False).train(Problem())
+    assert history["calls"] == 3 * 3 * 4  # whole rounds, as the reference: budget // (popsize · blocks)
+    for gen, zs in enumerate(seen):
+        block = gen % 3
+        others = np.delete(zs.reshape(len(zs), 3, 2), block, axis=1)
+        assert np.allclose(others, others[0])  # the other blocks are the same in every candidate
+    assert history["best_train_loss"] < 6.0  # better than the start, z = 0
+
+
+def test_apt_with_its_gates_at_one_reads_like_the_text_prompt(make_backend, toy_task):
+    backend = make_backend("causal")
+    m = APT(backend, prefix_tokens=3, **QUICK)
+    m.fit(toy_task.sample(4, seed=0))
+    module = m.module_
+    keys, values = m._text_prefix(module.frozen, module.input_embedding(), 3)
+    with torch.no_grad():
+        module.keys.copy_(keys)
+        module.values.copy_(values)
+        for gate in module.gates:
+            gate.weight.zero_()
+            gate.bias.zero_()
+        module.scales.fill_(2.0)  # 2 · σ(0) = 1
+    from edgetune.methods.prompted import embed_ids, text_prompt_ids
+
+    ids = text_prompt_ids(m.tokenizer_(m.init_text(), add_special_tokens=False)["input_ids"], 3)
+    plain = PromptedModel(module.frozen, m.reader_, soft_prompt=embed_ids(module.input_embedding(), ids))
+    texts = ["a wonderful film", "dull and long , a boring mess"]
+    torch.testing.assert_close(scores_of(module, m, texts), scores_of(plain, m, texts), atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        module.gates[1].bias.fill_(-3.0)  # a layer's gate closes part-way: what is read changes
+    assert not torch.allclose(scores_of(module, m, texts), scores_of(plain, m, texts), atol=1e-4)
+
+
+def test_apt_refuses_a_model_without_a_key_value_cache(make_backend, toy_task):
+    with pytest.raises(IncompatibleError, match="apt: prefix_tokens needs a causal LM"):
+        APT(make_backend("masked"), prefix_tokens=2, **QUICK).fit(toy_task.sample(4, seed=0))
+
+
+def test_apt_and_bbtv2_budgets(make_backend, toy_task):
+    backend = make_backend("causal")
+    m = APT(backend, budget_tokens=8, **QUICK).fit(toy_task.sample(4, seed=0))
+    assert m.trainable_params_ <= 8 * 32
+    with pytest.raises(ParamError, match="apt: budget_tokens=1 leaves no room"):
+        APT(backend, budget_tokens=1, **QUICK).fit(toy_task.sample(4, seed=0))
+
+
+def test_accept_and_lamp_start_from_their_prompt(make_backend, toy_task):
+    backend = make_backend("causal")
+    # full-rank codebooks / factors: the start prompt is rebuilt exactly, and ACCEPT's offsets start at zero
+    a = ACCEPT(backend, prompt_tokens=4, sub_dim=8, codebook_size=8, offset_sub_dim=8, positions=8, budget_tokens=99,
+               **QUICK)
+    m = a.fit(toy_task.sample(4, seed=0))
+    assert m.codebook_size_ == 8
+    start = m.initial_prompt(m.module_.input_embedding(), 4, "text")
+    fresh = type(m.module_)(m.module_.frozen, m.reader_, start, 8, 8, 8, m.offset_size_, 8)
+    torch.testing.assert_close(fresh.prompt(1)[0], start, atol=1e-5, rtol=1e-4)
+    emb = torch.randn(2, 5, 32)
+    assert torch.equal(fresh.transform(emb, torch.ones(2, 5)), emb)
+    lamp = LAMP(backend, prompt_tokens=4, rank=4, pool=2, **QUICK).fit(toy_task.sample(4, seed=0))
+    p0 = lamp.initial_prompt(lamp.module_.input_embedding(), 4, "vocab")
+    fresh = type(lamp.module_)(lamp.module_.frozen, lamp.reader_, p0, 4, 2)
+    torch.testing.assert_close(fresh.prompt(1)[0], p0.view(2, 2, -1).mean(1), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("cls, params, message", [
+    (ACCEPT, {"budget_tokens": 60}, "accept: budget_tokens=60 leaves nothing for the offsets"),
+    (ACCEPT, {"prompt_tokens": 4, "budget_tokens": 5, "positions": 8, "sub_dim": 8, "offset_sub_dim": 8},
+     "accept: budget_tokens=5 leaves no room"),
+    (ACCEPT, {"prompt_tokens": 4, "sub_dim": 5}, "accept: sub_dim=5 does not divide"),
+    (LAMP, {"pool": 3}, "lamp: pool=3 must divide prompt_tokens=100"),
+    (LAMP, {"prompt_tokens": 4, "budget_tokens": 0}, "budget_tokens must be a positive integer"),
+])
+def test_settings_no_model_can_honour_are_one_line_naming_the_parameter(make_backend, toy_task, cls, params, message):
+    with pytest.raises(EdgetuneError, match=message) as err:
+        cls(make_backend("causal"), **params, **QUICK).fit(toy_task.sample(4, seed=0))
+    assert "\n" not in str(err.value)
