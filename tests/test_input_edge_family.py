@@ -23,6 +23,25 @@ from edgetune.methods.trainers import CMAESTrainer, choose, unchoosable
 QUICK = {"steps": 2, "batch_size": 4, "eval_every": 1, "progress": False}
 
 
+@pytest.fixture(params=["llama", "gemma3"])
+def causal_backend(request, make_backend, tokenizer):
+    """A tiny Llama-style model (SmolLM2's architecture) and a tiny Gemma-3 (sliding-window layers, scaled
+    embeddings, soft-capping): the two causal architectures edgetune ships."""
+    if request.param == "llama":
+        return make_backend("causal")
+    import transformers as tf
+
+    from edgetune.backends import LocalBackend
+
+    torch.manual_seed(0)
+    cfg = tf.Gemma3TextConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64,
+                              num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                              max_position_embeddings=64, sliding_window=8, pad_token_id=0,
+                              layer_types=["sliding_attention", "full_attention"])
+    return LocalBackend.from_model(tf.Gemma3ForCausalLM(cfg).eval(), tokenizer, "causal", name="tiny-gemma3",
+                                   progress=False)
+
+
 def scores_of(module, method, texts):
     ids = method.encode(texts)
     batch = method.backend.collate(ids)
@@ -80,8 +99,8 @@ def test_sift_refuses_a_density_that_selects_nothing_and_a_budget_beyond_the_mod
         SIFT(backend, budget_tokens=100_000, **QUICK).fit(toy_task.sample(4, seed=0))
 
 
-def test_a_deep_prompt_with_only_a_first_layer_vector_is_a_plain_prefix(make_backend, toy_task):
-    backend = make_backend("causal")
+def test_a_deep_prompt_with_only_a_first_layer_vector_is_a_plain_prefix(causal_backend, toy_task):
+    backend = causal_backend
     m = BBTv2(backend, budget=4, popsize=2, intrinsic_dim=4, prompt_tokens=3, progress=False).fit(
         toy_task.sample(4, seed=0))
     module = m.module_
@@ -91,7 +110,7 @@ def test_a_deep_prompt_with_only_a_first_layer_vector_is_a_plain_prefix(make_bac
         module.layer_prompts[0] = delta
     plain = PromptedModel(module.frozen, m.reader_, soft_prompt=module.soft_prompt.detach() + delta)
     plain.share_prefix = False  # the prompt prepended to every row: nothing shared
-    texts = ["a wonderful film", "dull and long , a boring mess"]
+    texts = ["a wonderful film", "dull and long , a boring mess that goes on and on"]
     torch.testing.assert_close(scores_of(module, m, texts), scores_of(plain, m, texts), atol=1e-5, rtol=1e-4)
     with torch.no_grad():
         module.layer_prompts[1] = torch.randn_like(delta)  # a deeper layer's vector changes what is read
@@ -135,8 +154,8 @@ def test_divide_and_conquer_changes_one_block_per_generation():
     assert history["best_train_loss"] < 6.0  # better than the start, z = 0
 
 
-def test_apt_with_its_gates_at_one_reads_like_the_text_prompt(make_backend, toy_task):
-    backend = make_backend("causal")
+def test_apt_with_its_gates_at_one_reads_like_the_text_prompt(causal_backend, toy_task):
+    backend = causal_backend
     m = APT(backend, prefix_tokens=3, **QUICK)
     m.fit(toy_task.sample(4, seed=0))
     module = m.module_
@@ -152,16 +171,30 @@ def test_apt_with_its_gates_at_one_reads_like_the_text_prompt(make_backend, toy_
 
     ids = text_prompt_ids(m.tokenizer_(m.init_text(), add_special_tokens=False)["input_ids"], 3)
     plain = PromptedModel(module.frozen, m.reader_, soft_prompt=embed_ids(module.input_embedding(), ids))
-    texts = ["a wonderful film", "dull and long , a boring mess"]
+    texts = ["a wonderful film", "dull and long , a boring mess that goes on and on"]
     torch.testing.assert_close(scores_of(module, m, texts), scores_of(plain, m, texts), atol=1e-5, rtol=1e-4)
     with torch.no_grad():
         module.gates[1].bias.fill_(-3.0)  # a layer's gate closes part-way: what is read changes
     assert not torch.allclose(scores_of(module, m, texts), scores_of(plain, m, texts), atol=1e-4)
 
 
-def test_apt_refuses_a_model_without_a_key_value_cache(make_backend, toy_task):
-    with pytest.raises(IncompatibleError, match="apt: prefix_tokens needs a causal LM"):
-        APT(make_backend("masked"), prefix_tokens=2, **QUICK).fit(toy_task.sample(4, seed=0))
+@pytest.mark.parametrize("kind", ["masked", "seq2seq"])
+def test_prefixes_refuse_a_model_without_a_key_value_cache(make_backend, toy_task, kind):
+    with pytest.raises(IncompatibleError, match="apt: prefix_tokens needs a causal LM") as err:
+        APT(make_backend(kind), prefix_tokens=2, **QUICK).fit(toy_task.sample(4, seed=0))
+    assert "\n" not in str(err.value)
+    with pytest.raises(IncompatibleError, match=r"bbtv2: prompt_tokens \(a prompt at every block\) needs a causal"):
+        BBTv2(make_backend(kind), budget=4, popsize=2, intrinsic_dim=4, progress=False).fit(toy_task.sample(4, seed=0))
+
+
+def test_a_causal_model_whose_blocks_are_not_listed_is_refused_naming_the_parameter():
+    from edgetune.methods.prompted import decoder_layers
+
+    class Odd(torch.nn.Module):
+        base_model = torch.nn.Linear(2, 2)
+
+    with pytest.raises(IncompatibleError, match="apt: prefix_tokens needs a causal LM whose blocks"):
+        decoder_layers(Odd(), "apt", "prefix_tokens")
 
 
 def test_apt_and_bbtv2_budgets(make_backend, toy_task):

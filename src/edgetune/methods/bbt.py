@@ -39,8 +39,9 @@ from .prompted import PromptedModel
 
 class BBTModule(PromptedModel):
     """The frozen model with a fixed (not gradient-trained) soft prompt that the search overwrites.
-    While ``row_prompts`` (one prompt per input row) is set, it replaces the shared prompt: that is how
-    a whole population of candidates is scored in one forward pass."""
+    While ``row_prompts`` (p, m, d) is set, it replaces the shared prompt, each candidate prompt followed by
+    its share of the rows: that is how a whole population of candidates is scored in one forward pass (on a
+    causal model each candidate's keys/values are computed once and shared by its rows)."""
 
     row_prompts: torch.Tensor | None = None
 
@@ -49,9 +50,12 @@ class BBTModule(PromptedModel):
             self.soft_prompt.copy_(prompt)
 
     def prompt(self, batch_size: int) -> torch.Tensor | None:
-        if self.row_prompts is not None:
-            return self.row_prompts
+        if self.row_prompts is not None:  # p candidates, each for batch_size / p consecutive rows
+            return self.row_prompts.repeat_interleave(batch_size // len(self.row_prompts), dim=0)
         return super().prompt(batch_size)
+
+    def prefixes(self) -> torch.Tensor | None:
+        return self.row_prompts if self.row_prompts is not None else super().prefixes()
 
 
 @register
@@ -157,7 +161,7 @@ class BBT(BlackBoxMethod):
                 for c in range(0, len(zs), chunk):
                     group = zs[c : c + chunk]
                     prompts = torch.stack([self._prompt(z) for z in group]).to(device)  # (P, T, d)
-                    module.row_prompts = prompts.repeat_interleave(rows, dim=0)  # rows of candidate p together
+                    module.row_prompts = prompts  # candidate j reads rows [j·rows, (j+1)·rows)
                     logits = module(b.input_ids.repeat(len(group), 1), b.attention_mask.repeat(len(group), 1),
                                     b.position.repeat(len(group)))
                     yy = y.repeat(len(group))

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from ..backends import Backend
 from ..backends.local import LabelReader
+from ..errors import IncompatibleError
 from .base import ParamError, check_positive_int, check_positive_number, register
 from .input_edge import BlackBoxMethod
 from .prompted import PromptedModel, decoder_layers, layer_input_hooks
@@ -54,7 +55,7 @@ class DeepPromptModel(PromptedModel):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
         deltas = self.layer_prompts[None] if self.row_prompts is None else self.row_prompts
         prefix = self.soft_prompt[None].expand(len(deltas), -1, -1)
-        blocks = decoder_layers(self.frozen, "bbtv2", "a deep prompt")
+        blocks = decoder_layers(self.frozen, "bbtv2", "prompt_tokens (a prompt at every block)")
         with layer_input_hooks(blocks, lambda i, h: h + deltas[:, i].to(h.dtype)):
             cache = self.reader.prefix_cache(self.frozen, prefix)
         embeds = self.input_embedding()(input_ids)
@@ -113,7 +114,10 @@ class BBTv2(BlackBoxMethod):
         return self.n_blocks_
 
     def build(self, model: Any, embedding: torch.nn.Module) -> torch.nn.Module:
-        self.n_blocks_ = len(decoder_layers(model, "bbtv2", "a deep prompt"))
+        if self.kind_ != "causal":
+            raise IncompatibleError(f"bbtv2: prompt_tokens (a prompt at every block) needs a causal LM here (it enters "
+                                    f"through the key/value cache); this backend's model is {self.kind_}")
+        self.n_blocks_ = len(decoder_layers(model, "bbtv2", "prompt_tokens (a prompt at every block)"))
         self.p0_ = self.initial_prompt(embedding, self.prompt_tokens, self.prompt_init)
         self.proj_std_ = [self.alpha * float(embedding.weight.detach().float().std())
                           / (np.sqrt(self.intrinsic_dim) * self.sigma)]

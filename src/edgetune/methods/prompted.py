@@ -65,11 +65,16 @@ class PromptedModel(torch.nn.Module):
     #: share the soft prompt's keys/values across the batch on causal models (same logits, far less compute)
     share_prefix: bool = True
 
+    def prefixes(self) -> torch.Tensor | None:
+        """The distinct prompts of a batch, (p, m, d): one shared prompt by default (BBT scoring p candidates
+        at once: p, each followed by its share of the rows)."""
+        return self.prompt(1)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
         """Label-word logits (b, C) at the label position."""
         if self.share_prefix and self.kind == "causal":
-            prefix = self.prompt(1)  # (1, m, d); a per-row prompt (BBT scoring candidates) takes the plain path
-            if prefix is not None and prefix.shape[0] == 1 and prefix.shape[1] > 0:
+            prefix = self.prefixes()  # (p, m, d): the rows split evenly among p prompts
+            if prefix is not None and prefix.shape[1] > 0 and len(input_ids) % prefix.shape[0] == 0:
                 embeds = self.transform(self.input_embedding()(input_ids), attention_mask)
                 return self.reader.with_prefix(self.frozen, prefix.to(embeds.dtype), embeds, attention_mask, position)
         embeds, mask = self.embed(input_ids, attention_mask)
