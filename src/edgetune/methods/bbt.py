@@ -29,11 +29,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..backends import Backend
-from .base import check_positive_int, register
-from .input_edge import BlackBoxMethod
+from .base import register
+from .input_edge import ProjectedSearch
 from .prompted import PromptedModel
 
 
@@ -59,7 +57,7 @@ class BBTModule(PromptedModel):
 
 
 @register
-class BBT(BlackBoxMethod):
+class BBT(ProjectedSearch):
     """CMA-ES over a random low-dimensional projection of a soft prompt (see the module docstring).
 
     Args:
@@ -87,19 +85,6 @@ class BBT(BlackBoxMethod):
         "budget": 4, "popsize": 2, "intrinsic_dim": 4,
         "prompt_tokens": 2, "eval_every": 2}
 
-    def __init__(self, model: str | Backend | None = None, *, intrinsic_dim: int = 500, prompt_tokens: int = 50,
-                 alpha: float = 1.0, max_rows: int = 1024, prompt_init: str = "range", **kwargs: Any) -> None:
-        super().__init__(model, **kwargs)
-        self.intrinsic_dim = intrinsic_dim
-        self.prompt_tokens = prompt_tokens
-        self.alpha = alpha
-        self.max_rows = max_rows
-        self.prompt_init = prompt_init
-
-    def _validate_params(self) -> None:
-        super()._validate_params()
-        check_positive_int(self, "intrinsic_dim", "prompt_tokens")
-
     @property
     def search_dim(self) -> int:
         return self.intrinsic_dim
@@ -113,6 +98,9 @@ class BBT(BlackBoxMethod):
         self.p0_ = self.initial_prompt(embedding, self.prompt_tokens, self.prompt_init)
         return BBTModule(model, self.reader_, soft_prompt=self.p0_.clone(), train_prompt=False)
 
+    def candidate_prompts(self, zs: list[np.ndarray]) -> torch.Tensor:
+        return torch.stack([self._prompt(z) for z in zs])
+
     def _prompt(self, z: np.ndarray) -> torch.Tensor:
         """p0 + A z, as the reference (``Az + p_0``)."""
         flat = self.projection_ @ torch.as_tensor(z, dtype=torch.float32)
@@ -120,55 +108,3 @@ class BBT(BlackBoxMethod):
 
     def set_candidate(self, z: np.ndarray) -> None:
         self.module_.set_prompt(self._prompt(z))
-
-    def _prepare_search(self, ids: list[list[int]], y: torch.Tensor) -> None:
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # length-sorted: little padding
-        step = max(1, self.batch_size * 4)
-        self._batches = [(self.backend.collate([ids[i] for i in order[b:b + step]]), y[order[b:b + step]])
-                         for b in range(0, len(order), step)]
-
-    @torch.inference_mode()
-    def _loss(self, z: np.ndarray) -> tuple[float, float]:
-        """Mean cross-entropy and accuracy of candidate z on the (pre-batched) training set."""
-        self.set_candidate(z)
-        device = next(self.module_.parameters()).device
-        total, correct, n = 0.0, 0, 0
-        for batch, y in self._batches:
-            b = batch.to(device)
-            logits = self.module_(b.input_ids, b.attention_mask, b.position)
-            y = y.to(logits.device)
-            total += float(F.cross_entropy(logits, y, reduction="sum"))
-            correct += int((logits.argmax(1) == y).sum())
-            n += len(y)
-        return total / n, correct / n
-
-    @torch.inference_mode()
-    def losses(self, zs: list[np.ndarray]) -> list[tuple[float, float]]:
-        """(loss, accuracy) of every candidate, several candidates per forward pass (see ``max_rows``)."""
-        if self.max_rows <= 0:
-            return [self._loss(z) for z in zs]
-        module = self.module_
-        device = next(module.parameters()).device
-        total = torch.zeros(len(zs), dtype=torch.float64)
-        correct = torch.zeros(len(zs), dtype=torch.long)
-        n = 0
-        try:
-            for batch, y in self._batches:
-                rows = len(batch)
-                chunk = max(1, self.max_rows // rows)
-                b = batch.to(device)
-                y = y.to(device)
-                for c in range(0, len(zs), chunk):
-                    group = zs[c : c + chunk]
-                    prompts = torch.stack([self._prompt(z) for z in group]).to(device)  # (P, T, d)
-                    module.row_prompts = prompts  # candidate j reads rows [j·rows, (j+1)·rows)
-                    logits = module(b.input_ids.repeat(len(group), 1), b.attention_mask.repeat(len(group), 1),
-                                    b.position.repeat(len(group)))
-                    yy = y.repeat(len(group))
-                    ce = F.cross_entropy(logits.float(), yy, reduction="none").view(len(group), rows)
-                    total[c : c + len(group)] += ce.sum(1).double().cpu()
-                    correct[c : c + len(group)] += (logits.argmax(1) == yy).view(len(group), rows).sum(1).cpu()
-                n += rows
-        finally:
-            module.row_prompts = None
-        return [(float(t) / n, int(k) / n) for t, k in zip(total, correct, strict=True)]

@@ -32,13 +32,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..backends import Backend
 from ..backends.local import LabelReader
 from ..errors import IncompatibleError
-from .base import ParamError, check_positive_int, check_positive_number, register
-from .input_edge import BlackBoxMethod
+from .base import ParamError, register
+from .input_edge import ProjectedSearch
 from .prompted import PromptedModel, decoder_layers, layer_input_hooks
 
 
@@ -72,7 +70,7 @@ def clipped_std(values: torch.Tensor, rounds: int = 5) -> float:
 
 
 @register
-class BBTv2(BlackBoxMethod):
+class BBTv2(ProjectedSearch):
     """A deep prompt (every block) searched by divide-and-conquer CMA-ES (see the module docstring).
 
     Args:
@@ -90,20 +88,6 @@ class BBTv2(BlackBoxMethod):
     display_name = "BBTv2"
     smoke_params: ClassVar[dict[str, Any]] = {
         "budget": 4, "popsize": 2, "intrinsic_dim": 4, "prompt_tokens": 2, "eval_every": 2}
-
-    def __init__(self, model: str | Backend | None = None, *, intrinsic_dim: int = 500, prompt_tokens: int = 50,
-                 alpha: float = 1.0, max_rows: int = 1024, prompt_init: str = "range", **kwargs: Any) -> None:
-        super().__init__(model, **kwargs)
-        self.intrinsic_dim = intrinsic_dim
-        self.prompt_tokens = prompt_tokens
-        self.alpha = alpha
-        self.max_rows = max_rows
-        self.prompt_init = prompt_init
-
-    def _validate_params(self) -> None:
-        super()._validate_params()
-        check_positive_int(self, "intrinsic_dim", "prompt_tokens")
-        check_positive_number(self, "alpha")
 
     @property
     def search_dim(self) -> int:
@@ -139,10 +123,7 @@ class BBTv2(BlackBoxMethod):
     def _prepare_search(self, ids: list[list[int]], y: torch.Tensor) -> None:
         """Pre-batch the training set; measure each block's input hidden-state std on it (with the start
         prompt) for the projections of blocks 1..L-1."""
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # length-sorted: little padding
-        step = max(1, self.batch_size * 4)
-        self._batches = [(self.backend.collate([ids[i] for i in order[b:b + step]]), y[order[b:b + step]])
-                         for b in range(0, len(order), step)]
+        super()._prepare_search(ids, y)
         device = next(self.module_.parameters()).device
         seen: list[list[torch.Tensor]] = [[] for _ in range(self.n_blocks_)]
         for batch, _ in self._batches:
@@ -159,7 +140,7 @@ class BBTv2(BlackBoxMethod):
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + block)
         return torch.randn(self.p0_.numel(), self.intrinsic_dim, generator=gen) * self.proj_std_[block]
 
-    def _block_prompts(self, zs: list[np.ndarray]) -> torch.Tensor:
+    def candidate_prompts(self, zs: list[np.ndarray]) -> torch.Tensor:
         """(p, L, m, d) per-block prompts ``A_i z_i`` of p candidates; a block whose z is the same in every
         candidate and as last time is not recomputed (a generation changes one block)."""
         z = torch.as_tensor(np.stack(zs), dtype=torch.float32).view(len(zs), self.n_blocks_, self.intrinsic_dim)
@@ -179,33 +160,4 @@ class BBTv2(BlackBoxMethod):
 
     def set_candidate(self, z: np.ndarray) -> None:
         with torch.no_grad():
-            self.module_.layer_prompts.copy_(self._block_prompts([z])[0])
-
-    @torch.inference_mode()
-    def losses(self, zs: list[np.ndarray]) -> list[tuple[float, float]]:
-        """(loss, accuracy) of every candidate, several per forward pass (see ``max_rows``)."""
-        module = self.module_
-        device = next(module.parameters()).device
-        prompts = self._block_prompts(zs)
-        total = torch.zeros(len(zs), dtype=torch.float64)
-        correct = torch.zeros(len(zs), dtype=torch.long)
-        n = 0
-        try:
-            for batch, y in self._batches:
-                rows = len(batch)
-                chunk = max(1, self.max_rows // rows) if self.max_rows > 0 else 1
-                b = batch.to(device)
-                y = y.to(device)
-                for c in range(0, len(zs), chunk):
-                    group = prompts[c : c + chunk]
-                    module.row_prompts = group.to(device)
-                    logits = module(b.input_ids.repeat(len(group), 1), b.attention_mask.repeat(len(group), 1),
-                                    b.position.repeat(len(group)))
-                    yy = y.repeat(len(group))
-                    ce = F.cross_entropy(logits.float(), yy, reduction="none").view(len(group), rows)
-                    total[c : c + len(group)] += ce.sum(1).double().cpu()
-                    correct[c : c + len(group)] += (logits.argmax(1) == yy).view(len(group), rows).sum(1).cpu()
-                n += rows
-        finally:
-            module.row_prompts = None
-        return [(float(t) / n, int(k) / n) for t, k in zip(total, correct, strict=True)]
+            self.module_.layer_prompts.copy_(self.candidate_prompts([z])[0])

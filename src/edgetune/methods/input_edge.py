@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..backends import Backend, load_backend
 from ..data.example import Dataset, Example, as_examples
@@ -432,3 +433,69 @@ class BlackBoxMethod(InputEdgeMethod):
         h = self.history_
         return Costs(trainable_params=self.trainable_params_, queries=int(h["train_queries"] + h.get("dev_queries", 0)),
                      steps=int(h["calls"]))
+
+
+class ProjectedSearch(BlackBoxMethod):
+    """A black-box method whose candidates are soft prompts made from a vector z by fixed random projections
+    (BBT, BBTv2): what they share — the projection settings, the length-sorted training batches, and scoring a
+    generation's candidates together. A subclass says what its prompted model reads for p candidates
+    (:meth:`candidate_prompts`, set as ``module_.row_prompts``: candidate j is followed by the j-th share of the
+    rows).
+
+    ``max_rows``: most prompt rows per forward pass when scoring candidates together: up to
+    ``max_rows // len(batch)`` candidates share one pass (the reference's ``--parallel``); 0 scores one
+    candidate per pass. Same arithmetic, far fewer passes."""
+
+    def __init__(self, model: str | Backend | None = None, *, intrinsic_dim: int = 500, prompt_tokens: int = 50,
+                 alpha: float = 1.0, max_rows: int = 1024, prompt_init: str = "range", **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        self.intrinsic_dim = intrinsic_dim
+        self.prompt_tokens = prompt_tokens
+        self.alpha = alpha
+        self.max_rows = max_rows
+        self.prompt_init = prompt_init
+
+    def _validate_params(self) -> None:
+        super()._validate_params()
+        check_positive_int(self, "intrinsic_dim", "prompt_tokens")
+        check_positive_number(self, "alpha")
+
+    @abstractmethod
+    def candidate_prompts(self, zs: list[np.ndarray]) -> torch.Tensor:
+        """What the prompted model reads for each candidate, stacked: (p, ...)."""
+
+    def _prepare_search(self, ids: list[list[int]], y: torch.Tensor) -> None:
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # length-sorted: little padding
+        step = max(1, self.batch_size * 4)
+        self._batches = [(self.backend.collate([ids[i] for i in order[b:b + step]]), y[order[b:b + step]])
+                         for b in range(0, len(order), step)]
+
+    @torch.inference_mode()
+    def losses(self, zs: list[np.ndarray]) -> list[tuple[float, float]]:
+        """(mean cross-entropy, accuracy) of every candidate on the training set, several per forward pass."""
+        module = self.module_
+        device = next(module.parameters()).device
+        prompts = self.candidate_prompts(zs)
+        total = torch.zeros(len(zs), dtype=torch.float64)
+        correct = torch.zeros(len(zs), dtype=torch.long)
+        n = 0
+        try:
+            for batch, y in self._batches:
+                rows = len(batch)
+                chunk = max(1, self.max_rows // rows) if self.max_rows > 0 else 1
+                b = batch.to(device)
+                y = y.to(device)
+                for c in range(0, len(zs), chunk):
+                    group = prompts[c : c + chunk].to(device)
+                    module.row_prompts = group
+                    logits = module(b.input_ids.repeat(len(group), 1), b.attention_mask.repeat(len(group), 1),
+                                    b.position.repeat(len(group)))
+                    yy = y.repeat(len(group))
+                    ce = F.cross_entropy(logits.float(), yy, reduction="none").view(len(group), rows)
+                    total[c : c + len(group)] += ce.sum(1).double().cpu()
+                    correct[c : c + len(group)] += (logits.argmax(1) == yy).view(len(group), rows).sum(1).cpu()
+                n += rows
+        finally:
+            module.row_prompts = None
+        return [(float(t) / n, int(k) / n) for t, k in zip(total, correct, strict=True)]
+
