@@ -13,11 +13,11 @@ import random
 import numpy as np
 import pytest
 import torch
+from prefix_helpers import first_block_only, gates_at_one, scores
 
 from edgetune.errors import EdgetuneError, IncompatibleError
 from edgetune.methods import ACCEPT, APT, LAMP, SIFT, BBTv2, FineTune
 from edgetune.methods.base import ParamError
-from edgetune.methods.prompted import PromptedModel
 from edgetune.methods.trainers import CMAESTrainer, choose, unchoosable
 
 QUICK = {"steps": 2, "batch_size": 4, "eval_every": 1, "progress": False}
@@ -40,13 +40,6 @@ def causal_backend(request, make_backend, tokenizer):
                               layer_types=["sliding_attention", "full_attention"])
     return LocalBackend.from_model(tf.Gemma3ForCausalLM(cfg).eval(), tokenizer, "causal", name="tiny-gemma3",
                                    progress=False)
-
-
-def scores_of(module, method, texts):
-    ids = method.encode(texts)
-    batch = method.backend.collate(ids)
-    with torch.no_grad():
-        return module(batch.input_ids, batch.attention_mask, batch.position)
 
 
 @pytest.mark.parametrize("select_by", ["loss", "accuracy"])
@@ -100,21 +93,14 @@ def test_sift_refuses_a_density_that_selects_nothing_and_a_budget_beyond_the_mod
 
 
 def test_a_deep_prompt_with_only_a_first_layer_vector_is_a_plain_prefix(causal_backend, toy_task):
-    backend = causal_backend
-    m = BBTv2(backend, budget=4, popsize=2, intrinsic_dim=4, prompt_tokens=3, progress=False).fit(
+    m = BBTv2(causal_backend, budget=4, popsize=2, intrinsic_dim=4, prompt_tokens=3, progress=False).fit(
         toy_task.sample(4, seed=0))
-    module = m.module_
-    delta = torch.randn_like(module.soft_prompt) * 0.1
-    with torch.no_grad():
-        module.layer_prompts.zero_()
-        module.layer_prompts[0] = delta
-    plain = PromptedModel(module.frozen, m.reader_, soft_prompt=module.soft_prompt.detach() + delta)
-    plain.share_prefix = False  # the prompt prepended to every row: nothing shared
+    plain = first_block_only(m, torch.randn_like(m.module_.soft_prompt) * 0.1)
     texts = ["a wonderful film", "dull and long , a boring mess that goes on and on"]
-    torch.testing.assert_close(scores_of(module, m, texts), scores_of(plain, m, texts), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(scores(m.module_, m, texts), scores(plain, m, texts), atol=1e-5, rtol=1e-4)
     with torch.no_grad():
-        module.layer_prompts[1] = torch.randn_like(delta)  # a deeper layer's vector changes what is read
-    assert not torch.allclose(scores_of(module, m, texts), scores_of(plain, m, texts), atol=1e-4)
+        m.module_.layer_prompts[1] = torch.randn_like(m.module_.soft_prompt)  # a deeper block's vector matters
+    assert not torch.allclose(scores(m.module_, m, texts), scores(plain, m, texts), atol=1e-4)
     assert m.trainable_params_ == 2 * 4  # two blocks × intrinsic_dim
 
 
@@ -155,27 +141,13 @@ def test_divide_and_conquer_changes_one_block_per_generation():
 
 
 def test_apt_with_its_gates_at_one_reads_like_the_text_prompt(causal_backend, toy_task):
-    backend = causal_backend
-    m = APT(backend, prefix_tokens=3, **QUICK)
-    m.fit(toy_task.sample(4, seed=0))
-    module = m.module_
-    keys, values = m._text_prefix(module.frozen, module.input_embedding(), 3)
-    with torch.no_grad():
-        module.keys.copy_(keys)
-        module.values.copy_(values)
-        for gate in module.gates:
-            gate.weight.zero_()
-            gate.bias.zero_()
-        module.scales.fill_(2.0)  # 2 · σ(0) = 1
-    from edgetune.methods.prompted import embed_ids, text_prompt_ids
-
-    ids = text_prompt_ids(m.tokenizer_(m.init_text(), add_special_tokens=False)["input_ids"], 3)
-    plain = PromptedModel(module.frozen, m.reader_, soft_prompt=embed_ids(module.input_embedding(), ids))
+    m = APT(causal_backend, prefix_tokens=3, **QUICK).fit(toy_task.sample(4, seed=0))
+    plain = gates_at_one(m, 3)
     texts = ["a wonderful film", "dull and long , a boring mess that goes on and on"]
-    torch.testing.assert_close(scores_of(module, m, texts), scores_of(plain, m, texts), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(scores(m.module_, m, texts), scores(plain, m, texts), atol=1e-5, rtol=1e-4)
     with torch.no_grad():
-        module.gates[1].bias.fill_(-3.0)  # a layer's gate closes part-way: what is read changes
-    assert not torch.allclose(scores_of(module, m, texts), scores_of(plain, m, texts), atol=1e-4)
+        m.module_.gates[1].bias.fill_(-3.0)  # a layer's gate closes part-way: what is read changes
+    assert not torch.allclose(scores(m.module_, m, texts), scores(plain, m, texts), atol=1e-4)
 
 
 @pytest.mark.parametrize("kind", ["masked", "seq2seq"])

@@ -123,41 +123,21 @@ def test_deep_prompts_and_gated_prefixes_reach_smollm2(smollm, data_dir):
     them, grouped-query attention): a deep prompt with only a first-block vector is the plain prefix, and an
     APT prefix with its gates at one reads like the text prompt it started from."""
     import torch
+    from prefix_helpers import first_block_only, gates_at_one, scores
 
     from edgetune import load_task
     from edgetune.methods import APT, BBTv2
-    from edgetune.methods.prompted import PromptedModel, embed_ids, text_prompt_ids
 
     train = load_task("sst2", data_dir).sample(2, seed=0)
     texts = ["a gorgeous, witty film", "a dull mess that goes on and on"]
-
-    def scores(module, method):
-        batch = method.backend.collate(method.encode(texts))
-        with torch.no_grad():
-            return module(batch.input_ids, batch.attention_mask, batch.position)
-
     deep = BBTv2(smollm, intrinsic_dim=4, prompt_tokens=4, progress=False)
     template, words, deep.labels_ = deep._prompting(train, None)  # set up as fit does, without the search:
     deep.template_, deep.words_ = template, [words[lab] for lab in deep.labels_]  # 30 blocks need >= 60 calls
     deep._setup()
     assert deep.n_blocks_ == 30 and deep.search_dim == 120
-    delta = torch.randn_like(deep.module_.soft_prompt) * 0.1
-    with torch.no_grad():
-        deep.module_.layer_prompts.zero_()
-        deep.module_.layer_prompts[0] = delta
-    plain = PromptedModel(deep.module_.frozen, deep.reader_, soft_prompt=deep.module_.soft_prompt.detach() + delta)
-    torch.testing.assert_close(scores(deep.module_, deep), scores(plain, deep), atol=2e-4, rtol=1e-4)
+    plain = first_block_only(deep, torch.randn_like(deep.module_.soft_prompt) * 0.1)
+    torch.testing.assert_close(scores(deep.module_, deep, texts), scores(plain, deep, texts), atol=2e-4, rtol=1e-4)
 
     apt = APT(smollm, prefix_tokens=3, steps=1, batch_size=2, eval_every=1, progress=False).fit(train)
-    module = apt.module_
-    keys, values = apt._text_prefix(module.frozen, module.input_embedding(), 3)
-    with torch.no_grad():
-        module.keys.copy_(keys)
-        module.values.copy_(values)
-        for gate in module.gates:
-            gate.weight.zero_()
-            gate.bias.zero_()
-        module.scales.fill_(2.0)
-    ids = text_prompt_ids(apt.tokenizer_(apt.init_text(), add_special_tokens=False)["input_ids"], 3)
-    plain = PromptedModel(module.frozen, apt.reader_, soft_prompt=embed_ids(module.input_embedding(), ids))
-    torch.testing.assert_close(scores(module, apt), scores(plain, apt), atol=2e-4, rtol=1e-4)
+    plain = gates_at_one(apt, 3)
+    torch.testing.assert_close(scores(apt.module_, apt, texts), scores(plain, apt, texts), atol=2e-4, rtol=1e-4)
