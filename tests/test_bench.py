@@ -1,6 +1,7 @@
 """`edgetune bench`: config parsing, a resumable grid on a tiny model, the report and plots, SetFit."""
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -172,3 +173,18 @@ def test_bench_runs_mpd_on_several_prompts_and_word_sets(tmp_path, toy_dir, tiny
     assert len(extraction) == 4 and extraction[0]["split"] == "test" and extraction[2]["split"] == "test"
     dect_paid = extraction[0]["queries"] + extraction[1]["queries"]
     assert extraction[2]["queries"] + extraction[3]["queries"] == 2 * dect_paid > 0
+
+
+def test_peak_memory_sees_what_a_block_allocated_and_not_what_it_started_with():
+    import torch
+
+    from edgetune.bench.runner import PeakMemory
+
+    held = torch.ones(20_000_000)  # 76 MB in use before the block: not counted
+    with PeakMemory() as memory:
+        x = torch.ones(10_000_000)  # 38 MB
+        time.sleep(0.1)
+        del x
+    assert 30 < memory.peak_mb < 60, memory.peak_mb
+    assert memory.measure in ("heap in use (mallinfo2)", "process RSS", "cuda allocated")
+    del held

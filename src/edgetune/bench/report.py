@@ -104,7 +104,8 @@ def render(results: str | os.PathLike, out_dir: str | os.PathLike | None = None,
           "time to query the model on the training prompts (test-set inference excluded for all). Queries: "
           "forward passes over single samples that training needs (train + dev; BBT: calls × k-shot set; "
           "SetFit: two per contrastive pair + one per example). Peak MB: the most memory training held above what was "
-          "in use when it started (GPU: CUDA allocator peak; CPU: process RSS sampled every 20 ms).", ""]
+          "in use when it started (GPU: CUDA allocator peak; CPU: C-heap bytes in use, glibc mallinfo2, sampled every "
+          "20 ms).", ""]
     for task, rows in summary.items():
         n_test = rows[0]["n_test"]
         md.append(f"## {task} (test n = {n_test})\n")
