@@ -207,3 +207,14 @@ def test_settings_no_model_can_honour_are_one_line_naming_the_parameter(make_bac
     with pytest.raises(EdgetuneError, match=message) as err:
         cls(make_backend("causal"), **params, **QUICK).fit(toy_task.sample(4, seed=0))
     assert "\n" not in str(err.value)
+
+
+def test_factor_rates_move_a_product_prompt_as_far_as_prompt_tuning_moves_its_prompt():
+    from edgetune.methods.prompted import factor_rates
+
+    a, b = torch.full((6, 4), 2.0), torch.full((4, 5), -3.0)
+    rates = factor_rates(lambda f: f["a"] @ f["b"], {"a": a, "b": b}, step=0.04)
+    assert rates["a"] == rates["b"] == pytest.approx(0.04 / (4 * 3 + 4 * 2))
+    # one step of every element by its rate, all moves adding up: the prompt moves by about the step
+    moved = (a + rates["a"]) @ (b - rates["b"]) - a @ b
+    assert moved.abs().mean() == pytest.approx(0.04, rel=0.01)

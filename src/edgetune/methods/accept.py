@@ -32,7 +32,7 @@ from ..backends import Backend
 from ..backends.local import LabelReader
 from .base import ParamError, check_positive_int, register
 from .input_edge import GradientMethod
-from .prompted import PROMPT_LR_RATIO, PromptedModel
+from .prompted import PROMPT_LR_RATIO, PromptedModel, factor_rates
 
 
 def codebook_params(d: int, sub_dim: int, rows: int, size: int) -> int:
@@ -92,10 +92,11 @@ class ACCEPT(GradientMethod):
         codebook_size: codewords per prompt slice (``None``: the largest within ``prompt_tokens·d``).
         offset_sub_dim, offset_size: the same for the offset's codebooks (``None``: the largest within the rest).
         positions: input positions offset (reference: 256, its padded length).
-        lr_prompt: the prompt factors' rate (``"auto"``: ``prompt_lr_ratio`` × the embedding scale).
+        lr_prompt: the prompt factors' rate (``"auto"``: each factor's rate makes the prompt move by
+            ``prompt_lr_ratio`` × the embedding scale per step, see :func:`~edgetune.methods.prompted.factor_rates`).
         lr_offsets: the offset factors' rate (reference grid 1e-4 to 5e-3).
 
-    Learned attributes: ``codebook_size_``, ``offset_size_``.
+    Learned attributes: ``codebook_size_``, ``offset_size_``, ``factor_lr_`` (the prompt factors' rates).
     """
 
     name = "accept"
@@ -164,5 +165,11 @@ class ACCEPT(GradientMethod):
 
     def param_groups(self) -> list[dict[str, Any]]:
         m = self.module_
-        return [{"params": [m.prompt_weights, m.prompt_books], "lr": self.learning_rate("lr_prompt")},
+        factors = {"prompt_weights": m.prompt_weights, "prompt_books": m.prompt_books}
+        if self.lr_prompt == "auto":  # the prompt moves as prompt tuning's does, not each factor (see factor_rates)
+            self.factor_lr_ = factor_rates(lambda f: m.mix(f["prompt_weights"], f["prompt_books"]), factors,
+                                           self.learning_rate("lr_prompt"))
+        else:
+            self.factor_lr_ = dict.fromkeys(factors, self.learning_rate("lr_prompt"))
+        return [*({"params": [p], "lr": self.factor_lr_[k]} for k, p in factors.items()),
                 {"params": [m.offset_weights, m.offset_books], "lr": self.learning_rate("lr_offsets")}]

@@ -340,7 +340,8 @@ class GradientMethod(InputEdgeMethod):
                                description=f"training {self.name}", select_by=self.select_by,
                                max_grad_norm=self.max_grad_norm, rollback=self.rollback)
         history = trainer.train(self, self.param_groups(), ids, y)
-        history["lr"] = {name: self.learning_rate(name) for name in self.lr_params()}
+        history["lr"] = {**{name: self.learning_rate(name) for name in self.lr_params()},
+                         **getattr(self, "factor_lr_", {})}  # a factorised prompt's per-factor rates
         history["embedding_scale"] = self.embedding_scale_
         ratio = self.offset_ratio(ids)
         if ratio is not None:

@@ -26,7 +26,7 @@ from ..backends import Backend
 from ..backends.local import LabelReader
 from .base import ParamError, check_positive_int, register
 from .input_edge import GradientMethod
-from .prompted import PROMPT_LR_RATIO, PromptedModel
+from .prompted import PROMPT_LR_RATIO, PromptedModel, factor_rates
 
 
 def lamp_params(d: int, m: int, r: int) -> int:
@@ -57,9 +57,10 @@ class LAMP(GradientMethod):
         prompt_tokens: m, the prompt before pooling (reference setting on T5-Base: 100).
         rank: r (``None``: the largest within ``budget_tokens·d``).
         pool: window of the average pooling (the model reads m / pool vectors); must divide m.
-        lr: AdamW rate of U, Q and V (``"auto"``: ``prompt_lr_ratio`` × the embedding scale).
+        lr: AdamW rate of U, Q and V (``"auto"``: each factor's rate makes the prompt move by ``prompt_lr_ratio`` ×
+            the embedding scale per step, see :func:`~edgetune.methods.prompted.factor_rates`).
 
-    Learned attributes: ``rank_``.
+    Learned attributes: ``rank_``, ``factor_lr_`` (each factor's rate).
     """
 
     name = "lamp"
@@ -111,4 +112,10 @@ class LAMP(GradientMethod):
         return LAMPModule(model, self.reader_, prompt, self.rank_, self.pool)
 
     def param_groups(self) -> list[dict[str, Any]]:
-        return [{"params": [p for p in self.module_.parameters() if p.requires_grad], "lr": self.learning_rate("lr")}]
+        m = self.module_
+        factors = {"u": m.u, "core": m.core, "v": m.v}
+        if self.lr == "auto":  # the prompt moves as prompt tuning's does, not each factor (see factor_rates)
+            self.factor_lr_ = factor_rates(lambda f: f["u"] @ f["core"] @ f["v"], factors, self.learning_rate("lr"))
+        else:
+            self.factor_lr_ = dict.fromkeys(factors, self.learning_rate("lr"))
+        return [{"params": [p], "lr": self.factor_lr_[k]} for k, p in factors.items()]
