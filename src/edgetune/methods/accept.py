@@ -92,8 +92,8 @@ class ACCEPT(GradientMethod):
         codebook_size: codewords per prompt slice (``None``: the largest within ``prompt_tokens·d``).
         offset_sub_dim, offset_size: the same for the offset's codebooks (``None``: the largest within the rest).
         positions: input positions offset (reference: 256, its padded length).
-        lr_prompt: the prompt factors' rate (``"auto"``: each factor's rate makes the prompt move by
-            ``prompt_lr_ratio`` × the embedding scale per step, see :func:`~edgetune.methods.prompted.factor_rates`).
+        lr_prompt: the prompt factors' rate (``"auto"``: the rate at which one step of the factors moves the prompt
+            by ``prompt_lr_ratio`` × the embedding scale, see :func:`~edgetune.methods.prompted.factor_rates`).
         lr_offsets: the offset factors' rate (reference grid 1e-4 to 5e-3).
 
     Learned attributes: ``codebook_size_``, ``offset_size_``, ``factor_lr_`` (the prompt factors' rates).
@@ -166,7 +166,7 @@ class ACCEPT(GradientMethod):
     def param_groups(self) -> list[dict[str, Any]]:
         m = self.module_
         factors = {"prompt_weights": m.prompt_weights, "prompt_books": m.prompt_books}
-        if self.lr_prompt == "auto":  # the prompt moves as prompt tuning's does, not each factor (see factor_rates)
+        if self.lr_prompt == "auto":  # the prompt moves as prompt tuning's does (see factor_rates)
             self.factor_lr_ = factor_rates(lambda f: m.mix(f["prompt_weights"], f["prompt_books"]), factors,
                                            self.learning_rate("lr_prompt"))
         else:

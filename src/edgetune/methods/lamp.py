@@ -57,8 +57,8 @@ class LAMP(GradientMethod):
         prompt_tokens: m, the prompt before pooling (reference setting on T5-Base: 100).
         rank: r (``None``: the largest within ``budget_tokens·d``).
         pool: window of the average pooling (the model reads m / pool vectors); must divide m.
-        lr: AdamW rate of U, Q and V (``"auto"``: each factor's rate makes the prompt move by ``prompt_lr_ratio`` ×
-            the embedding scale per step, see :func:`~edgetune.methods.prompted.factor_rates`).
+        lr: AdamW rate of U, Q and V (``"auto"``: the rate at which one step of the factors moves the prompt by
+            ``prompt_lr_ratio`` × the embedding scale, see :func:`~edgetune.methods.prompted.factor_rates`).
 
     Learned attributes: ``rank_``, ``factor_lr_`` (each factor's rate).
     """
@@ -114,7 +114,7 @@ class LAMP(GradientMethod):
     def param_groups(self) -> list[dict[str, Any]]:
         m = self.module_
         factors = {"u": m.u, "core": m.core, "v": m.v}
-        if self.lr == "auto":  # the prompt moves as prompt tuning's does, not each factor (see factor_rates)
+        if self.lr == "auto":  # the prompt moves as prompt tuning's does (see factor_rates)
             self.factor_lr_ = factor_rates(lambda f: f["u"] @ f["core"] @ f["v"], factors, self.learning_rate("lr"))
         else:
             self.factor_lr_ = dict.fromkeys(factors, self.learning_rate("lr"))
