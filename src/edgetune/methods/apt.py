@@ -112,20 +112,23 @@ class APT(GradientMethod):
                                     f"cache); this backend's model is {self.kind_}")
         blocks = len(decoder_layers(model, "apt", "prefix_tokens"))
         d = embedding.weight.shape[1]
-        keys, values = self._text_prefix(model, embedding, 1)
-        kv = keys.shape[1] * keys.shape[3]
-        tokens = self.prefix_tokens
-        if tokens is None:
-            tokens = 0
-            while apt_params(blocks, d, kv, tokens + 1) <= self.budget_tokens * d:
-                tokens += 1
-            if tokens < 1:
-                raise ParamError(f"apt: budget_tokens={self.budget_tokens} leaves no room for one prefix token in "
-                                 f"each of {blocks} layers ({apt_params(blocks, d, kv, 1):,} parameters); "
-                                 f"raise budget_tokens")
-        self.prefix_tokens_ = tokens
+        tokens = self.prefix_tokens or self._tokens_in_budget(model, embedding, blocks, d)
         keys, values = self._text_prefix(model, embedding, tokens)
+        self.prefix_tokens_ = tokens
         return APTModule(model, self.reader_, keys, values)
+
+    def _tokens_in_budget(self, model: Any, embedding: nn.Module, blocks: int, d: int) -> int:
+        """The longest prefix within ``budget_tokens·d`` (a one-token prefix tells the key/value width)."""
+        keys, _ = self._text_prefix(model, embedding, 1)
+        kv = keys.shape[1] * keys.shape[3]
+        tokens = 0
+        while apt_params(blocks, d, kv, tokens + 1) <= self.budget_tokens * d:
+            tokens += 1
+        if tokens < 1:
+            raise ParamError(f"apt: budget_tokens={self.budget_tokens} leaves no room for one prefix token in "
+                             f"each of {blocks} layers ({apt_params(blocks, d, kv, 1):,} parameters); "
+                             f"raise budget_tokens")
+        return tokens
 
     @torch.no_grad()
     def _text_prefix(self, model: Any, embedding: nn.Module, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
