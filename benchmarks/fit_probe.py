@@ -1,7 +1,7 @@
 """Does an input-edge method fit one training sample? Training loss and dev accuracy only (no test set).
 
 Usage:  EDGETUNE_DATA_DIR=../shared/data python benchmarks/fit_probe.py --task sst2 --seed 2 --method adept
-            [--params '{"lr_network": 1e-3}'] [--tag NAME] [--shots 16]
+            [--params '{"lr_network": 1e-3}'] [--tag NAME] [--shots 16] [--held-out N]
         python benchmarks/fit_probe.py render
 
 Trains ``--method`` on the bench's ``--shots``-shot sample ``--seed`` of ``--task`` (the sample the input-edge
@@ -9,6 +9,11 @@ table trains on) with the table's settings (60 steps of 8, a dev check every 10)
 appends the run's training-loss curve, dev curve, chosen check and rollbacks to
 ``results/fit_probe.jsonl``. Everything it reads is the train pool (the sample and its dev split): a
 diagnosis of under-fitting that never looks at test data. ``render`` writes ``results/fit_probe.md``.
+
+``--held-out N`` checks on N train-pool examples outside the sample and outside the bench's dev split instead
+(with ``"rollback": null`` the weights follow the bench run's path when that run rolled nothing back): the
+accuracy of every check on data the small dev split never saw — is a seed's low test score the dev split
+choosing a bad check, or a bad run?
 """
 
 from __future__ import annotations
@@ -26,18 +31,26 @@ RECORDS = HERE / "results" / "fit_probe.jsonl"
 
 def run(args: argparse.Namespace) -> None:
     from edgetune.backends import FeatureCache, load_backend
-    from edgetune.data import load_task
+    from edgetune.data import Dataset, load_task, subsample
     from edgetune.methods import get_method
 
     backend = load_backend("smollm2-135m", cache=FeatureCache(None), progress=False)
     task = load_task(args.task)
     params = {"steps": 60, "eval_every": 10, **json.loads(args.params)}
     m = get_method(args.method)(backend, seed=args.seed, progress=False, **params)
+    sample = task.sample(args.shots, args.seed)
+    dev = None
+    if args.held_out:
+        pool = task.load("train")
+        used = {e.id for e in sample} | {e.id for e in m._dev_split(sample)}
+        rest = Dataset(tuple(e for e in pool if e.id not in used), pool.labels, name=pool.name, task=task)
+        dev = subsample(rest, args.held_out, args.seed + 20_000)
     t0 = time.perf_counter()
-    m.fit(task.sample(args.shots, args.seed))
+    m.fit(sample, dev=dev)
     h = m.history_
     rec = {"task": args.task, "seed": args.seed, "shots": args.shots, "method": args.method,
-           "params": json.loads(args.params), "tag": args.tag, "loss": h["loss"], "dev_accuracy": h["dev_accuracy"],
+           "params": json.loads(args.params), "tag": args.tag, "held_out": args.held_out,
+           "loss": h["loss"], "dev_accuracy": h["dev_accuracy"],
            "best_step": h.get("best_step"), "rollbacks": h.get("rollbacks", []),
            "offset_ratio": h.get("offset_ratio"), "seconds": time.perf_counter() - t0}
     with RECORDS.open("a", encoding="utf-8") as fh:
@@ -77,6 +90,7 @@ def main() -> None:
     r.add_argument("--shots", type=int, default=16)
     r.add_argument("--params", default="{}", help="method parameters as JSON")
     r.add_argument("--tag", default="")
+    r.add_argument("--held-out", type=int, default=0, help="check on N pool examples outside sample and dev split")
     sub.add_parser("render")
     args = ap.parse_args()
     {"run": run, "render": render}[args.command](args)

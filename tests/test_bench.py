@@ -188,3 +188,23 @@ def test_peak_memory_sees_what_a_block_allocated_and_not_what_it_started_with():
     assert 30 < memory.peak_mb < 60, memory.peak_mb
     assert memory.measure in ("heap in use (mallinfo2)", "process RSS", "cuda allocated")
     del held
+
+
+def test_cpu_share_tells_a_busy_block_from_a_waiting_one():
+    import torch
+
+    from edgetune.bench.runner import CpuShare
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with CpuShare() as waiting:
+            time.sleep(0.2)
+        with CpuShare() as busy:
+            end = time.perf_counter() + 0.2
+            while time.perf_counter() < end:
+                pass
+    finally:
+        torch.set_num_threads(threads)
+    assert waiting.seconds >= 0.2 and waiting.share < 0.2, waiting.share
+    assert busy.share > 0.3, busy.share  # ≈ 1 alone; a busy machine takes some of it

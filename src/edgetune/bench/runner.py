@@ -136,30 +136,48 @@ def run_cell(backend: Backend, task: Task, train: Any, test: Any, entry: MethodE
         # left no record); a method is charged that times the queries it reads
         per_query = known[0] / known[1] if known and known[1] else float("nan")
         extraction_s = per_query * (len(train) + len(cf)) * len(templates)
-        start = time.perf_counter()
-        method.fit_prepared(feats, np.array(train.label_ids()), cf, labels=task.labels, template=templates,
-                            words=words)
-        fit_s = time.perf_counter() - start
+        with CpuShare() as share:
+            method.fit_prepared(feats, np.array(train.label_ids()), cf, labels=task.labels, template=templates,
+                                words=words)
+        fit_s = share.seconds
         accuracy = float((method.decision_features(test_feats).argmax(axis=1) == y_test).mean())
         costs = method.costs()
         charged = per_query * costs.queries
         return method, {"edge": method.edge, "accuracy": accuracy, "fit_seconds": fit_s,
                         "extraction_seconds": extraction_s, "wall_seconds": fit_s + charged,
                         "queries": costs.queries, "trainable_params": costs.trainable_params, "steps": costs.steps,
-                        "params": _plain(params)}
-    start = time.perf_counter()
-    with PeakMemory() as memory:
+                        "params": _plain(params), "cpu_share": share.share}
+    with CpuShare() as share, PeakMemory() as memory:
         method.fit(train)
-    fit_s = time.perf_counter() - start
+    fit_s = share.seconds
     accuracy = float((np.asarray(method.decision_function(list(test))).argmax(axis=1) == y_test).mean())
     costs = method.costs()
     row = {"edge": method.edge, "accuracy": accuracy, "fit_seconds": fit_s, "wall_seconds": fit_s,
            "queries": costs.queries, "trainable_params": costs.trainable_params, "steps": costs.steps,
-           "params": _plain(params), "peak_memory_mb": memory.peak_mb, "memory_measure": memory.measure}
+           "params": _plain(params), "peak_memory_mb": memory.peak_mb, "memory_measure": memory.measure,
+           "cpu_share": share.share}
     history = getattr(method, "history_", None)
     if history and "loss" in history:
         row["training"] = training_summary(history)
     return method, row
+
+
+class CpuShare:
+    """Wall seconds of a block of code and the share of its threads' time the CPUs gave it: process CPU seconds
+    / (wall seconds × torch's thread count). About 1 when it ran alone; well below when other work shared the
+    cores (its wall time is then inflated, not comparable) — or on a GPU, where the CPU mostly waits."""
+
+    def __enter__(self) -> CpuShare:
+        import torch
+
+        self._threads = max(1, torch.get_num_threads())
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self._wall
+        cpu = time.process_time() - self._cpu
+        self.share = round(cpu / (self.seconds * self._threads), 3) if self.seconds > 0 else None
 
 
 class PeakMemory:
