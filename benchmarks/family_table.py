@@ -63,8 +63,8 @@ def main() -> None:
             seeds = f"{len(cs)} seed{'s' if len(cs) > 1 else ''}"
             shares = [c["cpu_share"] for c in cs if c.get("cpu_share") is not None]
             share = f"{np.mean(shares):.2f}" if len(shares) == len(cs) else ""
-            steps, calls = cs[0]["steps"], cs[0]["queries"]
-            budget = f"{steps} steps" if steps else (f"{calls} calls" if calls else "")
+            steps, calls = cs[0]["steps"], cs[0]["params"].get("budget")  # a black-box search's calls
+            budget = f"{calls} calls" if calls else (f"{steps} steps" if steps else "")
             md.append(f"| {method} | {acc.mean():.1f} ± {std:.1f} | {acc.min():.1f} | "
                       f"{np.mean([c['fit_seconds'] for c in cs]):.0f} | {share} | {cs[0]['where']} ({seeds}) | "
                       f"{budget} | {cs[0]['trainable_params']:,} | "
