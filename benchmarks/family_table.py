@@ -58,14 +58,14 @@ def main() -> None:
             if not cs:
                 continue
             acc = np.array([c["accuracy"] for c in cs]) * 100
-            std = acc.std(ddof=1) if len(acc) > 1 else 0.0
+            spread = f" ± {acc.std(ddof=1):.1f}" if len(acc) > 1 else ""  # one seed: no spread to show
             mem = memory.get(method.split("-")[0])
             seeds = f"{len(cs)} seed{'s' if len(cs) > 1 else ''}"
-            shares = [c["cpu_share"] for c in cs if c.get("cpu_share") is not None]
+            shares = [c["cpu_share"] for c in cs if c.get("cpu_share") is not None and c["fit_seconds"] >= 1]
             share = f"{np.mean(shares):.2f}" if len(shares) == len(cs) else ""
             steps, calls = cs[0]["steps"], cs[0]["params"].get("budget")  # a black-box search's calls
             budget = f"{calls} calls" if calls else (f"{steps} steps" if steps else "")
-            md.append(f"| {method} | {acc.mean():.1f} ± {std:.1f} | {acc.min():.1f} | "
+            md.append(f"| {method} | {acc.mean():.1f}{spread} | {acc.min():.1f} | "
                       f"{np.mean([c['fit_seconds'] for c in cs]):.0f} | {share} | {cs[0]['where']} ({seeds}) | "
                       f"{budget} | {cs[0]['trainable_params']:,} | "
                       f"{'' if mem is None else format(mem['peak_mb'], ',.0f')} |")

@@ -19,7 +19,7 @@ def test_searches_predicts_saves_and_loads(make_backend, toy_task, tmp_path, kin
     h = m.history_
     assert h["calls"] == 16 and m.calls_ == 16  # one call = one candidate over the k-shot set
     assert h["train_queries"] == 16 * len(train)
-    assert [c for c, _ in h["dev_accuracy"]] == [8, 16] and h["dev_queries"] == 2 * m.dev_size_
+    assert [c for c, _ in h["dev_accuracy"]] == [0, 8, 16] and h["dev_queries"] == 3 * m.dev_size_  # start first
     assert m.trainable_params_ == 8
     assert all(torch.equal(p, weights[n]) for n, p in be.model.named_parameters())  # frozen, no gradients
     assert not any(p.requires_grad for p in m.module_.parameters())

@@ -140,6 +140,22 @@ def test_divide_and_conquer_changes_one_block_per_generation():
     assert history["best_train_loss"] < 6.0  # better than the start, z = 0
 
 
+@pytest.mark.parametrize(("start_dev", "kept"), [(0.75, "start"), (0.5, "search")])
+def test_a_search_is_kept_only_if_it_beats_its_start_on_dev(start_dev, kept):
+    class Problem:  # the training loss falls away from z = 0; dev accuracy: start_dev at z = 0, else 0.625
+        def losses(self, zs):
+            return [(float(np.sum((z - 1) ** 2)), 0.0) for z in zs]
+
+        def dev_accuracy_of(self, z):
+            return start_dev if not np.any(z) else 0.625
+
+    z, history = CMAESTrainer(dim=4, budget=24, popsize=4, eval_every=8, progress=False).train(Problem())
+    assert history["dev_accuracy"][0] == (0, start_dev)  # the start is the first check
+    assert history["best_train_loss"] < 4.0
+    assert (not np.any(z)) == (kept == "start")
+    assert history["best_call"] == (0 if kept == "start" else 8)
+
+
 def test_apt_with_its_gates_at_one_reads_like_the_text_prompt(causal_backend, toy_task):
     m = APT(causal_backend, prefix_tokens=3, **QUICK).fit(toy_task.sample(4, seed=0))
     plain = gates_at_one(m, 3)

@@ -68,7 +68,9 @@ class BBT(ProjectedSearch):
         sigma: CMA-ES initial step size (reference: 1).
         alpha: scale of the random projection (reference: 1).
         bound: clip z to [-bound, bound] when > 0 (reference: 0, no bound).
-        eval_every: calls between dev evaluations of the current best candidate (reference: 100).
+        eval_every: calls between dev evaluations of the current best candidate (reference: 100). The start
+            is evaluated too and kept unless a candidate beats it on dev (not in the reference: edgetune's
+            rule for every trainer, so a search never returns something worse on dev than where it began).
         max_rows: most prompt rows per forward pass when scoring candidates together: up to
             ``max_rows // len(batch)`` candidates share one pass (the reference's ``--parallel``). Same
             arithmetic as one candidate at a time, far fewer passes: on a GPU, where a small model is bound

@@ -233,9 +233,9 @@ class BlackBoxProblem(Protocol):
 class CMAESTrainer:
     """CMA-ES (the ``cma`` package) over a ``dim``-dimensional vector, starting at ``x0`` (default 0) with
     step size ``sigma`` and population ``popsize``, for at most ``budget`` calls (one call = one candidate
-    scored on the whole training set). Every ``eval_every`` calls the best candidate so far is scored on
-    the dev split; the candidate with the best dev accuracy is returned (the best training loss without
-    a dev split).
+    scored on the whole training set). The start and, every ``eval_every`` calls, the best candidate so far
+    are scored on the dev split; the earliest with the best dev accuracy is returned — the start, unless the
+    search beats it (the best training loss without a dev split).
 
     ``blocks`` > 1 splits the vector into that many equal blocks, each searched by its own CMA-ES
     (BBTv2's divide and conquer): a round gives every block in turn one generation while the other blocks
@@ -281,6 +281,8 @@ class CMAESTrainer:
             return (acc, at, z) if acc > best[0] else best
 
         start = time.perf_counter()
+        # the start is the first check, as in the gradient trainer: a search must beat it on dev to be kept
+        best_dev = dev_check(0, x0.copy(), best_dev)
         with progress_bar(self.progress) as bar:
             job = bar.add_task(self.description, total=self.budget, info="")
             while calls + self.popsize <= self.budget and not all(es.stop() for es in searches):
