@@ -1,6 +1,6 @@
 """Does an input-edge method fit one training sample? Training loss and dev accuracy only (no test set).
 
-Usage:  EDGETUNE_DATA_DIR=../shared/data python benchmarks/fit_probe.py --task sst2 --seed 2 --method adept
+Usage:  EDGETUNE_DATA_DIR=../shared/data python benchmarks/fit_probe.py run --task sst2 --seed 2 --method adept
             [--params '{"lr_network": 1e-3}'] [--tag NAME] [--shots 16] [--held-out N]
         python benchmarks/fit_probe.py render
 
