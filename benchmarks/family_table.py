@@ -27,12 +27,12 @@ ORDER = ["zeroshot", "finetune", "sift", "lora", "pt", "dept", "adept", "accept"
 
 
 def cells(path: Path, where: str) -> dict[tuple[str, str], list[dict]]:
+    from edgetune.bench.records import read_results
+
     out: dict[tuple[str, str], dict[int, dict]] = defaultdict(dict)
-    if path.exists():
-        for line in path.read_text().splitlines():
-            r = json.loads(line)
-            if r.get("type") == "cell" and r["task"] in TASKS and r["seed"] in SEEDS and r["shots"] == 16:
-                out[(r["method"], r["task"])][r["seed"]] = {**r, "where": where}
+    for r in read_results(path) if path.exists() else []:
+        if r.get("type") == "cell" and r["task"] in TASKS and r["seed"] in SEEDS and r["shots"] == 16:
+            out[(r["method"], r["task"])][r["seed"]] = {**r, "where": where}
     return {k: list(v.values()) for k, v in out.items()}
 
 

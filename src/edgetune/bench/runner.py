@@ -165,7 +165,8 @@ def run_cell(backend: Backend, task: Task, train: Any, test: Any, entry: MethodE
 class CpuShare:
     """Wall seconds of a block of code and the share of its threads' time the CPUs gave it: process CPU seconds
     / (wall seconds × torch's thread count). About 1 when it ran alone; well below when other work shared the
-    cores (its wall time is then inflated, not comparable) — or on a GPU, where the CPU mostly waits."""
+    cores (its wall time is then inflated, not comparable) — or on a GPU, where the CPU mostly waits, or for
+    work that keeps fewer threads busy than torch has (small decoders): compare a method's runs with each other."""
 
     def __enter__(self) -> CpuShare:
         import torch
