@@ -31,7 +31,7 @@ RECORDS = HERE / "results" / "fit_probe.jsonl"
 
 def run(args: argparse.Namespace) -> None:
     from edgetune.backends import FeatureCache, load_backend
-    from edgetune.data import Dataset, load_task, subsample
+    from edgetune.data import load_task, subsample
     from edgetune.methods import get_method
 
     backend = load_backend("smollm2-135m", cache=FeatureCache(None), progress=False)
@@ -41,9 +41,7 @@ def run(args: argparse.Namespace) -> None:
     sample = task.sample(args.shots, args.seed)
     dev = None
     if args.held_out:
-        pool = task.load("train")
-        used = {e.id for e in sample} | {e.id for e in m._dev_split(sample)}
-        rest = Dataset(tuple(e for e in pool if e.id not in used), pool.labels, name=pool.name, task=task)
+        rest = task.load("train").excluding(sample, m.dev_split(sample) or ())
         dev = subsample(rest, args.held_out, args.seed + 20_000)
     t0 = time.perf_counter()
     m.fit(sample, dev=dev)

@@ -45,9 +45,8 @@ def held_out_task(name: str, val_shots: int, folder: Path):
     task = load_task(name)
     pool = task.load("train")
     val = sample_k_per_class(pool, val_shots, seed=20_000)
-    held = {e.id for e in val}
     folder.mkdir(parents=True, exist_ok=True)
-    for split, rows in (("train", [e for e in pool if e.id not in held]), ("test", list(val))):
+    for split, rows in (("train", pool.excluding(val)), ("test", val)):
         with (folder / f"{split}.jsonl").open("w", encoding="utf-8") as fh:
             for e in rows:
                 fh.write(json.dumps({"text": e.text, "text_b": e.text_b, "label": e.label}) + "\n")

@@ -27,6 +27,16 @@ def test_sampling_is_k_per_class_deterministic_and_seed_dependent(toy_task):
     assert a.seed == 0 and a.shots == 3 and a.task is toy_task
 
 
+def test_excluding_drops_the_used_examples_by_id(toy_task):
+    pool = toy_task.load("train")
+    a, b = sample_k_per_class(pool, 2, 0), sample_k_per_class(pool, 3, 1)
+    rest = pool.excluding(a, b)
+    assert len(rest) == len(pool) - len(set(a.ids) | set(b.ids)) > 0
+    assert not set(rest.ids) & (set(a.ids) | set(b.ids))
+    assert rest.labels == pool.labels and rest.task is toy_task and rest.shots is None
+    assert pool.excluding().ids == pool.ids
+
+
 def test_sampling_too_many_shots_names_the_label(toy_task):
     with pytest.raises(DataError, match="only 10 examples"):
         toy_task.sample(11, 0)

@@ -205,6 +205,17 @@ def test_the_start_is_a_checkpoint_and_the_best_is_restored(make_backend, toy_ta
     assert m.dev_scores() == pytest.approx((acc[chosen], loss[chosen]))  # the weights in use are the chosen ones
 
 
+def test_the_dev_split_is_drawn_from_the_pool_outside_the_sample(make_backend, toy_task):
+    m = small(PromptTuning, make_backend("causal"), steps=1, seed=3)
+    sample = toy_task.sample(3, 3)
+    dev = m.dev_split(sample)
+    assert len(dev) == 6 and not set(dev.ids) & set(sample.ids)  # k per class, disjoint
+    assert dev.ids == m.dev_split(sample).ids  # seeded
+    m.fit(sample)
+    assert m.dev_size_ == len(dev)  # what fit checks on
+    assert m.dev_split(["a text"]) is None  # plain texts carry no pool
+
+
 def test_select_by_and_max_grad_norm_are_checked(make_backend, toy_task):
     with pytest.raises(EdgetuneError, match="select_by"):
         small(ADePT, make_backend("causal"), steps=1, select_by="f1").fit(toy_task.sample(2, 0))

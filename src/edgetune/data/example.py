@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import DataError
@@ -68,6 +68,12 @@ class Dataset(Sequence[Example]):
     def label_ids(self) -> list[int]:
         index = {name: i for i, name in enumerate(self.labels)}
         return [index[label] for label in self.y]
+
+    def excluding(self, *others: Iterable[Example]) -> Dataset:
+        """This dataset without the examples (matched by id) of ``others``: the part of a train pool that a
+        few-shot sample and its dev split did not use, for held-out checks that never touch the test set."""
+        used = {e.id for other in others for e in other}
+        return replace(self, examples=tuple(e for e in self.examples if e.id not in used), seed=None, shots=None)
 
 
 def as_examples(X: Iterable[Any], y: Sequence[str] | None = None) -> list[Example]:

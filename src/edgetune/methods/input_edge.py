@@ -179,14 +179,13 @@ class InputEdgeMethod(Method):
         scores = self.dev_scores()
         return None if scores is None else scores[0]
 
-    def _dev_split(self, X: Any) -> Dataset | None:
-        """k per class from the task's train pool, disjoint from the training sample (seeded)."""
+    def dev_split(self, X: Any) -> Dataset | None:
+        """The dev split :meth:`fit` draws for a task sample ``X``: k per class from the task's train pool,
+        disjoint from ``X`` (seeded by ``seed``); ``None`` for plain texts or a pool too small."""
         task = getattr(X, "task", None)
         if task is None or not isinstance(X, Dataset):
             return None
-        pool = task.load("train")
-        used = {e.id for e in X}
-        rest = Dataset(tuple(e for e in pool if e.id not in used), pool.labels, name=pool.name, task=task)
+        rest = task.load("train").excluding(X)
         shots = self.dev_shots or X.shots or max(1, len(X) // max(1, len(X.labels)))
         try:
             return sample_k_per_class(rest, shots, self.seed + 10_000)
@@ -206,7 +205,7 @@ class InputEdgeMethod(Method):
         self._setup()
         self.identity_, self.model_name_ = self.backend.identity, self.backend.name
         train_ids = self.encode(examples)
-        dev = self._dev_split(X) if dev is None else dev
+        dev = self.dev_split(X) if dev is None else dev
         self._dev = None
         if dev is not None and len(dev):
             dev_ex, dev_y = self._labelled(dev, None, labels)
