@@ -8,6 +8,7 @@ import http.client
 import json
 import math
 import random
+import socket
 import threading
 import time
 from collections import Counter
@@ -54,11 +55,14 @@ class FakeOpenAI(_Server):
     (1-based) to an HTTP status to answer instead; ``words`` are the tokens it knows."""
 
     def __init__(self, words: list[str], top: int = 5, dim: int = 6, fail: dict[int, int] | None = None,
-                 per_token: bool = True, bias: str | None = None) -> None:
+                 per_token: bool = True, bias: str | None = None, not_json: dict[str, str] | None = None) -> None:
         """``bias``: None (no tokenize endpoint, ``logit_bias`` ignored), ``"sample"`` (llama-cpp-python's way:
         the biased token is generated and its unbiased log-probability reported beside the top) or ``"reflect"``
-        (log-probabilities computed after the bias) or ``"refuse"`` (HTTP 400 to any request with a bias)."""
+        (log-probabilities computed after the bias) or ``"refuse"`` (HTTP 400 to any request with a bias).
+        ``not_json`` maps a path ending (``"/completions"``, ``"/embeddings"``, ``"/tokenize"``) to a content type
+        to answer those requests with, status 200, with an HTML page instead of JSON."""
         self.words, self.top, self.dim, self.per_token, self.bias = words, top, dim, per_token, bias
+        self.not_json = dict(not_json or {})
         self.fail = dict(fail or {})
         self.requests = 0
         self.seen: Counter[tuple[str, str]] = Counter()
@@ -94,6 +98,15 @@ class _FakeHandler(BaseHTTPRequestHandler):
             status = fake.fail.get(fake.requests)
         if status:
             self._json(status, {"error": {"message": f"injected {status}", "type": "server_error"}})
+            return
+        ctype = next((t for end, t in fake.not_json.items() if self.path.endswith(end)), None)
+        if ctype is not None:
+            data = b"<!doctype html><html><body><h1>Welcome to nginx!</h1></body></html>"
+            self.send_response(200)
+            self.send_header("content-type", ctype)
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
             return
         prompt = _prompt_of(body)
         n_tokens = max(1, len(prompt.split()))
@@ -219,3 +232,69 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         self.send_header("content-length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+
+class SilentServer:
+    """A loopback TCP port that accepts connections and reads requests but never answers (a hung server).
+    ``connections`` counts the accepted connections."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.connections = 0
+        self._held: list[socket.socket] = []
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+
+    def _accept(self) -> None:
+        self.sock.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            self.connections += 1
+            self._held.append(conn)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self.thread.join()
+        for conn in self._held:
+            conn.close()
+        self.sock.close()
+
+
+class BackloggedPort:
+    """A loopback port whose listen queue is full and never accepted from: a new connection attempt hangs
+    until the client's connect timeout, like a host that drops packets (Linux behaviour)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(0)
+        self._fillers: list[socket.socket] = []
+        for _ in range(3):  # fill the accept queue (and the SYN queue's allowance for it)
+            c = socket.socket()
+            c.setblocking(False)
+            c.connect_ex(self.sock.getsockname())  # in progress (EINPROGRESS): it only has to be queued
+            self._fillers.append(c)
+        time.sleep(0.2)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for c in self._fillers:
+            c.close()
+        self.sock.close()

@@ -53,9 +53,11 @@ def test_run_dect_prints_table_and_writes_records(capsys, common, tmp_path):
                           "--test", common[4] / "toy/test.jsonl", "--template", "{text} In summary, it was {mask}",
                           "--label-words", "negative:bad,positive:great", "--shots", 4, "--seeds", 0, 1, "--name",
                           "mine", "--model", common[1], "--no-progress", "-o", out)
-    again = cells_of(out)
+    everything = cells_of(out)
+    again = [c for c in everything if c["task"] == "mine"]
     assert "model queries: 0" in stdout and "mine · 4-shot" in stdout
     assert [c["accuracy"] for c in again] == [c["accuracy"] for c in cells]
+    assert everything[: len(cells)] == cells  # the first run's records are kept: results are only appended
 
 
 def test_label_names_are_the_words_when_none_are_given(capsys, common, tmp_path):
@@ -314,7 +316,8 @@ def test_hostile_but_fair_inputs(capsys, common, tmp_path, monkeypatch):
     assert stat.S_IMODE(saved.stat().st_mode) == 0o777 & ~mask
 
     # a damaged feature cache is moved aside and rebuilt, with a warning naming it
-    db = tmp_path / "r1" / "features.sqlite"
+    assert not (tmp_path / "r1" / "features.sqlite").exists()  # run's cache is the user's, none left in -o
+    db = tmp_path / "cache" / "features.sqlite"
     assert db.is_file()
     for part in db.parent.glob("features.sqlite-*"):  # -wal/-shm: as after a clean close
         part.unlink()

@@ -8,7 +8,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.table import Table
@@ -31,8 +31,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="backbone kind (inferred from the config when omitted)")
     p.add_argument("--cache-dir", help="cache root (converted models, features); default $EDGETUNE_CACHE_DIR "
                    "or ~/.cache/edgetune")
-    p.add_argument("--batch-size", type=int, default=32, help="prompts per forward pass (default 32)")
-    p.add_argument("--max-length", type=int, default=None,
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="prompts per forward pass (default 32)")
+    p.add_argument("--max-length", type=_positive_int, default=None,
                    help="token window; longer inputs are truncated, never the template (default min(1024, model))")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--device", default=None,
@@ -43,16 +43,26 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                         "server (--model is then the server's model name)")
     remote.add_argument("--base-url", help="server URL, e.g. http://127.0.0.1:8000/v1 (see `edgetune serve`)")
     remote.add_argument("--api-key", default=None, help="bearer token (default $OPENAI_API_KEY)")
-    remote.add_argument("--top-logprobs", type=int, default=20,
+    remote.add_argument("--top-logprobs", type=_positive_int, default=20,
                         help="next-token log-probabilities asked per prompt (default 20, OpenAI's cap)")
-    remote.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
-    remote.add_argument("--rate-limit", type=float, default=None, help="requests per second (default unlimited)")
-    remote.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
-    remote.add_argument("--max-retries", type=int, default=6, help="retries per request (default 6)")
+    remote.add_argument("--concurrency", type=_positive_int, default=8, help="requests in flight (default 8)")
+    remote.add_argument("--rate-limit", type=_positive_float, default=None,
+                        help="requests per second (default unlimited)")
+    remote.add_argument("--timeout", type=_positive_float, default=30.0, help="seconds per request (default 30)")
+    remote.add_argument("--max-retries", type=_non_negative_int, default=6,
+                        help="retries per request after a timeout, 429 or 5xx (default 6; a server that cannot be "
+                        "reached fails after at most 2)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a bad argument reported as one ``error:`` line (exit 2), like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgetune", description="Adapt a frozen language model at its edges.")
+    parser = _Parser(prog="edgetune", description="Adapt a frozen language model at its edges.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     from . import catalog
@@ -67,8 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                  for n, c in sorted(methods.items())))
     run.add_argument("--task", nargs="+", default=None,
                      help="registry task name(s) or task .yaml file(s) (default sst2, or the files below)")
-    run.add_argument("--shots", nargs="+", type=int, default=[16], help="examples per class (default 16)")
-    run.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="sampling seeds (default 0-4)")
+    run.add_argument("--shots", nargs="+", type=_positive_int, default=[16], help="examples per class (default 16)")
+    run.add_argument("--seeds", nargs="+", type=_seed, default=[0, 1, 2, 3, 4], help="sampling seeds (default 0-4)")
     run.add_argument("--test-size", type=_test_size, default=QUICK_TEST_SIZE, metavar="N|all",
                      help=f"evaluate on a seeded random subset of N test examples, the same for every method "
                      f"(default {QUICK_TEST_SIZE}, for a first answer in about a minute; 'all' for the whole "
@@ -118,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "$EDGETUNE_DATA_DIR, else the data installed with edgetune)")
     bench.add_argument("--no-plots", action="store_true", help="Markdown only")
     bench.add_argument("--tasks", nargs="+", metavar="TASK", help="run only these tasks of the grid now")
-    bench.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="run only these seeds now")
+    bench.add_argument("--seeds", nargs="+", type=_seed, metavar="SEED", help="run only these seeds now")
     bench.add_argument("--methods", nargs="+", metavar="LABEL", help="run only these method labels now "
                        "(the report still covers every finished cell; rerun without them for the rest)")
     bench.add_argument("--no-progress", action="store_true")
@@ -126,12 +136,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve a packaged GGUF model with llama.cpp's OpenAI-compatible server",
                            description="Start llama-cpp-python's server on a packaged model (or a .gguf file) with "
                            "completions (log-probabilities) and embeddings enabled, and keep it running until "
-                           "Ctrl-C. Then: edgetune run dect --backend openai --base-url URL --model NAME.")
+                           "Ctrl-C or SIGTERM, which stop the server too (exit status 0). Then: edgetune run dect "
+                           "--backend openai --base-url URL --model NAME.")
     serve.add_argument("--model", default="smollm2-135m", help="packaged model name or .gguf path")
-    serve.add_argument("--host", default="127.0.0.1", help="bind address (default loopback; there is no auth)")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--n-ctx", type=int, default=2048, help="context window (default 2048)")
-    serve.add_argument("--threads", type=int, default=None, help="CPU threads (default: llama.cpp's choice)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="bind address (default loopback; any other needs --api-key or --insecure)")
+    serve.add_argument("--port", type=_port, default=8000, help="TCP port (default 8000; 0: a free one)")
+    serve.add_argument("--n-ctx", type=_positive_int, default=2048, help="context window (default 2048)")
+    serve.add_argument("--threads", type=_positive_int, default=None,
+                       help="CPU threads (default: llama.cpp's choice)")
+    serve.add_argument("--api-key", default=None, metavar="KEY",
+                       help="require this bearer token on every request (clients pass the same --api-key)")
+    serve.add_argument("--insecure", action="store_true",
+                       help="allow a non-loopback --host without --api-key (anyone who reaches it can use it)")
 
     tasks = sub.add_parser("tasks", help="list registered tasks, templates and label words")
     tasks.add_argument("--data-dir", help="task data root (default $EDGETUNE_DATA_DIR, else the data installed "
@@ -181,6 +198,29 @@ def _add_method_options(parser: argparse.ArgumentParser, methods: dict[str, dict
         else:
             kwargs.update(type=_cli_value, metavar=pname.upper())
         group.add_argument(flag, **kwargs)
+
+
+def _positive_int(text: str) -> int:
+    """A whole number ≥ 1 (argparse type: a bad value is one line and exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1, not {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    """A sampling seed: a whole number from 0 to 2**32 - 1."""
+    from_ = 2**32 - 1
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= from_:
+        raise argparse.ArgumentTypeError(f"a seed is a whole number from 0 to {from_}, not {text!r}")
+    return value
 
 
 def _test_size(text: str) -> int | None:
@@ -234,12 +274,15 @@ def _knobs(args: argparse.Namespace, name: str) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    import uuid
+
     from .bench.config import BenchConfig, MethodEntry
     from .bench.records import read_results
-    from .bench.report import last_invocation, print_run, render
-    from .bench.runner import run_bench
+    from .bench.report import lines_of_run, print_run, render
+    from .bench.runner import check_run, run_bench
     from .data.templates import Template
     from .methods import get_method
+    from .paths import safe_name
 
     cls = get_method(args.method)
     tasks = _load_tasks(args)
@@ -252,18 +295,61 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         if t.derived_words_note():
             print(t.derived_words_note(), file=sys.stderr)
     model = args.model or cls.default_model
-    backend = _backend(args, model, cls)
     entries = [MethodEntry(n, n, _knobs(args, n)) for n in (*cls.companions, cls.name)]
-    out = Path(args.output or f"results/{args.method}-{model.replace('/', '_')}")
+    for entry in entries:  # a parameter no run can use is refused before the model loads
+        entry.check()
+    out = Path(args.output or f"results/{args.method}-{safe_name(model)}")
+    for flag, values in (("--seeds", args.seeds), ("--shots", args.shots)):
+        if len(set(values)) < len(values):
+            print(f"note: {flag} lists a value twice; each runs once", file=sys.stderr)
     config = BenchConfig(name=f"run {args.method}", tasks=list(tasks), methods=entries, models=[model],
                          shots=args.shots, seeds=args.seeds, test_size=args.test_size)
+    save_labels = {cls.name}
+    check_run(config, out, args.save_dir, save_labels)  # output, earlier records, save folder: before loading
+    backend = _backend(args, model, cls)
     quiet = Console(stderr=True, quiet=args.no_progress)  # the runner's per-cell lines
+    run_id = uuid.uuid4().hex[:12]
     results = run_bench(config, output=out, progress=not args.no_progress, console=quiet,
-                        backends={model: backend}, save_dir=args.save_dir, save_labels={cls.name}, fresh=True)
-    print_run(last_invocation(read_results(results)), console)
+                        backends={model: backend}, save_dir=args.save_dir, save_labels=save_labels, run_id=run_id)
+    print_run(lines_of_run(read_results(results), config, run_id), console)
     report = render(results, plots=False)
     console.print(f"records: {results} · report: {report}")
     return 0
+
+
+def _positive_float(text: str) -> float:
+    """A finite number > 0 (argparse type: a bad value is one line and exit 2)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, not {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    """A whole number ≥ 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 0, not {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    """A TCP port, 0 (a free one) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a whole number from 0 to 65535, not {text!r}")
+    return value
 
 
 def _remote_backend(model: str, args: argparse.Namespace, **settings):
@@ -323,22 +409,23 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, console: Console) -> int:
-    import time
+    """Serve until Ctrl-C, SIGTERM or SIGHUP, which stop the llama.cpp child too (exit 0); exit 2 if the child
+    stops by itself or does not start."""
+    import signal
 
     from .backends.server import LlamaServer
 
-    server = LlamaServer(args.model, host=args.host, port=args.port, n_ctx=args.n_ctx, n_threads=args.threads)
+    server = LlamaServer(args.model, host=args.host, port=args.port, n_ctx=args.n_ctx, n_threads=args.threads,
+                         api_key=args.api_key, insecure=args.insecure)
     console.print(f"starting llama.cpp server for {args.model} (log: {server.log_path}) ...")
-    with server:
-        console.print(f"serving [bold]{server.alias}[/] at {server.base_url} — try:\n  edgetune run dect "
-                      f"--backend openai --base-url {server.base_url} --model {server.alias}\nCtrl-C stops it.")
-        try:
-            while server._proc is not None and server._proc.poll() is None:
-                time.sleep(1)
-        except KeyboardInterrupt:
-            console.print("stopping")
-            return 0
-    raise EdgetuneError(f"the server stopped:\n{server.log_tail()}")
+    key = " --api-key KEY" if args.api_key else ""
+    signum = server.run_until_signal(lambda: console.print(
+        f"serving [bold]{server.alias}[/] at {server.base_url} — try:\n  edgetune run dect --backend openai "
+        f"--base-url {server.base_url} --model {server.alias}{key}\nCtrl-C stops it.", highlight=False))
+    if signum is None:
+        raise EdgetuneError(f"the server stopped (exit code {server.returncode}):\n{server.log_tail()}")
+    console.print(f"stopped the server ({signal.Signals(signum).name})")
+    return 0
 
 
 def cmd_predict(args: argparse.Namespace, console: Console) -> int:
@@ -418,6 +505,12 @@ def cmd_models(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _format_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                    line: str | None = None) -> str:
+    """A warning as one ``warning:`` line on standard error (not Python's file:line and source line)."""
+    return f"warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -428,6 +521,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     err = Console(stderr=True)
     warnings.filterwarnings("once")
+    warnings.formatwarning = _format_warning  # (a recorder of warnings, e.g. a test, still gets them whole)
     if args.command in ("run", "predict", "bench"):  # commands that load a model (others stay torch-free)
         from transformers.utils import logging as hf_logging
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from .errors import DataError
@@ -40,3 +41,11 @@ def data_dir(override: str | os.PathLike | None = None) -> Path:
     if not path.is_dir():
         raise DataError(f"data directory {str(path)!r} does not exist: pass --data-dir or set EDGETUNE_DATA_DIR")
     return path
+
+
+def safe_name(name: str) -> str:
+    """``name`` (a task name, a label, anything from data or a config) as one file-name component: characters
+    other than letters, digits, ``.``, ``_`` and ``-`` become ``_``, and it never starts with a dot, so it can
+    be neither a path (``../x``, ``a/b``) nor a hidden or special entry (``..``)."""
+    safe = re.sub(r"[^\w.-]", "_", str(name), flags=re.ASCII).lstrip(".")
+    return safe[:120] or "_"

@@ -34,9 +34,9 @@ def load_backend(model: str = DEFAULT_MODEL, *, kind: str | None = None, cache: 
     from ..paths import cache_dir
 
     if cache == "default":
-        cache = FeatureCache(cache_dir(cache_root) / "features.sqlite")
+        cache = FeatureCache(cache_dir(cache_root) / "features.sqlite", busy_timeout=cache_busy_timeout())
     elif isinstance(cache, str):
-        cache = FeatureCache(cache)
+        cache = FeatureCache(cache, busy_timeout=cache_busy_timeout())
     if base_url is not None or kind == "openai":
         if base_url is None:
             raise ModelError("the openai backend needs base_url (e.g. http://127.0.0.1:8000/v1)")
@@ -58,6 +58,21 @@ def load_backend(model: str = DEFAULT_MODEL, *, kind: str | None = None, cache: 
     from .local import LocalBackend
 
     return LocalBackend.load(model, kind=kind, cache=cache, cache_root=cache_root, **kwargs)
+
+
+def cache_busy_timeout() -> float:
+    """Seconds to wait for a feature cache another process holds locked: ``$EDGETUNE_CACHE_TIMEOUT``, else 60."""
+    import math
+    import os
+
+    raw = os.environ.get("EDGETUNE_CACHE_TIMEOUT", "60")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise ModelError(f"EDGETUNE_CACHE_TIMEOUT must be a number of seconds ≥ 0, not {raw!r}")
+    return value
 
 
 #: which backend class serves each kind (by name: see ``_LAZY``)

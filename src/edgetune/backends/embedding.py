@@ -27,7 +27,7 @@ from ..data.templates import Prompt, Template
 from ..errors import ModelError
 from .base import Backend, Features
 from .cache import FeatureCache, content_key
-from .models import resolve_model
+from .models import progress_bars, resolve_model
 
 
 def describe_label(template: Template, word: str) -> str:
@@ -55,14 +55,15 @@ class EmbeddingBackend(Backend):
     @classmethod
     def load(cls, name: str = "minilm-l6", cache: FeatureCache | None = None, cache_root: str | None = None,
              **kwargs: Any) -> EmbeddingBackend:
-        resolved = resolve_model(name, "embedding", cache_root)  # first: refuses a model of another kind
+        resolved = resolve_model(name, "embedding", cache_root, progress=kwargs.get("progress", True))
         from sentence_transformers import SentenceTransformer
 
         from .local import resolve_device
 
         device = resolve_device(kwargs.pop("device", None))
         try:
-            model = SentenceTransformer(resolved.path, device=str(device), trust_remote_code=False)
+            with progress_bars(kwargs.get("progress", True)):
+                model = SentenceTransformer(resolved.path, device=str(device), trust_remote_code=False)
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load embedding model {name!r}: {str(exc).splitlines()[0]}") from None
         return cls(model, name, resolved.identity, cache=cache, **kwargs)

@@ -41,7 +41,7 @@ from ..data.templates import Prompt, Template
 from ..errors import LabelWordError, ModelError
 from .base import Backend, LabelTargets, suggest_single_token
 from .cache import FeatureCache
-from .models import resolve_model
+from .models import progress_bars, resolve_model
 
 
 def _model_class(kind: str):
@@ -221,14 +221,16 @@ class LocalBackend(Backend):
              cache_root: str | None = None, **kwargs: Any) -> LocalBackend:
         from transformers import AutoTokenizer
 
-        resolved = resolve_model(name, kind, cache_root)
+        progress = kwargs.get("progress", True)
+        resolved = resolve_model(name, kind, cache_root, progress=progress)
         if resolved.kind == "embedding":
             raise ModelError(f"{name} is a sentence-embedding model, not a language model with a head to prompt; "
                              "pass a language model (e.g. --model smollm2-135m), or use it with setfit")
         try:
-            tokenizer = AutoTokenizer.from_pretrained(resolved.path)
-            model = _model_class(resolved.kind).from_pretrained(resolved.path, dtype=torch.float32,
-                                                                use_safetensors=True)
+            with progress_bars(progress):
+                tokenizer = AutoTokenizer.from_pretrained(resolved.path)
+                model = _model_class(resolved.kind).from_pretrained(resolved.path, dtype=torch.float32,
+                                                                    use_safetensors=True)
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}") from None
         return cls(model, tokenizer, resolved.kind, name, resolved.identity, cache=cache, **kwargs)

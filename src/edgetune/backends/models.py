@@ -15,6 +15,8 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,9 +110,33 @@ def gguf_path(name: str, cache: str | os.PathLike | None = None) -> Path:
     return target
 
 
+@contextmanager
+def progress_bars(enabled: bool) -> Iterator[None]:
+    """Run the block with transformers' and tqdm's progress bars shown (``enabled``) or hidden: model loading
+    and GGUF conversion draw their own bars, which ``progress=False`` (``--no-progress``) must hide too."""
+    if enabled:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    was_enabled, before = hf_logging.is_progress_bar_enabled(), os.environ.get("TQDM_DISABLE")
+    hf_logging.disable_progress_bar()
+    os.environ["TQDM_DISABLE"] = "1"  # tqdm reads its defaults from TQDM_* (the GGUF loader calls tqdm itself)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = before
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def resolve_model(name: str, kind: str | None = None, cache: str | os.PathLike | None = None,
-                  console: Console | None = None) -> ResolvedModel:
-    """Resolve a short name, a local folder or a hub id to something ``from_pretrained`` loads."""
+                  console: Console | None = None, progress: bool = True) -> ResolvedModel:
+    """Resolve a short name, a local folder or a hub id to something ``from_pretrained`` loads (converting a
+    packaged GGUF once, with a spinner unless ``progress`` is off)."""
     if kind is not None and kind not in KINDS:
         raise ModelError(f"unknown model kind {kind!r}; choose one of {', '.join(KINDS)}")
     if name in PACKAGED:
@@ -123,7 +149,8 @@ def resolve_model(name: str, kind: str | None = None, cache: str | os.PathLike |
             return ResolvedModel(name, str(mod_dir / "model"), spec.kind, identity)
         target = converted_dir(name, cache)
         if not (target / "config.json").is_file():
-            convert_gguf(spec, target, console or Console(stderr=True))
+            with progress_bars(progress):
+                convert_gguf(spec, target, console or Console(stderr=True, quiet=not progress))
         return ResolvedModel(name, str(target), spec.kind, identity)
     path = Path(name).expanduser()
     if path.is_dir():
@@ -138,7 +165,67 @@ def resolve_model(name: str, kind: str | None = None, cache: str | os.PathLike |
     if name.startswith((".", "/", "~")):
         raise ModelError(f"model folder {name!r} does not exist")
     # A hub id: transformers downloads it (needs network access to the hub).
+    check_hub(name)
     return ResolvedModel(name, name, kind or infer_kind(name), f"hub:{name}")
+
+
+def local_identity(name: str) -> str | None:
+    """The identity :func:`resolve_model` gives ``name``, found without loading, converting or downloading anything:
+    a packaged model's name and package version, a local folder's config and weight files, ``hub:<id>`` for any other
+    name; ``None`` when that cannot be told here (a packaged model whose package is missing, a broken folder)."""
+    if name in PACKAGED:
+        spec = PACKAGED[name]
+        return f"{spec.name}@{spec.package}=={_version(spec.package)}" if is_installed(name) else None
+    if Path(name).expanduser().is_dir():
+        try:
+            return resolve_model(name, kind="causal").identity  # a folder with a kind given: its files, nothing loaded
+        except ModelError:
+            return None
+    if name.startswith((".", "/", "~")):
+        return None
+    return f"hub:{name}"
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    flags = (os.environ.get(v, "") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return bool(constants.HF_HUB_OFFLINE) or any(f.strip().upper() in ("1", "ON", "YES", "TRUE") for f in flags)
+
+
+def hub_reachable(timeout: float = 5.0) -> bool:
+    """Whether the Hugging Face hub answers at all (one request, ``timeout`` seconds, no retries; the hub client's
+    own session, so its proxy and endpoint settings apply)."""
+    from huggingface_hub import constants, get_session
+
+    try:
+        get_session().head(constants.ENDPOINT, timeout=timeout)
+    except Exception:  # any transport error: no route, no DNS, refused, timed out
+        return False
+    return True
+
+
+def check_hub(name: str) -> None:
+    """Fail fast, in one line, for a name that is neither packaged nor a local folder when the hub cannot give it:
+    not a valid hub id, or the hub off (``HF_HUB_OFFLINE``) or unreachable with no copy in the local Hugging Face
+    cache. (Left to transformers, an unreachable hub costs about 50 s of retries before the same failure.)"""
+    from huggingface_hub import try_to_load_from_cache
+
+    what = f"model {name!r} is not a packaged model ({', '.join(PACKAGED)}) or a local folder"
+    try:
+        cached = isinstance(try_to_load_from_cache(name, "config.json"), str) or isinstance(
+            try_to_load_from_cache(name, "modules.json"), str)
+    except ValueError:  # huggingface_hub's HFValidationError: not a repo id
+        raise ModelError(f"{what}, nor a valid Hugging Face hub id") from None
+    if cached:
+        return
+    if _hub_offline():
+        raise ModelError(f"{what}, and the Hugging Face hub is off (HF_HUB_OFFLINE) with no cached copy of it")
+    if not hub_reachable():
+        from huggingface_hub import constants
+
+        raise ModelError(f"{what}, and the Hugging Face hub ({constants.ENDPOINT}) cannot be reached to download it "
+                         "(no cached copy); check the name or the network")
 
 
 def check_packaged_kind(name: str, kind: str | None) -> None:

@@ -42,18 +42,28 @@ the warning quotes it), or a label word of several tokens falls back to the floo
 it is not used (see ``benchmarks/results/README.md``).
 
 **Fault tolerance.** Requests run concurrently (``concurrency`` in flight, asyncio) under an optional
-rate limit (requests per second), each with a timeout. Timeouts, connection errors, 429 and 5xx answers
-are retried with exponential backoff and jitter (``Retry-After`` is honoured); other errors (bad request,
-authentication, unknown model) fail at once with the server's message. A prompt that still fails after
-``max_retries`` retries stops the run with a clear error; every answer that arrived before is already
-in the cache, committed as it arrived, so the rerun pays only for what is missing.
+rate limit (requests per second), each with a timeout (``timeout``; connecting has its own, shorter
+``connect_timeout``). Timeouts, dropped connections, 429 and 5xx answers are retried up to ``max_retries``
+times with exponential backoff and jitter (``Retry-After`` is honoured). A server that cannot be reached
+fails fast: a request that cannot connect (refused, unknown host, no route, connect timeout), and any
+timeout before the server has answered once in this run, is retried at most ``connect_retries`` times, so a
+wrong ``base_url`` or a stopped server fails in seconds and a server that accepts connections but never
+answers fails after ``connect_retries + 1`` timeouts. Every retry is announced by one line on the
+``edgetune.remote`` logger (shown on stderr when logging is not configured; each distinct line once per
+call). Other errors (bad request, authentication, unknown model) fail at once with the server's message,
+and an answer that is not JSON (e.g. an HTML page from a proxy or a wrong URL) fails at once naming the
+URL. A prompt that still fails stops the run with a one-line :class:`RemoteError`; every answer that
+arrived before is already in the cache, committed as it arrived, so the rerun pays only for what is missing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
+import logging
 import math
+import numbers
 import random
 import time
 import warnings
@@ -67,6 +77,8 @@ from ..data.templates import Prompt, Template
 from ..errors import LabelWordError, ModelError
 from .base import Backend
 from .cache import FeatureCache
+
+log = logging.getLogger("edgetune.remote")
 
 
 class RemoteError(ModelError):
@@ -115,6 +127,9 @@ class OpenAIBackend(Backend):
         timeout: seconds per request before it counts as failed and is retried.
         max_retries: retries per request after the first attempt.
         backoff, max_backoff: the first retry waits about ``backoff`` s, doubling up to ``max_backoff``.
+        connect_timeout: seconds to establish a connection (at most ``timeout``).
+        connect_retries: retries (at most ``max_retries``) of a request that cannot connect, or that times
+            out before the server has answered anything in this run: an absent server fails in seconds.
         identity: cache identity (default ``openai:<model>``); change it when the server's weights change
             under the same name.
     """
@@ -125,12 +140,19 @@ class OpenAIBackend(Backend):
                  top_logprobs: int = 20, hidden: bool = True, floor: float | None = None, concurrency: int = 8,
                  rate_limit: float | None = None, timeout: float = 30.0, max_retries: int = 6,
                  backoff: float = 0.5, max_backoff: float = 20.0, identity: str | None = None,
-                 exact: str = "auto", progress: bool = True, batch_size: int = 32) -> None:
+                 exact: str = "auto", progress: bool = True, batch_size: int = 32, connect_timeout: float = 5.0,
+                 connect_retries: int = 2) -> None:
         super().__init__(model, cache, batch_size, progress)
-        if top_logprobs < 1:
-            raise ModelError(f"top_logprobs must be at least 1, not {top_logprobs!r}")
-        if concurrency < 1:
-            raise ModelError(f"concurrency must be at least 1, not {concurrency!r}")
+        _check_number("top_logprobs", top_logprobs, 1, whole=True)
+        _check_number("concurrency", concurrency, 1, whole=True)
+        _check_number("max_retries", max_retries, 0, whole=True)
+        _check_number("connect_retries", connect_retries, 0, whole=True)
+        _check_number("timeout", timeout, 0, above=True)
+        _check_number("connect_timeout", connect_timeout, 0, above=True)
+        if rate_limit is not None:
+            _check_number("rate_limit", rate_limit, 0, above=True)
+        _check_number("backoff", backoff, 0)
+        _check_number("max_backoff", max_backoff, 0)
         if exact not in ("auto", "off"):
             raise ModelError(f"exact must be 'auto' (logit_bias where the server allows it) or 'off', not {exact!r}")
         self.exact = exact
@@ -150,6 +172,10 @@ class OpenAIBackend(Backend):
         self.max_retries = max_retries
         self.backoff = backoff
         self.max_backoff = max_backoff
+        self.connect_timeout = connect_timeout
+        self.connect_retries = connect_retries
+        self._answered = False  # whether the server has answered (any HTTP status) in the current run
+        self._announced: set[str] = set()  # retry lines already shown in the current run
         self._identity = identity or f"openai:{model}"
         self.floored_words: Counter[str] = Counter()
         self.usage.update(requests=0, retries=0, failures=0, prompt_tokens=0, completion_tokens=0, floored=0,
@@ -215,13 +241,14 @@ class OpenAIBackend(Backend):
 
     async def _answer_all(self, encoded: list[tuple[int, str, Any]], words: list[str],
                           save: Callable[[list[tuple[str, np.ndarray, np.ndarray]]], None]) -> None:
-        from openai import AsyncOpenAI
+        from openai import AsyncOpenAI, Timeout
 
-        client = AsyncOpenAI(base_url=self.base_url, api_key=self.api_key or "sk-no-key-needed",
-                             max_retries=0, timeout=self.timeout)
+        client = AsyncOpenAI(base_url=self.base_url, api_key=self.api_key or "sk-no-key-needed", max_retries=0,
+                             timeout=Timeout(self.timeout, connect=min(self.timeout, self.connect_timeout)))
         limiter = _RateLimiter(self.rate_limit)
         slots = asyncio.Semaphore(self.concurrency)
         self._probe_lock = None  # made in this event loop when first needed
+        self._answered, self._announced = False, set()
 
         async def one(key: str, text: str) -> None:
             async with slots:
@@ -245,37 +272,88 @@ class OpenAIBackend(Backend):
             await client.close()
 
     async def _call(self, what: str, limiter: _RateLimiter, fn: Callable[[], Any]) -> Any:
-        """One request with retries on timeouts, connection errors, 429 and 5xx."""
+        """One request, retried (see "Fault tolerance" in the module docstring): timeouts, dropped connections,
+        429 and 5xx up to ``max_retries`` times; a request that cannot reach the server, or times out before the
+        server has answered in this run, at most ``connect_retries`` times. One log line per retry."""
         import openai
 
         last: Exception | None = None
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                self.usage["retries"] += 1
+        attempt = budget = 0
+        while True:
             await limiter.wait()
             self.usage["requests"] += 1
             try:
-                return await fn()
-            except (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError,
-                    openai.InternalServerError) as exc:
-                last = exc
+                answer = await fn()
+            except (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError) as exc:
+                last = exc  # APIConnectionError includes APITimeoutError
             except openai.APIStatusError as exc:
+                self._answered = True
                 if exc.status_code not in (408, 409) and exc.status_code < 500:
                     self.usage["failures"] += 1
                     raise RefusedError(f"{self.base_url}: {what} request refused with HTTP {exc.status_code}: "
                                        f"{_message(exc)}", exc.status_code, _message(exc)) from None
                 last = exc
+            except json.JSONDecodeError as exc:  # labelled JSON, but is not
+                self.usage["failures"] += 1
+                raise self._not_json(what, exc.doc) from None
+            else:
+                self._answered = True
+                if isinstance(answer, str):  # the openai client's answer to a body that is not JSON
+                    self.usage["failures"] += 1
+                    raise self._not_json(what, answer)
+                return answer
             self.usage["failures"] += 1
-            if attempt == self.max_retries:
+            if isinstance(last, openai.APIStatusError):
+                self._answered = True
+            unreachable = isinstance(last, openai.APIConnectionError) and (
+                _cannot_connect(last) or not self._answered)
+            budget = min(self.max_retries, self.connect_retries) if unreachable else self.max_retries
+            if attempt >= budget:
                 break
-            delay = min(self.max_backoff, self.backoff * 2**attempt)
+            attempt += 1
+            self.usage["retries"] += 1
+            line = (f"{self.base_url}: {what} request failed ({self._describe(last)}); "
+                    f"retry {attempt} of {budget}")
+            if line not in self._announced:  # concurrent requests failing alike: one line
+                self._announced.add(line)
+                log.warning(line)
+            delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
             delay = delay / 2 + random.uniform(0, delay / 2)  # jitter: no retry storms in lockstep
-            retry_after = _retry_after(last)
-            await asyncio.sleep(max(delay, retry_after or 0.0))
+            await asyncio.sleep(max(delay, _retry_after(last) or 0.0))
+        hint = ("Is the server running, and is the URL right?" if isinstance(last, openai.APIConnectionError)
+                else "The server keeps failing.")
+        times = f"{attempt + 1} times" if attempt else "once"
         raise RemoteError(
-            f"{self.base_url}: {what} request failed {self.max_retries + 1} times; last error: "
-            f"{type(last).__name__}: {_message(last)}. Is the server running and reachable? Answers received so "
-            "far are cached; rerunning resumes from there.")
+            f"{self.base_url}: {what} request failed {times}; last error: {self._describe(last)}. "
+            f"{hint} Answers received so far are cached; rerunning resumes from there.")
+
+    def _describe(self, exc: Exception | None) -> str:
+        """A failed request in a few words: the innermost cause of a connection error, the timeout that ran
+        out, or the HTTP status and the server's message."""
+        import openai
+
+        if isinstance(exc, openai.APITimeoutError):
+            if _cannot_connect(exc):
+                return f"could not connect within {min(self.timeout, self.connect_timeout):g} s"
+            return f"no answer within {self.timeout:g} s"
+        if isinstance(exc, openai.APIConnectionError):
+            # e.g. APIConnectionError <- ConnectError <- OSError <- ConnectionRefusedError: the system's own
+            # error (one with an errno) says most; else the HTTP library's
+            chain: list[BaseException] = []
+            inner: BaseException | None = exc.__cause__
+            while inner is not None and len(chain) < 8:
+                chain.append(inner)
+                inner = inner.__cause__ or inner.__context__
+            cause = next((e for e in chain if getattr(e, "errno", None) is not None), chain[0] if chain else None)
+            return f"{type(cause).__name__}: {_message(cause)}" if cause is not None else _message(exc)
+        if isinstance(exc, openai.APIStatusError):
+            return f"HTTP {exc.status_code}: {_message(exc)}"
+        return f"{type(exc).__name__}: {_message(exc)}"
+
+    def _not_json(self, what: str, body: str) -> RemoteError:
+        sample = " ".join(str(body).split())[:80]
+        return RemoteError(f"{self.base_url}: the {what} answer was not JSON ({sample!r}); is this the URL of an "
+                           "OpenAI-compatible API (usually ending in /v1)?")
 
     async def _top(self, client: Any, limiter: _RateLimiter, text: str, n: int,
                    bias: dict[str, int] | None = None) -> tuple[dict[str, float], str]:
@@ -414,11 +492,26 @@ class OpenAIBackend(Backend):
             self.usage["completion_tokens"] += int(getattr(usage, "completion_tokens", 0) or 0)
 
 
-def _message(exc: Exception | None) -> str:
+def _message(exc: BaseException | None) -> str:
     if exc is None:
         return "unknown"
     text = str(exc).strip() or exc.__class__.__name__
     return text.splitlines()[0][:300]
+
+
+def _cannot_connect(exc: Exception) -> bool:
+    """Whether a request failed before reaching the server: refused, unknown host, no route, connect timeout
+    (the HTTP library's ``ConnectError`` / ``ConnectTimeout`` behind the openai client's error)."""
+    return type(exc.__cause__).__name__ in ("ConnectError", "ConnectTimeout")
+
+
+def _check_number(name: str, value: object, minimum: float, *, whole: bool = False, above: bool = False) -> None:
+    """A one-line ModelError unless ``value`` is a finite number ≥ ``minimum`` (> with ``above``), whole if asked."""
+    kind = numbers.Integral if whole else numbers.Real
+    ok = isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value)  # type: ignore[arg-type]
+    if not ok or (value <= minimum if above else value < minimum):  # type: ignore[operator]
+        what = "a whole number" if whole else "a finite number"
+        raise ModelError(f"{name} must be {what} {'>' if above else '≥'} {minimum:g}, not {value!r}")
 
 
 def _retry_after(exc: Exception | None) -> float | None:

@@ -18,6 +18,10 @@ import yaml
 from ..data.tasks import Task, load_task
 from ..errors import DataError
 from ..methods import get_method
+from ..paths import safe_name
+
+#: the largest sampling seed (numpy's and torch's seeds are 32-bit where it matters)
+MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -50,8 +54,16 @@ class MethodEntry:
             models = [models]
         if not models and method.needs == "encoder":  # e.g. SetFit: its own encoder, not the bench's LM
             models = [method.default_model]
-        return cls(spec["name"], str(spec.get("label", spec["name"])), params,
-                   tuple(models) if models else None)
+        entry = cls(spec["name"], str(spec.get("label", spec["name"])), params, tuple(models) if models else None)
+        entry.check()
+        return entry
+
+    def check(self) -> None:
+        """Raise a one-line error for a parameter value no run can use, before any model is loaded (the
+        method's own checks, on an instance that has not touched its model)."""
+        if not self.label.strip():
+            raise DataError(f"method {self.name!r}: an empty label")
+        get_method(self.name).validate_params(self.params)
 
 
 @dataclass
@@ -69,6 +81,20 @@ class BenchConfig:
     data_dir: str | None = None
     order: str = "task-first"  # method-first: every cell of the first method, then the next (cheap ones first)
     base: Path = field(default_factory=Path.cwd)  # folder relative task files and outputs resolve from
+
+    def __post_init__(self) -> None:
+        # a value given twice is run once (a report of "3 seeds" must mean three different samples)
+        self.shots, self.seeds = list(dict.fromkeys(self.shots)), list(dict.fromkeys(self.seeds))
+        self.models = list(dict.fromkeys(self.models))
+        self.tasks = list({task_key(t): t for t in reversed(self.tasks)}.values())[::-1]
+        labels = [m.label for m in self.methods]
+        twice = sorted({lab for lab in labels if labels.count(lab) > 1})
+        if twice:
+            raise DataError(f"bench {self.name!r}: method label(s) {twice} are used twice; every method entry needs "
+                            "its own label (records and reports are keyed by it)")
+        for seed in self.seeds:
+            if not (isinstance(seed, int) and 0 <= seed <= MAX_SEED):
+                raise DataError(f"bench {self.name!r}: a seed is a whole number from 0 to {MAX_SEED}, not {seed!r}")
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> BenchConfig:
@@ -110,8 +136,10 @@ class BenchConfig:
             return listed(key, default)
 
         test_size = raw.get("test_size", 200)
+        if isinstance(test_size, str) and test_size.strip().lower() in ("all", "full", "none"):
+            test_size = None  # as on the command line: the whole test set
         if test_size is not None and not whole(test_size, 1):
-            raise DataError(f"bench config: test_size must be a whole number ≥ 1 (or null for the whole test set), "
+            raise DataError(f"bench config: test_size must be a whole number ≥ 1 (or all for the whole test set), "
                             f"not {test_size!r}")
         order = str(raw.get("order", "task-first"))
         if order not in ("task-first", "method-first"):
@@ -143,7 +171,7 @@ class BenchConfig:
         if override is not None:
             return Path(override)
         if self.output is None:
-            return Path("results") / "bench" / self.name
+            return Path("results") / "bench" / safe_name(self.name)
         out = Path(self.output)
         return out if out.is_absolute() else Path.cwd() / out
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import EdgetuneError
 from ..methods import display_name
-from .records import read_results
+from .records import read_results, results_lock
 
 PLOTS = ("accuracy_vs_shots.png", "accuracy_vs_time.png", "accuracy_vs_queries.png")
 
@@ -79,8 +79,18 @@ def _fmt_s(x: float) -> str:
 def render(results: str | os.PathLike, out_dir: str | os.PathLike | None = None, plots: bool = True) -> Path:
     """Write ``report.md`` (and the plots) next to ``results`` (or into ``out_dir``); return the report path."""
     results = Path(results)
-    lines = read_results(results)
     out = Path(out_dir) if out_dir is not None else results.parent
+    if out.exists() and not out.is_dir():
+        raise EdgetuneError(f"report folder {str(out)!r} is a file; give a folder")
+    if not results.is_file():
+        return _render(results, out, plots, read_results(results))  # read_results says what is wrong
+    if not os.access(results.parent, os.W_OK):  # records nobody can append to here: nothing to wait for
+        return _render(results, out, plots, read_results(results))
+    with results_lock(results):  # a report from every record, never one overwritten by an older reading
+        return _render(results, out, plots, read_results(results))
+
+
+def _render(results: Path, out: Path, plots: bool, lines: list[dict[str, Any]]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     headers = [x for x in lines if x.get("type") == "header"]
     if not headers:
@@ -137,7 +147,9 @@ def render(results: str | os.PathLike, out_dir: str | os.PathLike | None = None,
         made = plot(summary, out, default_models)
         md += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in made] + [""]
     path = out / "report.md"
-    path.write_text("\n".join(md), encoding="utf-8")
+    tmp = out / f".report.md.{os.getpid()}.tmp"
+    tmp.write_text("\n".join(md), encoding="utf-8")
+    os.replace(tmp, path)
     return path
 
 
@@ -204,6 +216,24 @@ def last_invocation(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The lines written by the last invocation (after its header)."""
     starts = [i for i, x in enumerate(lines) if x.get("type") == "header"]
     return lines[starts[-1]:] if starts else lines
+
+
+def lines_of_run(lines: list[dict[str, Any]], config: Any, run_id: str) -> list[dict[str, Any]]:
+    """What ``edgetune run`` shows: the latest record of every cell of ``config`` (those this invocation ran
+    and those it found done), and the extraction lines this invocation (``run_id``) wrote — never another
+    process's lines written to the same file meanwhile."""
+    from .records import cell_key
+    from .runner import _key
+
+    wanted = {_key(c) for c in config.cells()}
+    latest = {}
+    for x in lines:
+        if x.get("type") == "cell":
+            key = cell_key(x["model"], x["task"], x["shots"], x["seed"], x["method"])
+            if key in wanted:
+                latest[key] = x
+    paid = [x for x in lines if x.get("type") == "extraction" and x.get("run") == run_id]
+    return paid + list(latest.values())
 
 
 def print_run(lines: list[dict[str, Any]], console: Any) -> None:

@@ -10,6 +10,7 @@ steps) is read from its :meth:`~edgetune.methods.base.Method.costs`, never guess
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Mapping
@@ -23,67 +24,187 @@ from ..backends import Backend, FeatureCache, load_backend
 from ..data.sampling import subsample
 from ..data.tasks import Task
 from ..data.templates import Template
+from ..errors import EdgetuneError
 from ..methods import get_method
 from ..methods.base import content_free_examples
 from ..methods.output_edge import OutputEdgeMethod, extract
+from ..paths import safe_name
 from .config import BenchConfig, MethodEntry, task_key
-from .records import RESULTS_NAME, ResultsLog, cell_key, machine_info
+from .records import RESULTS_NAME, ResultsLog, cell_key, machine_info, read_results
 
 
 def run_bench(config: BenchConfig, output: str | os.PathLike | None = None, progress: bool = True,
               console: Console | None = None, *, backends: Mapping[str, Backend] | None = None,
               cache: FeatureCache | None = None, save_dir: str | os.PathLike | None = None,
-              save_labels: set[str] | None = None, fresh: bool = False) -> Path:
+              save_labels: set[str] | None = None, fresh: bool = False, run_id: str | None = None) -> Path:
     """Run every cell of ``config`` not already in the results file; return the results path.
 
-    ``backends`` maps a model name to a ready backend (e.g. a remote one); others are loaded by name.
-    ``cache`` is the feature cache for backends loaded here (default: ``features.sqlite`` next to the
-    results). ``save_dir``: save each fitted method (those labelled in ``save_labels``; all when ``None``)
-    as ``<task>-<label>-<shots>shot-seed<seed>``. ``fresh``: start a new results file instead of resuming.
+    Records are only ever appended: a cell already recorded with the same settings is skipped (resume); one
+    recorded with other settings (parameters, test size) stops the run with one line before anything runs,
+    since a report cannot tell the two apart. ``backends`` maps a model name to a ready backend (e.g. a remote
+    one); others are loaded by name. ``cache`` is the feature cache for backends loaded here (default:
+    ``features.sqlite`` next to the results, made only when a backend is loaded here). ``save_dir``: save each
+    fitted method (those labelled in ``save_labels``; all when ``None``) as
+    ``<task>-<label>-<shots>shot-seed<seed>`` (names made safe for a file name); a folder already there is
+    never replaced: the run stops before training. ``fresh``: start a new results file, the old one moved
+    aside (``results.jsonl.replaced-<time>``), never deleted. ``run_id`` tags this invocation's lines.
     """
     console = console or Console(stderr=True)
-    out_dir = config.output_dir(output)
-    path = out_dir / RESULTS_NAME
+    path = config.output_dir(output) / RESULTS_NAME
     if fresh and path.exists():
-        path.unlink()
+        aside = path.with_name(f"{path.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(path, aside)
+        console.print(f"earlier results moved to {aside}")
     existed = path.exists()
-    log = ResultsLog(path)
-    done = log.done()
+    log, todo = _plan(config, output, save_dir, save_labels)
+    if run_id:
+        log.run = run_id
     cells = config.cells()
-    todo = [c for c in cells if cell_key(c[0], task_key(c[1]), c[2], c[3], c[4].label) not in done]
+    log.write({"type": "header", "config": config.to_dict(), "machine": machine_info(), "time": time.time(),
+               "cells": len(cells), "already_done": len(cells) - len(todo)})
+    if not todo:
+        console.print(f"{config.name}: all {len(cells)} cells are done ({log.path})")
+        return log.path
+    console.print(f"{config.name}: {len(todo)} cells to run, {len(cells) - len(todo)} already done")
+    own = cache is None
+    lazy = _LazyCache(path.parent / "features.sqlite", cache)
+    try:
+        _run_cells(config, todo, log, console, progress, dict(backends or {}), lazy, save_dir, save_labels)
+    except BaseException:
+        if not existed and not any(x.get("type") == "cell" for x in log.lines):
+            with log.locked():  # nothing finished: leave no header-only file behind (unless another run wrote)
+                lines = read_results(path) if path.exists() else []
+                if all(x.get("run") == log.run for x in lines):
+                    path.unlink(missing_ok=True)
+        raise
+    finally:
+        if own:
+            lazy.close()
+    return log.path
+
+
+def check_run(config: BenchConfig, output: str | os.PathLike | None = None,
+              save_dir: str | os.PathLike | None = None, save_labels: set[str] | None = None) -> int:
+    """Everything :func:`run_bench` refuses before it runs, checked without writing or loading a model: the
+    output folder, cells recorded there with other settings, the task data, the save folder. Returns the
+    number of cells still to run."""
+    return len(_plan(config, output, save_dir, save_labels)[1])
+
+
+def _plan(config: BenchConfig, output: str | os.PathLike | None, save_dir: str | os.PathLike | None,
+          save_labels: set[str] | None) -> tuple[ResultsLog, list]:
+    out_dir = config.output_dir(output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise EdgetuneError(f"output {str(out_dir)!r} is a file; give a folder (results.jsonl and report.md go "
+                            "into it)")
+    path = out_dir / RESULTS_NAME
+    log = ResultsLog(path)
+    recorded = log.cells()
+    cells = config.cells()
+    conflicts = [(c, recorded[k]) for c in cells if (k := _key(c)) in recorded and not _same_spec(config, c,
+                                                                                                    recorded[k])]
+    if conflicts:
+        (model, task, shots, seed, entry), old = conflicts[0]
+        raise EdgetuneError(
+            f"{path} already holds {entry.label} on {task_key(task)} ({model}, {shots}-shot, seed {seed}) run with "
+            f"other settings ({_describe(old)}; now {_describe_entry(config, entry)}); {len(conflicts)} cell(s) "
+            "differ. Records are never replaced: write to another folder (-o) or give the method another label")
+    saving = save_dir is not None
+    names = {task_key(t): config.load_task(t).name for t in config.tasks} if saving else {}
+    wanted = {id(c): Path(save_dir) / save_name(names[task_key(c[1])], c[4].label, c[2], c[3])  # type: ignore[arg-type]
+              for c in cells if saving and (save_labels is None or c[4].label in save_labels)}
+    # a recorded cell is done unless it was asked to be saved and its saved model is not there (run it again)
+    todo = [c for c in cells if _key(c) not in recorded or (id(c) in wanted and not wanted[id(c)].exists())]
     specs = {task_key(c[1]): c[1] for c in todo}
     for t in specs.values():  # fail on missing data before loading any model or writing anything
         task = config.load_task(t)
         task.split_path("train")
         task.split_path("test")
-    log.write({"type": "header", "config": config.to_dict(), "machine": machine_info(), "time": time.time(),
-               "cells": len(cells), "already_done": len(cells) - len(todo)})
-    if not todo:
-        console.print(f"{config.name}: all {len(done)} cells are done ({log.path})")
-        return log.path
-    console.print(f"{config.name}: {len(todo)} cells to run, {len(cells) - len(todo)} already done")
-    own = cache is None
-    cache = FeatureCache(out_dir / "features.sqlite") if own else cache
-    try:
-        _run_cells(config, todo, log, console, progress, dict(backends or {}), cache, save_dir, save_labels)
-    except BaseException:
-        if not existed and not any(x.get("type") == "cell" for x in log.lines):
-            path.unlink(missing_ok=True)  # nothing finished: leave no header-only file behind
-        raise
-    finally:
-        if own:
-            cache.close()
-    return log.path
+    if saving:
+        _check_save_dir(Path(save_dir), [wanted[id(c)] for c in todo if id(c) in wanted])  # type: ignore[arg-type]
+    return log, todo
+
+
+class _LazyCache:
+    """The feature cache of backends loaded by the runner, opened on first use (a run whose backends are all
+    given leaves no empty ``features.sqlite`` behind)."""
+
+    def __init__(self, path: Path, given: FeatureCache | None) -> None:
+        self.path, self._cache = path, given
+
+    def get(self) -> FeatureCache:
+        if self._cache is None:
+            self._cache = FeatureCache(self.path)
+        return self._cache
+
+    def close(self) -> None:
+        if self._cache is not None:
+            self._cache.close()
+
+
+def _key(cell: tuple) -> str:
+    model, task, shots, seed, entry = cell
+    return cell_key(model, task_key(task), shots, seed, entry.label)
+
+
+def _spec(config: BenchConfig, entry: MethodEntry) -> dict[str, Any]:
+    """What, beside the cell's key, decides a cell's result: the method, its given parameters, the test size."""
+    return {"name": entry.name, "params": _plain(entry.params), "test_size": config.test_size}
+
+
+def _same_spec(config: BenchConfig, cell: tuple, record: Mapping[str, Any]) -> bool:
+    entry = cell[4]
+    if "spec" in record:
+        return record["spec"] == json.loads(json.dumps(_spec(config, entry)))
+    # records written before specs were kept: the method and its parameters (the run's seed aside)
+    old = {k: v for k, v in (record.get("params") or {}).items() if k != "seed"}
+    now = {k: v for k, v in json.loads(json.dumps(_plain(entry.params))).items() if k != "seed"}
+    return record.get("name", entry.name) == entry.name and old == now
+
+
+def _describe(record: Mapping[str, Any]) -> str:
+    spec = record.get("spec") or {"name": record.get("name"), "params": {
+        k: v for k, v in (record.get("params") or {}).items() if k != "seed"}}
+    return _show(spec)
+
+
+def _describe_entry(config: BenchConfig, entry: MethodEntry) -> str:
+    return _show(_spec(config, entry))
+
+
+def _show(spec: Mapping[str, Any]) -> str:
+    parts = [str(spec.get("name"))] + [f"{k}={v}" for k, v in sorted((spec.get("params") or {}).items())]
+    if "test_size" in spec:
+        parts.append(f"test size {spec['test_size'] or 'all'}")
+    return " ".join(parts)
+
+
+def save_name(task: str, label: str, shots: int, seed: int) -> str:
+    """The folder name a saved cell gets: ``<task>-<label>-<shots>shot-seed<seed>``, with the names from data
+    made safe for a file name (never a path)."""
+    return f"{safe_name(task)}-{safe_name(label)}-{shots}shot-seed{seed}"
+
+
+def _check_save_dir(save_dir: Path, targets: list[Path]) -> None:
+    """Refuse, before anything is trained, a save folder that is a file or already holds a folder a cell of
+    this run would save to (a saved model is never replaced)."""
+    if save_dir.exists() and not save_dir.is_dir():
+        raise EdgetuneError(f"--save-dir {str(save_dir)!r} is a file; give a folder")
+    taken = [t for t in targets if t.exists()]
+    if taken:
+        raise EdgetuneError(f"{str(taken[0])!r} already exists ({len(taken)} of this run's saved models would "
+                            "replace earlier ones); saved models are never replaced: choose another --save-dir or "
+                            "move them away")
 
 
 def _run_cells(config: BenchConfig, todo: list, log: ResultsLog, console: Console, progress: bool,
-               ready: dict[str, Backend], cache: FeatureCache, save_dir: str | os.PathLike | None,
+               ready: dict[str, Backend], cache: _LazyCache, save_dir: str | os.PathLike | None,
                save_labels: set[str] | None) -> None:
     tasks: dict[str, Task] = {}
     tests: dict[tuple[str, str], Any] = {}
     for n, (model, task_spec, shots, seed, entry) in enumerate(todo, 1):
         if model not in ready:
-            ready[model] = load_backend(model, cache=cache, progress=progress)
+            ready[model] = load_backend(model, cache=cache.get(), progress=progress)
         backend = ready[model]
         key = task_key(task_spec)
         task = tasks.setdefault(key, config.load_task(task_spec))
@@ -98,10 +219,15 @@ def _run_cells(config: BenchConfig, todo: list, log: ResultsLog, console: Consol
         method, row = run_cell(backend, task, train, test, entry, seed, log, progress)
         row.update(type="cell", model=model, task=key, task_name=task.name, shots=shots, seed=seed,
                    method=entry.label, name=entry.name, model_identity=backend.identity, backend=backend.kind,
-                   n_train=len(train), n_test=len(test), n_test_pool=pool, time=time.time())
+                   n_train=len(train), n_test=len(test), n_test_pool=pool, time=time.time(),
+                   spec=_spec(config, entry))
         log.write(row)
         if save_dir is not None and (save_labels is None or entry.label in save_labels):
-            method.save(Path(save_dir) / f"{task.name}-{entry.label}-{shots}shot-seed{seed}")
+            target = Path(save_dir) / save_name(task.name, entry.label, shots, seed)
+            if target.exists():  # made since the check before training (another run): keep both
+                target = target.with_name(f"{target.name}-{log.run}")
+                console.print(f"{target.name[: -len(log.run) - 1]} appeared meanwhile; saving to {target}")
+            method.save(target)
 
 
 def run_cell(backend: Backend, task: Task, train: Any, test: Any, entry: MethodEntry, seed: int,

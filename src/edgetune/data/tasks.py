@@ -54,6 +54,10 @@ class Task:
             Template(t)
         if not self.labels:
             raise DataError(f"task {self.name!r} has no labels")
+        if len(self.labels) < 2:
+            where = f" (read from {self.files['train']})" if "train" in self.files and not self.label_words else ""
+            raise DataError(f"task {self.name!r} has only the label {self.labels[0]!r}{where}: a classifier needs at "
+                            "least two (give the others with --label-words LABEL:WORD,...)")
         twice = sorted({lab for lab in self.labels if self.labels.count(lab) > 1})
         if twice:
             raise DataError(f"task {self.name!r}: label(s) {twice} are listed more than once")

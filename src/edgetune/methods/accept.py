@@ -156,6 +156,14 @@ class ACCEPT(GradientMethod):
         return (largest("codebook_size", self.prompt_tokens, self.sub_dim, self.prompt_tokens),
                 largest("offset_size", self.positions, self.offset_sub_dim, self.budget_tokens - self.prompt_tokens))
 
+    def saved_shapes(self, tensors: dict[str, Any]) -> dict[str, tuple[int | None, ...]]:
+        d = self.saved_axis(tensors, "prompt_books", 0) * self.saved_axis(tensors, "prompt_books", 2)
+        size, offset_size = self.sizes(d)
+        k, k_off = d // self.sub_dim, d // self.offset_sub_dim
+        return {"prompt_weights": (self.prompt_tokens, k, size), "prompt_books": (k, size, self.sub_dim),
+                "offset_weights": (self.positions, k_off, offset_size),
+                "offset_books": (k_off, offset_size, self.offset_sub_dim)}
+
     def build(self, model: Any, embedding: nn.Module) -> nn.Module:
         d = embedding.weight.shape[1]
         self.codebook_size_, self.offset_size_ = self.sizes(d)

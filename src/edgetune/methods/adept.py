@@ -32,7 +32,7 @@ from torch import nn
 from ..backends import Backend
 from ..backends.local import LabelReader
 from ..errors import EdgetuneError
-from .base import ParamError, register
+from .base import ParamError, check_number, check_positive_int, check_whole, register
 from .budget import Budget, largest_rank
 from .input_edge import GradientMethod
 from .prompted import PROMPT_LR_RATIO, PromptedModel
@@ -119,8 +119,15 @@ class ADePT(GradientMethod):
         if self.prompt_tokens >= self.max_length:
             raise ParamError(f"adept: prompt_tokens ({self.prompt_tokens}) must be shorter than max_length "
                              f"({self.max_length})")
-        if not 0 <= self.dropout < 1:
-            raise ParamError(f"adept: dropout must be in [0, 1), not {self.dropout!r}")
+        check_number(self, "dropout", 0, 1, high_open=True)
+        check_whole(self, "rank", 1, none_ok=True)
+        check_positive_int(self, "budget_tokens")
+
+    def saved_shapes(self, tensors: dict[str, Any]) -> dict[str, tuple[int | None, ...]]:
+        d = self.saved_axis(tensors, "w2.bias", 0)
+        r = self.rank or self.match_budget(d, self.prompt_tokens, self.budget_tokens).rank
+        return {"soft_prompt": (self.prompt_tokens, d), "w1.weight": (r, d), "w1.bias": (r,), "w2.weight": (d, r),
+                "w2.bias": (d,)}
 
     def build(self, model: Any, embedding: nn.Module) -> nn.Module:
         d = embedding.weight.shape[1]

@@ -106,6 +106,16 @@ class APT(GradientMethod):
         if self.prefix_tokens is not None:
             check_positive_int(self, "prefix_tokens")
 
+    def saved_shapes(self, tensors: dict[str, Any]) -> dict[str, tuple[int | None, ...]]:
+        blocks, d = self.saved_axis(tensors, "keys", 0), self.saved_axis(tensors, "gates.0.weight", 1)
+        kv = self.saved_axis(tensors, "keys", 1) * self.saved_axis(tensors, "keys", 3)
+        # the longest prefix within the budget (as _tokens_in_budget), in closed form: its count is linear in l
+        tokens = self.prefix_tokens or (self.budget_tokens * d - blocks) // (blocks * (2 * kv + d + 1))
+        keys = (blocks, None, tokens, None)
+        return {"keys": keys, "values": keys, "scales": (blocks,),
+                **{f"gates.{i}.{p}": (tokens, d) if p == "weight" else (tokens,)
+                   for i in range(blocks) for p in ("weight", "bias")}}
+
     def build(self, model: Any, embedding: nn.Module) -> nn.Module:
         if self.kind_ != "causal":
             raise IncompatibleError(f"apt: prefix_tokens needs a causal LM (the prefix enters through its key/value "

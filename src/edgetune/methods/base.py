@@ -29,6 +29,7 @@ as ``config.json`` + ``weights.safetensors`` (never pickle) and refuses to load 
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
@@ -80,6 +81,92 @@ def check_positive_number(method: Any, *names: str) -> None:
         value = getattr(method, name)
         if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value) or value <= 0:
             raise ParamError(f"{method.name}: {name} must be a positive number, not {value!r}")
+
+
+#: the largest learning rate (or learning-rate ratio) a method accepts: Adam/AdamW move every parameter by about
+#: the rate per step, and no parameter these methods train is anywhere near that scale, so a larger rate is a typo
+#: (``--lr 1e308``), refused before anything runs; a finite rate below it that still diverges is caught in training
+MAX_LR = 1e3
+#: the largest ``seed`` (numpy's and scikit-learn's seeds are 32-bit)
+MAX_SEED = 2**32 - 1
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool | np.bool_)
+
+
+def check_number(method: Any, name: str, low: float | None = None, high: float | None = None, *,
+                 low_open: bool = False, high_open: bool = False, none_ok: bool = False) -> None:
+    """Raise :class:`ParamError` unless parameter ``name`` is a finite number in the range [low, high] (an end is
+    excluded when ``low_open``/``high_open``; ``None`` is no bound); ``none_ok``: ``None`` is accepted too."""
+    value = getattr(method, name)
+    if value is None and none_ok:
+        return
+    ok = _is_number(value) and bool(np.isfinite(value))
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        lo = "" if low is None else f"{'(' if low_open else '['}{low:g}"
+        hi = "" if high is None else f"{high:g}{')' if high_open else ']'}"
+        where = f" in {lo or '(-inf'}, {hi or 'inf)'}" if low is not None or high is not None else ""
+        raise ParamError(f"{method.name}: {name} must be a finite number{where}"
+                         f"{' or None' if none_ok else ''}, not {value!r}")
+
+
+def check_whole(method: Any, name: str, low: int = 0, high: int | None = None, *, none_ok: bool = False) -> None:
+    """Raise :class:`ParamError` unless parameter ``name`` is a whole number from ``low`` to ``high`` (``None``
+    accepted when ``none_ok``)."""
+    value = getattr(method, name)
+    if value is None and none_ok:
+        return
+    if (isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low
+            or (high is not None and value > high)):
+        span = f"from {low} to {high}" if high is not None else f"≥ {low}"
+        raise ParamError(f"{method.name}: {name} must be a whole number {span}{' or None' if none_ok else ''}, "
+                         f"not {value!r}")
+
+
+def check_learning_rate(method: Any, *names: str) -> None:
+    """Raise :class:`ParamError` unless each of ``names`` is a finite rate in (0, :data:`MAX_LR`]."""
+    for name in names:
+        check_number(method, name, 0, MAX_LR, low_open=True)
+
+
+def check_seed(method: Any, name: str = "seed") -> None:
+    check_whole(method, name, 0, MAX_SEED)
+
+
+def check_names(method: Any, name: str) -> None:
+    """Parameter ``name`` is ``None`` or a non-empty list of names (e.g. ``target_modules``)."""
+    value = getattr(method, name)
+    if value is not None and (isinstance(value, str) or not isinstance(value, list | tuple) or not value
+                              or not all(isinstance(v, str) and v for v in value)):
+        raise ParamError(f"{method.name}: {name} must be a non-empty list of names or None, not {value!r}")
+
+
+def check_lam(method: Any, none_ok: bool = True) -> None:
+    """A prototype decoder's ``lam`` (a finite λ ≥ 0 — 0 switches the prompt's scores off —, ``None`` for 1/shots
+    where ``none_ok``, or ``"cv"``) and ``lam_grid`` (finite λ values ≥ 0 that ``"cv"`` chooses among)."""
+    lam = method.lam
+    if not ((isinstance(lam, str) and lam == "cv") or (lam is None and none_ok)
+            or (_is_number(lam) and np.isfinite(lam) and lam >= 0)):
+        raise ParamError(f"{method.name}: lam must be a finite number ≥ 0{', None (1/shots)' if none_ok else ''} or "
+                         f"'cv', not {lam!r}")
+    if not all(_is_number(g) and np.isfinite(g) and g >= 0 for g in method.lam_grid):
+        raise ParamError(f"{method.name}: lam_grid must hold finite numbers ≥ 0, not {method.lam_grid!r}")
+
+
+def check_prompt_settings(method: Any) -> None:
+    """``template`` (a string or None) and ``label_words`` (a mapping, a ``"label:word,..."`` string or None)."""
+    template, words = getattr(method, "template", None), getattr(method, "label_words", None)
+    if template is not None and not isinstance(template, str):
+        raise ParamError(f"{method.name}: template must be a string (e.g. '{{text}} It was {{mask}}'), "
+                         f"not {template!r}")
+    if words is not None and not isinstance(words, str | Mapping):
+        raise ParamError(f"{method.name}: label_words must be a mapping label -> word or 'label:word,...', "
+                         f"not {words!r}")
 
 
 def register(cls: type[Method]) -> type[Method]:
@@ -208,6 +295,7 @@ class Method(ABC):
     @property
     def backend(self) -> Backend:
         if self._backend is None:
+            self._check_model_name()
             self._backend = self._load_backend()
         backend = self._backend
         if self.needs == "weights" and not backend.provides_weights:
@@ -225,9 +313,42 @@ class Method(ABC):
                 "Retrain it or pass the original model")
         return backend
 
+    def _check_model_name(self) -> None:
+        """For a loaded method about to build its backend by name: refuse a name that does not give the model it was
+        trained on, decided from the name alone (a packaged model's version, a local folder's files, a hub id) —
+        before any weights are loaded or the model hub is asked. Remote backends are checked once reached."""
+        from ..backends.models import local_identity
+
+        expected = getattr(self, "identity_", None)
+        if expected is None or not isinstance(self.model, str) or self._backend_options.get("kind") not in (
+                None, "causal", "masked", "seq2seq", "embedding"):
+            return
+        local = local_identity(self.model)
+        if local is None or expected == local or expected.startswith(local + "|"):  # "|": an embedding model's scale
+            return
+        raise IncompatibleError(
+            f"this {self.name} was trained on model {getattr(self, 'model_name_', '?')!r} "
+            f"({short_identity(expected)}); it does not fit {self.model!r} ({short_identity(local)}). Retrain it or "
+            "pass the original model")
+
     # -- fitting helpers ------------------------------------------------------------------------------------
     def _validate_params(self) -> None:  # noqa: B027 - optional hook
         """Raise :class:`ParamError` for a parameter value no run can use (called first in ``fit``)."""
+
+    @classmethod
+    def validate_params(cls, params: Mapping[str, Any] | None = None) -> None:
+        """Raise a one-line :class:`ParamError` for ``params`` (name -> value) this method cannot run with: an
+        unknown name, or a value its own checks refuse (the ones ``fit`` makes first). Builds no backend, loads no
+        model and fits nothing, so the command line and a bench config can check a run before it starts."""
+        params = dict(params or {})
+        unknown = sorted(set(params) - set(cls.param_names()))
+        if unknown:
+            raise ParamError(f"{cls.name} has no parameter(s) {unknown}; it takes {', '.join(cls.param_names())}")
+        try:
+            method = cls(model="unloaded", **params)  # a name is stored, nothing is loaded
+        except (TypeError, ValueError) as exc:
+            raise ParamError(f"{cls.name}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+        method._validate_params()
 
     def _prompting(self, X: Any, y: Sequence[str] | None = None) -> tuple[Template, dict[str, str], tuple[str, ...]]:
         return resolve_prompt(X, getattr(self, "template", None), getattr(self, "label_words", None), y)
@@ -261,13 +382,16 @@ class Method(ABC):
         """(n, C) class scores in the order of ``labels_``; the prediction is their argmax."""
 
     def predict(self, X: Any) -> list[str]:
+        """Label names of the inputs (no inputs: an empty list, where scikit-learn raises: a labelling tool
+        given an empty batch has nothing to label, which is not an error)."""
         return self.labels_from_scores(self.decision_function([X] if isinstance(X, str) else X))
 
     def predict_proba(self, X: Any) -> np.ndarray:
         return np.exp(log_softmax(self.decision_function([X] if isinstance(X, str) else X)))
 
     def labels_from_scores(self, scores: np.ndarray) -> list[str]:
-        return [self.labels_[i] for i in np.asarray(scores).argmax(axis=1)]
+        scores = np.asarray(scores)
+        return [] if len(scores) == 0 else [self.labels_[i] for i in scores.argmax(axis=1)]
 
     @abstractmethod
     def costs(self) -> Costs:
@@ -306,6 +430,11 @@ def write_atomically(path: str | os.PathLike, config: dict[str, Any], tensors: d
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists() and not (target / "config.json").is_file() and any(target.iterdir()):
         raise EdgetuneError(f"{str(target)!r} exists and is not a saved edgetune model; choose another path")
+    for name, value in tensors.items():  # a decoder that trained to NaN is never written (nor loaded, see read_saved)
+        array = np.asarray(value)
+        if array.dtype.kind == "f" and np.isnan(array).any():
+            raise EdgetuneError(f"not saving {config.get('method', 'this model')!r} to {str(target)!r}: its "
+                                f"{name!r} holds NaN (training diverged); retrain it, e.g. with a lower learning rate")
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         config = {**config, "tensors": sorted(tensors)}  # what loading must find in weights.safetensors
@@ -334,6 +463,10 @@ def write_atomically(path: str | os.PathLike, config: dict[str, Any], tensors: d
 
 
 def read_saved(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """A saved folder's ``config.json`` and arrays, checked for what every method needs before any of it is used:
+    a format this version reads (:data:`FORMAT_VERSION` or older), the entries of :meth:`Method._base_config`
+    with their types, the listed arrays present and free of NaN. Every failure is one :class:`IncompatibleError`
+    line naming the folder."""
     path = Path(path)
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
@@ -342,6 +475,9 @@ def read_saved(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.nd
         config = json.loads(cfg_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise EdgetuneError(f"{cfg_path}: malformed JSON ({exc.msg})") from None
+    except UnicodeDecodeError:
+        raise EdgetuneError(f"{cfg_path}: not UTF-8 text") from None
+    check_saved_config(path, config)
     weights = path / "weights.safetensors"
     try:
         tensors = load_file(str(weights)) if weights.is_file() else {}
@@ -352,12 +488,77 @@ def read_saved(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.nd
     if missing:
         where = "has no weights file" if not weights.is_file() else f"lacks trained weights {missing[:3]}"
         raise IncompatibleError(f"{str(path)!r} {where}: save or train the model again")
+    for name, array in tensors.items():
+        if array.dtype.kind == "f" and np.isnan(array).any():
+            raise IncompatibleError(f"{str(path)!r}: saved weights {name!r} hold NaN (a diverged training); train "
+                                    "the model again")
     return config, tensors
+
+
+def check_saved_config(path: str | os.PathLike, config: Any) -> None:
+    """Refuse, in one line naming the folder, a ``config.json`` this version cannot read: a newer (or missing)
+    ``format``, or an entry every method relies on that is missing or of the wrong type."""
+    where = repr(str(path))
+    if not isinstance(config, dict):
+        raise IncompatibleError(f"{where}: config.json holds a {type(config).__name__}, not a saved model's settings")
+    version = config.get("format")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise IncompatibleError(f"{where}: config.json has no valid format version ({version!r}); it was not "
+                                "written by edgetune's save")
+    if version > FORMAT_VERSION:
+        raise IncompatibleError(f"{where} was saved in format {version}, newer than this edgetune reads "
+                                f"({FORMAT_VERSION}); upgrade edgetune to load it")
+
+    def bad(entry: str, what: str) -> IncompatibleError:
+        return IncompatibleError(f"{where}: config.json's {entry!r} must be {what}, not "
+                                 f"{short_value(config.get(entry))}; save or train the model again")
+
+    for entry in ("method", "model", "model_identity"):
+        if not isinstance(config.get(entry), str) or not config[entry]:
+            raise bad(entry, "a non-empty string")
+    labels = config.get("labels")
+    if not isinstance(labels, list) or not labels or not all(isinstance(lab, str) for lab in labels):
+        raise bad("labels", "a non-empty list of label names")
+    if len(set(labels)) != len(labels):
+        raise bad("labels", "a list of distinct label names")
+    if not isinstance(config.get("params", {}), dict):
+        raise bad("params", "a mapping of parameter names to values")
+    tensors = config.get("tensors", [])
+    if not isinstance(tensors, list) or not all(isinstance(t, str) for t in tensors):
+        raise bad("tensors", "a list of array names")
+    if "template" in config and not isinstance(config["template"], str):
+        raise bad("template", "a string")
+    words = config.get("label_words", [])
+    if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+        raise bad("label_words", "a list of label words")
+
+
+def short_value(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def check_shapes(path: str | os.PathLike, tensors: Mapping[str, np.ndarray],
+                 expected: Mapping[str, tuple[int | None, ...]], why: str = "") -> None:
+    """Refuse, in one :class:`IncompatibleError` line naming the folder, saved arrays missing from ``tensors`` or
+    whose shape is not ``expected`` (name -> shape; ``None`` matches any size on that axis): what the config says
+    (labels, hidden size, parameters) and what the weights hold must agree before anything is built from them."""
+    for name, shape in expected.items():
+        if name not in tensors:
+            raise IncompatibleError(f"{str(path)!r} lacks the saved array {name!r} its config calls for; it is not "
+                                    "a complete model of this method: save or train it again")
+        got = tuple(np.shape(tensors[name]))
+        if len(got) != len(shape) or any(w is not None and g != w for g, w in zip(got, shape, strict=True)):
+            want = "(" + ", ".join("any" if w is None else str(w) for w in shape) + (",)" if len(shape) == 1 else ")")
+            raise IncompatibleError(f"{str(path)!r}: saved array {name!r} has shape {got}, but its config says "
+                                    f"{want}{f' ({why})' if why else ''}; the config and the weights do not belong "
+                                    "together: save or train the model again")
 
 
 def short_identity(identity: str) -> str:
     """A model identity for a message: as is when short, else its start and a digest of the rest (a local
-    folder's identity holds its whole config.json)."""
+    folder's identity holds its whole config.json), on one line."""
+    identity = " ".join(identity.split())
     if len(identity) <= 80:
         return identity
     import hashlib
@@ -368,7 +569,10 @@ def short_identity(identity: str) -> str:
 def load(path: str | os.PathLike, model: str | Backend | None = None) -> Method:
     """Load any saved method; ``model`` (a name or backend) must be the model it was trained with."""
     config, _ = read_saved(path)
-    return get_method(config.get("method", "?")).load(path, model=model)
+    if config["method"] not in METHODS:
+        raise IncompatibleError(f"{str(path)!r} holds a model of method {config['method']!r}, which this edgetune "
+                                f"does not have (known: {', '.join(sorted(METHODS))})")
+    return get_method(config["method"]).load(path, model=model)
 
 
 def saved_backend_options(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -380,18 +584,39 @@ def saved_backend_options(config: Mapping[str, Any]) -> dict[str, Any]:
 def restore(cls: type[Method], path: str | os.PathLike, model: str | Backend | None
             ) -> tuple[Any, dict[str, Any], dict[str, np.ndarray]]:
     """A ``cls`` built from a saved folder's parameters, with the labels, prompt and model identity it was
-    trained with; returns it with the saved config and arrays for the method-specific rest."""
+    trained with; returns it with the saved config and arrays for the method-specific rest.
+
+    Checked first, without loading any model: the format and entries (:func:`read_saved`), that the folder holds
+    this method, that its parameters are this method's and pass its checks, and that there is one label word per
+    label (per word set). Each method's ``load`` then checks its arrays' shapes before building anything; a model
+    given by name is compared with the one it was trained on before it is loaded (:attr:`Method.backend`)."""
     config, tensors = read_saved(path)
-    if config.get("method") != cls.name:
-        raise IncompatibleError(f"{str(path)!r} holds a {config.get('method')!r} model, not {cls.name!r}")
+    restored_config(cls, path, config)
     obj = cls(model=model if model is not None else config["model"], **config.get("params", {}))
     obj.labels_ = tuple(config["labels"])
     if "template" in config:
         obj.template_ = Template(config["template"])
         obj.words_ = list(config["label_words"])
+        per_label = getattr(obj, "words_per_label", 1)
+        if len(obj.words_) != per_label * len(obj.labels_):
+            raise IncompatibleError(f"{str(path)!r}: {len(obj.words_)} label word(s) for {len(obj.labels_)} "
+                                    f"label(s) {list(obj.labels_)[:5]}" + (f" × {per_label} word sets" if per_label > 1
+                                                                           else "") +
+                                    "; the config was edited: save or train the model again")
     obj.identity_, obj.model_name_ = config["model_identity"], config["model"]
     obj._backend_options = saved_backend_options(config)  # a backend rebuilt by name is built as trained
     return obj, config, tensors
+
+
+def restored_config(cls: type[Method], path: str | os.PathLike, config: Mapping[str, Any]) -> None:
+    """Refuse a saved config that is not ``cls``'s: another method's, or parameters ``cls`` does not take or
+    refuses (:meth:`Method.validate_params`), in one :class:`IncompatibleError` line naming the folder."""
+    if config.get("method") != cls.name:
+        raise IncompatibleError(f"{str(path)!r} holds a {config.get('method')!r} model, not {cls.name!r}")
+    try:
+        cls.validate_params(config.get("params", {}))
+    except ParamError as exc:
+        raise IncompatibleError(f"{str(path)!r}: its saved parameters do not fit {cls.name}: {exc}") from None
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
@@ -459,7 +684,7 @@ def class_counts(name: str, labels: Sequence[str], y: np.ndarray) -> np.ndarray:
     counts = np.bincount(y, minlength=len(labels))
     if (counts == 0).any():
         missing = [labels[i] for i in np.flatnonzero(counts == 0)]
-        raise EdgetuneError(f"{name} needs at least one training example of every label; none for {missing}")
+        raise DataError(f"{name} needs at least one training example of every label; none for {missing}")
     return counts
 
 
@@ -528,10 +753,22 @@ class LambdaSearch:
     def choose(self, snapshots: Mapping[int, tuple[Any, ...]], y: Any) -> tuple[int, int, dict[float, float]]:
         """(training length, row of the kept decoder, λ → CV accuracy) from snapshots of one training run (epochs
         → a tuple whose last item is every decoder's scores on the training examples, (M, n, C)); without
-        cross-validation the longest length and the only row."""
+        cross-validation the longest length and the only row.
+
+        A decoder whose scores are not finite at a length (its training diverged there: :func:`train_rows` marks it
+        so) is no candidate at that length: a λ is chosen at a length only where all its rows — its
+        cross-validation decoders and its final one — are finite. ``ValueError`` when no λ and length qualify."""
+        import torch
+
+        finite = {e: torch.isfinite(snap[-1]).flatten(1).all(1) for e, snap in snapshots.items()}
         if not self.k:
-            return max(snapshots), 0, {}
-        return self.pick_length({e: snap[-1][: self.n_cv] for e, snap in snapshots.items()}, y)
+            ok = [e for e in snapshots if bool(finite[e][0])]
+            if not ok:
+                raise ValueError("no finite decoder")
+            return max(ok), 0, {}
+        usable = {e: [bool(f[i * self.k:(i + 1) * self.k].all() and f[self.n_cv + i]) for i in range(len(self.grid))]
+                  for e, f in finite.items()}
+        return self.pick_length({e: snap[-1][: self.n_cv] for e, snap in snapshots.items()}, y, usable)
 
     @property
     def n_cv(self) -> int:
@@ -563,58 +800,109 @@ class LambdaSearch:
         _, row, accuracy = self.pick_length({0: held_scores}, y)
         return row, accuracy
 
-    def pick_length(self, held: Mapping[int, Any], y: Any) -> tuple[int, int, dict[float, float]]:
+    def pick_length(self, held: Mapping[int, Any], y: Any, usable: Mapping[int, Sequence[bool]] | None = None
+                    ) -> tuple[int, int, dict[float, float]]:
         """λ and training length together, from the CV decoders' held-out scores after each candidate number of
         epochs (``held``: epochs → (n_cv, n, C) scores, snapshots of one run): the chosen length, the row of the
         chosen λ's final decoder, and λ → CV accuracy at that length. Best accuracy, then lowest log-loss, then
-        the shorter training."""
+        the shorter training. ``usable``: epochs → whether each λ may be chosen at that length (default: all);
+        the accuracy table leaves out the λ values that may not."""
         best: tuple[float, float, int, int] | None = None
         table = {}
         for e, scores in held.items():
             acc, nll = self.evaluate(scores, y)
             table[e] = acc
             for i in range(len(self.grid)):
+                if usable is not None and not usable[e][i]:
+                    continue
                 key = (-round(float(acc[i]), 6), float(nll[i]), e, i)
                 best = key if best is None or key < best else best
         if best is None:
             raise ValueError("no candidate training length")
         _, _, e, i = best
-        return e, self.n_cv + i, {g: float(a) for g, a in zip(self.grid, table[e], strict=True)}
+        return e, self.n_cv + i, {g: float(a) for j, (g, a) in enumerate(zip(self.grid, table[e], strict=True))
+                                  if usable is None or usable[e][j]}
 
 
 def train_rows(forward: Callable[[], Any], opt: Any, y: Any, weights: Any, epochs: int,
-               snapshots: dict[int, Any], keep: Callable[[Any], Any]) -> Any:
+               snapshots: dict[int, Any], keep: Callable[[Any], Any], params: Sequence[Any] = ()) -> Any:
     """Full-batch training of M decoders at once (one per row of ``weights``: which examples it trains on):
     ``forward()`` gives every decoder's scores (M, n, C), each row's loss is its weighted cross-entropy, ``opt``
     steps ``epochs`` times. After every number of steps that is a key of ``snapshots`` it holds ``keep(scores)``
     — the scores of that step's own forward pass, taken before the update, so a snapshot costs no extra pass.
-    Returns each decoder's loss per step (M, epochs)."""
+    Returns each decoder's loss per step (M, epochs).
+
+    A decoder whose scores or loss stop being finite (a learning rate that diverges) is stopped there, alone: its
+    parameters — the rows of ``params``, the tensors whose first axis is the decoder — go back to the last values
+    that gave finite scores and stay there, its later losses are NaN, and its scores in later snapshots are NaN, so
+    that no choice takes it for a decoder trained that long (:meth:`LambdaSearch.choose`). Training ends early when
+    every decoder has stopped. Rows never mix (every operation is per row), so the others train on unchanged."""
     import torch
     import torch.nn.functional as F
 
     m, norm, losses = weights.shape[0], weights.sum(1).clamp_min(1.0), []
+    alive = torch.ones(m, dtype=torch.bool)
+    good = [p.detach().clone() for p in params]  # each row's last parameters with finite scores
+
+    def stop_rows(rows: Any) -> None:
+        with torch.no_grad():
+            for p, g in zip(params, good, strict=True):
+                p[rows] = g[rows]
+
+    def marked(scores: Any) -> Any:
+        if bool(alive.all()):
+            return scores
+        out = scores.detach().clone()
+        out[~alive] = float("nan")
+        return out
+
     for step in range(epochs + 1):
-        if step == epochs:
-            if step in snapshots:
-                with torch.no_grad():
-                    snapshots[step] = keep(forward())
+        last = step == epochs
+        if last and step not in snapshots:
             break
-        opt.zero_grad()
-        scores = forward()
+        if not last:
+            opt.zero_grad()
+        with torch.no_grad() if last else contextlib.nullcontext():
+            scores = forward()
+        finite = torch.isfinite(scores.detach()).flatten(1).all(1)
+        if not last:
+            ce = F.cross_entropy(scores.reshape(-1, scores.shape[-1]), y.repeat(m), reduction="none").reshape(m, -1)
+            per_row = (ce * weights).sum(1) / norm
+            finite &= torch.isfinite(per_row.detach())
+        newly = alive & ~finite
+        if bool(newly.any()):
+            alive &= finite
+            stop_rows(newly)
+        with torch.no_grad():
+            for p, g in zip(params, good, strict=True):
+                if bool(alive.all()):
+                    g.copy_(p.detach())
+                else:
+                    g[alive] = p.detach()[alive]
         if step in snapshots:
-            snapshots[step] = keep(scores.detach())
-        ce = F.cross_entropy(scores.reshape(-1, scores.shape[-1]), y.repeat(m), reduction="none").reshape(m, -1)
-        per_row = (ce * weights).sum(1) / norm
-        per_row.sum().backward()
+            snapshots[step] = keep(marked(scores.detach()))
+        if last:
+            break
+        if not bool(alive.any()):  # every decoder has stopped: nothing left to train
+            losses.append(torch.full((m,), float("nan")))
+            rest = keep(marked(scores.detach()))
+            for e in snapshots:
+                if e > step:
+                    snapshots[e] = rest
+            losses.extend(torch.full((m,), float("nan")) for _ in range(epochs - step - 1))
+            break
+        torch.where(alive, per_row, torch.zeros_like(per_row)).sum().backward()
         opt.step()
-        losses.append(per_row.detach())
+        if not bool(alive.all()):
+            stop_rows(~alive)
+        losses.append(torch.where(alive, per_row.detach(), torch.full_like(per_row, float("nan"))))
     return torch.stack(losses).T if losses else torch.zeros(m, 0)
 
 
 @dataclass(frozen=True)
 class SearchedDecoder:
     """The decoder a :func:`fit_searched` run keeps: its λ, training length, λ → CV accuracy at that length,
-    parameters (W, prototypes, radii) and loss per step."""
+    parameters (W, prototypes, radii) and loss per step; ``stopped`` says what diverged, when training did."""
 
     lam: float
     epochs: int
@@ -623,23 +911,63 @@ class SearchedDecoder:
     protos: np.ndarray
     radii: np.ndarray
     losses: list[float]
+    stopped: str | None = None
 
 
 def fit_searched(train: Callable[[Any, Any, int, dict[int, Any]], Any], y: np.ndarray, n_classes: int, *,
                  lam: float | str | None, lam_grid: Sequence[float], epochs: Any, folds: int,
-                 seed: int) -> SearchedDecoder:
+                 seed: int, name: str = "decoder") -> SearchedDecoder:
     """Plan the search a prototype decoder's settings ask for (:meth:`LambdaSearch.plan`), train every row in one
     run — ``train(lams, weights, epochs, snapshots)`` returns the losses and fills ``snapshots`` with (a function
-    giving one row's W, prototypes, radii, scores), as :func:`train_rows` does — and keep the chosen row."""
+    giving one row's W, prototypes, radii, scores), as :func:`train_rows` does — and keep the chosen row.
+
+    Decoders whose training went non-finite (:func:`train_rows` stops each at its last finite step) are never
+    chosen; when no λ is left, the final decoder that stayed finite longest is kept as it was at its last finite
+    step. Either way a warning names the step. No finite decoder at all (non-finite from the first step: the
+    features or λ) is a one-line :class:`EdgetuneError`; a NaN decoder is never returned."""
+    import warnings
+
     import torch
 
     search, choices = LambdaSearch.plan(y, n_classes, lam, lam_grid, epochs, folds, seed)
     snaps: dict[int, Any] = dict.fromkeys(choices)
-    losses = train(search.lams, search.weights, max(choices), snaps)
-    length, row, accuracy = search.choose(snaps, torch.from_numpy(np.asarray(y, dtype=np.int64)))
+    longest = max(choices)
+    losses = train(search.lams, search.weights, longest, snaps)
+    final_scores = snaps[longest][-1]
+
+    def first_bad(row: int) -> int | None:
+        """The first step whose forward pass was not finite for this row (None: it never diverged)."""
+        bad = torch.nonzero(~torch.isfinite(losses[row, :longest])).flatten()
+        if len(bad):
+            return int(bad[0])
+        return None if bool(torch.isfinite(final_scores[row]).all()) else longest
+
+    stops = {r: b for r in range(len(search.lams)) if (b := first_bad(r)) is not None}
+    stopped = None
+    try:
+        length, row, accuracy = search.choose(snaps, torch.from_numpy(np.asarray(y, dtype=np.int64)))
+        kept_length = length
+        if stops:
+            stopped = (f"training went non-finite in {len(stops)} of {len(search.lams)} decoders (first at step "
+                       f"{min(stops.values())}); none of them was chosen")
+    except ValueError:  # no λ has finite decoders at any candidate length: keep the longest-lived final decoder
+        finals = [search.n_cv + i for i in range(len(search.grid))] if search.k else [0]
+        row = max(finals, key=lambda r: (stops.get(r, longest + 1), -r))
+        b = stops.get(row, longest + 1)
+        if b == 0:
+            raise EdgetuneError(f"{name}: training gave non-finite scores from its first step (check the features "
+                                f"and lam={lam!r}); no decoder to keep") from None
+        length, kept_length, accuracy = longest, min(b - 1, longest), {}
+        stopped = (f"training went non-finite at step {min(stops.values())}; kept the λ={search.lam(row):g} decoder "
+                   f"as it was after {kept_length} step(s), its last finite one")
+    if stopped is not None:
+        warnings.warn(f"{name}: {stopped} (lower the learning rate)", stacklevel=3)
     weights_of, protos, radii, _ = snaps[length]
-    return SearchedDecoder(search.lam(row), length, accuracy, weights_of(row).numpy().copy(),
-                           protos[row].numpy().copy(), radii[row].numpy().copy(), losses[row, :length].tolist())
+    W, P, R = (weights_of(row).numpy().copy(), protos[row].numpy().copy(), radii[row].numpy().copy())
+    if not all(np.isfinite(a).all() for a in (W, P, R)):
+        raise EdgetuneError(f"{name}: the kept decoder is not finite (training diverged); lower the learning rate")
+    return SearchedDecoder(search.lam(row), kept_length, accuracy, W, P, R, losses[row, :kept_length].tolist(),
+                           stopped)
 
 
 def content_free_examples(template: Template) -> list[Example]:
@@ -667,6 +995,9 @@ def resolve_prompt(X: Any, template: str | None, label_words: Mapping[str, str] 
                         "or fit on a task's sample")
     words = parse_label_words(words)
     labels = tuple(X.labels) if isinstance(X, Dataset) else tuple(words)
+    if len(labels) < 2:  # checked before fitting: a classifier with one label has nothing to learn
+        raise DataError(f"a classifier needs at least two labels; the training data has only "
+                        f"{', '.join(map(repr, labels)) or 'none'}")
     missing = [lab for lab in labels if lab not in words]
     if missing:
         raise DataError(f"no label word for label(s) {missing}")

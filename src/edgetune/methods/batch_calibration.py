@@ -53,6 +53,7 @@ class BatchCalibratedZeroShot(OutputEdgeMethod):
         return self.batch == "train"
 
     def _validate_params(self) -> None:
+        super()._validate_params()
         if self.batch not in BATCHES:
             raise ParamError(f"{self.name}: batch must be one of {', '.join(BATCHES)}, not {self.batch!r}")
 
@@ -70,6 +71,9 @@ class BatchCalibratedZeroShot(OutputEdgeMethod):
 
     def state(self) -> dict[str, np.ndarray]:
         return {"prior": self.prior_}
+
+    def saved_shapes(self) -> dict[str, tuple[int | None, ...]]:
+        return {"prior": (1, len(self.labels_))}
 
     def set_state(self, tensors: dict[str, np.ndarray]) -> None:
         self.prior_ = tensors["prior"]

@@ -92,13 +92,21 @@ class BBT(ProjectedSearch):
         return self.intrinsic_dim
 
     def build(self, model: Any, embedding: torch.nn.Module) -> torch.nn.Module:
-        table = embedding.weight.detach().float()
+        self.p0_ = self.initial_prompt(embedding, self.prompt_tokens, self.prompt_init)
+        return BBTModule(model, self.reader_, soft_prompt=self.p0_.clone(), train_prompt=False)
+
+    def _prepare_search(self, ids: list[list[int]], y: torch.Tensor) -> None:
+        """Draw the projection A (only a search needs it: a loaded BBT has its prompt, so loading never allocates
+        ``prompt_tokens·d × intrinsic_dim`` numbers), then pre-batch the training set."""
+        table = self.module_.input_embedding().weight.detach().float()
         dim = table.shape[1]
         std = self.alpha * float(table.std()) / (np.sqrt(self.intrinsic_dim) * self.sigma)
         gen = torch.Generator().manual_seed(self.seed)
         self.projection_ = torch.randn(self.prompt_tokens * dim, self.intrinsic_dim, generator=gen) * std
-        self.p0_ = self.initial_prompt(embedding, self.prompt_tokens, self.prompt_init)
-        return BBTModule(model, self.reader_, soft_prompt=self.p0_.clone(), train_prompt=False)
+        super()._prepare_search(ids, y)
+
+    def saved_shapes(self, tensors: dict[str, Any]) -> dict[str, tuple[int | None, ...]]:
+        return {"soft_prompt": (self.prompt_tokens, None)}
 
     def candidate_prompts(self, zs: list[np.ndarray]) -> torch.Tensor:
         return torch.stack([self._prompt(z) for z in zs])

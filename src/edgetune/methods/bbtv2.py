@@ -111,6 +111,10 @@ class BBTv2(ProjectedSearch):
     def _trainable_names(self) -> set[str]:
         return {"soft_prompt", "layer_prompts"}
 
+    def saved_shapes(self, tensors: dict[str, Any]) -> dict[str, tuple[int | None, ...]]:
+        d = self.saved_axis(tensors, "soft_prompt", 1)
+        return {"soft_prompt": (self.prompt_tokens, d), "layer_prompts": (None, self.prompt_tokens, d)}
+
     def _train(self, ids: list[list[int]], y: torch.Tensor) -> dict[str, Any]:
         if self.budget < self.popsize * self.n_blocks_:
             raise ParamError(f"bbtv2: budget={self.budget} calls cannot give each of the model's {self.n_blocks_} "

@@ -67,8 +67,12 @@ from .base import (
     batch_calibrate,
     batch_prior,
     calibrate,
+    check_lam,
+    check_learning_rate,
+    check_number,
     check_positive_int,
-    check_positive_number,
+    check_seed,
+    check_whole,
     class_counts,
     epoch_choices,
     fit_searched,
@@ -121,6 +125,7 @@ class DecT(OutputEdgeMethod):
         return self.calibrate is True
 
     def _validate_params(self) -> None:
+        super()._validate_params()
         if self.calibrate not in (True, False, "batch"):
             raise ParamError(f"calibrate must be true (content-free prompts), false or 'batch', not {self.calibrate!r}")
         if self.normalize not in ("standardize", "center", "none"):
@@ -131,13 +136,14 @@ class DecT(OutputEdgeMethod):
             raise ParamError(f"solver must be 'full' or 'span', not {self.solver!r}")
         if self.prototypes not in ("mean", "random"):
             raise ParamError(f"prototypes must be 'mean' or 'random', not {self.prototypes!r}")
-        lam = self.lam
-        if not (lam is None or lam == "cv" or (isinstance(lam, int | float) and not isinstance(lam, bool))):
-            raise ParamError(f"lam must be a number, None (1/shots) or 'cv', not {lam!r}")
+        check_lam(self)
         check_positive_int(self, "proto_dim")
+        check_whole(self, "cv_folds", 2)
         if not self._epoch_choices():
             raise ParamError(f"epochs must be a non-negative integer or a non-empty list of them, not {self.epochs!r}")
-        check_positive_number(self, "lr")
+        check_learning_rate(self, "lr")
+        check_number(self, "weight_decay", 0)
+        check_seed(self)
 
     def _epoch_choices(self) -> tuple[int, ...]:
         return epoch_choices(self.epochs)
@@ -214,7 +220,7 @@ class DecT(OutputEdgeMethod):
             return weights_of, protos.detach().clone(), radii.detach().clone(), scores.detach()
 
         return train_rows(lambda: self._distance_scores(project(), protos, radii, prior, lams), opt, y, weights,
-                          epochs, snapshots, keep)
+                          epochs, snapshots, keep, params=params)
 
     @classmethod
     def _batched_scores(cls, x: torch.Tensor, W: torch.Tensor, protos: torch.Tensor, radii: torch.Tensor,
@@ -250,9 +256,11 @@ class DecT(OutputEdgeMethod):
         prior = torch.from_numpy(self._prior(train.scores).astype(np.float32))
         fitted = fit_searched(
             lambda lams, weights, epochs, snaps: self._train(x, yt, prior, lams, weights, n_classes, epochs, snaps),
-            y, n_classes, lam=self.lam, lam_grid=self.lam_grid, epochs=self.epochs, folds=self.cv_folds, seed=self.seed)
+            y, n_classes, lam=self.lam, lam_grid=self.lam_grid, epochs=self.epochs, folds=self.cv_folds, seed=self.seed,
+            name=self.display_name)
         self.lam_, self.epochs_, self.cv_accuracy_ = fitted.lam, fitted.epochs, fitted.cv_accuracy
         self.W_, self.protos_, self.radii_, self.losses_ = fitted.W, fitted.protos, fitted.radii, fitted.losses
+        self.stopped_ = fitted.stopped
         return self
 
     def decision_features(self, features: Features) -> np.ndarray:
@@ -270,6 +278,19 @@ class DecT(OutputEdgeMethod):
         return {"W": self.W_, "protos": self.protos_, "radii": self.radii_, "mean": self.mean_, "std": self.std_,
                 "content_free": self.content_free_, "batch_prior": self.batch_prior_,
                 "lam": np.array([self.lam_], dtype=np.float32)}
+
+    def saved_shapes(self) -> dict[str, tuple[int | None, ...]]:
+        c, d, k = len(self.labels_), self.hidden_dim_, self.proto_dim
+        return {"W": (k, d), "protos": (c, k), "radii": (c,), "mean": (d,), "std": (d,), "content_free": (None, c),
+                "lam": (1,)}
+
+    def check_state(self, tensors: dict[str, np.ndarray]) -> str | None:
+        prior = tensors.get("batch_prior")
+        if prior is not None and prior.shape != (1, len(self.labels_)):
+            return f"saved array 'batch_prior' has shape {prior.shape}, not (1, {len(self.labels_)})"
+        if not np.isfinite(tensors["lam"]).all():
+            return f"its saved λ is {float(tensors['lam'][0])}"
+        return None
 
     def set_state(self, tensors: dict[str, np.ndarray]) -> None:
         self.W_, self.protos_, self.radii_ = tensors["W"], tensors["protos"], tensors["radii"]

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..backends import Backend
 from ..backends.local import LabelReader
-from .base import check_positive_int, register
+from .base import check_positive_int, check_positive_number, check_whole, register
 from .budget import Budget, largest_rank
 from .input_edge import GradientMethod
 from .prompted import PROMPT_LR_RATIO, PromptedModel
@@ -87,7 +87,14 @@ class DePT(GradientMethod):
 
     def _validate_params(self) -> None:
         super()._validate_params()
-        check_positive_int(self, "prompt_tokens", "positions")
+        check_positive_int(self, "prompt_tokens", "positions", "budget_tokens")
+        check_whole(self, "rank", 1, none_ok=True)
+        check_positive_number(self, "alpha")
+
+    def saved_shapes(self, tensors: dict[str, Any]) -> dict[str, tuple[int | None, ...]]:
+        d = self.saved_axis(tensors, "lora_b", 1)
+        r = self.rank or self.match_budget(d, self.prompt_tokens, self.budget_tokens, self.positions).rank
+        return {"soft_prompt": (self.prompt_tokens, d), "lora_a": (self.positions, r), "lora_b": (r, d)}
 
     def build(self, model: Any, embedding: nn.Module) -> nn.Module:
         d = embedding.weight.shape[1]

@@ -31,8 +31,23 @@ import torch.nn.functional as F
 from ..backends import Backend, load_backend
 from ..data.example import Dataset, Example, as_examples
 from ..data.sampling import sample_k_per_class
-from ..errors import DataError, IncompatibleError
-from .base import Costs, Method, ParamError, check_positive_int, check_positive_number, restore, write_atomically
+from ..errors import DataError, EdgetuneError, IncompatibleError
+from .base import (
+    MAX_LR,
+    Costs,
+    Method,
+    ParamError,
+    check_learning_rate,
+    check_number,
+    check_positive_int,
+    check_positive_number,
+    check_prompt_settings,
+    check_seed,
+    check_shapes,
+    check_whole,
+    restore,
+    write_atomically,
+)
 from .prompted import embed_ids, embedding_scale, sample_vocab_prompt, text_prompt_ids
 from .trainers import AdamWTrainer, CMAESTrainer
 
@@ -88,9 +103,11 @@ class InputEdgeMethod(Method):
         return load_backend(str(self.model), cache=None, progress=self.progress)
 
     def _validate_params(self) -> None:
+        check_prompt_settings(self)
         check_positive_int(self, "batch_size", "eval_every", "max_length")
         if self.dev_shots is not None:
             check_positive_int(self, "dev_shots")
+        check_seed(self)
         init = getattr(self, "prompt_init", "vocab")
         if init not in PROMPT_INITS:
             raise ParamError(f"{self.name}: prompt_init must be one of {', '.join(PROMPT_INITS)}, not {init!r}")
@@ -236,10 +253,24 @@ class InputEdgeMethod(Method):
 
     @classmethod
     def load(cls, path: str | os.PathLike, model: str | Backend | None = None) -> InputEdgeMethod:
+        """Load a saved method onto its model. Before the model is loaded or anything is built, the saved
+        parameters that set the trained tensors' sizes are checked against the saved arrays (:meth:`saved_shapes`),
+        so an edited config cannot make the prompted model allocate more than the saved weights hold."""
         obj, _, tensors = restore(cls, path, model)
+        try:
+            expected = obj.saved_shapes(tensors)
+        except IncompatibleError as exc:
+            raise IncompatibleError(f"{str(path)!r}: {exc}") from None
+        except EdgetuneError as exc:  # a ParamError or budget error from the saved parameters and shapes
+            raise IncompatibleError(f"{str(path)!r}: its saved parameters do not fit its weights ({exc}); save or "
+                                    "train the model again") from None
+        check_shapes(path, tensors, expected, "from its saved parameters")
         obj._setup()
         state = {k: torch.from_numpy(np.array(v)) for k, v in tensors.items()}
-        obj._before_load(state)
+        try:
+            obj._before_load(state)
+        except IncompatibleError as exc:
+            raise IncompatibleError(f"{str(path)!r}: {exc}") from None
         missing = obj._trainable_names() - set(state)
         if missing:
             raise IncompatibleError(f"{str(path)!r} lacks trained weights {sorted(missing)[:3]}")
@@ -250,6 +281,23 @@ class InputEdgeMethod(Method):
         obj._after_load()
         obj.module_.eval()
         return obj
+
+    def saved_shapes(self, tensors: dict[str, np.ndarray]) -> dict[str, tuple[int | None, ...]]:
+        """The shape each saved array must have given the loaded parameters (``None``: any size on that axis),
+        worked out from the parameters and the saved arrays alone — no model is loaded yet: sizes the model decides
+        (the hidden size d) are read from the arrays, sizes the parameters decide (prompt length, rank, ...) must
+        match. A method whose parameters set the size of what it builds overrides this."""
+        return {}
+
+    @staticmethod
+    def saved_axis(tensors: dict[str, np.ndarray], name: str, axis: int) -> int:
+        """The size of a saved array's axis (an :class:`IncompatibleError` when the array is missing or lacks it)."""
+        if name not in tensors:
+            raise IncompatibleError(f"it lacks the saved array {name!r}; it is not a complete model of this method")
+        shape = np.shape(tensors[name])
+        if len(shape) <= axis:
+            raise IncompatibleError(f"saved array {name!r} has shape {tuple(shape)}, with no axis {axis}")
+        return int(shape[axis])
 
     def _before_load(self, state: dict[str, torch.Tensor]) -> None:
         """Shape ``module_`` from saved tensors before they are loaded (methods whose structure training
@@ -311,13 +359,13 @@ class GradientMethod(InputEdgeMethod):
                                  f"not {self.rollback!r}")
         if self.select_by not in SELECT_BY:
             raise ParamError(f"{self.name}: select_by must be one of {', '.join(SELECT_BY)}, not {self.select_by!r}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ParamError(f"{self.name}: warmup_ratio must be in [0, 1), not {self.warmup_ratio!r}")
-        for name in self.lr_params():
+        check_number(self, "warmup_ratio", 0, 1, high_open=True)
+        check_number(self, "weight_decay", 0)
+        for name in self.lr_params():  # finite, positive and at most MAX_LR (a larger rate is a typo)
             if not (getattr(self, name) == "auto" and name in self.scaled_lrs):
-                check_positive_number(self, name)
+                check_learning_rate(self, name)
         if self.scaled_lrs:
-            check_positive_number(self, "prompt_lr_ratio")
+            check_number(self, "prompt_lr_ratio", 0, MAX_LR, low_open=True)
 
     def lr_params(self) -> tuple[str, ...]:
         """Names of the learning-rate parameters."""
@@ -394,6 +442,7 @@ class BlackBoxMethod(InputEdgeMethod):
         super()._validate_params()
         check_positive_int(self, "budget", "popsize")
         check_positive_number(self, "sigma")
+        check_number(self, "bound", 0)
         if self.budget < self.popsize:
             raise ParamError(f"{self.name}: budget ({self.budget} calls) must cover at least one generation of "
                              f"popsize {self.popsize}")
@@ -459,6 +508,7 @@ class ProjectedSearch(BlackBoxMethod):
         super()._validate_params()
         check_positive_int(self, "intrinsic_dim", "prompt_tokens")
         check_positive_number(self, "alpha")
+        check_whole(self, "max_rows", 0)
 
     @abstractmethod
     def candidate_prompts(self, zs: list[np.ndarray]) -> torch.Tensor:

@@ -106,6 +106,11 @@ class LAMP(GradientMethod):
                              f"prompt_tokens={self.prompt_tokens}; raise budget_tokens or lower prompt_tokens")
         return r
 
+    def saved_shapes(self, tensors: dict[str, Any]) -> dict[str, tuple[int | None, ...]]:
+        d = self.saved_axis(tensors, "v", 1)
+        r = self.rank_for(d)
+        return {"u": (self.prompt_tokens, r), "core": (r, r), "v": (r, d)}
+
     def build(self, model: Any, embedding: nn.Module) -> nn.Module:
         self.rank_ = self.rank_for(embedding.weight.shape[1])
         prompt = self.initial_prompt(embedding, self.prompt_tokens, self.prompt_init)

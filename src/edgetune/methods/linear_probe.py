@@ -10,7 +10,8 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from ..backends import Backend, Features
-from .base import check_positive_int, check_positive_number, logistic_head, register
+from ..errors import DataError
+from .base import check_positive_int, check_positive_number, check_seed, logistic_head, register
 from .output_edge import OutputEdgeMethod
 
 
@@ -22,8 +23,10 @@ class LinearProbe(OutputEdgeMethod):
     """
 
     def _validate_params(self) -> None:
+        super()._validate_params()
         check_positive_number(self, "C")
         check_positive_int(self, "max_iter")
+        check_seed(self)
 
     name = "linear_probe"
     display_name = "linear probe"
@@ -36,6 +39,10 @@ class LinearProbe(OutputEdgeMethod):
         self.seed = seed
 
     def fit_features(self, train: Features, y: np.ndarray, content_free: Features) -> LinearProbe:
+        present = sorted(set(np.asarray(y).tolist()))
+        if len(present) < 2:  # scikit-learn's own error would be a traceback
+            raise DataError(f"{self.name} needs training examples of at least two labels; the training data has only "
+                            f"{', '.join(repr(self.labels_[i]) for i in present) or 'none'}")
         h = train.hidden.astype(np.float64)
         self.mean_ = h.mean(axis=0)
         self.std_ = h.std(axis=0) + 1e-6
@@ -52,6 +59,10 @@ class LinearProbe(OutputEdgeMethod):
 
     def state(self) -> dict[str, np.ndarray]:
         return {"mean": self.mean_, "std": self.std_, "coef": self.coef_, "intercept": self.intercept_}
+
+    def saved_shapes(self) -> dict[str, tuple[int | None, ...]]:
+        c, d = len(self.labels_), self.hidden_dim_
+        return {"mean": (d,), "std": (d,), "coef": (c, d), "intercept": (c,)}
 
     def set_state(self, tensors: dict[str, np.ndarray]) -> None:
         self.mean_, self.std_ = tensors["mean"], tensors["std"]

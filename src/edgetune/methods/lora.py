@@ -13,8 +13,8 @@ from typing import Any, ClassVar
 from torch import nn
 
 from ..backends import Backend
-from ..errors import EdgetuneError
-from .base import register
+from ..errors import EdgetuneError, IncompatibleError
+from .base import check_names, check_number, check_positive_int, check_whole, register
 from .budget import lora_rank
 from .input_edge import GradientMethod
 from .prompted import PromptedModel
@@ -46,6 +46,30 @@ class LoRA(GradientMethod):
         self.budget_tokens = budget_tokens
         self.lr = lr
 
+    def _validate_params(self) -> None:
+        super()._validate_params()
+        check_whole(self, "rank", 1, none_ok=True)
+        check_number(self, "alpha", 0, low_open=True, none_ok=True)
+        check_number(self, "lora_dropout", 0, 1, high_open=True)
+        check_names(self, "target_modules")
+        check_positive_int(self, "budget_tokens")
+
+    def saved_shapes(self, tensors: dict[str, Any]) -> dict[str, tuple[int | None, ...]]:
+        """Every saved adapter has the same rank — the ``rank`` parameter when given — and sits on a targeted
+        module; the rank is then taken from them (:meth:`build`), as the budget rule needs the model's layers."""
+        ranks = {name: self.saved_axis(tensors, name, 0) for name in tensors if ".lora_A." in name}
+        if not ranks:
+            raise IncompatibleError("it holds no LoRA adapter weights (lora_A)")
+        rank = self.rank or min(ranks.values())
+        if self.target_modules:
+            stray = sorted(n for n in ranks if n.split(".lora_A.")[0].split(".")[-1] not in self.target_modules)
+            if stray:
+                raise IncompatibleError(f"adapter {stray[0]!r} is on a module its target_modules "
+                                        f"{list(self.target_modules)} do not name")
+        self.saved_rank_ = rank
+        return {**{name: (rank, None) for name in ranks},
+                **{name.replace(".lora_A.", ".lora_B."): (None, rank) for name in ranks}}
+
     def _targets(self, model: Any) -> list[str]:
         if self.target_modules:
             return list(self.target_modules)
@@ -63,7 +87,8 @@ class LoRA(GradientMethod):
         shapes = [(m.in_features, m.out_features) for name, m in model.named_modules()
                   if isinstance(m, nn.Linear) and name.split(".")[-1] in targets]
         d = embedding.weight.shape[1]
-        self.rank_ = self.rank or lora_rank(shapes, self.budget_tokens * d)
+        # loading: the rank the saved adapters have (saved_shapes), never one recomputed from the parameters
+        self.rank_ = self.rank or getattr(self, "saved_rank_", None) or lora_rank(shapes, self.budget_tokens * d)
         config = LoraConfig(r=self.rank_, lora_alpha=self.alpha or 2 * self.rank_, lora_dropout=self.lora_dropout,
                             target_modules=targets, bias="none")
         peft_model = get_peft_model(copy.deepcopy(model), config)

@@ -40,8 +40,12 @@ from ..errors import EdgetuneError
 from .base import (
     ParamError,
     calibrate,
+    check_lam,
+    check_learning_rate,
     check_positive_int,
     check_positive_number,
+    check_seed,
+    check_whole,
     class_counts,
     epoch_choices,
     fit_searched,
@@ -94,16 +98,28 @@ class MultiPromptDecoder(OutputEdgeMethod):
         self.threads = threads
         self.seed = seed
 
+    @property
+    def words_per_label(self) -> int:  # type: ignore[override]
+        return self.word_sets
+
     def _validate_params(self) -> None:
-        check_positive_int(self, "prompts", "word_sets", "proto_dim", "ot_iters", "cv_folds")
-        check_positive_number(self, "lr", "ot_eps")
+        super()._validate_params()
+        check_positive_int(self, "prompts", "word_sets", "proto_dim", "ot_iters")
+        check_whole(self, "cv_folds", 2)
+        check_learning_rate(self, "lr")
+        check_positive_number(self, "ot_eps")
         if self.threads is not None:
             check_positive_int(self, "threads")
         if not epoch_choices(self.epochs):
             raise ParamError(f"epochs must be a non-negative integer or a non-empty list of them, not {self.epochs!r}")
-        lam = self.lam
-        if not (lam == "cv" or (isinstance(lam, int | float) and not isinstance(lam, bool))):
-            raise ParamError(f"lam must be a number or 'cv', not {lam!r}")
+        check_lam(self, none_ok=False)
+        check_seed(self)
+        templates = self.templates
+        if isinstance(templates, list | tuple) and not templates:
+            raise ParamError(f"{self.name}: templates is empty; give a list of prompts, or None for the task's")
+        if templates is not None and (isinstance(templates, str) or not isinstance(templates, list | tuple)
+                                      or not all(isinstance(t, str) for t in templates)):
+            raise ParamError(f"{self.name}: templates must be a non-empty list of prompts or None, not {templates!r}")
 
     def query_templates(self, template: Template, alternatives: Sequence[str]) -> list[Template]:
         if self.templates is not None:
@@ -206,7 +222,7 @@ class MultiPromptDecoder(OutputEdgeMethod):
 
             return weights_of, protos.detach().clone(), radii.detach().clone(), scores.detach()
 
-        return train_rows(forward, opt, y, weights, epochs, snapshots, keep)
+        return train_rows(forward, opt, y, weights, epochs, snapshots, keep, params=[learned, protos, radii])
 
     def _predict(self, x: torch.Tensor, W: torch.Tensor, protos: torch.Tensor, radii: torch.Tensor,
                  prior: torch.Tensor, lams: torch.Tensor) -> torch.Tensor:
@@ -231,9 +247,11 @@ class MultiPromptDecoder(OutputEdgeMethod):
         prior = torch.from_numpy(self._prior(scores).astype(np.float32))
         fitted = fit_searched(
             lambda lams, weights, epochs, snaps: self._train(x, yt, prior, lams, weights, n_classes, epochs, snaps),
-            y, n_classes, lam=self.lam, lam_grid=self.lam_grid, epochs=self.epochs, folds=self.cv_folds, seed=self.seed)
+            y, n_classes, lam=self.lam, lam_grid=self.lam_grid, epochs=self.epochs, folds=self.cv_folds, seed=self.seed,
+            name=self.name)
         self.lam_, self.epochs_, self.cv_accuracy_ = fitted.lam, fitted.epochs, fitted.cv_accuracy
         self.W_, self.protos_, self.radii_, self.losses_ = fitted.W, fitted.protos, fitted.radii, fitted.losses
+        self.stopped_ = fitted.stopped
         return self
 
     def decision_features(self, features: Features) -> np.ndarray:
@@ -252,6 +270,14 @@ class MultiPromptDecoder(OutputEdgeMethod):
     def state(self) -> dict[str, np.ndarray]:
         return {"W": self.W_, "protos": self.protos_, "radii": self.radii_, "mean": self.mean_, "std": self.std_,
                 "content_free": self.content_free_, "lam": np.array([self.lam_], dtype=np.float32)}
+
+    def saved_shapes(self) -> dict[str, tuple[int | None, ...]]:
+        c, d, k, p = len(self.labels_), self.hidden_dim_, self.proto_dim, len(self.templates_)
+        return {"W": (k, d), "protos": (c, p, k), "radii": (c,), "mean": (p, d), "std": (p, d),
+                "content_free": (None, p * len(self.words_)), "lam": (1,)}
+
+    def check_state(self, tensors: dict[str, np.ndarray]) -> str | None:
+        return None if np.isfinite(tensors["lam"]).all() else f"its saved λ is {float(tensors['lam'][0])}"
 
     def set_state(self, tensors: dict[str, np.ndarray]) -> None:
         self.W_, self.protos_, self.radii_ = tensors["W"], tensors["protos"], tensors["radii"]

@@ -21,7 +21,17 @@ import numpy as np
 from ..backends import Backend, Features
 from ..data.example import as_examples
 from ..data.templates import Template
-from .base import Costs, Method, _jsonable, content_free_examples, restore, write_atomically
+from ..errors import DataError, IncompatibleError
+from .base import (
+    Costs,
+    Method,
+    _jsonable,
+    check_prompt_settings,
+    check_shapes,
+    content_free_examples,
+    restore,
+    write_atomically,
+)
 
 
 class OutputEdgeMethod(Method):
@@ -66,6 +76,22 @@ class OutputEdgeMethod(Method):
     def set_state(self, tensors: dict[str, np.ndarray]) -> None:
         pass
 
+    def saved_shapes(self) -> dict[str, tuple[int | None, ...]]:
+        """The shape each array of :meth:`state` must have, from the labels, label words, prompts and hidden size
+        (``hidden_dim_``) of a loaded config and the parameters (``None``: any size on that axis); :meth:`load`
+        refuses a folder whose arrays disagree, before :meth:`set_state` uses them."""
+        return {}
+
+    def check_state(self, tensors: dict[str, np.ndarray]) -> str | None:
+        """What is wrong with loaded arrays beyond their shapes (:meth:`saved_shapes`), or None."""
+        return None
+
+    #: label words per label (one set per label unless a method reads several: :meth:`query_words`)
+    words_per_label: ClassVar[int] = 1
+
+    def _validate_params(self) -> None:
+        check_prompt_settings(self)
+
     def query_templates(self, template: Template, alternatives: Sequence[str]) -> list[Template]:
         """The prompts each input is queried with, given the task's main ``template`` and its ``alternatives``
         (:attr:`Task.templates`): the main one only, unless a method decodes from several views (one query per
@@ -109,17 +135,14 @@ class OutputEdgeMethod(Method):
         self.templates_ = [Template(t) if isinstance(t, str) else t for t in many]
         self.template_ = self.templates_[0]
         self.words_ = list(words)
+        if len(self.labels_) < 2:
+            raise DataError(f"{self.name} needs at least two labels to choose between; the training data has only "
+                            f"{', '.join(map(repr, self.labels_)) or 'none'}")
         if not self.words_ or len(self.words_) % len(self.labels_):
-            from ..errors import DataError
-
             raise DataError(f"{self.name}: {len(self.words_)} label words for {len(self.labels_)} labels")
         if len(train) == 0:
-            from ..errors import DataError
-
             raise DataError("no training examples")
         if train.views != len(self.templates_):
-            from ..errors import DataError
-
             raise DataError(f"{self.name}: the features hold {train.views} prompt(s) per input, not the "
                             f"{len(self.templates_)} its templates say")
         self.identity_ = self.backend.identity
@@ -130,7 +153,12 @@ class OutputEdgeMethod(Method):
         return self
 
     def decision_function(self, X: Any) -> np.ndarray:
-        return self.decision_features(self.features([X] if isinstance(X, str) else X))
+        """(n, C) class scores; no inputs: a (0, C) array, without asking the model anything."""
+        examples = as_examples([X] if isinstance(X, str) else X)
+        self._check_fitted()
+        if not examples:
+            return np.zeros((0, len(self.labels_)), np.float32)
+        return self.decision_features(self.features(examples))
 
     def costs(self) -> Costs:
         self._check_fitted()
@@ -150,8 +178,19 @@ class OutputEdgeMethod(Method):
     @classmethod
     def load(cls, path: str | os.PathLike, model: str | Backend | None = None) -> OutputEdgeMethod:
         obj, config, tensors = restore(cls, path, model)
-        obj.hidden_dim_ = int(config["hidden_dim"])
-        obj.templates_ = [Template(t) for t in config.get("templates", [config["template"]])]
+        hidden, templates = config.get("hidden_dim"), config.get("templates", [config.get("template")])
+        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1 or "template" not in config:
+            raise IncompatibleError(f"{str(path)!r}: config.json lacks a valid 'hidden_dim' or 'template' (a "
+                                    f"{cls.name} saves both); save or train the model again")
+        if not isinstance(templates, list) or not templates or not all(isinstance(t, str) for t in templates):
+            raise IncompatibleError(f"{str(path)!r}: config.json's 'templates' must be a non-empty list of prompts")
+        obj.hidden_dim_ = hidden
+        obj.templates_ = [Template(t) for t in templates]
+        check_shapes(path, tensors, obj.saved_shapes(),
+                     f"{len(obj.labels_)} labels, hidden size {hidden}, {len(templates)} prompt(s)")
+        problem = obj.check_state(tensors)
+        if problem:
+            raise IncompatibleError(f"{str(path)!r}: {problem}; save or train the model again")
         obj.set_state(tensors)
         if model is not None:
             obj.backend  # noqa: B018 - checks the identity now, not at the first prediction

@@ -52,6 +52,9 @@ class PromptTuning(GradientMethod):
         super()._validate_params()
         check_positive_int(self, "prompt_tokens")
 
+    def saved_shapes(self, tensors: dict[str, Any]) -> dict[str, tuple[int | None, ...]]:
+        return {"encoder.embedding.weight": (self.prompt_tokens, None)}
+
     def build(self, model: Any, embedding: nn.Module) -> nn.Module:
         from peft import PromptTuningConfig, PromptTuningInit
         from peft.tuners.prompt_tuning import PromptEmbedding

@@ -62,6 +62,9 @@ class Centroid(_Normalised):
     def state(self) -> dict[str, np.ndarray]:
         return {"mean": self.mean_, "centroids": self.centroids_}
 
+    def saved_shapes(self) -> dict[str, tuple[int | None, ...]]:
+        return {"mean": (self.hidden_dim_,), "centroids": (len(self.labels_), self.hidden_dim_)}
+
     def set_state(self, tensors: dict[str, np.ndarray]) -> None:
         self.mean_, self.centroids_ = tensors["mean"], tensors["centroids"]
 
@@ -84,6 +87,7 @@ class KNN(_Normalised):
         self.weights = weights
 
     def _validate_params(self) -> None:
+        super()._validate_params()
         if self.k != "auto" and (isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1):
             raise ParamError(f"{self.name}: k must be a positive whole number or 'auto', not {self.k!r}")
         if self.weights not in ("uniform", "distance"):
@@ -112,6 +116,19 @@ class KNN(_Normalised):
 
     def state(self) -> dict[str, np.ndarray]:
         return {"mean": self.mean_, "vectors": self.vectors_, "targets": self.targets_, "k": self.k_}
+
+    def saved_shapes(self) -> dict[str, tuple[int | None, ...]]:
+        return {"mean": (self.hidden_dim_,), "vectors": (None, self.hidden_dim_), "targets": (None,), "k": (1,)}
+
+    def check_state(self, tensors: dict[str, np.ndarray]) -> str | None:
+        n, targets, k = len(tensors["vectors"]), tensors["targets"], tensors["k"]
+        if len(targets) != n:
+            return f"{len(targets)} saved targets for {n} saved training vectors"
+        if targets.dtype.kind not in "iu" or (n and not (targets.min() >= 0 and targets.max() < len(self.labels_))):
+            return f"its saved targets are not label indices below {len(self.labels_)}"
+        if k.dtype.kind not in "iu" or not 1 <= int(k[0]) <= n:
+            return f"its saved k ({k[0]}) is not between 1 and the {n} training vectors"
+        return None
 
     def set_state(self, tensors: dict[str, np.ndarray]) -> None:
         self.mean_, self.vectors_, self.targets_ = tensors["mean"], tensors["vectors"], tensors["targets"]

@@ -28,11 +28,16 @@ from ..errors import DataError, IncompatibleError
 from .base import (
     Costs,
     Method,
+    ParamError,
+    check_learning_rate,
     check_positive_int,
-    check_positive_number,
+    check_seed,
+    check_shapes,
+    check_whole,
     logistic_head,
     read_saved,
     register,
+    restored_config,
     write_atomically,
 )
 
@@ -82,7 +87,19 @@ class SetFit(Method):
 
     def _validate_params(self) -> None:
         check_positive_int(self, "batch_size", "num_epochs")
-        check_positive_number(self, "body_learning_rate")
+        check_learning_rate(self, "body_learning_rate")
+        check_whole(self, "num_iterations", 1, none_ok=True)
+        if not (isinstance(self.max_steps, int) and not isinstance(self.max_steps, bool)
+                and (self.max_steps == -1 or self.max_steps >= 1)):
+            raise ParamError(f"{self.name}: max_steps must be a whole number ≥ 1, or -1 (epochs decide), "
+                             f"not {self.max_steps!r}")
+        labels = self.labels
+        if labels is not None and (not isinstance(labels, list | tuple)
+                                   or not all(isinstance(lab, str) for lab in labels)
+                                   or len(set(labels)) != len(labels) or len(labels) < 2):
+            raise ParamError(f"{self.name}: labels must be a list of two or more distinct label names or None, "
+                             f"not {labels!r}")
+        check_seed(self)
 
     def fit(self, X: Any, y: Sequence[str] | None = None) -> SetFit:
         import datasets
@@ -138,6 +155,8 @@ class SetFit(Method):
     def decision_function(self, X: Any) -> np.ndarray:
         self._check_fitted()
         texts = [_text(e) for e in as_examples([X] if isinstance(X, str) else X)]
+        if not texts:  # no inputs: no scores (the encoder is not asked)
+            return np.zeros((0, len(self.labels_)), np.float32)
         emb = self.body_.encode(texts, batch_size=64, convert_to_numpy=True, show_progress_bar=False)
         return (np.asarray(emb, np.float32) @ self.coef_.T + self.intercept_).astype(np.float32)
 
@@ -156,11 +175,12 @@ class SetFit(Method):
         from sentence_transformers import SentenceTransformer
 
         config, tensors = read_saved(path)
-        if config.get("method") != cls.name:
-            raise IncompatibleError(f"{str(path)!r} holds a {config.get('method')!r} model, not {cls.name!r}")
+        restored_config(cls, path, config)
         body_dir = Path(path) / "body"
         if not any(body_dir.glob("*.safetensors")):
             raise IncompatibleError(f"{str(path)!r} has no safetensors body weights")
+        n_labels = len(config["labels"])
+        check_shapes(path, tensors, {"coef": (n_labels, None), "intercept": (n_labels,)}, f"{n_labels} labels")
         obj = cls(model=config["model"] if model is None else model, **config.get("params", {}))
         if model is not None:  # the body is inside the folder, but a model given must be the one it was tuned from
             obj.identity_, obj.model_name_ = config["model_identity"], config["model"]
@@ -168,6 +188,10 @@ class SetFit(Method):
         from ..backends.local import resolve_device
 
         obj.body_ = SentenceTransformer(str(body_dir), device=str(resolve_device(None)), trust_remote_code=False).eval()
+        width = getattr(obj.body_, "get_embedding_dimension", obj.body_.get_sentence_embedding_dimension)()
+        if width is not None and tensors["coef"].shape[1] != width:
+            raise IncompatibleError(f"{str(path)!r}: the saved head reads {tensors['coef'].shape[1]}-d embeddings, but "
+                                    f"the saved body gives {width}-d ones; save or train the model again")
         obj.coef_, obj.intercept_ = np.asarray(tensors["coef"]), np.asarray(tensors["intercept"])
         obj.labels_ = tuple(config["labels"])
         obj.identity_, obj.model_name_ = config["model_identity"], config["model"]

@@ -30,7 +30,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..backends import Backend
-from .base import Costs, ParamError, check_positive_int, register
+from ..errors import IncompatibleError
+from .base import Costs, ParamError, check_names, check_number, check_positive_int, register
 from .input_edge import GradientMethod
 from .prompted import PromptedModel
 
@@ -91,8 +92,8 @@ class SIFT(GradientMethod):
     def _validate_params(self) -> None:
         super()._validate_params()
         check_positive_int(self, "budget_tokens", "select_batches")
-        if self.density is not None and not (isinstance(self.density, int | float) and 0 < self.density <= 1):
-            raise ParamError(f"sift: density must be in (0, 1] (a fraction of each matrix), not {self.density!r}")
+        check_number(self, "density", 0, 1, low_open=True, none_ok=True)  # a fraction of each matrix
+        check_names(self, "target_modules")
 
     def build(self, model: Any, embedding: nn.Module) -> nn.Module:
         self.d_ = embedding.weight.shape[1]
@@ -162,7 +163,18 @@ class SIFT(GradientMethod):
     def _before_load(self, state: dict[str, torch.Tensor]) -> None:
         for key, index in state.items():
             if key.endswith(INDEX_SUFFIX):
-                m = self.module_.get_submodule(key[: -len(INDEX_SUFFIX)])
+                where = key[: -len(INDEX_SUFFIX)]
+                try:
+                    m = self.module_.get_submodule(where)
+                except AttributeError:
+                    raise IncompatibleError(f"its increments are for {where!r}, which this model lacks") from None
+                delta = state.get(key[: -len("index")] + "delta")
+                if not isinstance(m, nn.Linear) or parametrize.is_parametrized(m, "weight"):
+                    raise IncompatibleError(f"its increments for {where!r} do not fit that module")
+                if (index.dim() != 1 or index.is_floating_point() or delta is None or delta.shape != index.shape
+                        or (len(index) and not (int(index.min()) >= 0 and int(index.max()) < m.weight.numel()))):
+                    raise IncompatibleError(f"its saved increments for {where!r} are not a set of positions in that "
+                                            f"matrix ({m.weight.numel():,} components) with one value each")
                 parametrize.register_parametrization(m, "weight", SparseDelta(index).to(m.weight.device))
         self.n_selected_ = sum(int(v.numel()) for k, v in state.items() if k.endswith(INDEX_SUFFIX))
 

@@ -261,8 +261,9 @@ class CMAESTrainer:
         x0 = np.zeros(self.dim) if self.x0 is None else np.asarray(self.x0, dtype=np.float64)
         size = self.dim // self.blocks
         # cma treats seed 0 as "draw a random seed": offset by one so every seed is reproducible
-        opts = {"seed": self.seed + 1, "popsize": self.popsize, "maxiter": self.budget // (self.popsize * self.blocks),
-                "verbose": -9}
+        # (modulo 2**32 - 2: cma's seeds stop at 2**32 - 1, and every seed below that keeps its old value)
+        opts = {"seed": self.seed % (2**32 - 2) + 1, "popsize": self.popsize,
+                "maxiter": self.budget // (self.popsize * self.blocks), "verbose": -9}
         if self.bound > 0:
             opts["bounds"] = [-self.bound, self.bound]
         searches = [cma.CMAEvolutionStrategy(list(x0[b * size:(b + 1) * size]), self.sigma, inopts=opts)

@@ -50,5 +50,8 @@ class CalibratedZeroShot(OutputEdgeMethod):
     def state(self) -> dict[str, np.ndarray]:
         return {"content_free": self.content_free_}
 
+    def saved_shapes(self) -> dict[str, tuple[int | None, ...]]:
+        return {"content_free": (None, len(self.labels_))}
+
     def set_state(self, tensors: dict[str, np.ndarray]) -> None:
         self.content_free_ = tensors["content_free"]
