@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
+from test_methods import FakeBackend  # just enough backend for prepared features
 
 from edgetune.backends import Features
 from edgetune.errors import DataError, EdgetuneError, IncompatibleError, ModelError
@@ -21,18 +22,6 @@ from edgetune.methods import METHODS, DecT, LinearProbe, MultiPromptDecoder, Par
 from edgetune.methods.base import LambdaSearch, train_rows
 
 LABELS = ("neg", "pos", "mid")
-
-
-class FakeBackend:
-    """Just enough backend for methods fitted on prepared features; it answers no query."""
-
-    provides_weights = False
-
-    def __init__(self, identity="fake:1"):
-        self.identity, self.name, self.kind = identity, "fake", "causal"
-
-    def settings(self):
-        return {}
 
 
 def synthetic(n_per_class=8, d=24, seed=0, views=1):

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -200,39 +200,31 @@ def _add_method_options(parser: argparse.ArgumentParser, methods: dict[str, dict
         group.add_argument(flag, **kwargs)
 
 
-def _positive_int(text: str) -> int:
-    """A whole number ≥ 1 (argparse type: a bad value is one line and exit 2)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1, not {text!r}")
-    return value
+def _whole(least: int, most: int | None = None, name: str = "", allow_all: bool = False) -> Callable[[str], Any]:
+    """An argparse type for a whole number from ``least`` (to ``most``), or ``None`` for 'all' where
+    ``allow_all``: a bad value is one line and exit 2, naming the value and the range."""
+
+    def parse(text: str) -> int | None:
+        if allow_all and text.strip().lower() in ("all", "full", "none"):
+            return None
+        try:
+            value: int | None = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < least or (most is not None and value > most):
+            span = f"from {least} to {most}" if most is not None else f"≥ {least}"
+            what = f"a {name} is a whole number" if name else "expected a whole number"
+            raise argparse.ArgumentTypeError(f"{what} {span}{' or ' + repr('all') if allow_all else ''}, not {text!r}")
+        return value
+
+    return parse
 
 
-def _seed(text: str) -> int:
-    """A sampling seed: a whole number from 0 to 2**32 - 1."""
-    from_ = 2**32 - 1
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= from_:
-        raise argparse.ArgumentTypeError(f"a seed is a whole number from 0 to {from_}, not {text!r}")
-    return value
-
-
-def _test_size(text: str) -> int | None:
-    if text.strip().lower() in ("all", "full", "none"):
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1 or 'all', not {text!r}")
-    return value
+_positive_int = _whole(1)
+_non_negative_int = _whole(0)
+_seed = _whole(0, 2**32 - 1, "seed")
+_port = _whole(0, 65535, "port")
+_test_size = _whole(1, allow_all=True)
 
 
 def _show_default(value: Any) -> str:
@@ -327,28 +319,6 @@ def _positive_float(text: str) -> float:
         value = math.nan
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"expected a finite number > 0, not {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    """A whole number ≥ 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 0, not {text!r}")
-    return value
-
-
-def _port(text: str) -> int:
-    """A TCP port, 0 (a free one) to 65535."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is a whole number from 0 to 65535, not {text!r}")
     return value
 
 
