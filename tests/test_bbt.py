@@ -27,7 +27,7 @@ def test_searches_predicts_saves_and_loads(make_backend, toy_task, tmp_path, kin
     assert set(preds) <= {"negative", "positive"}
     path = m.save(tmp_path / "bbt")
     again = load(path, model=be)
-    np.testing.assert_allclose(again.decision_function(TEXTS), m.decision_function(TEXTS), atol=1e-5)
+    np.testing.assert_allclose(again.class_scores(TEXTS), m.class_scores(TEXTS), atol=1e-5)
     with pytest.raises(IncompatibleError):
         load(path, model=make_backend(kind, seed=3))
 

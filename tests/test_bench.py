@@ -127,7 +127,7 @@ def test_setfit_trains_predicts_saves_and_loads(toy_task, tmp_path, make_backend
     assert set(m.predict(texts)) <= {"negative", "positive"}
     path = m.save(tmp_path / "sf")
     assert not list(path.rglob("*.pkl")) and (path / "body" / "model.safetensors").is_file()
-    np.testing.assert_allclose(load(path).decision_function(texts), m.decision_function(texts), atol=1e-5)
+    np.testing.assert_allclose(load(path).class_scores(texts), m.class_scores(texts), atol=1e-5)
     from edgetune.errors import IncompatibleError
 
     with pytest.raises(IncompatibleError, match="sentence-transformers encoder"):

@@ -53,7 +53,7 @@ def test_declarations(name):
     for pname, p in cls.init_parameters().items():  # every parameter has a default, stored under its own name
         assert p.default is not inspect.Parameter.empty, pname
     m = cls()
-    assert m.get_params() == cls.defaults()  # the constructor stores parameters as given
+    assert m.get_params() == {"model": None, **cls.defaults()}  # stored as given (None: the default model)
     again = cls(**m.get_params())
     assert again.get_params() == m.get_params()  # a clone is possible from get_params (scikit-learn's clone)
     with pytest.raises(EdgetuneError, match="not fitted"):
@@ -77,11 +77,23 @@ def test_fit_predict_save_load_refuse_and_costs(name, make_backend, encoder, toy
     if getattr(cls, "learns_from_labels", True):
         assert costs.queries >= len(toy_task.sample(4, seed=0))
         assert (costs.trainable_params > 0) == getattr(cls, "parametric", True)
+    # scikit-learn's classifier protocol, on every method
+    import pandas as pd
+    from sklearn.base import clone
+
+    assert list(m.classes_) == ["negative", "positive"]
+    assert m.predict(pd.Series(TEXTS)) == preds == m.predict(np.array(TEXTS))
+    assert m.predict(pd.DataFrame({"text": TEXTS, "source": ["x"] * 3})) == preds  # never the column names
+    assert m.score(TEXTS, preds) == 1.0
+    copy = clone(m)
+    assert type(copy) is cls and not hasattr(copy, "labels_") and not hasattr(copy, "classes_")
+    assert copy.get_params().keys() == m.get_params().keys() and copy.model is m.model  # the model is shared
+    assert copy.set_params(seed=7) is copy and copy.get_params()["seed"] == 7 if "seed" in cls.param_names() else True
     path = m.save(tmp_path / name)
     assert not list(path.rglob("*.pkl")) and not list(path.rglob("*.bin"))  # safetensors and JSON only
     again = load(path, model=backend)
     assert type(again) is cls
-    np.testing.assert_allclose(again.decision_function(TEXTS), m.decision_function(TEXTS), atol=1e-5)
+    np.testing.assert_allclose(again.class_scores(TEXTS), m.class_scores(TEXTS), atol=1e-5)
     with pytest.raises(IncompatibleError):
         load(path, model=other)
 
@@ -221,7 +233,7 @@ def test_dect_features_and_a_zero_offset_prompted_model_score_identically(kind_,
             else:
                 m.module_.lora_b.zero_()
                 m.module_.soft_prompt = None  # no prompt: the frozen model reads the plain prompt
-        np.testing.assert_allclose(m.decision_function(TEXTS), extracted, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(m.class_scores(TEXTS), extracted, rtol=0, atol=1e-5)
 
 
 def test_a_remote_backend_declares_it_has_no_weights(make_backend, toy_task):

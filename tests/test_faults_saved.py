@@ -488,7 +488,7 @@ def test_predicting_no_inputs_gives_an_empty_result():
     m = fitted(DecT(FakeBackend(), epochs=2, lam=1.0))  # the fake backend answers no query: none is asked
     assert m.predict([]) == []
     assert m.predict_proba([]).shape == (0, 3)
-    assert m.decision_function([]).shape == (0, 3)
+    assert m.class_scores([]).shape == (0, 3)
     with pytest.raises(EdgetuneError, match="not fitted"):
         DecT(FakeBackend()).predict([])
 

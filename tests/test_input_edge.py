@@ -36,7 +36,7 @@ def test_trains_predicts_saves_and_loads(cls, make_backend, toy_task, tmp_path, 
     assert len(preds) == 3 and set(preds) <= {"negative", "positive"}
     path = method.save(tmp_path / "adapter")
     again = load(path, model=be)
-    np.testing.assert_allclose(again.decision_function(TEXTS), method.decision_function(TEXTS), atol=1e-5)
+    np.testing.assert_allclose(again.class_scores(TEXTS), method.class_scores(TEXTS), atol=1e-5)
     with pytest.raises(IncompatibleError):
         load(path, model=make_backend(kind, seed=3))
 
@@ -89,8 +89,8 @@ def test_offsets_start_at_zero_and_skip_padding(make_backend, toy_task):
 
 def test_padding_does_not_change_predictions(make_backend, toy_task):
     m = small(ADePT, make_backend("causal")).fit(toy_task.sample(2, 0))
-    together = m.decision_function(TEXTS)
-    alone = np.concatenate([m.decision_function([t]) for t in TEXTS])
+    together = m.class_scores(TEXTS)
+    alone = np.concatenate([m.class_scores([t]) for t in TEXTS])
     np.testing.assert_allclose(together, alone, atol=1e-4)
     # predictions are batched by length across batch boundaries, and come back in the order given
     across = m._predict_ids(m.encode(TEXTS), batch_size=2)
@@ -104,7 +104,7 @@ def test_merge_gives_the_same_logits_with_no_network(make_backend, toy_task, kin
     with torch.no_grad():  # make the network's effect large so the check means something
         m.module_.w2.weight.normal_(0, 0.5)
         m.module_.w2.bias.normal_(0, 0.5)
-    before = m.decision_function(TEXTS)
+    before = m.class_scores(TEXTS)
     merged = m.merge()
     ids = m.encode(TEXTS)
     batch = be.collate(ids)
@@ -249,7 +249,7 @@ def test_non_finite_loss_stops_training_and_keeps_the_best(make_backend, toy_tas
     with pytest.warns(UserWarning, match="non-finite loss"):
         m.fit(toy_task.sample(2, 0))
     assert "step 3" in m.history_["stopped"] and len(m.history_["loss"]) == 2
-    assert np.isfinite(m.decision_function(TEXTS)).all()
+    assert np.isfinite(m.class_scores(TEXTS)).all()
 
 
 def test_bad_recipe_values_are_one_clear_error(make_backend, toy_task):

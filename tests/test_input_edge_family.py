@@ -80,7 +80,7 @@ def test_sift_trains_exactly_its_budget_and_only_the_chosen_components(make_back
     assert 0 < moved <= 3 * d
     saved = m.save(tmp_path / "sift")
     again = SIFT.load(saved, backend)
-    np.testing.assert_allclose(again.decision_function(["fine"]), m.decision_function(["fine"]), atol=1e-5)
+    np.testing.assert_allclose(again.class_scores(["fine"]), m.class_scores(["fine"]), atol=1e-5)
     assert sum(v.numel() for k, v in again.trainable_state().items() if k.endswith("delta")) == 3 * d
 
 

@@ -30,7 +30,7 @@ def test_one_prompt_is_dect_exactly(make_backend, toy_task):
     assert mpd.lam_ == dect.lam_ and mpd.cv_accuracy_ == pytest.approx(dect.cv_accuracy_)
     np.testing.assert_allclose(mpd.W_, dect.W_, atol=1e-4)
     x = ["a wonderful film", "a dull mess", "fine"]
-    np.testing.assert_allclose(mpd.decision_function(x), dect.decision_function(x), atol=1e-4)
+    np.testing.assert_allclose(mpd.class_scores(x), dect.class_scores(x), atol=1e-4)
 
 
 def test_several_prompts_fit_predict_save_load_and_count_queries(make_backend, task3, tmp_path):

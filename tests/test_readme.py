@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 #: the README's settings -> small ones for a test (the README's own values are a user's real run)
-PYTHON_SMALL = {"steps=100": "steps=2", "shots=16": "shots=2"}
+PYTHON_SMALL = {"steps=100": "steps=2", "shots=16": "shots=2", "cv=4": "cv=2"}
 #: appended to every `edgetune run` line (later flags win); plus per-method extras
 RUN_SMALL = ["--seeds", "0", "--test-size", "8", "--no-progress"]  # shots as written: saved names carry them
 METHOD_SMALL = {"adept": ["--steps", "2"], "dept": ["--steps", "2"],

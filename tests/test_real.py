@@ -113,7 +113,7 @@ def test_minilm_decoder_with_another_scale_reloads_by_name(data_dir, tmp_path):
     path = dect.save(tmp_path / "d")
     again = load(path)
     assert again.backend.scale == 5.0
-    np.testing.assert_allclose(again.decision_function(texts), dect.decision_function(texts), atol=1e-4)
+    np.testing.assert_allclose(again.class_scores(texts), dect.class_scores(texts), atol=1e-4)
     with pytest.raises(IncompatibleError, match="cos"):
         load(path, model=load_backend("minilm-l6", cache=FeatureCache(None), progress=False)).predict(texts)
 

@@ -276,7 +276,7 @@ def run_cell(backend: Backend, task: Task, train: Any, test: Any, entry: MethodE
     with CpuShare() as share, PeakMemory() as memory:
         method.fit(train)
     fit_s = share.seconds
-    accuracy = float((np.asarray(method.decision_function(list(test))).argmax(axis=1) == y_test).mean())
+    accuracy = float((np.asarray(method.class_scores(list(test))).argmax(axis=1) == y_test).mean())
     costs = method.costs()
     row = {"edge": method.edge, "accuracy": accuracy, "fit_seconds": fit_s, "wall_seconds": fit_s,
            "queries": costs.queries, "trainable_params": costs.trainable_params, "steps": costs.steps,

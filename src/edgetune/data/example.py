@@ -76,16 +76,25 @@ class Dataset(Sequence[Example]):
         return replace(self, examples=tuple(e for e in self.examples if e.id not in used), seed=None, shots=None)
 
 
-def as_examples(X: Iterable[Any], y: Sequence[str] | None = None) -> list[Example]:
-    """Accept what a scikit-learn user passes: examples, strings, ``(text, text_b)`` pairs or dicts."""
+#: the columns a table's texts are read from (a pandas DataFrame, a 2-D array of one or two columns)
+TEXT_COLUMN, TEXT_B_COLUMN = "text", "text_b"
+
+
+def as_examples(X: Iterable[Any], y: Sequence[Any] | None = None) -> list[Example]:
+    """Accept what a scikit-learn user passes: a list, numpy array or pandas Series of strings; a pandas
+    DataFrame (its ``text`` column, and ``text_b`` for pairs; or its only column); a 2-D array of one or two
+    text columns; a Hugging Face ``datasets.Dataset``; :class:`Example` objects, ``(text, text_b)`` pairs or
+    dicts. Labels ``y`` may be any values (strings, ints, a numpy array); they become label names with ``str``."""
     from .io import examples_from_hf, is_hf_dataset
 
     if is_hf_dataset(X):  # a Hugging Face datasets.Dataset (ClassLabel ids -> names)
         if y is not None:
             raise DataError("a datasets.Dataset carries its labels (its 'label' column); do not pass y as well")
         return examples_from_hf(X, require_label=False)
+    if y is not None and not isinstance(y, Sequence):
+        y = list(y.tolist() if hasattr(y, "tolist") else y)  # a numpy array or pandas Series of labels
     out: list[Example] = []
-    items = list(X)
+    items = _rows(X)
     if y is not None and len(y) != len(items):
         raise DataError(f"got {len(items)} inputs but {len(y)} labels")
     for i, item in enumerate(items):
@@ -109,3 +118,31 @@ def as_examples(X: Iterable[Any], y: Sequence[str] | None = None) -> list[Exampl
             raise DataError(f"input {i} is a {type(item).__name__}; expected a string, a (text, text_b) pair or a dict")
         out.append(ex)
     return out
+
+
+def _rows(X: Any) -> list[Any]:
+    """The inputs of ``X`` one per sample — never a table's column names (iterating a DataFrame gives those)."""
+    columns = getattr(X, "columns", None)
+    if columns is not None and hasattr(X, "iloc"):  # a pandas DataFrame
+        names = [str(c) for c in columns]
+        if TEXT_COLUMN in names:
+            text = X[TEXT_COLUMN].tolist()
+            pair = X[TEXT_B_COLUMN].tolist() if TEXT_B_COLUMN in names else None
+        elif len(names) == 1:
+            text, pair = X.iloc[:, 0].tolist(), None
+        else:
+            raise DataError(f"a DataFrame's texts are read from its {TEXT_COLUMN!r} column (and {TEXT_B_COLUMN!r} for "
+                            f"pairs) or from its only column; this one has {names[:8]}: rename one, or pass "
+                            "frame['your_column']")
+        return list(text) if pair is None else [(a, b) for a, b in zip(text, pair, strict=True)]
+    shape = getattr(X, "shape", None)
+    if shape is not None and hasattr(X, "tolist"):  # a numpy array (or a pandas Series)
+        if len(shape) == 2 and shape[1] in (1, 2):
+            return [row[0] if len(row) == 1 else tuple(row) for row in X.tolist()]
+        if len(shape) != 1:
+            raise DataError(f"an array of inputs has one text per row (shape (n,), (n, 1), or (n, 2) for pairs), not "
+                            f"shape {tuple(shape)}")
+        return X.tolist()
+    if isinstance(X, str | bytes):
+        raise DataError("the inputs are one string; pass a list of texts (one per sample)")
+    return list(X)

@@ -86,17 +86,47 @@ class ACCEPTModule(PromptedModel):
 class ACCEPT(GradientMethod):
     """Soft prompt and input offsets built from product-quantised codebooks (see the module docstring).
 
-    Args:
-        prompt_tokens: prompt length m (reference: 60).
-        sub_dim: slice width of the prompt's codebooks (reference: 32); must divide d.
-        codebook_size: codewords per prompt slice (``None``: the largest within ``prompt_tokens·d``).
-        offset_sub_dim, offset_size: the same for the offset's codebooks (``None``: the largest within the rest).
-        positions: input positions offset (reference: 256, its padded length).
-        lr_prompt: the prompt factors' rate (``"auto"``: the rate at which one step of the factors moves the prompt
-            by ``prompt_lr_ratio`` × the embedding scale, see :func:`~edgetune.methods.prompted.factor_rates`).
-        lr_offsets: the offset factors' rate (reference grid 1e-4 to 5e-3).
+    Parameters
+    ----------
+    model : str or Backend, default=None
+        The frozen model: a packaged name, a local folder, a hub id or a backend (None: ``default_model``).
+    prompt_tokens : int, default=60
+        Prompt length m (reference: 60).
+    sub_dim : int, default=32
+        Slice width of the prompt's codebooks (reference: 32); must divide d.
+    codebook_size : int, default=None
+        Codewords per prompt slice (None: the largest within ``prompt_tokens·d``).
+    offset_sub_dim : int, default=32
+        Slice width of the offset's codebooks; must divide d.
+    offset_size : int, default=None
+        Codewords per offset slice (None: the largest within the rest of the budget).
+    positions : int, default=256
+        Input positions offset (reference: 256, its padded length).
+    budget_tokens : int, default=100
+        Trainable-parameter budget ``budget_tokens·d`` (prompt tuning with that many tokens), prompt and offset.
+    lr_prompt : float or "auto", default="auto"
+        The prompt factors' rate (``"auto"``: one step of the factors moves the prompt by ``prompt_lr_ratio`` × the
+        embedding scale, see :func:`~edgetune.methods.prompted.factor_rates`).
+    lr_offsets : float, default=1e-3
+        The offset factors' rate (reference grid 1e-4 to 5e-3).
+    prompt_init : {"text", "vocab", "range", "zeros"}, default="text"
+        How the soft prompt starts (see :meth:`~edgetune.methods.input_edge.InputEdgeMethod.initial_prompt`).
+    prompt_lr_ratio : float, default=0.3
+        The ``"auto"`` rate as a ratio to the embedding scale.
+    **kwargs
+        Shared by every gradient method (see :class:`~edgetune.methods.input_edge.GradientMethod`): ``template``,
+        ``label_words``, ``steps``, ``batch_size``, ``eval_every``, ``dev_shots``, ``max_length``, ``grad_accum``,
+        ``warmup_ratio``, ``weight_decay``, ``select_by``, ``max_grad_norm``, ``rollback``, ``seed``, ``progress``.
 
-    Learned attributes: ``codebook_size_``, ``offset_size_``, ``factor_lr_`` (the prompt factors' rates).
+    Attributes
+    ----------
+    codebook_size_, offset_size_ : int
+        The codebook sizes used (prompt, offset).
+    factor_lr_ : dict
+        The prompt factors' rates.
+    module_ : torch.nn.Module
+        The prompted model, holding the trained codebooks and weights; ``history_``, ``dev_size_`` and the rest: see
+        :class:`~edgetune.methods.input_edge.InputEdgeMethod`.
     """
 
     name = "accept"

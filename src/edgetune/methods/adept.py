@@ -81,7 +81,38 @@ class ADePT(GradientMethod):
     """Soft prompt + token-shared offset network. ``prompt_tokens``/``rank`` default to a budget match
     with 100-token prompt tuning (:meth:`match_budget`).
 
-    Learned attributes: ``rank_`` (the bottleneck used); the prompt and network live in ``module_``.
+    Parameters
+    ----------
+    model : str or Backend, default=None
+        The frozen model: a packaged name, a local folder, a hub id or a backend (None: ``default_model``).
+    prompt_tokens : int, default=60
+        Soft-prompt length m (0: the offset network alone).
+    rank : int, default=None
+        Bottleneck r of the offset network (None: the largest within the budget).
+    budget_tokens : int, default=100
+        Trainable-parameter budget when ``rank`` is None: ``budget_tokens·d`` (prompt tuning with that many tokens).
+    lr_prompt : float or "auto", default="auto"
+        AdamW rate of the soft prompt (``"auto"``: ``prompt_lr_ratio`` × the embedding scale).
+    lr_network : float, default=1e-4
+        AdamW rate of the offset network.
+    dropout : float, default=0.1
+        Dropout on the bottleneck pre-activation while training.
+    prompt_init : {"text", "vocab", "range", "zeros"}, default="text"
+        How the soft prompt starts (see :meth:`~edgetune.methods.input_edge.InputEdgeMethod.initial_prompt`).
+    prompt_lr_ratio : float, default=0.3
+        The ``"auto"`` rate as a ratio to the embedding scale.
+    **kwargs
+        Shared by every gradient method (see :class:`~edgetune.methods.input_edge.GradientMethod`): ``template``,
+        ``label_words``, ``steps``, ``batch_size``, ``eval_every``, ``dev_shots``, ``max_length``, ``grad_accum``,
+        ``warmup_ratio``, ``weight_decay``, ``select_by``, ``max_grad_norm``, ``rollback``, ``seed``, ``progress``.
+
+    Attributes
+    ----------
+    rank_ : int
+        The bottleneck used.
+    module_ : torch.nn.Module
+        The prompted model, holding the trained prompt and offset network; ``history_``, ``dev_size_`` and the rest: see
+        :class:`~edgetune.methods.input_edge.InputEdgeMethod`.
     """
 
     name = "adept"

@@ -81,11 +81,28 @@ class APTModule(PromptedModel):
 class APT(GradientMethod):
     """Gated per-layer key/value prefixes (see the module docstring).
 
-    Args:
-        prefix_tokens: l per layer (``None``: the largest within ``budget_tokens·d``).
-        lr: AdamW rate of the prefixes and gates (P-tuning v2's range, 5e-3 to 1e-2).
+    Parameters
+    ----------
+    model : str or Backend, default=None
+        The frozen model: a packaged name, a local folder, a hub id or a backend (None: ``default_model``).
+    prefix_tokens : int, default=None
+        Prefix length l per layer (None: the largest within ``budget_tokens·d``).
+    budget_tokens : int, default=100
+        Trainable-parameter budget when ``prefix_tokens`` is None: ``budget_tokens·d``.
+    lr : float, default=5e-3
+        AdamW rate of the prefixes and gates (P-tuning v2's range, 5e-3 to 1e-2).
+    **kwargs
+        Shared by every gradient method (see :class:`~edgetune.methods.input_edge.GradientMethod`): ``template``,
+        ``label_words``, ``steps``, ``batch_size``, ``eval_every``, ``dev_shots``, ``max_length``, ``grad_accum``,
+        ``warmup_ratio``, ``weight_decay``, ``select_by``, ``max_grad_norm``, ``rollback``, ``seed``, ``progress``.
 
-    Learned attributes: ``prefix_tokens_``.
+    Attributes
+    ----------
+    prefix_tokens_ : int
+        The prefix length used.
+    module_ : torch.nn.Module
+        The prompted model, holding the trained prefixes and gates; ``history_``, ``dev_size_`` and the rest: see
+        :class:`~edgetune.methods.input_edge.InputEdgeMethod`.
     """
 
     name = "apt"

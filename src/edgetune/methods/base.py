@@ -30,6 +30,7 @@ as ``config.json`` + ``weights.safetensors`` (never pickle) and refuses to load 
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import json
 import os
@@ -45,6 +46,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 
 from ..backends import Backend, load_backend
 from ..backends import saved_backend_options as backend_options
@@ -61,6 +64,10 @@ EDGES = ("output", "input", "body")
 NEEDS = ("features", "weights", "encoder")
 #: constructor parameters that steer a run, not the method (never shown as knobs, never saved)
 RUNTIME_PARAMS = ("progress",)
+
+
+class NotFittedError(EdgetuneError, SklearnNotFittedError):
+    """The method is used before ``fit`` (or ``load``); scikit-learn's ``NotFittedError`` too."""
 
 
 class ParamError(EdgetuneError):
@@ -154,7 +161,8 @@ def check_lam(method: Any, none_ok: bool = True) -> None:
             or (_is_number(lam) and np.isfinite(lam) and lam >= 0)):
         raise ParamError(f"{method.name}: lam must be a finite number ≥ 0{', None (1/shots)' if none_ok else ''} or "
                          f"'cv', not {lam!r}")
-    if not all(_is_number(g) and np.isfinite(g) and g >= 0 for g in method.lam_grid):
+    if not isinstance(method.lam_grid, list | tuple) or not all(
+            _is_number(g) and np.isfinite(g) and g >= 0 for g in method.lam_grid):
         raise ParamError(f"{method.name}: lam_grid must hold finite numbers ≥ 0, not {method.lam_grid!r}")
 
 
@@ -225,16 +233,22 @@ class Costs:
     steps: int = 0
 
 
-class Method(ABC):
-    """``fit`` on labelled examples, ``predict`` label names, ``save``/``load`` a folder.
+class Method(ClassifierMixin, BaseEstimator, ABC):
+    """``fit`` on labelled examples, ``predict`` labels, ``save``/``load`` a folder: a scikit-learn classifier.
 
-    Subclasses implement :meth:`fit`, :meth:`decision_function`, :meth:`costs`, :meth:`save` and
+    Subclasses implement :meth:`fit`, :meth:`class_scores`, :meth:`costs`, :meth:`save` and
     :meth:`load`; this class gives every method the same backend handling, label checks, ``predict``,
-    ``predict_proba`` and parameter introspection.
+    ``predict_proba``, ``score`` and scikit-learn's parameter protocol (``get_params``/``set_params``, and
+    ``sklearn.base.clone``, which shares a model already loaded instead of copying its weights).
 
-    Learned attributes every fitted method has:
-        labels_: label names, in the order of the columns of ``decision_function``/``predict_proba``.
-        identity_, model_name_: the model it was fitted on (a load against another model is refused).
+    Attributes
+    ----------
+    labels_ : tuple of str
+        Label names, in the order of the columns of ``class_scores`` / ``predict_proba``.
+    classes_ : numpy array
+        The labels as they were given to ``fit`` (strings, ints, …), in the same order; ``predict`` returns these.
+    identity_, model_name_ : str
+        The model it was fitted on (a load against another model is refused).
     """
 
     name: ClassVar[str]
@@ -249,8 +263,8 @@ class Method(ABC):
     fitted_attribute: ClassVar[str] = "labels_"
 
     def __init__(self, model: str | Backend | None = None) -> None:
-        self.model = self.default_model if model is None else model
-        self._backend: Backend | None = None if isinstance(self.model, str) else self.model
+        self.model = model  # stored as given (scikit-learn); None means the method's default_model
+        self._backend: Backend | None = None if model is None or isinstance(model, str) else model
         self._backend_options: dict[str, Any] = {}  # how to rebuild the backend by name (set by load)
 
     # -- introspection ----------------------------------------------------------------------------------
@@ -276,21 +290,77 @@ class Method(ABC):
         """Each constructor parameter's default, as the signature states it (the CLI's help reads this)."""
         return {k: p.default for k, p in cls.init_parameters().items()}
 
-    def get_params(self) -> dict[str, Any]:
-        """Constructor parameters, as stored."""
-        return {k: getattr(self, k) for k in self.param_names()}
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        return sorted(["model", *cls.param_names()])
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Constructor parameters as stored, ``model`` included (scikit-learn's protocol; an edgetune method
+        holds no nested estimator, so ``deep`` changes nothing)."""
+        return {"model": self.model, **{k: getattr(self, k) for k in self.param_names()}}
+
+    def set_params(self, **params: Any) -> Method:
+        """Set constructor parameters (scikit-learn's protocol); a new ``model`` drops the loaded backend."""
+        valid = ["model", *self.param_names()]
+        for key, value in params.items():
+            if key not in valid:
+                raise ValueError(f"Invalid parameter {key!r} for estimator {type(self).__name__}. Valid parameters "
+                                 f"are: {sorted(valid)!r}.")
+            if key == "model":
+                self.model = value
+                self._backend = None if value is None or isinstance(value, str) else value
+                self._backend_options = {}
+            else:
+                setattr(self, key, value)
+        return self
+
+    def __sklearn_clone__(self) -> Method:
+        """An unfitted copy with equal parameters (``sklearn.base.clone``). The model is shared, never copied: a
+        backend object is passed on as is, and a model already loaded by name is handed to the copy, so a grid
+        search or a cross-validation loads it once (and reads the same feature cache)."""
+        params = {k: copy.deepcopy(v) for k, v in self.get_params().items() if k != "model"}
+        new = type(self)(model=self.model, **params)
+        if self._backend is not None and (self.model is None or isinstance(self.model, str)):
+            new._backend, new._backend_options = self._backend, dict(self._backend_options)
+        return new
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True  # texts in, one per sample
+        tags.input_tags.two_d_array = False
+        tags.target_tags.required = True
+        tags.non_deterministic = False
+        return tags
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, self.fitted_attribute)
+
+    @property
+    def classes_(self) -> np.ndarray:
+        """The labels as given to ``fit`` (their own type), in the order of ``labels_``."""
+        if not hasattr(self, "labels_"):
+            raise AttributeError(f"this {self.name} is not fitted yet: it has no classes_")
+        values = getattr(self, "label_values_", None)
+        return np.asarray(list(values) if values is not None else list(self.labels_))
 
     def saved_params(self) -> dict[str, Any]:
-        return {k: v for k, v in self.get_params().items() if k not in RUNTIME_PARAMS}
+        return {k: v for k, v in self.get_params().items() if k not in RUNTIME_PARAMS and k != "model"}
 
     def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items() if k != "model")
         return f"{type(self).__name__}({params})"
 
     # -- backend ------------------------------------------------------------------------------------------
     def _load_backend(self) -> Backend:
         """Build the backend from the model name (subclasses choose cache and kind)."""
-        return load_backend(str(self.model), **self._backend_options)
+        return load_backend(self.model_name, **self._backend_options)
+
+    @property
+    def model_name(self) -> str:
+        """The model this method runs on, by name: ``model`` as given, or ``default_model`` for ``None``."""
+        if self.model is None:
+            return self.default_model
+        return self.model if isinstance(self.model, str) else self.model.name
 
     @property
     def backend(self) -> Backend:
@@ -320,19 +390,19 @@ class Method(ABC):
         from ..backends.models import local_identity
 
         expected = getattr(self, "identity_", None)
-        if expected is None or not isinstance(self.model, str) or self._backend_options.get("kind") not in (
+        if expected is None or self._backend is not None or self._backend_options.get("kind") not in (
                 None, "causal", "masked", "seq2seq", "embedding"):
             return
-        local = local_identity(self.model)
+        local = local_identity(self.model_name)
         if local is None or expected == local or expected.startswith(local + "|"):  # "|": an embedding model's scale
             return
         raise IncompatibleError(
             f"this {self.name} was trained on model {getattr(self, 'model_name_', '?')!r} "
-            f"({short_identity(expected)}); it does not fit {self.model!r} ({short_identity(local)}). Retrain it or "
-            "pass the original model")
+            f"({short_identity(expected)}); it does not fit {self.model_name!r} ({short_identity(local)}). Retrain it "
+            "or pass the original model")
 
     # -- fitting helpers ------------------------------------------------------------------------------------
-    def _validate_params(self) -> None:  # noqa: B027 - optional hook
+    def _validate_params(self) -> None:
         """Raise :class:`ParamError` for a parameter value no run can use (called first in ``fit``)."""
 
     @classmethod
@@ -353,10 +423,14 @@ class Method(ABC):
     def _prompting(self, X: Any, y: Sequence[str] | None = None) -> tuple[Template, dict[str, str], tuple[str, ...]]:
         return resolve_prompt(X, getattr(self, "template", None), getattr(self, "label_words", None), y)
 
-    @staticmethod
-    def _labelled(X: Any, y: Sequence[str] | None, labels: Sequence[str]) -> tuple[list[Example], np.ndarray]:
-        """Training examples and their label indices in ``labels``; every example needs a known label."""
+    def _labelled(self, X: Any, y: Any, labels: Sequence[str]) -> tuple[list[Example], np.ndarray]:
+        """Training examples and their label indices in ``labels``; every example needs a known label. With
+        ``y`` (the training labels), the labels' own values are kept for ``classes_`` and ``predict``."""
         examples = as_examples(X, y)
+        if y is not None:
+            given = {str(v): _plain_value(v) for v in np.asarray(y, dtype=object).ravel()}
+            values = tuple(given.get(lab, lab) for lab in labels)
+            self.label_values_ = None if all(isinstance(v, str) for v in values) else values
         if not examples:
             raise DataError("no training examples")
         names = [e.label for e in examples]
@@ -370,7 +444,7 @@ class Method(ABC):
 
     def _check_fitted(self) -> None:
         if not hasattr(self, self.fitted_attribute):
-            raise EdgetuneError(f"this {self.name} is not fitted yet: call fit() first")
+            raise NotFittedError(f"this {self.name} is not fitted yet: call fit() first")
 
     # -- the estimator surface ------------------------------------------------------------------------------
     @abstractmethod
@@ -378,16 +452,23 @@ class Method(ABC):
         """Fit on a task sample (a :class:`Dataset`) or on texts ``X`` with label names ``y``."""
 
     @abstractmethod
-    def decision_function(self, X: Any) -> np.ndarray:
+    def class_scores(self, X: Any) -> np.ndarray:
         """(n, C) class scores in the order of ``labels_``; the prediction is their argmax."""
 
-    def predict(self, X: Any) -> list[str]:
-        """Label names of the inputs (no inputs: an empty list, where scikit-learn raises: a labelling tool
-        given an empty batch has nothing to label, which is not an error)."""
-        return self.labels_from_scores(self.decision_function([X] if isinstance(X, str) else X))
+    def decision_function(self, X: Any) -> np.ndarray:
+        """scikit-learn's decision function: for two classes, (n,) scores of ``classes_[1]`` against
+        ``classes_[0]`` (the difference of their :meth:`class_scores`, a log-odds); else the (n, C) class scores."""
+        scores = np.asarray(self.class_scores(X))
+        return scores[:, 1] - scores[:, 0] if scores.ndim == 2 and scores.shape[1] == 2 else scores
+
+    def predict(self, X: Any) -> list[Any]:
+        """The label of each input, as the labels were given to ``fit`` (names, or ints, …). No inputs: an
+        empty list, where scikit-learn raises (a labelling tool given an empty batch has nothing to label)."""
+        scores = np.asarray(self.class_scores([X] if isinstance(X, str) else X))
+        return [] if len(scores) == 0 else self.classes_[scores.argmax(axis=1)].tolist()
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        return np.exp(log_softmax(self.decision_function([X] if isinstance(X, str) else X)))
+        return np.exp(log_softmax(self.class_scores([X] if isinstance(X, str) else X)))
 
     def labels_from_scores(self, scores: np.ndarray) -> list[str]:
         scores = np.asarray(scores)
@@ -407,9 +488,18 @@ class Method(ABC):
 
     def _base_config(self) -> dict[str, Any]:
         """What every saved method records: format, method, parameters, labels and the model identity."""
-        return {"format": FORMAT_VERSION, "method": self.name, "edge": self.edge,
-                "params": _jsonable(self.saved_params()), "labels": list(self.labels_),
-                "model": self.model_name_, "model_identity": self.identity_}
+        config = {"format": FORMAT_VERSION, "method": self.name, "edge": self.edge,
+                  "params": _jsonable(self.saved_params()), "labels": list(self.labels_),
+                  "model": self.model_name_, "model_identity": self.identity_}
+        values = getattr(self, "label_values_", None)
+        if values is not None and all(isinstance(v, int | float | bool) for v in values):
+            config["label_values"] = list(values)  # labels given as numbers: predict returns numbers after a load
+        return config
+
+
+def _plain_value(value: Any) -> Any:
+    """A label value as a plain Python object (a numpy scalar becomes its Python counterpart)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _jsonable(value: Any) -> Any:
@@ -594,6 +684,13 @@ def restore(cls: type[Method], path: str | os.PathLike, model: str | Backend | N
     restored_config(cls, path, config)
     obj = cls(model=model if model is not None else config["model"], **config.get("params", {}))
     obj.labels_ = tuple(config["labels"])
+    values = config.get("label_values")
+    if values is not None:
+        if not (isinstance(values, list) and len(values) == len(obj.labels_)
+                and [str(v) for v in values] == list(obj.labels_)):
+            raise IncompatibleError(f"{str(path)!r}: config.json's 'label_values' do not match its labels; the config "
+                                    "was edited: save or train the model again")
+        obj.label_values_ = tuple(values)
     if "template" in config:
         obj.template_ = Template(config["template"])
         obj.words_ = list(config["label_words"])
@@ -979,6 +1076,16 @@ def content_free_examples(template: Template) -> list[Example]:
     return out
 
 
+def label_order(y: Any) -> list[str]:
+    """The distinct labels of ``y`` as names, sorted by their own values (so 2 comes before 10), as
+    ``numpy.unique`` orders scikit-learn's ``classes_``; by name where the values do not compare."""
+    values = {str(v): _plain_value(v) for v in np.asarray(y, dtype=object).ravel()}
+    try:
+        return [str(v) for v in sorted(set(values.values()))]
+    except TypeError:
+        return sorted(values)
+
+
 def resolve_prompt(X: Any, template: str | None, label_words: Mapping[str, str] | str | None,
                    y: Sequence[str] | None = None) -> tuple[Template, dict[str, str], tuple[str, ...]]:
     """The template, label words and label order for training data ``X``: the method's own settings, else
@@ -988,7 +1095,7 @@ def resolve_prompt(X: Any, template: str | None, label_words: Mapping[str, str] 
     template = template if template is not None else getattr(task, "template", None)
     words = label_words if label_words is not None else getattr(task, "label_words", None)
     if words is None and template is not None:
-        names = X.labels if isinstance(X, Dataset) else sorted({str(v) for v in y}) if y is not None else ()
+        names = X.labels if isinstance(X, Dataset) else label_order(y) if y is not None else ()
         words = {lab: readable_label(lab) for lab in names} or None
     if template is None or words is None:
         raise DataError("no prompt: pass template= (and label_words=, unless the label names are the words), "

@@ -11,7 +11,7 @@ edgetune's contextual calibration does, so the two differ only in where the prio
 
 - ``"train"`` (default): the unlabelled training sample — prompts the few-shot run queries anyway, so it costs
   no extra query; the labels are not used.
-- ``"test"``: the inputs being predicted, each call to ``predict``/``decision_function`` on its own
+- ``"test"``: the inputs being predicted, each call to ``predict``/``class_scores`` on its own
   (transductive: a prediction depends on the other inputs of the call; a call with a single input is
   refused, since its own scores would be its prior). Give it a label that says so in a bench config (e.g.
   ``label: batch_calibrated_test``), as ``benchmarks/output_edge_family.yaml`` does.
@@ -34,7 +34,21 @@ BATCHES = ("train", "test")
 class BatchCalibratedZeroShot(OutputEdgeMethod):
     """Label-word scores after batch calibration (see the module docstring); uses no training labels.
 
-    Learned attributes: ``prior_`` (1, C) log prior from the training sample (``batch="train"``).
+    Parameters
+    ----------
+    model : str or Backend, default=None
+        The frozen model: a packaged name, a local folder, a hub id or a backend (None: ``default_model``).
+    template : str, default=None
+        Prompt template (None: the task's).
+    label_words : mapping or str, default=None
+        One label word per label, as a mapping or ``"label:word,..."`` (None: the task's).
+    batch : {"train", "test"}, default="train"
+        Inputs the prior is estimated from: the unlabelled training sample, or each call's own inputs.
+
+    Attributes
+    ----------
+    prior_ : ndarray of shape (1, C)
+        Log prior from the training sample (``batch="train"``).
     """
 
     name = "batch_calibrated"

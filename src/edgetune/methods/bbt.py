@@ -60,25 +60,53 @@ class BBTModule(PromptedModel):
 class BBT(ProjectedSearch):
     """CMA-ES over a random low-dimensional projection of a soft prompt (see the module docstring).
 
-    Args:
-        intrinsic_dim: dimension of the searched vector z (reference: 500).
-        prompt_tokens: soft-prompt length (reference: 50).
-        popsize: CMA-ES population per generation (reference: 20).
-        budget: model calls in all, one call = one candidate over the k-shot set (reference: 8,000).
-        sigma: CMA-ES initial step size (reference: 1).
-        alpha: scale of the random projection (reference: 1).
-        bound: clip z to [-bound, bound] when > 0 (reference: 0, no bound).
-        eval_every: calls between dev evaluations of the current best candidate (reference: 100). The start
-            is evaluated too and kept unless a candidate beats it on dev (not in the reference: edgetune's
-            rule for every trainer, so a search never returns something worse on dev than where it began).
-        max_rows: most prompt rows per forward pass when scoring candidates together: up to
-            ``max_rows // len(batch)`` candidates share one pass (the reference's ``--parallel``). Same
-            arithmetic as one candidate at a time, far fewer passes: on a GPU, where a small model is bound
-            by kernel launches, this is what makes the 8,000-call budget affordable. 0 scores one candidate
-            per pass.
+    Parameters
+    ----------
+    model : str or Backend, default=None
+        The frozen model: a packaged name, a local folder, a hub id or a backend (None: ``default_model``).
+    intrinsic_dim : int, default=500
+        Dimension of the searched vector z (reference: 500).
+    prompt_tokens : int, default=50
+        Soft-prompt length (reference: 50).
+    alpha : float, default=1.0
+        Scale of the random projection (reference: 1).
+    max_rows : int, default=1024
+        Most prompt rows per forward pass when scoring candidates together (0: one candidate per pass).
+    prompt_init : {"range", "zeros", "text", "vocab"}, default="range"
+        The start p0 (``"range"``: the vocabulary tokens 1000, 1001, ..., as the reference).
+    budget : int, default=8000
+        Model calls in all, one call = one candidate over the k-shot set (reference: 8,000).
+    popsize : int, default=20
+        CMA-ES population per generation (reference: 20).
+    sigma : float, default=1.0
+        CMA-ES initial step size (reference: 1).
+    bound : float, default=0.0
+        Clip z to [-bound, bound] when > 0 (reference: 0, no bound).
+    eval_every : int, default=100
+        Calls between dev evaluations of the current best candidate (reference: 100).
+    **kwargs
+        Shared by every input-edge method (see :class:`~edgetune.methods.input_edge.InputEdgeMethod`): ``template``,
+        ``label_words``, ``batch_size``, ``dev_shots``, ``max_length``, ``seed``, ``progress``.
 
-    Learned attributes: ``z_`` (the chosen vector), ``projection_`` (the fixed random matrix A), ``calls_``
-    (calls made), and the prompt ``A z`` inside ``module_``.
+    Attributes
+    ----------
+    z_ : ndarray
+        The chosen vector.
+    projection_ : torch.Tensor
+        The fixed random matrix A.
+    calls_ : int
+        Calls made.
+    module_ : torch.nn.Module
+        The prompted model, holding the prompt ``p0 + A z``; ``history_``, ``dev_size_`` and the rest: see
+        :class:`~edgetune.methods.input_edge.InputEdgeMethod`.
+
+    Notes
+    -----
+    The start is evaluated on dev too and kept unless a candidate beats it there (not in the reference:
+    edgetune's rule for every trainer, so a search never returns something worse on dev than where it began).
+    With ``max_rows``, up to ``max_rows // len(batch)`` candidates share one pass (the reference's
+    ``--parallel``): the same arithmetic as one candidate at a time, far fewer passes; on a GPU, where a small
+    model is bound by kernel launches, this is what makes the 8,000-call budget affordable.
     """
 
     name = "bbt"

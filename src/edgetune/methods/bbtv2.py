@@ -73,15 +73,36 @@ def clipped_std(values: torch.Tensor, rounds: int = 5) -> float:
 class BBTv2(ProjectedSearch):
     """A deep prompt (every block) searched by divide-and-conquer CMA-ES (see the module docstring).
 
-    Args:
-        intrinsic_dim: numbers searched per block (reference: 500); the whole search has blocks × this.
-        prompt_tokens: prompt positions (reference: 50).
-        alpha: scale of the random projections (reference: 1).
-        budget, popsize, sigma, bound, eval_every: as BBT (a round costs popsize × blocks calls).
-        max_rows: most rows per forward pass when scoring candidates together (0: one candidate per pass).
+    Parameters
+    ----------
+    model : str or Backend, default=None
+        The frozen model: a packaged name, a local folder, a hub id or a backend (None: ``default_model``).
+    intrinsic_dim : int, default=500
+        Numbers searched per block (reference: 500); the whole search has blocks × this.
+    prompt_tokens : int, default=50
+        Prompt positions (reference: 50).
+    alpha : float, default=1.0
+        Scale of the random projections (reference: 1).
+    max_rows : int, default=1024
+        Most rows per forward pass when scoring candidates together (0: one candidate per pass).
+    prompt_init : {"range", "zeros", "text", "vocab"}, default="range"
+        The block-0 start p0 (``"range"``: the vocabulary tokens 1000, 1001, ..., as the reference).
+    budget, popsize, sigma, bound, eval_every : default=8000, 20, 1.0, 0.0, 100
+        As :class:`~edgetune.methods.bbt.BBT` (a round costs popsize × blocks calls).
+    **kwargs
+        Shared by every input-edge method (see :class:`~edgetune.methods.input_edge.InputEdgeMethod`): ``template``,
+        ``label_words``, ``batch_size``, ``dev_shots``, ``max_length``, ``seed``, ``progress``.
 
-    Learned attributes: ``z_`` (the chosen vector, blocks × intrinsic_dim), ``proj_std_`` (each block's
-    projection std), ``calls_``; the per-block prompts ``A_i z_i`` live in ``module_.layer_prompts``.
+    Attributes
+    ----------
+    z_ : ndarray
+        The chosen vector, blocks × intrinsic_dim.
+    proj_std_ : list of float
+        Each block's projection std.
+    calls_ : int
+        Calls made.
+    module_ : torch.nn.Module
+        The prompted model; the per-block prompts ``A_i z_i`` live in ``module_.layer_prompts``.
     """
 
     name = "bbtv2"

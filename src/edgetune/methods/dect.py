@@ -14,7 +14,7 @@ Choices, each a parameter (reference = thunlp/DecT ``dect_verbalizer.py``):
   cross-validation on the training sample (all folds and λ values train as one batched model).
   ``None`` is the reference's 1/shots. The reference applies 1/shots to raw RoBERTa logits (magnitude
   ≈ 10-20, so an effective weight ≈ 1); on normalised log-probabilities 1/shots almost switches the
-  prompt off, which costs ~10 points on SST-2 with SmolLM2 (benchmarks/results/dect_baselines.md).
+  prompt off.
 - ``calibrate``: the reference divides raw logits by content-free logits; edgetune calibrates
   probabilities (see :func:`edgetune.methods.base.calibrate`), which is scale-free and equals the
   reference's intent. ``calibrate=False`` uses raw label-word log-probabilities; ``calibrate="batch"``
@@ -29,26 +29,19 @@ Choices, each a parameter (reference = thunlp/DecT ``dect_verbalizer.py``):
   embedding and learns it too; ``"random"`` is the reference.
 - Radii start at each class's mean distance to its prototype (the reference uses the class spread in
   the projected space before normalisation).
-- Measured on four tasks, ``normalize`` and ``prototypes`` at their reference values do as well as the
-  defaults (within noise); only the λ choice changes results materially.
 - ``epochs``: full-batch Adam steps at learning rate ``lr`` (the reference: 30 at 0.01), or a list of candidate
   lengths chosen with λ by the same cross-validation (snapshots of one run of the longest, so no extra
-  training). Default ``(10, 20, 30)``: on mixed36 (36 classes) 30 epochs over-train — validation accuracy on
-  train-pool data falls from 65.6 (10 epochs) to 61.7 (30) and 51.7 (100) — and the cross-validation picks 10 on
-  every seed; on sst2, agnews, trec and rte it is within noise of a fixed 30 (+0.37 ± 2.23 points per cell,
-  held-out train-pool data; ``benchmarks/results/many_class_decoder.md``, ``dect_epochs_choice/``). DecT
-  numbers measured before 2026-11-28's session 10 used ``epochs=30``.
-- ``threads``: torch threads while fitting (1 by default; ``None`` leaves torch's setting). The decoder is
-  small-tensor work: beside one busy process, 2 threads on a 2-core CPU took 11.7 s for an agnews-sized fit
-  that 1 thread did in 1.0 s; quiet, 1 thread is 1.2-1.5x slower (benchmarks/results/dect_fit_speed.md).
+  training). Default ``(10, 20, 30)``.
+- ``threads``: torch threads while fitting (1 by default; ``None`` leaves torch's setting).
 - ``solver``: ``"span"`` (default) learns only the projection's part inside the span of the (standardised)
   training inputs, W = W0 + B·Vᵀ with V an orthonormal basis of that span (n ≤ d, so B is proto_dim × n):
-  identical to learning W whole for gradient descent, not for Adam; ``"full"`` (the reference, and the
-  default until 2026-11-28: every DecT number measured before then) learns the whole W. Span fits are 3-4x
-  faster, and within noise of full ones on held-out train-pool data (-0.41 ± 3.53 points per cell over 20
-  cells, ``benchmarks/results/dect_solver_choice/``; fit times in ``benchmarks/results/dect_fit_speed.md``).
+  identical to learning W whole for gradient descent, not for Adam; ``"full"`` (the reference) learns the
+  whole W.
 - All the decoders of a fit — every (fold, λ) of the λ search and the full-data decoder of every λ — train as
   one batch (rows are independent), so a fit is one training loop; the chosen λ's full-data decoder is kept.
+
+Why the defaults of ``lam``, ``normalize``, ``prototypes``, ``epochs``, ``threads`` and ``solver`` are what they
+are: benchmarks/results/README.md, 'Where the defaults come from'.
 """
 
 from __future__ import annotations
@@ -88,9 +81,63 @@ from .output_edge import OutputEdgeMethod
 class DecT(OutputEdgeMethod):
     """Prototype decoder on a frozen model's output; see the module docstring for every choice.
 
-    Learned attributes: ``W_`` (proto_dim, d) projection, ``protos_`` (C, proto_dim) prototypes, ``radii_``
-    (C,), ``mean_``/``std_`` (feature standardisation), ``content_free_`` (calibration scores), ``lam_`` (the
-    λ used), ``cv_accuracy_`` (λ → cross-validated accuracy when ``lam="cv"``), ``losses_`` (training curve).
+    Parameters
+    ----------
+    model : str or Backend, default=None
+        The frozen model: a packaged name, a local folder, a hub id or a backend (None: ``default_model``).
+    template : str, default=None
+        Prompt template (None: the task's).
+    label_words : mapping or str, default=None
+        One label word per label, as a mapping or ``"label:word,..."`` (None: the task's).
+    proto_dim : int, default=128
+        Width of the projected space the prototypes live in.
+    lr : float, default=0.01
+        Adam learning rate.
+    epochs : int or tuple of int, default=(10, 20, 30)
+        Full-batch Adam steps, or candidate lengths chosen together with λ by cross-validation.
+    lam : float, "cv" or None, default="cv"
+        Weight λ of the prompt's calibrated label-word scores; ``"cv"``: chosen by cross-validation, None: 1/shots.
+    lam_grid : tuple of float, default=(0.25, 0.5, 1.0, 2.0, 4.0)
+        The λ values ``lam="cv"`` chooses among, besides 1/shots.
+    cv_folds : int, default=4
+        Folds of the stratified cross-validation on the training sample.
+    calibrate : bool or "batch", default=True
+        The prompt's prior: content-free prompts (True), none (False) or the training sample's scores ("batch").
+    normalize : {"standardize", "center", "none"}, default="standardize"
+        How hidden states are scaled, with the training mean/std, before the projection.
+    prototypes : {"mean", "random"}, default="mean"
+        Learned prototypes started at the class means, or the reference's fixed random ones.
+    weight_decay : float, default=0.0
+        Adam weight decay.
+    solver : {"span", "full"}, default="span"
+        Learn the projection only inside the span of the training inputs, or whole.
+    threads : int or None, default=1
+        Torch threads while fitting (None: torch's own setting).
+    seed : int, default=0
+        Seed of the initialisation and of the cross-validation folds.
+
+    Attributes
+    ----------
+    W_ : ndarray of shape (proto_dim, d)
+        Projection.
+    protos_ : ndarray of shape (C, proto_dim)
+        Class prototypes.
+    radii_ : ndarray of shape (C,)
+        Class radii.
+    mean_, std_ : ndarray of shape (d,)
+        Feature standardisation.
+    content_free_, batch_prior_ : ndarray
+        Content-free prompts' scores and the training sample's prior (calibration).
+    lam_ : float
+        The λ used.
+    epochs_ : int
+        The training length used.
+    cv_accuracy_ : dict
+        λ → cross-validated accuracy (when ``lam="cv"``).
+    losses_ : list of float
+        Training loss per epoch.
+    stopped_ : str or None
+        What diverged, when training stopped early.
     """
 
     name = "dect"
@@ -110,7 +157,7 @@ class DecT(OutputEdgeMethod):
         self.lr = lr
         self.epochs = epochs
         self.lam = lam
-        self.lam_grid = tuple(lam_grid)
+        self.lam_grid = lam_grid
         self.cv_folds = cv_folds
         self.calibrate = calibrate
         self.normalize = normalize

@@ -53,7 +53,40 @@ def dept_params(d: int, m: int, r: int, positions: int) -> int:
 class DePT(GradientMethod):
     """Soft prompt + low-rank position offsets, budget-matched to 100-token prompt tuning by default.
 
-    Learned attributes: ``rank_`` (the rank used); the prompt and offsets live in ``module_``.
+    Parameters
+    ----------
+    model : str or Backend, default=None
+        The frozen model: a packaged name, a local folder, a hub id or a backend (None: ``default_model``).
+    prompt_tokens : int, default=60
+        Soft-prompt length m.
+    rank : int, default=None
+        Rank r of the offsets (None: the largest within the budget).
+    positions : int, default=256
+        Input positions s that get an offset.
+    budget_tokens : int, default=100
+        Trainable-parameter budget when ``rank`` is None: ``budget_tokens·d`` (prompt tuning with that many tokens).
+    alpha : float, default=8.0
+        Offset scaling numerator: the offsets are multiplied by ``alpha/√r``.
+    lr_prompt : float or "auto", default="auto"
+        AdamW rate of the soft prompt (``"auto"``: ``prompt_lr_ratio`` × the embedding scale).
+    lr_offsets : float, default=1e-4
+        AdamW rate of the offset factors A and B.
+    prompt_init : {"text", "vocab", "range", "zeros"}, default="text"
+        How the soft prompt starts (see :meth:`~edgetune.methods.input_edge.InputEdgeMethod.initial_prompt`).
+    prompt_lr_ratio : float, default=0.3
+        The ``"auto"`` rate as a ratio to the embedding scale.
+    **kwargs
+        Shared by every gradient method (see :class:`~edgetune.methods.input_edge.GradientMethod`): ``template``,
+        ``label_words``, ``steps``, ``batch_size``, ``eval_every``, ``dev_shots``, ``max_length``, ``grad_accum``,
+        ``warmup_ratio``, ``weight_decay``, ``select_by``, ``max_grad_norm``, ``rollback``, ``seed``, ``progress``.
+
+    Attributes
+    ----------
+    rank_ : int
+        The rank used.
+    module_ : torch.nn.Module
+        The prompted model, holding the trained prompt and offsets; ``history_``, ``dev_size_`` and the rest: see
+        :class:`~edgetune.methods.input_edge.InputEdgeMethod`.
     """
 
     name = "dept"

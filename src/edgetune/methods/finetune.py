@@ -28,7 +28,22 @@ from .prompted import PromptedModel
 class FineTune(GradientMethod):
     """All weights trainable (AdamW at ``lr``); no budget knob: the trainable count is the model's size.
 
-    ``lr`` 1e-5: see ``benchmarks/results/input_edge_family.md`` for the dev check on this backbone.
+    Parameters
+    ----------
+    model : str or Backend, default=None
+        The frozen model: a packaged name, a local folder, a hub id or a backend (None: ``default_model``).
+    lr : float, default=1e-5
+        AdamW rate of every weight (why this default: benchmarks/results/README.md, 'Where the defaults come from').
+    **kwargs
+        Shared by every gradient method (see :class:`~edgetune.methods.input_edge.GradientMethod`): ``template``,
+        ``label_words``, ``steps``, ``batch_size``, ``eval_every``, ``dev_shots``, ``max_length``, ``grad_accum``,
+        ``warmup_ratio``, ``weight_decay``, ``select_by``, ``max_grad_norm``, ``rollback``, ``seed``, ``progress``.
+
+    Attributes
+    ----------
+    module_ : torch.nn.Module
+        The prompted model, a fine-tuned copy of the model; ``history_``, ``dev_size_`` and the rest: see
+        :class:`~edgetune.methods.input_edge.InputEdgeMethod`.
     """
 
     name = "finetune"

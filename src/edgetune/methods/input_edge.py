@@ -100,7 +100,7 @@ class InputEdgeMethod(Method):
 
     # -- backend and data -------------------------------------------------------------------------------
     def _load_backend(self) -> Backend:
-        return load_backend(str(self.model), cache=None, progress=self.progress)
+        return load_backend(self.model_name, cache=None, progress=self.progress)
 
     def _validate_params(self) -> None:
         check_prompt_settings(self)
@@ -232,7 +232,7 @@ class InputEdgeMethod(Method):
         self.history_ = self._train(train_ids, torch.from_numpy(y_idx))
         return self
 
-    def decision_function(self, X: Any) -> np.ndarray:
+    def class_scores(self, X: Any) -> np.ndarray:
         self._check_fitted()
         return self._predict_ids(self.encode(X))
 
@@ -318,8 +318,8 @@ class GradientMethod(InputEdgeMethod):
     A number is used as given (the papers' values stay reachable, e.g. ``lr_prompt=0.3``).
 
     ``max_grad_norm`` clips the gradients' global norm before each step (``None``, the default: no clipping,
-    as the ADePT/DePT papers train; 1.0 is HF Trainer's default). It did not stop prompt tuning's runs from
-    collapsing at the auto rate on trec (``benchmarks/results/checkpoint_selection.md``).
+    as the ADePT/DePT papers train; 1.0 is HF Trainer's default). (Why this default:
+    benchmarks/results/README.md, "Where the defaults come from".)
 
     ``rollback`` guards against that collapse: a dev check that has lost more than this fraction of the dev
     accuracy the best check so far gained over the start sends training back to that check with every learning

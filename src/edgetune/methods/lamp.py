@@ -53,14 +53,39 @@ class LAMPModule(PromptedModel):
 class LAMP(GradientMethod):
     """Truncated-SVD prompt factors with a trainable core, average-pooled (see the module docstring).
 
-    Args:
-        prompt_tokens: m, the prompt before pooling (reference setting on T5-Base: 100).
-        rank: r (``None``: the largest within ``budget_tokens·d``).
-        pool: window of the average pooling (the model reads m / pool vectors); must divide m.
-        lr: AdamW rate of U, Q and V (``"auto"``: the rate at which one step of the factors moves the prompt by
-            ``prompt_lr_ratio`` × the embedding scale, see :func:`~edgetune.methods.prompted.factor_rates`).
+    Parameters
+    ----------
+    model : str or Backend, default=None
+        The frozen model: a packaged name, a local folder, a hub id or a backend (None: ``default_model``).
+    prompt_tokens : int, default=100
+        m, the prompt before pooling (reference setting on T5-Base: 100).
+    rank : int, default=None
+        r (None: the largest within ``budget_tokens·d``, at most min(m, d)).
+    pool : int, default=2
+        Window of the average pooling (the model reads m / pool vectors); must divide m.
+    budget_tokens : int, default=100
+        Trainable-parameter budget when ``rank`` is None: ``budget_tokens·d`` (prompt tuning with that many tokens).
+    lr : float or "auto", default="auto"
+        AdamW rate of U, Q and V (``"auto"``: one step of the factors moves the prompt by ``prompt_lr_ratio`` × the
+        embedding scale, see :func:`~edgetune.methods.prompted.factor_rates`).
+    prompt_init : {"text", "vocab", "range", "zeros"}, default="vocab"
+        How the soft prompt starts (see :meth:`~edgetune.methods.input_edge.InputEdgeMethod.initial_prompt`).
+    prompt_lr_ratio : float, default=0.3
+        The ``"auto"`` rate as a ratio to the embedding scale.
+    **kwargs
+        Shared by every gradient method (see :class:`~edgetune.methods.input_edge.GradientMethod`): ``template``,
+        ``label_words``, ``steps``, ``batch_size``, ``eval_every``, ``dev_shots``, ``max_length``, ``grad_accum``,
+        ``warmup_ratio``, ``weight_decay``, ``select_by``, ``max_grad_norm``, ``rollback``, ``seed``, ``progress``.
 
-    Learned attributes: ``rank_``, ``factor_lr_`` (each factor's rate).
+    Attributes
+    ----------
+    rank_ : int
+        The rank used.
+    factor_lr_ : dict
+        Each factor's rate.
+    module_ : torch.nn.Module
+        The prompted model, holding the trained factors; ``history_``, ``dev_size_`` and the rest: see
+        :class:`~edgetune.methods.input_edge.InputEdgeMethod`.
     """
 
     name = "lamp"

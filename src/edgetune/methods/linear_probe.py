@@ -19,7 +19,29 @@ from .output_edge import OutputEdgeMethod
 class LinearProbe(OutputEdgeMethod):
     """Multinomial logistic regression on standardised hidden states (``C``: inverse L2 strength).
 
-    Learned attributes: ``coef_`` (C, d), ``intercept_`` (C,), ``mean_``/``std_`` (standardisation).
+    Parameters
+    ----------
+    model : str or Backend, default=None
+        The frozen model: a packaged name, a local folder, a hub id or a backend (None: ``default_model``).
+    template : str, default=None
+        Prompt template (None: the task's).
+    label_words : mapping or str, default=None
+        One label word per label, as a mapping or ``"label:word,..."`` (None: the task's).
+    C : float, default=1.0
+        Inverse L2 regularisation strength (scikit-learn's ``C``).
+    max_iter : int, default=2000
+        Most lbfgs iterations.
+    seed : int, default=0
+        ``random_state`` of the logistic regression.
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (C, d)
+        Coefficients.
+    intercept_ : ndarray of shape (C,)
+        Intercepts.
+    mean_, std_ : ndarray of shape (d,)
+        Feature standardisation.
     """
 
     def _validate_params(self) -> None:

@@ -24,10 +24,34 @@ from .prompted import PromptedModel
 class LoRA(GradientMethod):
     """PEFT ``LoraConfig`` on the default target modules; ``rank=None`` matches the budget.
 
-    ``lr`` 2e-3 was chosen on held-out train-pool data (``benchmarks/input_edge_recipe.py``): at the
-    budget-matched rank (1 on SmolLM2) and 60 steps, 5e-4 had not converged on trec.
+    Parameters
+    ----------
+    model : str or Backend, default=None
+        The frozen model: a packaged name, a local folder, a hub id or a backend (None: ``default_model``).
+    rank : int, default=None
+        LoRA rank r (None: the one whose trainable count is closest to the budget, at least 1).
+    alpha : float, default=None
+        LoRA scaling numerator ``lora_alpha`` (None: 2·r).
+    lora_dropout : float, default=0.0
+        Dropout on the adapters' input.
+    target_modules : list of str, default=None
+        Names of the modules to adapt (None: PEFT's default for the architecture).
+    budget_tokens : int, default=100
+        Trainable-parameter budget when ``rank`` is None: ``budget_tokens·d`` (prompt tuning with that many tokens).
+    lr : float, default=2e-3
+        AdamW rate of the adapters (why this default: benchmarks/results/README.md, 'Where the defaults come from').
+    **kwargs
+        Shared by every gradient method (see :class:`~edgetune.methods.input_edge.GradientMethod`): ``template``,
+        ``label_words``, ``steps``, ``batch_size``, ``eval_every``, ``dev_shots``, ``max_length``, ``grad_accum``,
+        ``warmup_ratio``, ``weight_decay``, ``select_by``, ``max_grad_norm``, ``rollback``, ``seed``, ``progress``.
 
-    Learned attributes: ``rank_`` (the rank used); the adapters live in ``module_`` (a copy of the model).
+    Attributes
+    ----------
+    rank_ : int
+        The rank used.
+    module_ : torch.nn.Module
+        The prompted model, a copy of the model holding the adapters; ``history_``, ``dev_size_`` and the rest: see
+        :class:`~edgetune.methods.input_edge.InputEdgeMethod`.
     """
 
     name = "lora"

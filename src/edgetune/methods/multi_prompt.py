@@ -61,13 +61,66 @@ from .output_edge import OutputEdgeMethod
 class MultiPromptDecoder(OutputEdgeMethod):
     """DecT over several prompts per input with optimal-transport prototype matching (module docstring).
 
-    ``prompts``: how many of the task's templates to query with (the main one first); ``templates``: the
-    templates themselves, overriding the task's (each must end with ``{mask}`` for a causal model);
-    ``word_sets``: how many of the task's label-word sets each prompt is scored on (its words, then its
-    ``more_label_words``), averaged in the prior.
+    Parameters
+    ----------
+    model : str or Backend, default=None
+        The frozen model: a packaged name, a local folder, a hub id or a backend (None: ``default_model``).
+    template : str, default=None
+        The main prompt template (None: the task's).
+    label_words : mapping or str, default=None
+        One label word per label, as a mapping or ``"label:word,..."`` (None: the task's).
+    prompts : int, default=4
+        How many of the task's templates to query with (the main one first).
+    templates : sequence of str, default=None
+        The templates themselves, overriding the task's (each must end with ``{mask}`` for a causal model).
+    word_sets : int, default=1
+        How many of the task's label-word sets (its words, then its ``more_label_words``) are averaged in the prior.
+    proto_dim : int, default=128
+        Width of the projected space the prototypes live in.
+    lr : float, default=0.01
+        Adam learning rate.
+    epochs : int or tuple of int, default=(10, 20, 30)
+        Full-batch Adam steps, or candidate lengths chosen together with λ by cross-validation.
+    lam : float or "cv", default="cv"
+        Weight λ of the averaged calibrated label-word scores; ``"cv"``: chosen by cross-validation.
+    lam_grid : tuple of float, default=(0.25, 0.5, 1.0, 2.0, 4.0)
+        The λ values ``lam="cv"`` chooses among, besides 1/shots.
+    cv_folds : int, default=4
+        Folds of the stratified cross-validation on the training sample.
+    ot_eps : float, default=0.1
+        Entropic regularisation of the optimal transport.
+    ot_iters : int, default=10
+        Sinkhorn iterations.
+    threads : int or None, default=1
+        Torch threads while fitting (None: torch's own setting).
+    seed : int, default=0
+        Seed of the initialisation and of the cross-validation folds.
 
-    Learned attributes: ``W_`` (proto_dim, d), ``protos_`` (C, P, proto_dim), ``radii_`` (C,), ``mean_``/``std_``
-    (P, d) per-prompt standardisation, ``content_free_`` (m, P·C), ``lam_``, ``cv_accuracy_``, ``losses_``.
+    Attributes
+    ----------
+    W_ : ndarray of shape (proto_dim, d)
+        Projection, shared by every prompt.
+    protos_ : ndarray of shape (C, P, proto_dim)
+        P prototypes per class.
+    radii_ : ndarray of shape (C,)
+        Class radii.
+    mean_, std_ : ndarray of shape (P, d)
+        Per-prompt standardisation.
+    content_free_ : ndarray of shape (m, P·C)
+        Content-free prompts' scores (calibration).
+    lam_ : float
+        The λ used.
+    epochs_ : int
+        The training length used.
+    cv_accuracy_ : dict
+        λ → cross-validated accuracy (when ``lam="cv"``).
+    losses_ : list of float
+        Training loss per epoch.
+    stopped_ : str or None
+        What diverged, when training stopped early.
+
+    Why the defaults of ``epochs`` and ``threads`` are what they are: benchmarks/results/README.md, 'Where the
+    defaults come from'.
     """
 
     name = "mpd"
@@ -91,7 +144,7 @@ class MultiPromptDecoder(OutputEdgeMethod):
         self.lr = lr
         self.epochs = epochs
         self.lam = lam
-        self.lam_grid = tuple(lam_grid)
+        self.lam_grid = lam_grid
         self.cv_folds = cv_folds
         self.ot_eps = ot_eps
         self.ot_iters = ot_iters

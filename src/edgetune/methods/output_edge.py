@@ -152,10 +152,10 @@ class OutputEdgeMethod(Method):
         self.fit_features(train, np.asarray(y), content_free)
         return self
 
-    def decision_function(self, X: Any) -> np.ndarray:
+    def class_scores(self, X: Any) -> np.ndarray:
         """(n, C) class scores; no inputs: a (0, C) array, without asking the model anything."""
-        examples = as_examples([X] if isinstance(X, str) else X)
         self._check_fitted()
+        examples = as_examples([X] if isinstance(X, str) else X)
         if not examples:
             return np.zeros((0, len(self.labels_)), np.float32)
         return self.decision_features(self.features(examples))

@@ -32,7 +32,31 @@ class PTModule(PromptedModel):
 
 @register
 class PromptTuning(GradientMethod):
-    """``prompt_tokens`` soft-prompt vectors (PEFT ``PromptTuningConfig``; text initialisation by default)."""
+    """``prompt_tokens`` soft-prompt vectors (PEFT ``PromptTuningConfig``; text initialisation by default).
+
+    Parameters
+    ----------
+    model : str or Backend, default=None
+        The frozen model: a packaged name, a local folder, a hub id or a backend (None: ``default_model``).
+    prompt_tokens : int, default=100
+        Soft-prompt length.
+    lr : float or "auto", default="auto"
+        AdamW rate of the soft prompt (``"auto"``: ``prompt_lr_ratio`` × the embedding scale).
+    prompt_init : {"text", "vocab", "range", "zeros"}, default="text"
+        How the soft prompt starts (see :meth:`~edgetune.methods.input_edge.InputEdgeMethod.initial_prompt`).
+    prompt_lr_ratio : float, default=0.3
+        The ``"auto"`` rate as a ratio to the embedding scale.
+    **kwargs
+        Shared by every gradient method (see :class:`~edgetune.methods.input_edge.GradientMethod`): ``template``,
+        ``label_words``, ``steps``, ``batch_size``, ``eval_every``, ``dev_shots``, ``max_length``, ``grad_accum``,
+        ``warmup_ratio``, ``weight_decay``, ``select_by``, ``max_grad_norm``, ``rollback``, ``seed``, ``progress``.
+
+    Attributes
+    ----------
+    module_ : torch.nn.Module
+        The prompted model, holding the trained soft prompt; ``history_``, ``dev_size_`` and the rest: see
+        :class:`~edgetune.methods.input_edge.InputEdgeMethod`.
+    """
 
     name = "pt"
     display_name = "prompt tuning"

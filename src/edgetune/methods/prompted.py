@@ -20,10 +20,7 @@ from ..errors import IncompatibleError
 from .base import ParamError
 
 #: A soft prompt's learning rate as a ratio to the backbone's embedding scale (``lr_prompt="auto"``):
-#: 0.3 × 0.136 = 0.041 on SmolLM2. Chosen by the highest validation accuracy pooled over ADePT and prompt
-#: tuning, sst2 and trec, seeds 0-1, on splits held out of the train pools (0.03: 74.0 %, 0.1: 75.7 %,
-#: 0.3: 76.6 %; the papers' 0.3 as given: 51.4 %) — benchmarks/results/input_edge_recipe.md. 0.1 and 0.3
-#: are within noise of each other; the T5 rate is not.
+#: 0.3 × 0.136 = 0.041 on SmolLM2 (why this default: benchmarks/results/README.md, 'Where the defaults come from').
 PROMPT_LR_RATIO = 0.3
 
 
@@ -159,10 +156,8 @@ def factor_rates(build: Callable[[dict[str, torch.Tensor]], torch.Tensor], facto
     ``"auto"`` gives the *prompt* prompt tuning's per-element step (``step`` = ratio × embedding scale): a
     factor's gain is the root-mean-square prompt element of ``build`` with that factor all ones and the others
     at their absolute values (one step's moves all pointing the same way), and every factor gets ``step`` over
-    the sum of the gains, so that the factors' moves together move the prompt by about ``step``. On SmolLM2
-    (sst2, seed 0, dev split from the train pool) the plain auto rate on ACCEPT's factors (0.041) left training
-    at chance (loss 0.61 after 60 steps, dev 50 → 56 %); this rule's 0.019 fits (loss 0.01, dev 50 → 75 %), as
-    does 0.01 (``benchmarks/results/fit_probe.md``)."""
+    the sum of the gains, so that the factors' moves together move the prompt by about ``step``
+    (why this rule: benchmarks/results/README.md, 'Where the defaults come from')."""
     with torch.no_grad():
         absolute = {k: v.detach().abs() for k, v in factors.items()}
         gain = sum(float(build({**absolute, k: torch.ones_like(v)}).pow(2).mean().sqrt()) for k, v in absolute.items())

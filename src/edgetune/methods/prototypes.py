@@ -38,7 +38,24 @@ class _Normalised(OutputEdgeMethod):
 
 @register
 class Centroid(_Normalised):
-    """Nearest class centroid by cosine similarity. Learned attributes: ``centroids_`` (C, d), ``mean_``."""
+    """Nearest class centroid by cosine similarity.
+
+    Parameters
+    ----------
+    model : str or Backend, default=None
+        The frozen model: a packaged name, a local folder, a hub id or a backend (None: ``default_model``).
+    template : str, default=None
+        Prompt template (None: the task's).
+    label_words : mapping or str, default=None
+        One label word per label, as a mapping or ``"label:word,..."`` (None: the task's).
+
+    Attributes
+    ----------
+    centroids_ : ndarray of shape (C, d)
+        Each class's normalised mean training vector.
+    mean_ : ndarray of shape (d,)
+        Training mean the hidden states are centred on.
+    """
 
     name = "centroid"
     display_name = "class centroid"
@@ -71,8 +88,30 @@ class Centroid(_Normalised):
 
 @register
 class KNN(_Normalised):
-    """k nearest training examples by cosine distance (scikit-learn). Learned attributes: ``k_`` (the k
-    used), ``vectors_`` (n, d) and ``targets_`` (n,) — the training set itself — and ``mean_``."""
+    """k nearest training examples by cosine distance (scikit-learn).
+
+    Parameters
+    ----------
+    model : str or Backend, default=None
+        The frozen model: a packaged name, a local folder, a hub id or a backend (None: ``default_model``).
+    template : str, default=None
+        Prompt template (None: the task's).
+    label_words : mapping or str, default=None
+        One label word per label, as a mapping or ``"label:word,..."`` (None: the task's).
+    k : int or "auto", default="auto"
+        Neighbours (``"auto"``: the smallest class's count in the training sample).
+    weights : {"distance", "uniform"}, default="distance"
+        Neighbour weighting (scikit-learn's ``weights``).
+
+    Attributes
+    ----------
+    k_ : ndarray of shape (1,)
+        The k used.
+    vectors_, targets_ : ndarray of shape (n, d), (n,)
+        The training set itself.
+    mean_ : ndarray of shape (d,)
+        Training mean the hidden states are centred on.
+    """
 
     name = "knn"
     display_name = "kNN"

@@ -34,6 +34,7 @@ from .base import (
     check_seed,
     check_shapes,
     check_whole,
+    label_order,
     logistic_head,
     read_saved,
     register,
@@ -82,7 +83,7 @@ class SetFit(Method):
         self.progress = progress
 
     def _load_backend(self) -> Backend:
-        return load_backend(str(self.model), kind="embedding", cache=None, progress=self.progress,
+        return load_backend(self.model_name, kind="embedding", cache=None, progress=self.progress,
                             **self._backend_options)
 
     def _validate_params(self) -> None:
@@ -110,7 +111,8 @@ class SetFit(Method):
         if isinstance(X, Dataset):
             labels = tuple(X.labels)
         else:
-            labels = tuple(self.labels or sorted({e.label for e in as_examples(X, y) if e.label is not None}))
+            labels = tuple(self.labels or (label_order(y) if y is not None else sorted(
+                {e.label for e in as_examples(X) if e.label is not None})))
         examples, y_idx = self._labelled(X, y, labels)
         if len(set(y_idx.tolist())) < 2:
             raise DataError("SetFit needs examples of at least two labels")
@@ -152,7 +154,7 @@ class SetFit(Method):
         return Costs(trainable_params=self.trainable_params_, queries=int(2 * h["pairs"] + h.get("n_train", 0)),
                      steps=int(h["steps"]))
 
-    def decision_function(self, X: Any) -> np.ndarray:
+    def class_scores(self, X: Any) -> np.ndarray:
         self._check_fitted()
         texts = [_text(e) for e in as_examples([X] if isinstance(X, str) else X)]
         if not texts:  # no inputs: no scores (the encoder is not asked)

@@ -64,14 +64,32 @@ def split_by_size(sizes: list[int], total: int) -> list[int]:
 class SIFT(GradientMethod):
     """Sparse increments on the components with the largest first-batch gradients (see the module docstring).
 
-    Args:
-        budget_tokens: trainable components = ``budget_tokens · d`` (ignored when ``density`` is given).
-        density: fraction of each adapted matrix's components to train (the reference's ``sparse_rate``).
-        target_modules: names (last part) of the ``nn.Linear`` modules to adapt; default: all but the output layer.
-        select_batches: batches whose gradients choose the components (reference: 1).
-        lr: AdamW learning rate of the increments.
+    Parameters
+    ----------
+    model : str or Backend, default=None
+        The frozen model: a packaged name, a local folder, a hub id or a backend (None: ``default_model``).
+    budget_tokens : int, default=100
+        Trainable components = ``budget_tokens · d`` (ignored when ``density`` is given).
+    density : float, default=None
+        Fraction of each adapted matrix's components to train (the reference's ``sparse_rate``).
+    target_modules : list of str, default=None
+        Names (last part) of the ``nn.Linear`` modules to adapt (None: all but the output layer).
+    select_batches : int, default=1
+        Batches whose gradients choose the components (reference: 1).
+    lr : float, default=1e-3
+        AdamW learning rate of the increments.
+    **kwargs
+        Shared by every gradient method (see :class:`~edgetune.methods.input_edge.GradientMethod`): ``template``,
+        ``label_words``, ``steps``, ``batch_size``, ``eval_every``, ``dev_shots``, ``max_length``, ``grad_accum``,
+        ``warmup_ratio``, ``weight_decay``, ``select_by``, ``max_grad_norm``, ``rollback``, ``seed``, ``progress``.
 
-    Learned attributes: ``n_selected_`` (components trained); the increments live in ``module_``.
+    Attributes
+    ----------
+    n_selected_ : int
+        Components trained.
+    module_ : torch.nn.Module
+        The prompted model, a copy of the model holding the increments; ``history_``, ``dev_size_`` and the rest: see
+        :class:`~edgetune.methods.input_edge.InputEdgeMethod`.
     """
 
     name = "sift"

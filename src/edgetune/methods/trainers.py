@@ -55,11 +55,13 @@ class AdamWTrainer:
     (so the result is never less accurate on dev than the model it started from), ``"accuracy"`` the highest
     dev accuracy (the earliest of ties; the papers' rule).
     A few-shot dev split scores accuracy in coarse steps (1/32 on 16-shot sst2), so many checks tie or
-    differ by one example; its loss separates them (see ``benchmarks/results/input_edge_recipe.md``).
+    differ by one example; its loss separates them.
 
     ``rollback``: a check that has collapsed (see :meth:`_collapsed`) sends training back to the check that
     would be kept now, with every learning rate halved and AdamW's moments cleared; ``history["rollbacks"]``
-    lists (step, restored step). Measured in ``benchmarks/results/checkpoint_selection.md``."""
+    lists (step, restored step).
+
+    Why ``select_by="loss"`` and ``rollback=0.5``: benchmarks/results/README.md, 'Where the defaults come from'."""
 
     steps: int
     batch_size: int
@@ -170,8 +172,8 @@ class AdamWTrainer:
 
         Collapsed: the latest dev accuracy has lost more than ``rollback`` of the gain that the check
         :func:`choose` would keep now made over the start (and more than two dev examples' worth). A run at the
-        edge of stability (prompt tuning at the auto rate on trec: dev 54 % at step 10, then 12–26 % to the end)
-        then goes on from its best point at half the rate instead of spending its remaining steps collapsed."""
+        edge of stability then goes on from its best point at half the rate instead of spending its remaining
+        steps collapsed (the run this is for: benchmarks/results/README.md, 'Where the defaults come from')."""
         if not self.rollback or done >= self.max_rollbacks or len(checks) < 3:
             return None
         pick = choose(checks[:-1], self.select_by, n_dev)

@@ -16,7 +16,17 @@ from .output_edge import OutputEdgeMethod
 
 @register
 class ZeroShot(OutputEdgeMethod):
-    """Argmax of the label-word scores at the label position."""
+    """Argmax of the label-word scores at the label position.
+
+    Parameters
+    ----------
+    model : str or Backend, default=None
+        The frozen model: a packaged name, a local folder, a hub id or a backend (None: ``default_model``).
+    template : str, default=None
+        Prompt template (None: the task's).
+    label_words : mapping or str, default=None
+        One label word per label, as a mapping or ``"label:word,..."`` (None: the task's).
+    """
 
     name = "zeroshot"
     display_name = "zero-shot"
@@ -33,7 +43,22 @@ class ZeroShot(OutputEdgeMethod):
 
 @register
 class CalibratedZeroShot(OutputEdgeMethod):
-    """Label-word scores after contextual calibration with content-free inputs (Zhao et al., 2021)."""
+    """Label-word scores after contextual calibration with content-free inputs (Zhao et al., 2021).
+
+    Parameters
+    ----------
+    model : str or Backend, default=None
+        The frozen model: a packaged name, a local folder, a hub id or a backend (None: ``default_model``).
+    template : str, default=None
+        Prompt template (None: the task's).
+    label_words : mapping or str, default=None
+        One label word per label, as a mapping or ``"label:word,..."`` (None: the task's).
+
+    Attributes
+    ----------
+    content_free_ : ndarray of shape (m, C)
+        Label-word scores of the content-free prompts (the prior).
+    """
 
     name = "calibrated"
     display_name = "calibrated zero-shot"
