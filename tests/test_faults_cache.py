@@ -212,6 +212,24 @@ def test_a_lock_taken_during_the_run_stops_writes_with_one_line_and_never_rename
     assert len(FeatureCache(path)) == 12
 
 
+def test_answers_paid_for_while_locked_are_kept_beside_the_cache_and_added_on_the_next_open(tmp_path):
+    path = filled(tmp_path / "features.sqlite")
+    cache = FeatureCache(path, busy_timeout=0.5)
+    paid = rows(3, start=10)
+    with locked_by_other_process(path), pytest.warns(CacheWarning), pytest.raises(CacheLockedError) as err:
+        cache.put_many(paid)
+    cache.close()
+    (side,) = tmp_path.glob("features.sqlite.pending-*")
+    assert str(side) in one_line(err.value) and "3 answer(s)" in str(err.value)
+    with pytest.warns(CacheWarning, match="added 3 answer"):
+        again = FeatureCache(path)
+    assert not side.exists() and len(again) == 13
+    got = again.get_many([k for k, _, _ in paid])
+    for key, scores, hidden in paid:
+        np.testing.assert_array_equal(got[key][0], scores)
+        np.testing.assert_array_equal(got[key][1], hidden)
+
+
 # -- read-only ---------------------------------------------------------------------------------------------------
 def _warm_read_only_run(tmp_path: Path, *targets: Path) -> None:
     """A warm cache made read-only: its answers are used, the warning comes at construction (before any query is

@@ -11,7 +11,9 @@ reason other than damage, and every choice is said before a query is paid:
 - **locked** (another process holds a write lock; ``database is locked``): wait up to ``busy_timeout``
   seconds, saying so once (a :class:`CacheWarning`), then stop with one line (:class:`CacheLockedError`)
   naming the file and, where ``/proc`` shows it, the process holding it. The file is never moved. Opening
-  checks that the cache can be written, so a lock held at start stops the run before anything is paid.
+  checks that the cache can be written, so a lock held at start stops the run before anything is paid. A
+  batch of answers paid for while a lock taken mid-run does not go away is written to a side file beside
+  the cache (``<name>.pending-<time>-<pid>``), named in the error; the next open adds it to the cache.
 - **read-only** (the file, or its folder, cannot be written): the cache is opened read-only and its
   answers are used; one warning, at construction (before any query), says that new answers are kept in
   memory only (an in-memory side store that :meth:`FeatureCache.get_many` reads too) and lost at exit.
@@ -168,6 +170,8 @@ class FeatureCache:
             return
         self._make_folder()
         self._db = self._connect()
+        if not self.read_only:
+            self._merge_pending()
 
     # -- opening ------------------------------------------------------------------------------------------
     def _make_folder(self) -> None:
@@ -392,6 +396,10 @@ class FeatureCache:
                     self._keep(k, (s, h, m))
             try:
                 self._patient(lambda: self._write(rows), "write")
+            except CacheLockedError as exc:  # paid for, but the cache stayed locked: keep them beside it
+                kept = self._write_pending(rows)
+                raise CacheLockedError(f"{exc}. The {len(rows)} answer(s) just paid for are kept in {str(kept)!r}; "
+                                       "the next run that opens this cache adds them to it") from None
             except sqlite3.DatabaseError as exc:
                 if self.path is None:
                     raise
@@ -403,6 +411,38 @@ class FeatureCache:
                     return
                 self._damage(exc, "write")  # moved aside (this batch is among the kept answers) or one line
                 self._patient(lambda: self._write(rows), "write")
+
+    def _write_pending(self, rows: list[tuple[str, bytes, bytes, str | None]]) -> Path:
+        """Write ``rows`` (answers paid for that the locked cache could not take) to a side file beside it,
+        ``<name>.pending-<time>-<pid>``, which :meth:`_merge_pending` adds to the cache when it is next opened."""
+        assert self.path is not None
+        side = self.path.with_name(f"{self.path.name}.pending-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+        db = sqlite3.connect(str(side))
+        try:
+            db.execute(_SCHEMA)
+            db.executemany("INSERT OR REPLACE INTO features VALUES (?, ?, ?, ?)", rows)
+            db.commit()
+        finally:
+            db.close()
+        return side
+
+    def _merge_pending(self) -> None:
+        """Add the answers of side files left by a run that found this cache locked (:meth:`_write_pending`), then
+        remove each side file once its rows are committed here. A side file that cannot be read is left alone."""
+        assert self.path is not None
+        for side in sorted(self.path.parent.glob(f"{self.path.name}.pending-*")):
+            try:
+                src = sqlite3.connect(f"{side.resolve().as_uri()}?mode=ro", uri=True)
+                try:
+                    rows = src.execute("SELECT key, scores, hidden, meta FROM features").fetchall()
+                finally:
+                    src.close()
+            except sqlite3.DatabaseError as exc:
+                self._warn(f"a side file of answers {str(side)!r} cannot be read ({exc}); it is left as it is")
+                continue
+            self._patient(lambda rows=rows: self._write(rows), "write")
+            side.unlink()
+            self._warn(f"added {len(rows)} answer(s) from {str(side)!r} (kept there while the cache was locked)")
 
     def _write(self, rows: list[tuple[str, bytes, bytes, str | None]]) -> None:
         try:
