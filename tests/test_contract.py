@@ -88,7 +88,10 @@ def test_fit_predict_save_load_refuse_and_costs(name, make_backend, encoder, toy
     copy = clone(m)
     assert type(copy) is cls and not hasattr(copy, "labels_") and not hasattr(copy, "classes_")
     assert copy.get_params().keys() == m.get_params().keys() and copy.model is m.model  # the model is shared
-    assert copy.set_params(seed=7) is copy and copy.get_params()["seed"] == 7 if "seed" in cls.param_names() else True
+    pname = "seed" if "seed" in cls.param_names() else cls.param_names()[0]
+    value = 7 if pname == "seed" else m.get_params()[pname]
+    assert copy.set_params(**{pname: value}) is copy and copy.get_params()[pname] == value
+    assert m.get_params()[pname] == (0 if pname == "seed" else value)  # the original is untouched
     path = m.save(tmp_path / name)
     assert not list(path.rglob("*.pkl")) and not list(path.rglob("*.bin"))  # safetensors and JSON only
     again = load(path, model=backend)

@@ -18,10 +18,9 @@ import yaml
 from ..data.tasks import Task, load_task
 from ..errors import DataError
 from ..methods import get_method
+from ..methods.base import MAX_SEED
 from ..paths import safe_name
-
-#: the largest sampling seed (numpy's and torch's seeds are 32-bit where it matters)
-MAX_SEED = 2**32 - 1
+from .records import cell_key
 
 
 @dataclass(frozen=True)
@@ -193,6 +192,10 @@ class BenchConfig:
         return replace(self, tasks=pick("task", tasks, self.tasks, task_key), seeds=pick("seed", seeds, self.seeds),
                        methods=pick("method", methods, self.methods, lambda e: e.label))
 
+    def cell_keys(self) -> list[str]:
+        """The records' key (:func:`~edgetune.bench.records.cell_key`) of every cell, in run order."""
+        return [key_of(c) for c in self.cells()]
+
     def cells(self) -> list[tuple[str, str | Task, int, int, MethodEntry]]:
         """Every (model, task, shots, seed, method) the grid holds, in run order."""
         out = []
@@ -210,6 +213,12 @@ class BenchConfig:
         return out
 
 
+
+
+def key_of(cell: tuple[str, str | Task, int, int, MethodEntry]) -> str:
+    """The records' key of a cell of :meth:`BenchConfig.cells`."""
+    model, task, shots, seed, entry = cell
+    return cell_key(model, task_key(task), shots, seed, entry.label)
 
 
 def task_key(spec: str | Task) -> str:

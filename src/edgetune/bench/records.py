@@ -51,6 +51,11 @@ def cell_key(model: str, task: str, shots: int, seed: int, label: str) -> str:
     return json.dumps([model, task, shots, seed, label])
 
 
+def record_key(cell: dict[str, Any]) -> str:
+    """The :func:`cell_key` of a ``cell`` record."""
+    return cell_key(cell["model"], cell["task"], cell["shots"], cell["seed"], cell["method"])
+
+
 class ResultsLog:
     """Append-only JSONL of bench lines, safe to share between processes; every line is fsync'ed as it is
     written. ``lines`` is what the file held when opened plus what this log wrote since."""
@@ -92,14 +97,9 @@ class ResultsLog:
             f.flush()
             os.fsync(f.fileno())
 
-    def done(self) -> set[str]:
-        return {cell_key(c["model"], c["task"], c["shots"], c["seed"], c["method"])
-                for c in self.lines if c.get("type") == "cell"}
-
     def cells(self) -> dict[str, dict[str, Any]]:
         """The latest record of every finished cell, by :func:`cell_key`."""
-        return {cell_key(c["model"], c["task"], c["shots"], c["seed"], c["method"]): c
-                for c in self.lines if c.get("type") == "cell"}
+        return {record_key(c): c for c in self.lines if c.get("type") == "cell"}
 
     def refresh(self) -> None:
         """Re-read the file (lines other processes appended since this log was opened)."""

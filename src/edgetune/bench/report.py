@@ -222,16 +222,13 @@ def lines_of_run(lines: list[dict[str, Any]], config: Any, run_id: str) -> list[
     """What ``edgetune run`` shows: the latest record of every cell of ``config`` (those this invocation ran
     and those it found done), and the extraction lines this invocation (``run_id``) wrote — never another
     process's lines written to the same file meanwhile."""
-    from .records import cell_key
-    from .runner import _key
+    from .records import record_key
 
-    wanted = {_key(c) for c in config.cells()}
+    wanted = set(config.cell_keys())
     latest = {}
     for x in lines:
-        if x.get("type") == "cell":
-            key = cell_key(x["model"], x["task"], x["shots"], x["seed"], x["method"])
-            if key in wanted:
-                latest[key] = x
+        if x.get("type") == "cell" and (key := record_key(x)) in wanted:
+            latest[key] = x
     paid = [x for x in lines if x.get("type") == "extraction" and x.get("run") == run_id]
     return paid + list(latest.values())
 

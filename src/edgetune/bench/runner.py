@@ -29,8 +29,8 @@ from ..methods import get_method
 from ..methods.base import content_free_examples
 from ..methods.output_edge import OutputEdgeMethod, extract
 from ..paths import safe_name
-from .config import BenchConfig, MethodEntry, task_key
-from .records import RESULTS_NAME, ResultsLog, cell_key, machine_info, read_results
+from .config import BenchConfig, MethodEntry, key_of, task_key
+from .records import RESULTS_NAME, ResultsLog, machine_info, read_results
 
 
 def run_bench(config: BenchConfig, output: str | os.PathLike | None = None, progress: bool = True,
@@ -101,7 +101,7 @@ def _plan(config: BenchConfig, output: str | os.PathLike | None, save_dir: str |
     log = ResultsLog(path)
     recorded = log.cells()
     cells = config.cells()
-    conflicts = [(c, recorded[k]) for c in cells if (k := _key(c)) in recorded and not _same_spec(config, c,
+    conflicts = [(c, recorded[k]) for c in cells if (k := key_of(c)) in recorded and not _same_spec(config, c,
                                                                                                     recorded[k])]
     if conflicts:
         (model, task, shots, seed, entry), old = conflicts[0]
@@ -114,7 +114,7 @@ def _plan(config: BenchConfig, output: str | os.PathLike | None, save_dir: str |
     wanted = {id(c): Path(save_dir) / save_name(names[task_key(c[1])], c[4].label, c[2], c[3])  # type: ignore[arg-type]
               for c in cells if saving and (save_labels is None or c[4].label in save_labels)}
     # a recorded cell is done unless it was asked to be saved and its saved model is not there (run it again)
-    todo = [c for c in cells if _key(c) not in recorded or (id(c) in wanted and not wanted[id(c)].exists())]
+    todo = [c for c in cells if key_of(c) not in recorded or (id(c) in wanted and not wanted[id(c)].exists())]
     specs = {task_key(c[1]): c[1] for c in todo}
     for t in specs.values():  # fail on missing data before loading any model or writing anything
         task = config.load_task(t)
@@ -140,11 +140,6 @@ class _LazyCache:
     def close(self) -> None:
         if self._cache is not None:
             self._cache.close()
-
-
-def _key(cell: tuple) -> str:
-    model, task, shots, seed, entry = cell
-    return cell_key(model, task_key(task), shots, seed, entry.label)
 
 
 def _spec(config: BenchConfig, entry: MethodEntry) -> dict[str, Any]:

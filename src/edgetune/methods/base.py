@@ -428,7 +428,7 @@ class Method(ClassifierMixin, BaseEstimator, ABC):
         ``y`` (the training labels), the labels' own values are kept for ``classes_`` and ``predict``."""
         examples = as_examples(X, y)
         if y is not None:
-            given = {str(v): _plain_value(v) for v in np.asarray(y, dtype=object).ravel()}
+            given = label_values(y)
             values = tuple(given.get(lab, lab) for lab in labels)
             self.label_values_ = None if all(isinstance(v, str) for v in values) else values
         if not examples:
@@ -1076,10 +1076,15 @@ def content_free_examples(template: Template) -> list[Example]:
     return out
 
 
+def label_values(y: Any) -> dict[str, Any]:
+    """Each distinct label of ``y`` by its name (``str``), as a plain Python value (a numpy scalar unwrapped)."""
+    return {str(v): _plain_value(v) for v in np.asarray(y, dtype=object).ravel()}
+
+
 def label_order(y: Any) -> list[str]:
     """The distinct labels of ``y`` as names, sorted by their own values (so 2 comes before 10), as
     ``numpy.unique`` orders scikit-learn's ``classes_``; by name where the values do not compare."""
-    values = {str(v): _plain_value(v) for v in np.asarray(y, dtype=object).ravel()}
+    values = label_values(y)
     try:
         return [str(v) for v in sorted(set(values.values()))]
     except TypeError:
