@@ -33,7 +33,7 @@ CLASSES = {"sst2": 2, "rte": 2, "agnews": 4, "trec": 6}  # dev split = 16 per cl
 
 def _rules(n_dev: int) -> dict:
     """Each rule: (dev accuracies, dev losses) -> the index of the check it keeps."""
-    from edgetune.methods.trainers import choose
+    from edgetune.methods.core.trainers import choose
 
     def edgetune_rule(a, loss):
         return choose([(i, a[i], loss[i], None) for i in range(len(a))], "loss", n_dev)

@@ -41,7 +41,7 @@ def main() -> None:
     from edgetune.data import load_task
     from edgetune.data.templates import Template
     from edgetune.methods import get_method
-    from edgetune.methods.base import content_free_examples
+    from edgetune.methods.core.estimator import content_free_examples
 
     out = HERE / "results" / "exact_scores.json"
     asked = {(t, v) for t in args.tasks for v in args.variants}

@@ -37,7 +37,6 @@ from edgetune.data.tasks import custom_task
 from edgetune.methods import display_name, get_method
 
 HERE = Path(__file__).resolve().parent
-LR_PARAM = {"adept": "lr_prompt", "dept": "lr_prompt", "pt": "lr"}
 
 
 def held_out_task(name: str, val_shots: int, folder: Path):
@@ -88,7 +87,7 @@ def main() -> None:
                 entries += [MethodEntry(m, f"{m} ratio={r:g}{suffix}", {**base, "prompt_lr_ratio": r, **extra})
                             for r in args.ratios]
             if args.paper:
-                entries.append(MethodEntry(m, f"{m} lr=0.3 (paper)", {**base, LR_PARAM[m]: 0.3}))
+                entries.append(MethodEntry(m, f"{m} lr=0.3 (paper)", {**base, "lr_prompt": 0.3}))
         with tempfile.TemporaryDirectory() as tmp:
             tasks = [held_out_task(t, args.val_shots, Path(tmp) / t) for t in args.tasks]
             config = BenchConfig(name="input_edge_recipe", tasks=tasks, methods=entries, shots=[args.shots],

@@ -29,8 +29,8 @@ from edgetune.backends import FeatureCache, load_backend
 from edgetune.data.tasks import load_task
 from edgetune.data.templates import Template
 from edgetune.methods import get_method
-from edgetune.methods.base import content_free_examples
-from edgetune.methods.output_edge import extract
+from edgetune.methods.core.estimator import content_free_examples
+from edgetune.methods.core.output_edge import extract
 
 HERE = Path(__file__).resolve().parent
 

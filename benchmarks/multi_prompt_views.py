@@ -28,7 +28,7 @@ def main() -> None:
     from edgetune.data.tasks import load_task
     from edgetune.data.templates import Template
     from edgetune.methods import DecT
-    from edgetune.methods.base import content_free_examples
+    from edgetune.methods.core.estimator import content_free_examples
 
     cache = FeatureCache(HERE / "results" / "multi_prompt" / "features.sqlite")
     be = load_backend("smollm2-135m", cache=cache, progress=False)

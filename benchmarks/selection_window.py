@@ -6,7 +6,7 @@ Usage:  EDGETUNE_DATA_DIR=../shared/data python benchmarks/selection_window.py r
 
 The GPU tables were chosen by the plain loss rule (lowest dev loss among checks at least as accurate on dev as
 the start); the rule now also requires a check within two dev examples of the most accurate one
-(:func:`edgetune.methods.trainers.choose`). No test score is kept per check, so the stored tables cannot say
+(:func:`edgetune.methods.core.trainers.choose`). No test score is kept per check, so the stored tables cannot say
 what the window does on test. ``run`` finds the cells of a stored bench whose pick the window changes
 (recomputed from their stored dev curves), reruns each on this machine with the bench's own sample and test
 subset (same config, same seed), keeps the trainable weights at every dev check, and scores the test subset at
@@ -32,7 +32,7 @@ PLAIN, WINDOW = "plain loss rule", "loss rule with the accuracy window (edgetune
 
 
 def _picks(acc: list[float], loss: list[float], n_dev: int) -> tuple[int, int]:
-    from edgetune.methods.trainers import choose
+    from edgetune.methods.core.trainers import choose
 
     checks = [(i, a, l_, None) for i, (a, l_) in enumerate(zip(acc, loss, strict=True))]
     plain = min((i for i in range(len(acc)) if acc[i] >= acc[0]), key=lambda i: loss[i])

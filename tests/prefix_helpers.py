@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from edgetune.methods.prompted import PromptedModel, embed_ids, text_prompt_ids
+from edgetune.methods.core.prompted import PromptedModel, embed_ids, text_prompt_ids
 
 
 def scores(module, method, texts):

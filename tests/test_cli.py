@@ -84,8 +84,18 @@ def test_method_options_come_from_the_registry(capsys, common, tmp_path):
     help_text = capsys.readouterr().out
     for name in METHODS:  # every registered method is runnable
         assert name in help_text
-    assert "dect 0.01" in help_text and "pt auto" in help_text and "lora 0.002" in help_text  # --lr: real defaults
-    assert "dect cv" in help_text  # --lam's default is "cv", as DecT's signature says
+    helps = {}
+    for name in ("dect", "pt", "lora"):  # each method's own flags: one line of help each, with its real default
+        with pytest.raises(SystemExit):
+            main(["run", name, "--help"])
+        helps[name] = " ".join(capsys.readouterr().out.split())
+    assert "--lr LR Adam learning rate of the decoder (default 0.01)" in helps["dect"]
+    assert "weight λ of the prompt's calibrated scores ('cv': chosen by cross-validation; None: 1/shots) (default " \
+           "cv)" in helps["dect"]  # --lam's default is "cv", as DecT's declaration says
+    assert "--lr-prompt LR_PROMPT AdamW rate of the soft prompt" in helps["pt"] and "(default auto)" in helps["pt"]
+    assert "--lr LR AdamW rate of the adapters (default 0.002)" in helps["lora"]
+    assert "--lora-alpha" in helps["lora"] and "--alpha" not in helps["lora"]  # the old spelling works, unlisted
+    assert "--lam" not in helps["lora"] and "--lr-prompt" not in helps["dect"]  # no flag of another method
     out = tmp_path / "o"
     code, _, err = run(capsys, "run", "dect", "--train", common[4] / "toy/train.jsonl", "--test",
                        common[4] / "toy/test.jsonl", "--template", "{text} It was {mask}", "--label-words",
@@ -200,20 +210,32 @@ def test_tasks_and_models_listings(capsys, toy_dir):
 def test_help_mentions_the_essentials(capsys):
     with pytest.raises(SystemExit):
         main(["run", "--help"])
+    assert "edgetune run METHOD --help" in " ".join(capsys.readouterr().out.split())
+    with pytest.raises(SystemExit):
+        main(["run", "dect", "--help"])
     out = capsys.readouterr().out
     for flag in ("--task", "--shots", "--seeds", "--model", "--test-size", "--label-words", "--save-dir"):
         assert flag in out
 
 
+def test_a_flag_the_method_does_not_take_is_an_error(capsys):
+    """No flag is silently ignored: BBT has no --steps (it counts calls: --budget)."""
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "bbt", "--steps", "3"])
+    assert exc.value.code == 2 and "unrecognized arguments: --steps 3" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("method", ["adept", "dept", "pt", "lora", "bbt"])
 def test_run_input_edge_method_and_predict(capsys, common, tmp_path, method):
     out = tmp_path / "o"
-    knobs = ["--budget", 3, "--popsize", 3, "--intrinsic-dim", 6] if method == "bbt" else []
+    knobs = {"bbt": ["--budget", 3, "--popsize", 3, "--intrinsic-dim", 6, "--prompt-tokens", 4],
+             "lora": ["--steps", 3, "--budget-tokens", 20], "pt": ["--steps", 3, "--prompt-tokens", 4]}.get(
+        method, ["--steps", 3, "--budget-tokens", 20, "--prompt-tokens", 4])
     code, stdout, err = run(capsys, "run", method, "--train", common[4] / "toy/train.jsonl",
                             "--test", common[4] / "toy/test.jsonl", "--template", "{text} In summary, it was {mask}",
                             "--label-words", "negative:bad,positive:great", "--shots", 2, "--seeds", 0,
-                            "--steps", 3, "--train-batch-size", 2, "--budget-tokens", 20, "--prompt-tokens", 4,
-                            *knobs, "--model", common[1], "--no-progress", "-o", out, "--save-dir", tmp_path / "s")
+                            "--train-batch-size", 2, *knobs, "--model", common[1], "--no-progress", "-o", out,
+                            "--save-dir", tmp_path / "s")
     assert code == 0, err
     assert "trainable params" in stdout and "training steps: 3" in stdout
     (r,) = cells_of(out)

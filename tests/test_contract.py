@@ -8,6 +8,8 @@ no other edit (``test_a_new_module_is_one_registration_away`` proves it with a m
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -19,8 +21,8 @@ from edgetune.cli import build_parser, main
 from edgetune.data import Example, Template
 from edgetune.errors import EdgetuneError, IncompatibleError
 from edgetune.methods import METHODS, Costs, Method, load, register
-from edgetune.methods.base import EDGES, NEEDS
-from edgetune.methods.output_edge import OutputEdgeMethod
+from edgetune.methods.core.config import EDGES, NEEDS
+from edgetune.methods.core.output_edge import OutputEdgeMethod
 
 TEXTS = ["a wonderful film", "a dull , boring mess that goes on", "fine"]
 
@@ -50,8 +52,14 @@ def test_declarations(name):
     assert cls.name == name and cls.display_name
     assert cls.edge in EDGES and cls.needs in NEEDS
     assert all(c in METHODS for c in cls.companions)
-    for pname, p in cls.init_parameters().items():  # every parameter has a default, stored under its own name
-        assert p.default is not inspect.Parameter.empty, pname
+    config = cls.config  # one declaration: the constructor, the docs and the CLI are made from it
+    assert config.name == name and config.estimator == cls.__name__ and config.module() == cls.__module__
+    signature = inspect.signature(cls)
+    assert list(signature.parameters) == ["model", *config.param_names()]
+    for pname, info in config.params().items():  # a default and one line of help each, stated in the docstring
+        assert signature.parameters[pname].default == info.default and info.help and "\n" not in info.help, pname
+        assert f"\n    {pname} : " in cls.__doc__, pname
+    config().check()  # the defaults pass the declared checks
     m = cls()
     assert m.get_params() == {"model": None, **cls.defaults()}  # stored as given (None: the default model)
     again = cls(**m.get_params())
@@ -116,57 +124,85 @@ def test_every_method_is_in_the_cli_and_the_bench(name):
 
 
 def test_register_checks_declarations():
-    class NoDisplay(OutputEdgeMethod):
-        name = "nodisplay"
+    from edgetune.methods.core.config import OutputEdgeConfig, param
 
+    class Features_(OutputEdgeMethod):
         def fit_features(self, train, y, content_free):
             return self
 
         def decision_features(self, features):
             return features.scores
 
+    @dataclass(kw_only=True)
+    class NoDisplayConfig(OutputEdgeConfig):
+        name: ClassVar[str] = "nodisplay"
+
+    class NoDisplay(Features_):
+        config = NoDisplayConfig
+
     with pytest.raises(TypeError, match="display_name"):
         register(NoDisplay)
 
-    class Taken(NoDisplay):
-        name = "dect"
-        display_name = "another DecT"
+    class NoConfig(Features_):
+        name = "noconfig"
+        display_name = "no config"
+
+    with pytest.raises(TypeError, match="config"):
+        register(NoConfig)
+
+    @dataclass(kw_only=True)
+    class TakenConfig(OutputEdgeConfig):
+        name: ClassVar[str] = "dect"
+        display_name: ClassVar[str] = "another DecT"
+
+    class Taken(Features_):
+        config = TakenConfig
 
     with pytest.raises(TypeError, match="taken"):
         register(Taken)
 
-    class Budgeted(NoDisplay):
-        name = "budgeted"
-        display_name = "budgeted"
+    @dataclass(kw_only=True)
+    class BudgetedConfig(OutputEdgeConfig):
+        name: ClassVar[str] = "budgeted"
+        display_name: ClassVar[str] = "budgeted"
+        budget_tokens: int = param(100, "trainable-parameter budget")
 
-        def __init__(self, model=None, *, budget_tokens: int = 100, **kw):
-            super().__init__(model, **kw)
-            self.budget_tokens = budget_tokens
+    class Budgeted(Features_):
+        config = BudgetedConfig
 
     with pytest.raises(TypeError, match="budget_rule"):
         register(Budgeted)
 
-    class NoDefault(NoDisplay):
-        name = "nodefault"
-        display_name = "no default"
+    @dataclass(kw_only=True)
+    class NoDefaultConfig(OutputEdgeConfig):
+        name: ClassVar[str] = "nodefault"
+        display_name: ClassVar[str] = "no default"
+        k: int
+        j: int = 3
 
-        def __init__(self, model=None, *, k, **kw):
-            super().__init__(model, **kw)
-            self.k = k
+    class NoDefault(Features_):
+        config = NoDefaultConfig
 
-    with pytest.raises(TypeError, match="needs a default"):
+    with pytest.raises(TypeError, match=r"'k' needs a default.*'j' needs one line of help"):
         register(NoDefault)
-    assert not {"nodisplay", "budgeted", "nodefault"} & set(METHODS)
+    assert not {"nodisplay", "noconfig", "budgeted", "nodefault"} & set(METHODS)
 
 
 def test_a_new_module_is_one_registration_away(make_backend, toy_task, tmp_path, capsys, tiny_model_dir, toy_dir):
     """A method defined here, registered once, is fitted by the runner, named in reports and run by the CLI."""
 
+    from edgetune.methods.core.config import OutputEdgeConfig, param, whole
+
+    @dataclass(kw_only=True)
+    class CentroidConfig(OutputEdgeConfig):
+        name: ClassVar[str] = "centroid_test"
+        display_name: ClassVar[str] = "centroid (test)"
+        shrink: int = param(0, "an option of the test's own, shown by --help", whole(0))
+
     class Centroid(OutputEdgeMethod):
         """Cosine to each class's mean hidden state."""
 
-        name = "centroid_test"
-        display_name = "centroid (test)"
+        config = CentroidConfig
 
         def fit_features(self, train: Features, y: np.ndarray, content_free: Features) -> Centroid:
             h = train.hidden / np.linalg.norm(train.hidden, axis=1, keepdims=True)
@@ -193,6 +229,9 @@ def test_a_new_module_is_one_registration_away(make_backend, toy_task, tmp_path,
         out = capsys.readouterr().out
         assert code == 0 and "centroid (test)" in out
         assert "centroid (test)" in (tmp_path / "out" / "report.md").read_text()
+        with pytest.raises(SystemExit):
+            main(["run", "centroid_test", "--help"])
+        assert "an option of the test's own, shown by --help (default 0)" in " ".join(capsys.readouterr().out.split())
     finally:
         METHODS.pop("centroid_test", None)
 
@@ -260,39 +299,76 @@ def test_method_base_is_the_only_estimator_surface():
             assert owner is Method, f"{cls.__name__}.{attr} is redefined in {owner.__name__}"
 
 
-def test_imports_follow_the_architecture():
-    """ARCHITECTURE.md's import table: data <- backends <- methods <- bench <- cli, and no method module
-    imports another method module."""
+def _imports(root, path):
+    """(absolute module, line) of every edgetune import in ``path`` (relative imports resolved)."""
     import ast
+
+    package = ["edgetune", *path.relative_to(root).with_suffix("").parts]
+    package = package[:-1]  # a module's package (an __init__'s too: its folder)
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *(node.module.split(".") if node.module else [])])
+            out += [module] if node.module else [f"{module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            out += [a.name for a in node.names]
+    return out
+
+
+#: what a declaration may import (the standard library it uses): no torch, numpy or scikit-learn
+TORCH_FREE = ("__future__", "dataclasses", "typing", "importlib", "pkgutil", "functools", "math", "numbers",
+              "warnings", "collections", "sys")
+
+
+def test_imports_follow_the_architecture():
+    """ARCHITECTURE.md's import table: data <- backends <- methods <- bench <- cli; inside methods/, the framework
+    (core/, configs/) never imports a method, a method module never imports another, and a declaration imports
+    only the torch-free core.config. The framework/method split is read from the package itself."""
     import pathlib
 
+    from edgetune.methods.core.registry import FRAMEWORK, is_method_module
+
     root = pathlib.Path(__file__).resolve().parents[1] / "src" / "edgetune"
-    shared = {"base", "output_edge", "input_edge", "prompted", "trainers", "budget", "__init__"}
-    method_modules = {p.stem for p in (root / "methods").glob("*.py")} - shared
-    assert {"dect", "adept", "bbt"} <= method_modules
+    methods_dir = root / "methods"
+    method_modules = {p.stem for p in methods_dir.glob("*.py") if p.stem != "__init__" and is_method_module(p.stem)}
+    assert {"dect", "adept", "bbt"} <= method_modules and not method_modules & set(FRAMEWORK)
+    assert {p.name for p in methods_dir.iterdir() if p.is_dir() and (p / "__init__.py").exists()} == set(FRAMEWORK)
     forbidden = {"data": ("backends", "methods", "bench", "cli"), "backends": ("methods", "bench", "cli"),
                  "methods": ("bench", "cli"), "bench": ("cli",)}
     problems = []
     for path in root.rglob("*.py"):
-        folder = path.relative_to(root).parts[0]
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if not isinstance(node, ast.ImportFrom) or not node.level:
+        where = path.relative_to(root).parts
+        for module in _imports(root, path):
+            parts = module.split(".")
+            declaration = where[:2] == ("methods", "configs") or where == ("methods", "core", "config.py")
+            if parts[0] != "edgetune":
+                if declaration and parts[0] not in TORCH_FREE:
+                    problems.append(f"{'/'.join(where)} imports {module}: declarations are torch-free")
                 continue
-            parts = (node.module or "").split(".")
-            target = parts[0] if node.level == 2 else folder
-            if target in forbidden.get(folder, ()):
-                problems.append(f"{path.relative_to(root)} imports {target}")
-            if folder == "methods" and path.stem in method_modules and node.level == 1 and parts[0] in method_modules:
-                problems.append(f"{path.relative_to(root)} imports the method module {parts[0]}")
+            target = parts[1] if len(parts) > 1 else ""
+            if target in forbidden.get(where[0], ()):
+                problems.append(f"{'/'.join(where)} imports {module}")
+            imported_method = parts[1:2] == ["methods"] and len(parts) > 2 and parts[2] in method_modules
+            if where[0] == "methods" and imported_method:
+                if where[1] in FRAMEWORK:
+                    problems.append(f"{'/'.join(where)} (framework) imports the method module {module}")
+                elif where[1][:-3] != parts[2]:
+                    problems.append(f"{'/'.join(where)} imports the method module {module}")
+            if where[:2] == ("methods", "configs") and parts[:3] == ["edgetune", "methods", "core"] and (
+                    parts[3:4] != ["config"]):
+                problems.append(f"{'/'.join(where)} imports {module}: a declaration imports only core.config")
     assert not problems, problems
 
 
-def test_the_catalog_describes_the_registry():
-    """catalog.json (what the CLI parses with, before any method is imported) is the live registry's."""
-    from edgetune import catalog
+def test_the_declarations_are_the_registry():
+    """What the command line parses with (the declarations, before any method or torch is imported) is what the
+    registry runs: one config per registered method, and each method's class named by its config."""
+    from edgetune.methods.configs import declared
 
-    assert catalog.text(catalog.build()) == catalog.PATH.read_text(encoding="utf-8"), (
-        "the method registry changed: rewrite the catalog with `python -m edgetune.methods`")
+    assert set(declared()) == set(METHODS)
+    for name, config in declared().items():
+        assert METHODS[name].config is config
 
 
 def test_the_package_root_exports_every_method_and_imports_lazily():
@@ -305,9 +381,10 @@ def test_the_package_root_exports_every_method_and_imports_lazily():
         assert getattr(edgetune, cls.__name__) is cls and cls.__name__ in edgetune.__all__, name
     for public in edgetune.__all__:
         assert getattr(edgetune, public) is not None
-    # parsing a command line (help, argument errors) imports no method, so neither torch nor scikit-learn
+    # parsing a command line (help, argument errors) reads the declarations only: no method module, so neither
+    # torch nor numpy nor scikit-learn
     code = ("import sys; from edgetune.cli import build_parser; p = build_parser(); p.parse_args(['run', 'adept', "
-            "'--steps', '3']); import edgetune; print(sorted(m for m in ('torch', 'sklearn', 'transformers', "
-            "'edgetune.methods') if m in sys.modules))")
+            "'--steps', '3']); import edgetune; print(sorted(m for m in ('torch', 'numpy', 'sklearn', 'transformers', "
+            "'edgetune.methods.adept', 'edgetune.methods.core.registry') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -19,7 +19,7 @@ from test_methods import FakeBackend  # just enough backend for prepared feature
 from edgetune.backends import Features
 from edgetune.errors import DataError, EdgetuneError, IncompatibleError, ModelError
 from edgetune.methods import METHODS, DecT, LinearProbe, MultiPromptDecoder, ParamError, ZeroShot, load
-from edgetune.methods.base import LambdaSearch, train_rows
+from edgetune.methods.core.decoders import LambdaSearch, train_rows
 
 LABELS = ("neg", "pos", "mid")
 
@@ -94,7 +94,7 @@ def edit_weights(path: Path, **arrays) -> None:
     ("adept", {"dropout": float("nan")}, "dropout"),
     ("adept", {"warmup_ratio": "x"}, "warmup_ratio"),
     ("pt", {"prompt_lr_ratio": float("inf")}, "prompt_lr_ratio"),
-    ("lora", {"alpha": float("nan")}, "alpha"),
+    ("lora", {"lora_alpha": float("nan")}, "lora_alpha"),
     ("lora", {"target_modules": "q_proj"}, "target_modules"),
     ("sift", {"density": float("nan")}, "density"),
     ("bbt", {"sigma": float("inf")}, "sigma"),
@@ -383,7 +383,7 @@ def test_shape_parameters_are_checked_against_the_saved_arrays_first(name, param
                                                                      monkeypatch):
     import shutil
 
-    from edgetune.methods.input_edge import InputEdgeMethod
+    from edgetune.methods.core.input_edge import InputEdgeMethod
 
     be, saved = saved_input_edge
     path = Path(shutil.copytree(saved[name], tmp_path / name))

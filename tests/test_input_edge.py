@@ -183,8 +183,8 @@ def test_auto_prompt_lr_follows_the_embedding_scale(make_backend, toy_task):
     m = small(ADePT, be, steps=1, prompt_lr_ratio=0.5).fit(toy_task.sample(2, 0))
     assert m.history_["lr"]["lr_prompt"] == pytest.approx(0.5 * scale, rel=1e-3)
     assert m.history_["lr"]["lr_network"] == 1e-4  # the network's rate is scale-free: as given
-    paper = small(PromptTuning, be, steps=1, lr=0.3).fit(toy_task.sample(2, 0))
-    assert paper.history_["lr"]["lr"] == 0.3  # a number is used as given
+    paper = small(PromptTuning, be, steps=1, lr_prompt=0.3).fit(toy_task.sample(2, 0))
+    assert paper.history_["lr"]["lr_prompt"] == 0.3  # a number is used as given
 
 
 @pytest.mark.parametrize("select_by", ["accuracy", "loss"])
@@ -254,7 +254,8 @@ def test_non_finite_loss_stops_training_and_keeps_the_best(make_backend, toy_tas
 
 def test_bad_recipe_values_are_one_clear_error(make_backend, toy_task):
     be = make_backend("causal")  # a 64-token window
-    for cls, bad, word in ((ADePT, {"prompt_tokens": 60}, "prompt_tokens"), (PromptTuning, {"lr": -1.0}, "lr"),
+    for cls, bad, word in ((ADePT, {"prompt_tokens": 60}, "prompt_tokens"),
+                           (PromptTuning, {"lr_prompt": -1.0}, "lr_prompt"),
                            (ADePT, {"lr_network": float("nan")}, "lr_network"), (DePT, {"steps": 0}, "steps"),
                            (PromptTuning, {"prompt_init": "glove"}, "prompt_init")):
         with pytest.raises(EdgetuneError, match=word):
@@ -290,7 +291,7 @@ def test_adept_reports_how_far_its_network_moves_embeddings(make_backend, toy_ta
 
 
 def test_the_loss_rule_never_prefers_a_collapsed_check():
-    from edgetune.methods.trainers import choose
+    from edgetune.methods.core.trainers import choose
 
     # a run that collapsed after step 10 (trec, 96 dev examples): dev accuracy back at chance, and a loss
     # that is low only because the collapsed model is unsure of everything
@@ -305,9 +306,10 @@ def test_the_loss_rule_never_prefers_a_collapsed_check():
 
 
 def test_a_collapse_is_detected_against_the_gain_so_far():
-    from edgetune.methods.trainers import AdamWTrainer
+    from edgetune.methods.core.config import GradientConfig
+    from edgetune.methods.core.trainers import AdamWTrainer
 
-    t = AdamWTrainer(steps=10, batch_size=2)
+    t = AdamWTrainer(GradientConfig(steps=10, batch_size=2))
 
     def run(*accs, n_dev=96, done=0):
         checks = [(10 * i, a, 1.0 - a, None) for i, a in enumerate(accs)]  # loss falls as accuracy rises
@@ -319,12 +321,12 @@ def test_a_collapse_is_detected_against_the_gain_so_far():
     assert run(0.50, 0.50, 0.30) is None  # no gain over the start: nothing to protect
     assert run(0.50, 0.53, 0.50, n_dev=32) is None  # a loss within two dev examples is noise
     assert run(0.19, 0.54, 0.26, done=3) is None  # at most three rollbacks
-    assert AdamWTrainer(steps=10, batch_size=2, rollback=None)._collapsed(
+    assert AdamWTrainer(GradientConfig(steps=10, batch_size=2, rollback=None))._collapsed(
         [(0, 0.19, 1, None), (10, 0.54, 1, None), (20, 0.26, 1, None)], 96, 0) is None  # off
 
 
 def test_a_collapsed_run_goes_back_to_its_best_check_at_half_the_rate(make_backend, toy_task, monkeypatch):
-    m = small(PromptTuning, make_backend("causal"), steps=3, eval_every=1, lr=0.3, warmup_ratio=0.0)
+    m = small(PromptTuning, make_backend("causal"), steps=3, eval_every=1, lr_prompt=0.3, warmup_ratio=0.0)
     script, states = iter([0.2, 0.6, 0.1, 0.1]), []
 
     def dev_scores():

@@ -17,8 +17,8 @@ from prefix_helpers import first_block_only, gates_at_one, scores
 
 from edgetune.errors import EdgetuneError, IncompatibleError
 from edgetune.methods import ACCEPT, APT, LAMP, SIFT, BBTv2, FineTune
-from edgetune.methods.base import ParamError
-from edgetune.methods.trainers import CMAESTrainer, choose, unchoosable
+from edgetune.methods.core.config import BlackBoxConfig, ParamError
+from edgetune.methods.core.trainers import CMAESTrainer, choose, unchoosable
 
 QUICK = {"steps": 2, "batch_size": 4, "eval_every": 1, "progress": False}
 
@@ -131,7 +131,7 @@ def test_divide_and_conquer_changes_one_block_per_generation():
         def dev_accuracy_of(self, z):
             return None
 
-    _, history = CMAESTrainer(dim=6, budget=40, popsize=4, blocks=3, progress=False).train(Problem())
+    _, history = CMAESTrainer(BlackBoxConfig(budget=40, popsize=4, progress=False), dim=6, blocks=3).train(Problem())
     assert history["calls"] == 3 * 3 * 4  # whole rounds, as the reference: budget // (popsize · blocks)
     for gen, zs in enumerate(seen):
         block = gen % 3
@@ -149,7 +149,8 @@ def test_a_search_is_kept_only_if_it_beats_its_start_on_dev(start_dev, kept):
         def dev_accuracy_of(self, z):
             return start_dev if not np.any(z) else 0.625
 
-    z, history = CMAESTrainer(dim=4, budget=24, popsize=4, eval_every=8, progress=False).train(Problem())
+    config = BlackBoxConfig(budget=24, popsize=4, eval_every=8, progress=False)
+    z, history = CMAESTrainer(config, dim=4).train(Problem())
     assert history["dev_accuracy"][0] == (0, start_dev)  # the start is the first check
     assert history["best_train_loss"] < 4.0
     assert (not np.any(z)) == (kept == "start")
@@ -176,7 +177,7 @@ def test_prefixes_refuse_a_model_without_a_key_value_cache(make_backend, toy_tas
 
 
 def test_a_causal_model_whose_blocks_are_not_listed_is_refused_naming_the_parameter():
-    from edgetune.methods.prompted import decoder_layers
+    from edgetune.methods.core.prompted import decoder_layers
 
     class Odd(torch.nn.Module):
         base_model = torch.nn.Linear(2, 2)
@@ -217,7 +218,7 @@ def test_accept_and_lamp_start_from_their_prompt(make_backend, toy_task):
      "accept: budget_tokens=5 leaves no room"),
     (ACCEPT, {"prompt_tokens": 4, "sub_dim": 5}, "accept: sub_dim=5 does not divide"),
     (LAMP, {"pool": 3}, "lamp: pool=3 must divide prompt_tokens=100"),
-    (LAMP, {"prompt_tokens": 4, "budget_tokens": 0}, "budget_tokens must be a positive integer"),
+    (LAMP, {"prompt_tokens": 4, "budget_tokens": 0}, "lamp: budget_tokens must be a whole number ≥ 1, not 0"),
 ])
 def test_settings_no_model_can_honour_are_one_line_naming_the_parameter(make_backend, toy_task, cls, params, message):
     with pytest.raises(EdgetuneError, match=message) as err:
@@ -226,7 +227,7 @@ def test_settings_no_model_can_honour_are_one_line_naming_the_parameter(make_bac
 
 
 def test_factor_rates_move_a_product_prompt_as_far_as_prompt_tuning_moves_its_prompt():
-    from edgetune.methods.prompted import factor_rates
+    from edgetune.methods.core.prompted import factor_rates
 
     a, b = torch.full((6, 4), 2.0), torch.full((4, 5), -3.0)
     rates = factor_rates(lambda f: f["a"] @ f["b"], {"a": a, "b": b}, step=0.04)

@@ -4,7 +4,7 @@ import pytest
 from edgetune.backends import Features
 from edgetune.errors import EdgetuneError, IncompatibleError
 from edgetune.methods import METHODS, CalibratedZeroShot, DecT, LinearProbe, ZeroShot, load
-from edgetune.methods.base import calibrate, log_softmax
+from edgetune.methods.core.decoders import calibrate, log_softmax
 
 LABELS = ("neg", "pos", "mid")
 
@@ -148,7 +148,7 @@ def test_unfitted_method_says_so(backend):
 
 def test_saved_backend_options_come_from_each_backend_class():
     """Each backend class says which recorded settings rebuild it (the kind first)."""
-    from edgetune.methods.base import saved_backend_options
+    from edgetune.methods.core.persistence import saved_backend_options
 
     assert saved_backend_options({"backend_kind": "embedding", "backend_settings": {"scale": 5.0}}) == {
         "kind": "embedding", "scale": 5.0}

@@ -57,7 +57,7 @@ def test_several_label_word_sets_share_each_query_and_average_in_the_prior(make_
     (prompt, set) calibration; saved and loaded, it predicts the same."""
     from dataclasses import replace
 
-    from edgetune.methods.base import calibrate
+    from edgetune.methods.core.decoders import calibrate
 
     task = replace(task3, more_label_words=({"negative": "awful", "positive": "good"},))
     assert task.more_words == [["awful", "good"]]

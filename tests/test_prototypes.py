@@ -5,7 +5,7 @@ from test_methods import LABELS, FakeBackend, fit, synthetic
 from edgetune.backends import Features
 from edgetune.errors import EdgetuneError
 from edgetune.methods import KNN, BatchCalibratedZeroShot, Centroid, ZeroShot, load
-from edgetune.methods.base import batch_calibrate, batch_prior, log_softmax
+from edgetune.methods.core.decoders import batch_calibrate, batch_prior, log_softmax
 
 
 @pytest.fixture
@@ -145,7 +145,7 @@ def test_lambda_search_rows_are_independent_decoders_and_pick_judges_held_out_fo
     the decoder a run of its own would give, and the pick must judge each row on its held-out fold only."""
     import torch
 
-    from edgetune.methods.base import LambdaSearch
+    from edgetune.methods.core.decoders import LambdaSearch
     from edgetune.methods.dect import DecT
 
     gen = torch.Generator().manual_seed(0)

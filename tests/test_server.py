@@ -77,7 +77,7 @@ def test_dect_over_the_server_then_entirely_from_the_cache(server, sst2, clean):
 
     task, train, test = sst2
     from edgetune.data.templates import Template
-    from edgetune.methods.base import content_free_examples
+    from edgetune.methods.core.estimator import content_free_examples
 
     n_prompts = len(train) + len(test) + len(content_free_examples(Template(task.template)))
     assert clean["usage"]["queries"] == n_prompts

@@ -14,8 +14,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from . import catalog as _catalog
 from .errors import EdgetuneError as EdgetuneError
+from .methods.configs import declared as _declared
 
 __version__ = "0.1.0"
 
@@ -26,9 +26,10 @@ _EXPORTS = {
     "Backend": ".backends", "EmbeddingBackend": ".backends", "FeatureCache": ".backends", "Features": ".backends",
     "LocalBackend": ".backends", "OpenAIBackend": ".backends", "load_backend": ".backends",
     "METHODS": ".methods", "Method": ".methods", "get_method": ".methods", "load": ".methods",
+    "MethodConfig": ".methods",
 }
-#: every registered method's class name -> its registry name
-_METHOD_CLASSES = _catalog.class_names()
+#: every declared method's class name -> its registry name (read from the declarations: no torch)
+_METHOD_CLASSES = {config.estimator: name for name, config in _declared().items()}
 
 __all__ = sorted(["EdgetuneError", "__version__", *_EXPORTS, *_METHOD_CLASSES])
 

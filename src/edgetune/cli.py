@@ -16,7 +16,7 @@ from rich.table import Table
 from .errors import EdgetuneError
 
 #: constructor parameters that `run` sets itself (or through its own flags) rather than as method options
-RUN_OWNED = ("template", "label_words", "seed", "progress", "labels")
+RUN_OWNED = ("template", "label_words", "seed", "progress", "labels", "text_col", "text_b_col")
 #: `edgetune run`'s default test subset: a first answer in about a minute on a laptop CPU
 QUICK_TEST_SIZE = 200
 #: method parameters whose flag would clash with a backend flag
@@ -65,29 +65,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="edgetune", description="Adapt a frozen language model at its edges.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    from . import catalog
+    from .methods.configs import declarations
 
-    methods = catalog.methods()  # the registry's description: no method (and no torch) is imported to parse
+    methods = declarations()  # the methods' declarations: no method (and no torch) is imported to parse
     run = sub.add_parser("run", help="run a method (and its baselines) over tasks x shots x seeds",
                          description="Run METHOD on each task, shot count and seed; print per-seed accuracy and "
                          "mean ± std, and write the records (results.jsonl) and a report.md. `run dect` also runs "
-                         "zero-shot, calibrated zero-shot and a linear probe on the very same features.")
-    run.add_argument("method", choices=sorted(methods), metavar="METHOD",
-                     help="one of: " + ", ".join(f"{n} ({c['display_name']}, {c['edge']} edge)"
-                                                 for n, c in sorted(methods.items())))
-    run.add_argument("--task", nargs="+", default=None,
-                     help="registry task name(s) or task .yaml file(s) (default sst2, or the files below)")
-    run.add_argument("--shots", nargs="+", type=_positive_int, default=[16], help="examples per class (default 16)")
-    run.add_argument("--seeds", nargs="+", type=_seed, default=[0, 1, 2, 3, 4], help="sampling seeds (default 0-4)")
-    run.add_argument("--test-size", type=_test_size, default=QUICK_TEST_SIZE, metavar="N|all",
-                     help=f"evaluate on a seeded random subset of N test examples, the same for every method "
-                     f"(default {QUICK_TEST_SIZE}, for a first answer in about a minute; 'all' for the whole "
-                     "test set)")
-    run.add_argument("--data-dir", help="task data root (default $EDGETUNE_DATA_DIR, else the data installed "
-                     "with edgetune)")
-    run.add_argument("--output", "-o", help="folder for results.jsonl and report.md (default results/<method>-<model>)")
-    run.add_argument("--save-dir", help="also save each seed's fitted METHOD under this folder")
-    byo = run.add_argument_group("bring your own data (instead of --task)")
+                         "zero-shot, calibrated zero-shot and a linear probe on the very same features. "
+                         "`edgetune run METHOD --help` lists METHOD's own options.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--task", nargs="+", default=None,
+                        help="registry task name(s) or task .yaml file(s) (default sst2, or the files below)")
+    common.add_argument("--shots", nargs="+", type=_positive_int, default=[16],
+                        help="examples per class (default 16)")
+    common.add_argument("--seeds", nargs="+", type=_seed, default=[0, 1, 2, 3, 4],
+                        help="sampling seeds (default 0-4)")
+    common.add_argument("--test-size", type=_test_size, default=QUICK_TEST_SIZE, metavar="N|all",
+                        help=f"evaluate on a seeded random subset of N test examples, the same for every method "
+                        f"(default {QUICK_TEST_SIZE}, for a first answer in about a minute; 'all' for the whole "
+                        "test set)")
+    common.add_argument("--data-dir", help="task data root (default $EDGETUNE_DATA_DIR, else the data installed "
+                        "with edgetune)")
+    common.add_argument("--output", "-o",
+                        help="folder for results.jsonl and report.md (default results/<method>-<model>)")
+    common.add_argument("--save-dir", help="also save each seed's fitted METHOD under this folder")
+    byo = common.add_argument_group("bring your own data (instead of --task)")
     byo.add_argument("--train", help="train file (.jsonl, .csv, .tsv; .xz/.gz too) or a Hugging Face dataset "
                      "folder (save_to_disk; a DatasetDict's 'train' split)")
     byo.add_argument("--test", help="test file or Hugging Face dataset folder (a DatasetDict's 'test' split)")
@@ -97,11 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
     byo.add_argument("--label-words", help='LABEL:WORD pairs, e.g. "negative:bad,positive:great" (with --train: '
                      "optional; without it the labels are read from the train file and each label's readable name "
                      "is its word, e.g. transfer_money -> 'transfer money')")
-    byo.add_argument("--text-col", default="text")
-    byo.add_argument("--text-b-col", default=None)
-    byo.add_argument("--label-col", default="label")
-    _add_method_options(run, methods)
-    _add_model_args(run)
+    byo.add_argument("--text-col", default="text", help="column holding the text (default text)")
+    byo.add_argument("--text-b-col", default=None, help="column holding a second text, for pair tasks")
+    byo.add_argument("--label-col", default="label", help="column holding the label (default label)")
+    _add_model_args(common)
+    per_method = run.add_subparsers(dest="method", required=True, metavar="METHOD",
+                                    parser_class=_Parser)
+    for name, config in methods.items():
+        p = per_method.add_parser(name, parents=[common], help=f"{config.display_name} ({config.edge} edge)",
+                                  description=f"Run {config.display_name} ({config.edge} edge) and write its "
+                                  "records and report.")
+        _add_method_options(p, config, [methods[c] for c in config.companions if c in methods])
 
     pred = sub.add_parser("predict", help="label texts with a saved model")
     pred.add_argument("path", help="folder written by save() or run --save-dir")
@@ -176,28 +184,49 @@ def _load_tasks(args: argparse.Namespace):
     return [load_task(n, args.data_dir, template=args.template, label_words=args.label_words) for n in names]
 
 
-def _add_method_options(parser: argparse.ArgumentParser, methods: dict[str, dict[str, Any]]) -> None:
-    """One flag per method constructor parameter, generated from the registry's catalog: the help names
-    each method that takes it and that method's own default."""
-    takers: dict[str, list[tuple[str, dict[str, Any]]]] = {}
-    for name, spec in sorted(methods.items()):
-        for pname, p in spec["params"].items():
-            if pname not in RUN_OWNED:
-                takers.setdefault(pname, []).append((name, p))
-    group = parser.add_argument_group("method options (each is passed to the methods that take it; the "
-                                      "method's own default applies when it is not given)")
-    for pname, uses in sorted(takers.items()):
-        flag = "--" + FLAG_RENAMES.get(pname, pname.replace("_", "-"))
-        defaults = ", ".join(f"{n} {_show_default(p['default'])}" for n, p in uses)
-        kwargs: dict[str, Any] = {"dest": f"m_{pname}", "default": None, "help": f"defaults: {defaults}"}
-        kinds = {p["kind"] for _, p in uses}
-        if "flag" in kinds:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif "list" in kinds:
-            kwargs.update(nargs="+", type=_cli_value, metavar="VALUE")
-        else:
-            kwargs.update(type=_cli_value, metavar=pname.upper())
-        group.add_argument(flag, **kwargs)
+def _add_method_options(parser: argparse.ArgumentParser, config: Any, companions: list[Any]) -> None:
+    """One flag per parameter the method declares, with its one line of help and its default; then the
+    parameters only its companions take (``run dect`` also runs them). A deprecated spelling is accepted with a
+    warning and not listed."""
+    group = parser.add_argument_group(f"{config.name} options")
+    seen: set[str] = set()
+    for owner in (config, *companions):
+        if owner is not config:
+            group = parser.add_argument_group(f"options of {owner.display_name} (run beside it)")
+        for info in owner.params().values():
+            if info.name in RUN_OWNED or info.name in seen:
+                continue
+            seen.add(info.name)
+            kwargs: dict[str, Any] = {"dest": f"m_{info.name}", "default": None,
+                                      "help": f"{info.help} (default {_show_default(info.default)})"}
+            if info.kind == "flag":
+                kwargs["action"] = argparse.BooleanOptionalAction
+            elif info.kind == "list":
+                kwargs.update(nargs="+", type=_cli_value, metavar="VALUE")
+            else:
+                kwargs.update(type=_cli_value, metavar=info.name.upper())
+            group.add_argument(_flag(info.name), **kwargs)
+        for old, new in owner.aliases.items():
+            if old not in seen and new in seen:
+                seen.add(old)
+                parser.add_argument(_flag(old), dest=f"m_{new}", type=_cli_value, default=None,
+                                    action=_renamed(_flag(old), _flag(new)), help=argparse.SUPPRESS)
+
+
+def _flag(name: str) -> str:
+    return "--" + FLAG_RENAMES.get(name, name.replace("_", "-"))
+
+
+def _renamed(old: str, new: str) -> type[argparse.Action]:
+    """An argparse action for a deprecated flag: stores under the new name, with a warning."""
+
+    class Renamed(argparse.Action):
+        def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
+            warnings.warn(f"{old} is renamed {new}; the old name will be removed in the next release",
+                          FutureWarning, stacklevel=2)
+            setattr(namespace, self.dest, values)
+
+    return Renamed
 
 
 def _whole(least: int, most: int | None = None, name: str = "", allow_all: bool = False) -> Callable[[str], Any]:
@@ -250,17 +279,12 @@ def _cli_value(text: str) -> Any:
 
 def _knobs(args: argparse.Namespace, name: str) -> dict[str, Any]:
     """The method options given on the command line that method ``name`` takes."""
-    from .catalog import methods
-    from .methods import get_method
+    from .methods.configs import declarations
 
-    accepted = get_method(name).param_names()
-    listed = {p for p, spec in methods().get(name, {}).get("params", {}).items() if isinstance(spec["default"], list)}
     knobs = {}
-    for pname in accepted:
+    for pname in declarations()[name].param_names():
         value = getattr(args, f"m_{pname}", None)
         if value is not None and pname not in RUN_OWNED:
-            if isinstance(value, list) and len(value) == 1 and pname not in listed:
-                value = value[0]  # one value for a parameter that may be a list (DecT's --epochs 10 20 30)
             knobs[pname] = value
     return knobs
 
@@ -401,7 +425,7 @@ def cmd_serve(args: argparse.Namespace, console: Console) -> int:
 def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     from .backends import load_backend
     from .data.io import read_examples
-    from .methods.base import load, read_saved, saved_backend_options
+    from .methods.core.persistence import load, read_saved, saved_backend_options
 
     config, _ = read_saved(args.path)
     model_name = args.model or config.get("model")

@@ -18,7 +18,7 @@ import yaml
 from ..data.tasks import Task, load_task
 from ..errors import DataError
 from ..methods import get_method
-from ..methods.base import MAX_SEED
+from ..methods.core.config import MAX_SEED
 from ..paths import safe_name
 from .records import cell_key
 
@@ -43,7 +43,7 @@ class MethodEntry:
         if unknown:
             raise DataError(f"method entry {spec['name']!r}: unknown key(s) {sorted(unknown)}")
         method = get_method(spec["name"])
-        params = dict(spec.get("params") or {})
+        params = method.config.renamed(spec.get("params") or {}, where=f" (bench entry {spec['name']!r})")
         bad = set(params) - set(method.param_names())
         if bad:
             raise DataError(f"method {spec['name']!r} has no parameter(s) {sorted(bad)}; it takes "

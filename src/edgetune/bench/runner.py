@@ -5,7 +5,7 @@ A cell is (model, task, shots, seed, method). Every method of a cell sees the sa
 the same seeded test subset. Output-edge methods share one feature extraction per (model, task, shots,
 seed) through the feature cache, and are charged the extraction time their queries took; the others
 (input edge, SetFit) run their model themselves. What a method costs (trainable parameters, queries,
-steps) is read from its :meth:`~edgetune.methods.base.Method.costs`, never guessed from its name.
+steps) is read from its :meth:`~edgetune.methods.core.estimator.Method.costs`, never guessed from its name.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from ..data.tasks import Task
 from ..data.templates import Template
 from ..errors import EdgetuneError
 from ..methods import get_method
-from ..methods.base import content_free_examples
-from ..methods.output_edge import OutputEdgeMethod, extract
+from ..methods.configs import declarations
+from ..methods.core.estimator import content_free_examples
+from ..methods.core.output_edge import OutputEdgeMethod, extract
 from ..paths import safe_name
 from .config import BenchConfig, MethodEntry, key_of, task_key
 from .records import RESULTS_NAME, ResultsLog, machine_info, read_results
@@ -147,12 +148,20 @@ def _spec(config: BenchConfig, entry: MethodEntry) -> dict[str, Any]:
     return {"name": entry.name, "params": _plain(entry.params), "test_size": config.test_size}
 
 
+def _renamed(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Recorded parameters under today's names (a record written under a deprecated spelling is the same cell)."""
+    config = declarations().get(name)
+    return dict(params) if config is None else config.renamed(params, warn=False)
+
+
 def _same_spec(config: BenchConfig, cell: tuple, record: Mapping[str, Any]) -> bool:
     entry = cell[4]
     if "spec" in record:
-        return record["spec"] == json.loads(json.dumps(_spec(config, entry)))
+        spec = dict(record["spec"])
+        spec["params"] = _renamed(str(spec.get("name")), spec.get("params") or {})
+        return spec == json.loads(json.dumps(_spec(config, entry)))
     # records written before specs were kept: the method and its parameters (the run's seed aside)
-    old = {k: v for k, v in (record.get("params") or {}).items() if k != "seed"}
+    old = {k: v for k, v in _renamed(entry.name, record.get("params") or {}).items() if k != "seed"}
     now = {k: v for k, v in json.loads(json.dumps(_plain(entry.params))).items() if k != "seed"}
     return record.get("name", entry.name) == entry.name and old == now
 

@@ -80,9 +80,11 @@ class Dataset(Sequence[Example]):
 TEXT_COLUMN, TEXT_B_COLUMN = "text", "text_b"
 
 
-def as_examples(X: Iterable[Any], y: Sequence[Any] | None = None) -> list[Example]:
+def as_examples(X: Iterable[Any], y: Sequence[Any] | None = None, *, text_col: str | None = None,
+                text_b_col: str | None = None) -> list[Example]:
     """Accept what a scikit-learn user passes: a list, numpy array or pandas Series of strings; a pandas
-    DataFrame (its ``text`` column, and ``text_b`` for pairs; or its only column); a 2-D array of one or two
+    DataFrame (its ``text_col`` column, and ``text_b_col`` for pairs; by default ``text`` and ``text_b``, or its
+    only column); a 2-D array of one or two
     text columns; a Hugging Face ``datasets.Dataset``; :class:`Example` objects, ``(text, text_b)`` pairs or
     dicts. Labels ``y`` may be any values (strings, ints, a numpy array); they become label names with ``str``."""
     from .io import examples_from_hf, is_hf_dataset
@@ -94,7 +96,7 @@ def as_examples(X: Iterable[Any], y: Sequence[Any] | None = None) -> list[Exampl
     if y is not None and not isinstance(y, Sequence):
         y = list(y.tolist() if hasattr(y, "tolist") else y)  # a numpy array or pandas Series of labels
     out: list[Example] = []
-    items = _rows(X)
+    items = _rows(X, text_col, text_b_col)
     if y is not None and len(y) != len(items):
         raise DataError(f"got {len(items)} inputs but {len(y)} labels")
     for i, item in enumerate(items):
@@ -120,20 +122,24 @@ def as_examples(X: Iterable[Any], y: Sequence[Any] | None = None) -> list[Exampl
     return out
 
 
-def _rows(X: Any) -> list[Any]:
+def _rows(X: Any, text_col: str | None = None, text_b_col: str | None = None) -> list[Any]:
     """The inputs of ``X`` one per sample — never a table's column names (iterating a DataFrame gives those)."""
     columns = getattr(X, "columns", None)
     if columns is not None and hasattr(X, "iloc"):  # a pandas DataFrame
         names = [str(c) for c in columns]
-        if TEXT_COLUMN in names:
-            text = X[TEXT_COLUMN].tolist()
-            pair = X[TEXT_B_COLUMN].tolist() if TEXT_B_COLUMN in names else None
+        for given in (text_col, text_b_col):
+            if given is not None and given not in names:
+                raise DataError(f"the DataFrame has no column {given!r}; its columns are {names[:8]}")
+        if text_col is not None or TEXT_COLUMN in names:
+            text = X[text_col or TEXT_COLUMN].tolist()
+            second = text_b_col or (TEXT_B_COLUMN if TEXT_B_COLUMN in names and text_col is None else None)
+            pair = X[second].tolist() if second is not None else None
         elif len(names) == 1:
             text, pair = X.iloc[:, 0].tolist(), None
         else:
             raise DataError(f"a DataFrame's texts are read from its {TEXT_COLUMN!r} column (and {TEXT_B_COLUMN!r} for "
-                            f"pairs) or from its only column; this one has {names[:8]}: rename one, or pass "
-                            "frame['your_column']")
+                            f"pairs) or from its only column; this one has {names[:8]}: pass text_col= (and "
+                            "text_b_col=) to the method")
         return list(text) if pair is None else [(a, b) for a, b in zip(text, pair, strict=True)]
     shape = getattr(X, "shape", None)
     if shape is not None and hasattr(X, "tolist"):  # a numpy array (or a pandas Series)

@@ -23,16 +23,17 @@ and a short input takes the first rows.
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..backends import Backend
 from ..backends.local import LabelReader
-from .base import ParamError, check_positive_int, register
-from .input_edge import GradientMethod
-from .prompted import PROMPT_LR_RATIO, PromptedModel, factor_rates
+from .configs.accept import ACCEPTConfig
+from .core.config import ParamError
+from .core.input_edge import GradientMethod
+from .core.prompted import PromptedModel, factor_rates
+from .core.registry import register
 
 
 def codebook_params(d: int, sub_dim: int, rows: int, size: int) -> int:
@@ -86,38 +87,6 @@ class ACCEPTModule(PromptedModel):
 class ACCEPT(GradientMethod):
     """Soft prompt and input offsets built from product-quantised codebooks (see the module docstring).
 
-    Parameters
-    ----------
-    model : str or Backend, default=None
-        The frozen model: a packaged name, a local folder, a hub id or a backend (None: ``default_model``).
-    prompt_tokens : int, default=60
-        Prompt length m (reference: 60).
-    sub_dim : int, default=32
-        Slice width of the prompt's codebooks (reference: 32); must divide d.
-    codebook_size : int, default=None
-        Codewords per prompt slice (None: the largest within ``prompt_tokens·d``).
-    offset_sub_dim : int, default=32
-        Slice width of the offset's codebooks; must divide d.
-    offset_size : int, default=None
-        Codewords per offset slice (None: the largest within the rest of the budget).
-    positions : int, default=256
-        Input positions offset (reference: 256, its padded length).
-    budget_tokens : int, default=100
-        Trainable-parameter budget ``budget_tokens·d`` (prompt tuning with that many tokens), prompt and offset.
-    lr_prompt : float or "auto", default="auto"
-        The prompt factors' rate (``"auto"``: one step of the factors moves the prompt by ``prompt_lr_ratio`` × the
-        embedding scale, see :func:`~edgetune.methods.prompted.factor_rates`).
-    lr_offsets : float, default=1e-3
-        The offset factors' rate (reference grid 1e-4 to 5e-3).
-    prompt_init : {"text", "vocab", "range", "zeros"}, default="text"
-        How the soft prompt starts (see :meth:`~edgetune.methods.input_edge.InputEdgeMethod.initial_prompt`).
-    prompt_lr_ratio : float, default=0.3
-        The ``"auto"`` rate as a ratio to the embedding scale.
-    **kwargs
-        Shared by every gradient method (see :class:`~edgetune.methods.input_edge.GradientMethod`): ``template``,
-        ``label_words``, ``steps``, ``batch_size``, ``eval_every``, ``dev_shots``, ``max_length``, ``grad_accum``,
-        ``warmup_ratio``, ``weight_decay``, ``select_by``, ``max_grad_norm``, ``rollback``, ``seed``, ``progress``.
-
     Attributes
     ----------
     codebook_size_, offset_size_ : int
@@ -126,46 +95,14 @@ class ACCEPT(GradientMethod):
         The prompt factors' rates.
     module_ : torch.nn.Module
         The prompted model, holding the trained codebooks and weights; ``history_``, ``dev_size_`` and the rest: see
-        :class:`~edgetune.methods.input_edge.InputEdgeMethod`.
+        :class:`~edgetune.methods.core.input_edge.InputEdgeMethod`.
     """
 
-    name = "accept"
-    display_name = "ACCEPT"
-    budget_rule = ("K·r·(m + t) ≤ prompt_tokens·d (prompt) and K'·r'·(s + t') ≤ (budget_tokens − prompt_tokens)·d "
-                   "(offsets): the largest codebook sizes r, r'")
-    smoke_params: ClassVar[dict[str, Any]] = {
-        "steps": 2, "batch_size": 4, "eval_every": 1, "prompt_tokens": 4, "budget_tokens": 8, "positions": 8,
-        "sub_dim": 8, "offset_sub_dim": 8}
+    config = ACCEPTConfig
 
-    scaled_lrs: ClassVar[tuple[str, ...]] = ("lr_prompt",)
 
-    def __init__(self, model: str | Backend | None = None, *, prompt_tokens: int = 60, sub_dim: int = 32,
-                 codebook_size: int | None = None, offset_sub_dim: int = 32, offset_size: int | None = None,
-                 positions: int = 256, budget_tokens: int = 100, lr_prompt: float | str = "auto",
-                 lr_offsets: float = 1e-3, prompt_init: str = "text", prompt_lr_ratio: float = PROMPT_LR_RATIO,
-                 **kwargs: Any) -> None:
-        super().__init__(model, **kwargs)
-        self.prompt_tokens = prompt_tokens
-        self.sub_dim = sub_dim
-        self.codebook_size = codebook_size
-        self.offset_sub_dim = offset_sub_dim
-        self.offset_size = offset_size
-        self.positions = positions
-        self.budget_tokens = budget_tokens
-        self.lr_prompt = lr_prompt
-        self.lr_offsets = lr_offsets
-        self.prompt_init = prompt_init
-        self.prompt_lr_ratio = prompt_lr_ratio
 
-    def _validate_params(self) -> None:
-        super()._validate_params()
-        check_positive_int(self, "prompt_tokens", "sub_dim", "offset_sub_dim", "positions", "budget_tokens")
-        for name in ("codebook_size", "offset_size"):
-            if getattr(self, name) is not None:
-                check_positive_int(self, name)
-        if self.codebook_size is None and self.offset_size is None and self.prompt_tokens >= self.budget_tokens:
-            raise ParamError(f"accept: budget_tokens={self.budget_tokens} leaves nothing for the offsets after "
-                             f"prompt_tokens={self.prompt_tokens}; raise budget_tokens or lower prompt_tokens")
+
 
     def sizes(self, d: int) -> tuple[int, int]:
         """The codebook sizes (prompt, offsets) in use for hidden size d (given, or the largest in budget)."""

@@ -23,19 +23,19 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backends import Backend
 from ..backends.local import LabelReader
 from ..errors import EdgetuneError
-from .base import ParamError, check_number, check_positive_int, check_whole, register
-from .budget import Budget, largest_rank
-from .input_edge import GradientMethod
-from .prompted import PROMPT_LR_RATIO, PromptedModel
+from .configs.adept import ADePTConfig
+from .core.budget import Budget, largest_rank
+from .core.input_edge import GradientMethod
+from .core.prompted import PromptedModel
+from .core.registry import register
 
 
 class ADePTModule(PromptedModel):
@@ -81,78 +81,25 @@ class ADePT(GradientMethod):
     """Soft prompt + token-shared offset network. ``prompt_tokens``/``rank`` default to a budget match
     with 100-token prompt tuning (:meth:`match_budget`).
 
-    Parameters
-    ----------
-    model : str or Backend, default=None
-        The frozen model: a packaged name, a local folder, a hub id or a backend (None: ``default_model``).
-    prompt_tokens : int, default=60
-        Soft-prompt length m (0: the offset network alone).
-    rank : int, default=None
-        Bottleneck r of the offset network (None: the largest within the budget).
-    budget_tokens : int, default=100
-        Trainable-parameter budget when ``rank`` is None: ``budget_tokens·d`` (prompt tuning with that many tokens).
-    lr_prompt : float or "auto", default="auto"
-        AdamW rate of the soft prompt (``"auto"``: ``prompt_lr_ratio`` × the embedding scale).
-    lr_network : float, default=1e-4
-        AdamW rate of the offset network.
-    dropout : float, default=0.1
-        Dropout on the bottleneck pre-activation while training.
-    prompt_init : {"text", "vocab", "range", "zeros"}, default="text"
-        How the soft prompt starts (see :meth:`~edgetune.methods.input_edge.InputEdgeMethod.initial_prompt`).
-    prompt_lr_ratio : float, default=0.3
-        The ``"auto"`` rate as a ratio to the embedding scale.
-    **kwargs
-        Shared by every gradient method (see :class:`~edgetune.methods.input_edge.GradientMethod`): ``template``,
-        ``label_words``, ``steps``, ``batch_size``, ``eval_every``, ``dev_shots``, ``max_length``, ``grad_accum``,
-        ``warmup_ratio``, ``weight_decay``, ``select_by``, ``max_grad_norm``, ``rollback``, ``seed``, ``progress``.
-
     Attributes
     ----------
     rank_ : int
         The bottleneck used.
     module_ : torch.nn.Module
         The prompted model, holding the trained prompt and offset network; ``history_``, ``dev_size_`` and the rest: see
-        :class:`~edgetune.methods.input_edge.InputEdgeMethod`.
+        :class:`~edgetune.methods.core.input_edge.InputEdgeMethod`.
     """
 
-    name = "adept"
-    display_name = "ADePT"
-    budget_rule = "m·d + (2d+1)·r + d ≤ budget_tokens·d: the largest rank r for prompt_tokens m"
-    smoke_params: ClassVar[dict[str, Any]] = {
-        "steps": 2, "batch_size": 4, "eval_every": 1,
-        "prompt_tokens": 4, "budget_tokens": 8}
+    config = ADePTConfig
 
-    scaled_lrs: ClassVar[tuple[str, ...]] = ("lr_prompt",)
 
-    def __init__(self, model: str | Backend | None = None, *, prompt_tokens: int = 60, rank: int | None = None,
-                 budget_tokens: int = 100, lr_prompt: float | str = "auto", lr_network: float = 1e-4,
-                 dropout: float = 0.1, prompt_init: str = "text",
-                 prompt_lr_ratio: float = PROMPT_LR_RATIO, **kwargs: Any) -> None:
-        super().__init__(model, **kwargs)
-        self.prompt_tokens = prompt_tokens
-        self.rank = rank
-        self.budget_tokens = budget_tokens
-        self.lr_prompt = lr_prompt
-        self.lr_network = lr_network
-        self.dropout = dropout
-        self.prompt_init = prompt_init
-        self.prompt_lr_ratio = prompt_lr_ratio
+
 
     @classmethod
     def match_budget(cls, d: int, prompt_tokens: int = 60, budget_tokens: int = 100) -> Budget:
         return largest_rank(cls.name, lambda r: adept_params(d, prompt_tokens, r), budget_tokens * d,
                             prompt_tokens, budget_tokens)
 
-    def _validate_params(self) -> None:
-        super()._validate_params()
-        if isinstance(self.prompt_tokens, bool) or not isinstance(self.prompt_tokens, int) or self.prompt_tokens < 0:
-            raise ParamError(f"adept: prompt_tokens must be a non-negative integer, not {self.prompt_tokens!r}")
-        if self.prompt_tokens >= self.max_length:
-            raise ParamError(f"adept: prompt_tokens ({self.prompt_tokens}) must be shorter than max_length "
-                             f"({self.max_length})")
-        check_number(self, "dropout", 0, 1, high_open=True)
-        check_whole(self, "rank", 1, none_ok=True)
-        check_positive_int(self, "budget_tokens")
 
     def saved_shapes(self, tensors: dict[str, Any]) -> dict[str, tuple[int | None, ...]]:
         d = self.saved_axis(tensors, "w2.bias", 0)

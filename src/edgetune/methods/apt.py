@@ -12,7 +12,7 @@ our choice for a decoder (the paper's backbones are encoders).
 
 How it reaches the model, without copying modelling code: the prefix keys/values are a transformers
 ``DynamicCache`` the input rows are read after (:meth:`LabelReader.read_after`), and a forward pre-hook on each
-block (:func:`~edgetune.methods.prompted.layer_input_hooks`) sees the block's input, computes the gates and
+block (:func:`~edgetune.methods.core.prompted.layer_input_hooks`) sees the block's input, computes the gates and
 writes the gated prefix into that block's cache layer before its attention reads it. Causal LMs whose blocks
 transformers lists (Llama-style SmolLM2, Gemma-3); any other model is refused naming ``prefix_tokens``.
 
@@ -24,17 +24,18 @@ key/value width, heads × head size); by default the largest prefix length l wit
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..backends import Backend
 from ..backends.local import LabelReader
 from ..errors import IncompatibleError
-from .base import ParamError, check_positive_int, register
-from .input_edge import GradientMethod
-from .prompted import PromptedModel, decoder_layers, embed_ids, layer_input_hooks, text_prompt_ids
+from .configs.apt import APTConfig
+from .core.config import ParamError
+from .core.input_edge import GradientMethod
+from .core.prompted import PromptedModel, decoder_layers, embed_ids, layer_input_hooks, text_prompt_ids
+from .core.registry import register
 
 
 def apt_params(blocks: int, d: int, kv: int, tokens: int) -> int:
@@ -81,47 +82,19 @@ class APTModule(PromptedModel):
 class APT(GradientMethod):
     """Gated per-layer key/value prefixes (see the module docstring).
 
-    Parameters
-    ----------
-    model : str or Backend, default=None
-        The frozen model: a packaged name, a local folder, a hub id or a backend (None: ``default_model``).
-    prefix_tokens : int, default=None
-        Prefix length l per layer (None: the largest within ``budget_tokens·d``).
-    budget_tokens : int, default=100
-        Trainable-parameter budget when ``prefix_tokens`` is None: ``budget_tokens·d``.
-    lr : float, default=5e-3
-        AdamW rate of the prefixes and gates (P-tuning v2's range, 5e-3 to 1e-2).
-    **kwargs
-        Shared by every gradient method (see :class:`~edgetune.methods.input_edge.GradientMethod`): ``template``,
-        ``label_words``, ``steps``, ``batch_size``, ``eval_every``, ``dev_shots``, ``max_length``, ``grad_accum``,
-        ``warmup_ratio``, ``weight_decay``, ``select_by``, ``max_grad_norm``, ``rollback``, ``seed``, ``progress``.
-
     Attributes
     ----------
     prefix_tokens_ : int
         The prefix length used.
     module_ : torch.nn.Module
         The prompted model, holding the trained prefixes and gates; ``history_``, ``dev_size_`` and the rest: see
-        :class:`~edgetune.methods.input_edge.InputEdgeMethod`.
+        :class:`~edgetune.methods.core.input_edge.InputEdgeMethod`.
     """
 
-    name = "apt"
-    display_name = "adaptive prefix tuning"
-    budget_rule = "L·(2·l·kv + (d+1)·l + 1) ≤ budget_tokens·d: the largest prefix length l"
-    smoke_params: ClassVar[dict[str, Any]] = {"steps": 2, "batch_size": 4, "eval_every": 1, "budget_tokens": 8}
+    config = APTConfig
 
-    def __init__(self, model: str | Backend | None = None, *, prefix_tokens: int | None = None,
-                 budget_tokens: int = 100, lr: float = 5e-3, **kwargs: Any) -> None:
-        super().__init__(model, **kwargs)
-        self.prefix_tokens = prefix_tokens
-        self.budget_tokens = budget_tokens
-        self.lr = lr
 
-    def _validate_params(self) -> None:
-        super()._validate_params()
-        check_positive_int(self, "budget_tokens")
-        if self.prefix_tokens is not None:
-            check_positive_int(self, "prefix_tokens")
+
 
     def saved_shapes(self, tensors: dict[str, Any]) -> dict[str, tuple[int | None, ...]]:
         blocks, d = self.saved_axis(tensors, "keys", 0), self.saved_axis(tensors, "gates.0.weight", 1)

@@ -19,13 +19,14 @@ edgetune's contextual calibration does, so the two differ only in where the prio
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from ..backends import Backend, Features
-from .base import ParamError, batch_calibrate, batch_prior, register
-from .output_edge import OutputEdgeMethod
+from ..backends import Features
+from .configs.batch_calibration import BatchCalibratedConfig
+from .core.config import ParamError
+from .core.decoders import batch_calibrate, batch_prior
+from .core.output_edge import OutputEdgeMethod
+from .core.registry import register
 
 BATCHES = ("train", "test")
 
@@ -34,42 +35,23 @@ BATCHES = ("train", "test")
 class BatchCalibratedZeroShot(OutputEdgeMethod):
     """Label-word scores after batch calibration (see the module docstring); uses no training labels.
 
-    Parameters
-    ----------
-    model : str or Backend, default=None
-        The frozen model: a packaged name, a local folder, a hub id or a backend (None: ``default_model``).
-    template : str, default=None
-        Prompt template (None: the task's).
-    label_words : mapping or str, default=None
-        One label word per label, as a mapping or ``"label:word,..."`` (None: the task's).
-    batch : {"train", "test"}, default="train"
-        Inputs the prior is estimated from: the unlabelled training sample, or each call's own inputs.
-
     Attributes
     ----------
     prior_ : ndarray of shape (1, C)
         Log prior from the training sample (``batch="train"``).
     """
 
-    name = "batch_calibrated"
-    display_name = "batch-calibrated zero-shot"
+    config = BatchCalibratedConfig
+
     uses_content_free = False
     learns_from_labels = False
     fixed_state = ("prior",)  # a statistic of unlabelled inputs, not a learned parameter
 
-    def __init__(self, model: str | Backend | None = None, *, template: str | None = None,
-                 label_words: Any = None, batch: str = "train") -> None:
-        super().__init__(model, template=template, label_words=label_words)
-        self.batch = batch
 
     @property
     def uses_training_prompts(self) -> bool:  # type: ignore[override]
         return self.batch == "train"
 
-    def _validate_params(self) -> None:
-        super()._validate_params()
-        if self.batch not in BATCHES:
-            raise ParamError(f"{self.name}: batch must be one of {', '.join(BATCHES)}, not {self.batch!r}")
 
     def fit_features(self, train: Features, y: np.ndarray, content_free: Features) -> BatchCalibratedZeroShot:
         self.prior_ = batch_prior(train.scores).astype(np.float32)

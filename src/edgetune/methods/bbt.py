@@ -15,7 +15,7 @@ whole k-shot training set; ``budget`` calls in all (default 8,000 = 400 generati
 (every ``eval_every`` calls the current best candidate is scored on the dev split and the prompt with
 the best dev accuracy is kept, as the reference does). Both are reported in :attr:`history_`.
 
-The search itself is :class:`~edgetune.methods.trainers.CMAESTrainer`, shared with other black-box
+The search itself is :class:`~edgetune.methods.core.trainers.CMAESTrainer`, shared with other black-box
 methods; this module supplies the projection, the prompted model and the batched scoring.
 
 Differences from the reference: the prompt is prepended to every input (the reference's GPT-2 path
@@ -25,14 +25,15 @@ also prepends; for RoBERTa it fills placeholder tokens). A generation's candidat
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 
-from .base import register
-from .input_edge import ProjectedSearch
-from .prompted import PromptedModel
+from .configs.bbt import BBTConfig
+from .core.input_edge import ProjectedSearch
+from .core.prompted import PromptedModel
+from .core.registry import register
 
 
 class BBTModule(PromptedModel):
@@ -60,34 +61,6 @@ class BBTModule(PromptedModel):
 class BBT(ProjectedSearch):
     """CMA-ES over a random low-dimensional projection of a soft prompt (see the module docstring).
 
-    Parameters
-    ----------
-    model : str or Backend, default=None
-        The frozen model: a packaged name, a local folder, a hub id or a backend (None: ``default_model``).
-    intrinsic_dim : int, default=500
-        Dimension of the searched vector z (reference: 500).
-    prompt_tokens : int, default=50
-        Soft-prompt length (reference: 50).
-    alpha : float, default=1.0
-        Scale of the random projection (reference: 1).
-    max_rows : int, default=1024
-        Most prompt rows per forward pass when scoring candidates together (0: one candidate per pass).
-    prompt_init : {"range", "zeros", "text", "vocab"}, default="range"
-        The start p0 (``"range"``: the vocabulary tokens 1000, 1001, ..., as the reference).
-    budget : int, default=8000
-        Model calls in all, one call = one candidate over the k-shot set (reference: 8,000).
-    popsize : int, default=20
-        CMA-ES population per generation (reference: 20).
-    sigma : float, default=1.0
-        CMA-ES initial step size (reference: 1).
-    bound : float, default=0.0
-        Clip z to [-bound, bound] when > 0 (reference: 0, no bound).
-    eval_every : int, default=100
-        Calls between dev evaluations of the current best candidate (reference: 100).
-    **kwargs
-        Shared by every input-edge method (see :class:`~edgetune.methods.input_edge.InputEdgeMethod`): ``template``,
-        ``label_words``, ``batch_size``, ``dev_shots``, ``max_length``, ``seed``, ``progress``.
-
     Attributes
     ----------
     z_ : ndarray
@@ -98,7 +71,7 @@ class BBT(ProjectedSearch):
         Calls made.
     module_ : torch.nn.Module
         The prompted model, holding the prompt ``p0 + A z``; ``history_``, ``dev_size_`` and the rest: see
-        :class:`~edgetune.methods.input_edge.InputEdgeMethod`.
+        :class:`~edgetune.methods.core.input_edge.InputEdgeMethod`.
 
     Notes
     -----
@@ -109,11 +82,8 @@ class BBT(ProjectedSearch):
     model is bound by kernel launches, this is what makes the 8,000-call budget affordable.
     """
 
-    name = "bbt"
-    display_name = "BBT"
-    smoke_params: ClassVar[dict[str, Any]] = {
-        "budget": 4, "popsize": 2, "intrinsic_dim": 4,
-        "prompt_tokens": 2, "eval_every": 2}
+    config = BBTConfig
+
 
     @property
     def search_dim(self) -> int:
@@ -128,7 +98,7 @@ class BBT(ProjectedSearch):
         ``prompt_tokens·d × intrinsic_dim`` numbers), then pre-batch the training set."""
         table = self.module_.input_embedding().weight.detach().float()
         dim = table.shape[1]
-        std = self.alpha * float(table.std()) / (np.sqrt(self.intrinsic_dim) * self.sigma)
+        std = self.projection_scale * float(table.std()) / (np.sqrt(self.intrinsic_dim) * self.sigma)
         gen = torch.Generator().manual_seed(self.seed)
         self.projection_ = torch.randn(self.prompt_tokens * dim, self.intrinsic_dim, generator=gen) * std
         super()._prepare_search(ids, y)

@@ -10,12 +10,12 @@ the word-embedding table and σ̂_i (i ≥ 1) the std of block i's input hidden 
 clipped five times to mean ± 3 std (the reference's outlier clipping; it measures them on the first
 candidate, here on the start, z = 0). The search is divide and conquer: one CMA-ES per block, a round giving
 each block one generation while the others stay at their best so far
-(:class:`~edgetune.methods.trainers.CMAESTrainer` with ``blocks``). Calls are counted as BBT counts them (one
+(:class:`~edgetune.methods.core.trainers.CMAESTrainer` with ``blocks``). Calls are counted as BBT counts them (one
 candidate over the k-shot set); the reference budget is 8,000 calls, population 20, intrinsic dimension 500,
 50 prompt tokens, cross-entropy over the label words, a dev check every 100 calls.
 
 How the deep prompt reaches the model: the prompt positions are run first, through the model's own blocks
-with a forward pre-hook adding A_i z_i to block i's input (:func:`~edgetune.methods.prompted.layer_input_hooks`);
+with a forward pre-hook adding A_i z_i to block i's input (:func:`~edgetune.methods.core.prompted.layer_input_hooks`);
 their keys and values go into a transformers cache that every input row then reads after (a causal model's
 prefix does not depend on what follows, so this equals prepending the prompt to each row). Several candidates
 share one pass (``max_rows``), as BBT. Causal LMs only (the reference also covers RoBERTa, BERT, BART and T5
@@ -28,16 +28,18 @@ per-block prompt vectors.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..backends.local import LabelReader
 from ..errors import IncompatibleError
-from .base import ParamError, register
-from .input_edge import ProjectedSearch
-from .prompted import PromptedModel, decoder_layers, layer_input_hooks
+from .configs.bbtv2 import BBTv2Config
+from .core.config import ParamError
+from .core.input_edge import ProjectedSearch
+from .core.prompted import PromptedModel, decoder_layers, layer_input_hooks
+from .core.registry import register
 
 
 class DeepPromptModel(PromptedModel):
@@ -73,26 +75,6 @@ def clipped_std(values: torch.Tensor, rounds: int = 5) -> float:
 class BBTv2(ProjectedSearch):
     """A deep prompt (every block) searched by divide-and-conquer CMA-ES (see the module docstring).
 
-    Parameters
-    ----------
-    model : str or Backend, default=None
-        The frozen model: a packaged name, a local folder, a hub id or a backend (None: ``default_model``).
-    intrinsic_dim : int, default=500
-        Numbers searched per block (reference: 500); the whole search has blocks × this.
-    prompt_tokens : int, default=50
-        Prompt positions (reference: 50).
-    alpha : float, default=1.0
-        Scale of the random projections (reference: 1).
-    max_rows : int, default=1024
-        Most rows per forward pass when scoring candidates together (0: one candidate per pass).
-    prompt_init : {"range", "zeros", "text", "vocab"}, default="range"
-        The block-0 start p0 (``"range"``: the vocabulary tokens 1000, 1001, ..., as the reference).
-    budget, popsize, sigma, bound, eval_every : default=8000, 20, 1.0, 0.0, 100
-        As :class:`~edgetune.methods.bbt.BBT` (a round costs popsize × blocks calls).
-    **kwargs
-        Shared by every input-edge method (see :class:`~edgetune.methods.input_edge.InputEdgeMethod`): ``template``,
-        ``label_words``, ``batch_size``, ``dev_shots``, ``max_length``, ``seed``, ``progress``.
-
     Attributes
     ----------
     z_ : ndarray
@@ -105,10 +87,8 @@ class BBTv2(ProjectedSearch):
         The prompted model; the per-block prompts ``A_i z_i`` live in ``module_.layer_prompts``.
     """
 
-    name = "bbtv2"
-    display_name = "BBTv2"
-    smoke_params: ClassVar[dict[str, Any]] = {
-        "budget": 4, "popsize": 2, "intrinsic_dim": 4, "prompt_tokens": 2, "eval_every": 2}
+    config = BBTv2Config
+
 
     @property
     def search_dim(self) -> int:
@@ -124,7 +104,7 @@ class BBTv2(ProjectedSearch):
                                     f"through the key/value cache); this backend's model is {self.kind_}")
         self.n_blocks_ = len(decoder_layers(model, "bbtv2", "prompt_tokens (a prompt at every block)"))
         self.p0_ = self.initial_prompt(embedding, self.prompt_tokens, self.prompt_init)
-        self.proj_std_ = [self.alpha * float(embedding.weight.detach().float().std())
+        self.proj_std_ = [self.projection_scale * float(embedding.weight.detach().float().std())
                           / (np.sqrt(self.intrinsic_dim) * self.sigma)]
         self._made: dict[int, tuple[bytes, torch.Tensor]] = {}
         return DeepPromptModel(model, self.reader_, self.p0_.clone(), self.n_blocks_)
@@ -158,7 +138,7 @@ class BBTv2(ProjectedSearch):
             for i in range(1, self.n_blocks_):  # hidden_states[i]: block i's input
                 seen[i].append(out.hidden_states[i][mask.bool()].float().cpu())
         self.proj_std_ = self.proj_std_[:1] + [
-            self.alpha * clipped_std(torch.cat(seen[i])) / (np.sqrt(self.intrinsic_dim) * self.sigma)
+            self.projection_scale * clipped_std(torch.cat(seen[i])) / (np.sqrt(self.intrinsic_dim) * self.sigma)
             for i in range(1, self.n_blocks_)]
 
     def _projection(self, block: int) -> torch.Tensor:

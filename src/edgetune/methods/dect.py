@@ -16,10 +16,10 @@ Choices, each a parameter (reference = thunlp/DecT ``dect_verbalizer.py``):
   ≈ 10-20, so an effective weight ≈ 1); on normalised log-probabilities 1/shots almost switches the
   prompt off.
 - ``calibrate``: the reference divides raw logits by content-free logits; edgetune calibrates
-  probabilities (see :func:`edgetune.methods.base.calibrate`), which is scale-free and equals the
+  probabilities (see :func:`edgetune.methods.core.decoders.calibrate`), which is scale-free and equals the
   reference's intent. ``calibrate=False`` uses raw label-word log-probabilities; ``calibrate="batch"``
   takes the prior from the training sample's own scores instead of content-free prompts (batch
-  calibration, Zhou et al. 2023, :func:`edgetune.methods.base.batch_prior`; no content-free query).
+  calibration, Zhou et al. 2023, :func:`edgetune.methods.core.decoders.batch_prior`; no content-free query).
 - ``normalize``: the reference feeds raw hidden states to ``W``. Decoder-only LMs have a few huge
   outlier dimensions in their last hidden state, which then dominate ``W·h``; standardising each
   dimension with the training mean/std (``"standardize"``, default) removes that. ``"center"`` only
@@ -47,74 +47,33 @@ are: benchmarks/results/README.md, 'Where the defaults come from'.
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..backends import Backend, Features
+from ..backends import Features
 from ..errors import EdgetuneError
-from .base import (
-    ParamError,
+from .configs.dect import DecTConfig
+from .core.config import epoch_choices
+from .core.decoders import (
     batch_calibrate,
     batch_prior,
     calibrate,
-    check_lam,
-    check_learning_rate,
-    check_number,
-    check_positive_int,
-    check_seed,
-    check_whole,
     class_counts,
-    epoch_choices,
     fit_searched,
     log_softmax,
-    register,
     torch_threads,
     train_rows,
 )
-from .output_edge import OutputEdgeMethod
+from .core.output_edge import OutputEdgeMethod
+from .core.registry import register
 
 
 @register
 class DecT(OutputEdgeMethod):
     """Prototype decoder on a frozen model's output; see the module docstring for every choice.
-
-    Parameters
-    ----------
-    model : str or Backend, default=None
-        The frozen model: a packaged name, a local folder, a hub id or a backend (None: ``default_model``).
-    template : str, default=None
-        Prompt template (None: the task's).
-    label_words : mapping or str, default=None
-        One label word per label, as a mapping or ``"label:word,..."`` (None: the task's).
-    proto_dim : int, default=128
-        Width of the projected space the prototypes live in.
-    lr : float, default=0.01
-        Adam learning rate.
-    epochs : int or tuple of int, default=(10, 20, 30)
-        Full-batch Adam steps, or candidate lengths chosen together with λ by cross-validation.
-    lam : float, "cv" or None, default="cv"
-        Weight λ of the prompt's calibrated label-word scores; ``"cv"``: chosen by cross-validation, None: 1/shots.
-    lam_grid : tuple of float, default=(0.25, 0.5, 1.0, 2.0, 4.0)
-        The λ values ``lam="cv"`` chooses among, besides 1/shots.
-    cv_folds : int, default=4
-        Folds of the stratified cross-validation on the training sample.
-    calibrate : bool or "batch", default=True
-        The prompt's prior: content-free prompts (True), none (False) or the training sample's scores ("batch").
-    normalize : {"standardize", "center", "none"}, default="standardize"
-        How hidden states are scaled, with the training mean/std, before the projection.
-    prototypes : {"mean", "random"}, default="mean"
-        Learned prototypes started at the class means, or the reference's fixed random ones.
-    weight_decay : float, default=0.0
-        Adam weight decay.
-    solver : {"span", "full"}, default="span"
-        Learn the projection only inside the span of the training inputs, or whole.
-    threads : int or None, default=1
-        Torch threads while fitting (None: torch's own setting).
-    seed : int, default=0
-        Seed of the initialisation and of the cross-validation folds.
 
     Attributes
     ----------
@@ -140,57 +99,14 @@ class DecT(OutputEdgeMethod):
         What diverged, when training stopped early.
     """
 
-    name = "dect"
-    display_name = "DecT"
-    companions = ("zeroshot", "calibrated", "linear_probe")
-    smoke_params: ClassVar[dict[str, Any]] = {"epochs": 5}
+    config = DecTConfig
 
-    def __init__(self, model: str | Backend | None = None, *, template: str | None = None,
-                 label_words=None, proto_dim: int = 128, lr: float = 0.01,
-                 epochs: int | tuple[int, ...] = (10, 20, 30),
-                 lam: float | str | None = "cv", lam_grid: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0),
-                 cv_folds: int = 4, calibrate: bool | str = True, normalize: str = "standardize",
-                 prototypes: str = "mean", weight_decay: float = 0.0, solver: str = "span", threads: int | None = 1,
-                 seed: int = 0) -> None:
-        super().__init__(model, template=template, label_words=label_words)
-        self.proto_dim = proto_dim
-        self.lr = lr
-        self.epochs = epochs
-        self.lam = lam
-        self.lam_grid = lam_grid
-        self.cv_folds = cv_folds
-        self.calibrate = calibrate
-        self.normalize = normalize
-        self.prototypes = prototypes
-        self.weight_decay = weight_decay
-        self.solver = solver
-        self.threads = threads
-        self.seed = seed
+
 
     @property
     def uses_content_free(self) -> bool:  # type: ignore[override]
         return self.calibrate is True
 
-    def _validate_params(self) -> None:
-        super()._validate_params()
-        if self.calibrate not in (True, False, "batch"):
-            raise ParamError(f"calibrate must be true (content-free prompts), false or 'batch', not {self.calibrate!r}")
-        if self.normalize not in ("standardize", "center", "none"):
-            raise ParamError(f"normalize must be 'standardize', 'center' or 'none', not {self.normalize!r}")
-        if self.threads is not None:
-            check_positive_int(self, "threads")
-        if self.solver not in ("full", "span"):
-            raise ParamError(f"solver must be 'full' or 'span', not {self.solver!r}")
-        if self.prototypes not in ("mean", "random"):
-            raise ParamError(f"prototypes must be 'mean' or 'random', not {self.prototypes!r}")
-        check_lam(self)
-        check_positive_int(self, "proto_dim")
-        check_whole(self, "cv_folds", 2)
-        if not self._epoch_choices():
-            raise ParamError(f"epochs must be a non-negative integer or a non-empty list of them, not {self.epochs!r}")
-        check_learning_rate(self, "lr")
-        check_number(self, "weight_decay", 0)
-        check_seed(self)
 
     def _epoch_choices(self) -> tuple[int, ...]:
         return epoch_choices(self.epochs)

@@ -13,17 +13,17 @@ padding, so short inputs stay cheap).
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..backends import Backend
 from ..backends.local import LabelReader
-from .base import check_positive_int, check_positive_number, check_whole, register
-from .budget import Budget, largest_rank
-from .input_edge import GradientMethod
-from .prompted import PROMPT_LR_RATIO, PromptedModel
+from .configs.dept import DePTConfig
+from .core.budget import Budget, largest_rank
+from .core.input_edge import GradientMethod
+from .core.prompted import PromptedModel
+from .core.registry import register
 
 
 class DePTModule(PromptedModel):
@@ -53,76 +53,25 @@ def dept_params(d: int, m: int, r: int, positions: int) -> int:
 class DePT(GradientMethod):
     """Soft prompt + low-rank position offsets, budget-matched to 100-token prompt tuning by default.
 
-    Parameters
-    ----------
-    model : str or Backend, default=None
-        The frozen model: a packaged name, a local folder, a hub id or a backend (None: ``default_model``).
-    prompt_tokens : int, default=60
-        Soft-prompt length m.
-    rank : int, default=None
-        Rank r of the offsets (None: the largest within the budget).
-    positions : int, default=256
-        Input positions s that get an offset.
-    budget_tokens : int, default=100
-        Trainable-parameter budget when ``rank`` is None: ``budget_tokens·d`` (prompt tuning with that many tokens).
-    alpha : float, default=8.0
-        Offset scaling numerator: the offsets are multiplied by ``alpha/√r``.
-    lr_prompt : float or "auto", default="auto"
-        AdamW rate of the soft prompt (``"auto"``: ``prompt_lr_ratio`` × the embedding scale).
-    lr_offsets : float, default=1e-4
-        AdamW rate of the offset factors A and B.
-    prompt_init : {"text", "vocab", "range", "zeros"}, default="text"
-        How the soft prompt starts (see :meth:`~edgetune.methods.input_edge.InputEdgeMethod.initial_prompt`).
-    prompt_lr_ratio : float, default=0.3
-        The ``"auto"`` rate as a ratio to the embedding scale.
-    **kwargs
-        Shared by every gradient method (see :class:`~edgetune.methods.input_edge.GradientMethod`): ``template``,
-        ``label_words``, ``steps``, ``batch_size``, ``eval_every``, ``dev_shots``, ``max_length``, ``grad_accum``,
-        ``warmup_ratio``, ``weight_decay``, ``select_by``, ``max_grad_norm``, ``rollback``, ``seed``, ``progress``.
-
     Attributes
     ----------
     rank_ : int
         The rank used.
     module_ : torch.nn.Module
         The prompted model, holding the trained prompt and offsets; ``history_``, ``dev_size_`` and the rest: see
-        :class:`~edgetune.methods.input_edge.InputEdgeMethod`.
+        :class:`~edgetune.methods.core.input_edge.InputEdgeMethod`.
     """
 
-    name = "dept"
-    display_name = "DePT"
-    budget_rule = "m·d + (s+d)·r ≤ budget_tokens·d: the largest rank r for prompt_tokens m, positions s"
-    smoke_params: ClassVar[dict[str, Any]] = {
-        "steps": 2, "batch_size": 4, "eval_every": 1,
-        "prompt_tokens": 4, "budget_tokens": 8, "positions": 16}
+    config = DePTConfig
 
-    scaled_lrs: ClassVar[tuple[str, ...]] = ("lr_prompt",)
 
-    def __init__(self, model: str | Backend | None = None, *, prompt_tokens: int = 60, rank: int | None = None,
-                 positions: int = 256, budget_tokens: int = 100, alpha: float = 8.0, lr_prompt: float | str = "auto",
-                 lr_offsets: float = 1e-4, prompt_init: str = "text",
-                 prompt_lr_ratio: float = PROMPT_LR_RATIO, **kwargs: Any) -> None:
-        super().__init__(model, **kwargs)
-        self.prompt_tokens = prompt_tokens
-        self.rank = rank
-        self.positions = positions
-        self.budget_tokens = budget_tokens
-        self.alpha = alpha
-        self.lr_prompt = lr_prompt
-        self.lr_offsets = lr_offsets
-        self.prompt_init = prompt_init
-        self.prompt_lr_ratio = prompt_lr_ratio
+
 
     @classmethod
     def match_budget(cls, d: int, prompt_tokens: int = 60, budget_tokens: int = 100, positions: int = 256) -> Budget:
         return largest_rank(cls.name, lambda r: dept_params(d, prompt_tokens, r, positions), budget_tokens * d,
                             prompt_tokens, budget_tokens)
 
-    def _validate_params(self) -> None:
-        super()._validate_params()
-        check_positive_int(self, "prompt_tokens", "positions", "budget_tokens")
-        check_whole(self, "rank", 1, none_ok=True)
-        check_positive_number(self, "alpha")
 
     def saved_shapes(self, tensors: dict[str, Any]) -> dict[str, tuple[int | None, ...]]:
         d = self.saved_axis(tensors, "lora_b", 1)
@@ -133,7 +82,7 @@ class DePT(GradientMethod):
         d = embedding.weight.shape[1]
         self.rank_ = self.rank or self.match_budget(d, self.prompt_tokens, self.budget_tokens, self.positions).rank
         prompt = self.initial_prompt(embedding, self.prompt_tokens, self.prompt_init)
-        return DePTModule(model, self.reader_, prompt, self.rank_, self.positions, self.alpha)
+        return DePTModule(model, self.reader_, prompt, self.rank_, self.positions, self.offset_scale)
 
     def param_groups(self) -> list[dict[str, Any]]:
         m = self.module_

@@ -16,17 +16,18 @@ largest r within the budget (``budget_tokens·d``, as 100-token prompt tuning) a
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backends import Backend
 from ..backends.local import LabelReader
-from .base import ParamError, check_positive_int, register
-from .input_edge import GradientMethod
-from .prompted import PROMPT_LR_RATIO, PromptedModel, factor_rates
+from .configs.lamp import LAMPConfig
+from .core.config import ParamError
+from .core.input_edge import GradientMethod
+from .core.prompted import PromptedModel, factor_rates
+from .core.registry import register
 
 
 def lamp_params(d: int, m: int, r: int) -> int:
@@ -53,30 +54,6 @@ class LAMPModule(PromptedModel):
 class LAMP(GradientMethod):
     """Truncated-SVD prompt factors with a trainable core, average-pooled (see the module docstring).
 
-    Parameters
-    ----------
-    model : str or Backend, default=None
-        The frozen model: a packaged name, a local folder, a hub id or a backend (None: ``default_model``).
-    prompt_tokens : int, default=100
-        m, the prompt before pooling (reference setting on T5-Base: 100).
-    rank : int, default=None
-        r (None: the largest within ``budget_tokens·d``, at most min(m, d)).
-    pool : int, default=2
-        Window of the average pooling (the model reads m / pool vectors); must divide m.
-    budget_tokens : int, default=100
-        Trainable-parameter budget when ``rank`` is None: ``budget_tokens·d`` (prompt tuning with that many tokens).
-    lr : float or "auto", default="auto"
-        AdamW rate of U, Q and V (``"auto"``: one step of the factors moves the prompt by ``prompt_lr_ratio`` × the
-        embedding scale, see :func:`~edgetune.methods.prompted.factor_rates`).
-    prompt_init : {"text", "vocab", "range", "zeros"}, default="vocab"
-        How the soft prompt starts (see :meth:`~edgetune.methods.input_edge.InputEdgeMethod.initial_prompt`).
-    prompt_lr_ratio : float, default=0.3
-        The ``"auto"`` rate as a ratio to the embedding scale.
-    **kwargs
-        Shared by every gradient method (see :class:`~edgetune.methods.input_edge.GradientMethod`): ``template``,
-        ``label_words``, ``steps``, ``batch_size``, ``eval_every``, ``dev_shots``, ``max_length``, ``grad_accum``,
-        ``warmup_ratio``, ``weight_decay``, ``select_by``, ``max_grad_norm``, ``rollback``, ``seed``, ``progress``.
-
     Attributes
     ----------
     rank_ : int
@@ -85,36 +62,14 @@ class LAMP(GradientMethod):
         Each factor's rate.
     module_ : torch.nn.Module
         The prompted model, holding the trained factors; ``history_``, ``dev_size_`` and the rest: see
-        :class:`~edgetune.methods.input_edge.InputEdgeMethod`.
+        :class:`~edgetune.methods.core.input_edge.InputEdgeMethod`.
     """
 
-    name = "lamp"
-    display_name = "LAMP"
-    budget_rule = "r·(m + d) + r² ≤ budget_tokens·d: the largest rank r ≤ min(m, d) for prompt_tokens m"
-    smoke_params: ClassVar[dict[str, Any]] = {
-        "steps": 2, "batch_size": 4, "eval_every": 1, "prompt_tokens": 4, "budget_tokens": 8}
+    config = LAMPConfig
 
-    scaled_lrs: ClassVar[tuple[str, ...]] = ("lr",)
 
-    def __init__(self, model: str | Backend | None = None, *, prompt_tokens: int = 100, rank: int | None = None,
-                 pool: int = 2, budget_tokens: int = 100, lr: float | str = "auto", prompt_init: str = "vocab",
-                 prompt_lr_ratio: float = PROMPT_LR_RATIO, **kwargs: Any) -> None:
-        super().__init__(model, **kwargs)
-        self.prompt_tokens = prompt_tokens
-        self.rank = rank
-        self.pool = pool
-        self.budget_tokens = budget_tokens
-        self.lr = lr
-        self.prompt_init = prompt_init
-        self.prompt_lr_ratio = prompt_lr_ratio
 
-    def _validate_params(self) -> None:
-        super()._validate_params()
-        check_positive_int(self, "prompt_tokens", "pool", "budget_tokens")
-        if self.rank is not None:
-            check_positive_int(self, "rank")
-        if self.prompt_tokens % self.pool:
-            raise ParamError(f"lamp: pool={self.pool} must divide prompt_tokens={self.prompt_tokens}")
+
 
     def rank_for(self, d: int) -> int:
         """The rank in use for hidden size d (given, or the largest within the budget)."""
@@ -144,8 +99,9 @@ class LAMP(GradientMethod):
     def param_groups(self) -> list[dict[str, Any]]:
         m = self.module_
         factors = {"u": m.u, "core": m.core, "v": m.v}
-        if self.lr == "auto":  # the prompt moves as prompt tuning's does (see factor_rates)
-            self.factor_lr_ = factor_rates(lambda f: f["u"] @ f["core"] @ f["v"], factors, self.learning_rate("lr"))
+        if self.lr_prompt == "auto":  # the prompt moves as prompt tuning's does (see factor_rates)
+            self.factor_lr_ = factor_rates(lambda f: f["u"] @ f["core"] @ f["v"], factors,
+                                           self.learning_rate("lr_prompt"))
         else:
-            self.factor_lr_ = dict.fromkeys(factors, self.learning_rate("lr"))
+            self.factor_lr_ = dict.fromkeys(factors, self.learning_rate("lr_prompt"))
         return [{"params": [p], "lr": self.factor_lr_[k]} for k, p in factors.items()]

@@ -9,30 +9,17 @@ from __future__ import annotations
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from ..backends import Backend, Features
+from ..backends import Features
 from ..errors import DataError
-from .base import check_positive_int, check_positive_number, check_seed, logistic_head, register
-from .output_edge import OutputEdgeMethod
+from .configs.linear_probe import LinearProbeConfig
+from .core.decoders import logistic_head
+from .core.output_edge import OutputEdgeMethod
+from .core.registry import register
 
 
 @register
 class LinearProbe(OutputEdgeMethod):
     """Multinomial logistic regression on standardised hidden states (``C``: inverse L2 strength).
-
-    Parameters
-    ----------
-    model : str or Backend, default=None
-        The frozen model: a packaged name, a local folder, a hub id or a backend (None: ``default_model``).
-    template : str, default=None
-        Prompt template (None: the task's).
-    label_words : mapping or str, default=None
-        One label word per label, as a mapping or ``"label:word,..."`` (None: the task's).
-    C : float, default=1.0
-        Inverse L2 regularisation strength (scikit-learn's ``C``).
-    max_iter : int, default=2000
-        Most lbfgs iterations.
-    seed : int, default=0
-        ``random_state`` of the logistic regression.
 
     Attributes
     ----------
@@ -44,21 +31,10 @@ class LinearProbe(OutputEdgeMethod):
         Feature standardisation.
     """
 
-    def _validate_params(self) -> None:
-        super()._validate_params()
-        check_positive_number(self, "C")
-        check_positive_int(self, "max_iter")
-        check_seed(self)
+    config = LinearProbeConfig
 
-    name = "linear_probe"
-    display_name = "linear probe"
 
-    def __init__(self, model: str | Backend | None = None, *, template: str | None = None,
-                 label_words=None, C: float = 1.0, max_iter: int = 2000, seed: int = 0) -> None:
-        super().__init__(model, template=template, label_words=label_words)
-        self.C = C
-        self.max_iter = max_iter
-        self.seed = seed
+
 
     def fit_features(self, train: Features, y: np.ndarray, content_free: Features) -> LinearProbe:
         present = sorted(set(np.asarray(y).tolist()))

@@ -8,42 +8,21 @@ must stay untouched). By default the rank is chosen so the trainable count is cl
 from __future__ import annotations
 
 import copy
-from typing import Any, ClassVar
+from typing import Any
 
 from torch import nn
 
-from ..backends import Backend
 from ..errors import EdgetuneError, IncompatibleError
-from .base import check_names, check_number, check_positive_int, check_whole, register
-from .budget import lora_rank
-from .input_edge import GradientMethod
-from .prompted import PromptedModel
+from .configs.lora import LoRAConfig
+from .core.budget import lora_rank
+from .core.input_edge import GradientMethod
+from .core.prompted import PromptedModel
+from .core.registry import register
 
 
 @register
 class LoRA(GradientMethod):
     """PEFT ``LoraConfig`` on the default target modules; ``rank=None`` matches the budget.
-
-    Parameters
-    ----------
-    model : str or Backend, default=None
-        The frozen model: a packaged name, a local folder, a hub id or a backend (None: ``default_model``).
-    rank : int, default=None
-        LoRA rank r (None: the one whose trainable count is closest to the budget, at least 1).
-    alpha : float, default=None
-        LoRA scaling numerator ``lora_alpha`` (None: 2·r).
-    lora_dropout : float, default=0.0
-        Dropout on the adapters' input.
-    target_modules : list of str, default=None
-        Names of the modules to adapt (None: PEFT's default for the architecture).
-    budget_tokens : int, default=100
-        Trainable-parameter budget when ``rank`` is None: ``budget_tokens·d`` (prompt tuning with that many tokens).
-    lr : float, default=2e-3
-        AdamW rate of the adapters (why this default: benchmarks/results/README.md, 'Where the defaults come from').
-    **kwargs
-        Shared by every gradient method (see :class:`~edgetune.methods.input_edge.GradientMethod`): ``template``,
-        ``label_words``, ``steps``, ``batch_size``, ``eval_every``, ``dev_shots``, ``max_length``, ``grad_accum``,
-        ``warmup_ratio``, ``weight_decay``, ``select_by``, ``max_grad_norm``, ``rollback``, ``seed``, ``progress``.
 
     Attributes
     ----------
@@ -51,32 +30,13 @@ class LoRA(GradientMethod):
         The rank used.
     module_ : torch.nn.Module
         The prompted model, a copy of the model holding the adapters; ``history_``, ``dev_size_`` and the rest: see
-        :class:`~edgetune.methods.input_edge.InputEdgeMethod`.
+        :class:`~edgetune.methods.core.input_edge.InputEdgeMethod`.
     """
 
-    name = "lora"
-    display_name = "LoRA"
-    budget_rule = "r·Σ(in+out) over the adapted layers closest to budget_tokens·d (rank ≥ 1)"
-    smoke_params: ClassVar[dict[str, Any]] = {"steps": 2, "batch_size": 4, "eval_every": 1, "budget_tokens": 8}
+    config = LoRAConfig
 
-    def __init__(self, model: str | Backend | None = None, *, rank: int | None = None, alpha: float | None = None,
-                 lora_dropout: float = 0.0, target_modules: list[str] | None = None, budget_tokens: int = 100,
-                 lr: float = 2e-3, **kwargs: Any) -> None:
-        super().__init__(model, **kwargs)
-        self.rank = rank
-        self.alpha = alpha
-        self.lora_dropout = lora_dropout
-        self.target_modules = target_modules
-        self.budget_tokens = budget_tokens
-        self.lr = lr
 
-    def _validate_params(self) -> None:
-        super()._validate_params()
-        check_whole(self, "rank", 1, none_ok=True)
-        check_number(self, "alpha", 0, low_open=True, none_ok=True)
-        check_number(self, "lora_dropout", 0, 1, high_open=True)
-        check_names(self, "target_modules")
-        check_positive_int(self, "budget_tokens")
+
 
     def saved_shapes(self, tensors: dict[str, Any]) -> dict[str, tuple[int | None, ...]]:
         """Every saved adapter has the same rank — the ``rank`` parameter when given — and sits on a targeted
@@ -113,7 +73,7 @@ class LoRA(GradientMethod):
         d = embedding.weight.shape[1]
         # loading: the rank the saved adapters have (saved_shapes), never one recomputed from the parameters
         self.rank_ = self.rank or getattr(self, "saved_rank_", None) or lora_rank(shapes, self.budget_tokens * d)
-        config = LoraConfig(r=self.rank_, lora_alpha=self.alpha or 2 * self.rank_, lora_dropout=self.lora_dropout,
+        config = LoraConfig(r=self.rank_, lora_alpha=self.lora_alpha or 2 * self.rank_, lora_dropout=self.lora_dropout,
                             target_modules=targets, bias="none")
         peft_model = get_peft_model(copy.deepcopy(model), config)
         return PromptedModel(peft_model.base_model.model, self.reader_)

@@ -28,73 +28,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..backends import Backend, Features
+from ..backends import Features
 from ..data.templates import Template
 from ..errors import EdgetuneError
-from .base import (
-    ParamError,
-    calibrate,
-    check_lam,
-    check_learning_rate,
-    check_positive_int,
-    check_positive_number,
-    check_seed,
-    check_whole,
-    class_counts,
-    epoch_choices,
-    fit_searched,
-    log_softmax,
-    register,
-    torch_threads,
-    train_rows,
-)
-from .output_edge import OutputEdgeMethod
+from .configs.multi_prompt import MultiPromptConfig
+from .core.config import ParamError
+from .core.decoders import calibrate, class_counts, fit_searched, log_softmax, torch_threads, train_rows
+from .core.output_edge import OutputEdgeMethod
+from .core.registry import register
 
 
 @register
 class MultiPromptDecoder(OutputEdgeMethod):
     """DecT over several prompts per input with optimal-transport prototype matching (module docstring).
-
-    Parameters
-    ----------
-    model : str or Backend, default=None
-        The frozen model: a packaged name, a local folder, a hub id or a backend (None: ``default_model``).
-    template : str, default=None
-        The main prompt template (None: the task's).
-    label_words : mapping or str, default=None
-        One label word per label, as a mapping or ``"label:word,..."`` (None: the task's).
-    prompts : int, default=4
-        How many of the task's templates to query with (the main one first).
-    templates : sequence of str, default=None
-        The templates themselves, overriding the task's (each must end with ``{mask}`` for a causal model).
-    word_sets : int, default=1
-        How many of the task's label-word sets (its words, then its ``more_label_words``) are averaged in the prior.
-    proto_dim : int, default=128
-        Width of the projected space the prototypes live in.
-    lr : float, default=0.01
-        Adam learning rate.
-    epochs : int or tuple of int, default=(10, 20, 30)
-        Full-batch Adam steps, or candidate lengths chosen together with λ by cross-validation.
-    lam : float or "cv", default="cv"
-        Weight λ of the averaged calibrated label-word scores; ``"cv"``: chosen by cross-validation.
-    lam_grid : tuple of float, default=(0.25, 0.5, 1.0, 2.0, 4.0)
-        The λ values ``lam="cv"`` chooses among, besides 1/shots.
-    cv_folds : int, default=4
-        Folds of the stratified cross-validation on the training sample.
-    ot_eps : float, default=0.1
-        Entropic regularisation of the optimal transport.
-    ot_iters : int, default=10
-        Sinkhorn iterations.
-    threads : int or None, default=1
-        Torch threads while fitting (None: torch's own setting).
-    seed : int, default=0
-        Seed of the initialisation and of the cross-validation folds.
 
     Attributes
     ----------
@@ -123,56 +75,15 @@ class MultiPromptDecoder(OutputEdgeMethod):
     defaults come from'.
     """
 
-    name = "mpd"
-    display_name = "multi-prompt DecT"
-    smoke_params: ClassVar[dict[str, Any]] = {"epochs": 3, "templates": ("{text} In summary, it was {mask}",
-                                                                         "{text} All in all, it was {mask}")}
+    config = MultiPromptConfig
+
     fixed_state = ("mean", "std", "content_free")
 
-    def __init__(self, model: str | Backend | None = None, *, template: str | None = None, label_words=None,
-                 prompts: int = 4, templates: Sequence[str] | None = None, word_sets: int = 1,
-                 proto_dim: int = 128, lr: float = 0.01,
-                 epochs: int | tuple[int, ...] = (10, 20, 30), lam: float | str = "cv",
-                 lam_grid: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0),
-                 cv_folds: int = 4, ot_eps: float = 0.1, ot_iters: int = 10, threads: int | None = 1,
-                 seed: int = 0) -> None:
-        super().__init__(model, template=template, label_words=label_words)
-        self.prompts = prompts
-        self.templates = templates
-        self.word_sets = word_sets
-        self.proto_dim = proto_dim
-        self.lr = lr
-        self.epochs = epochs
-        self.lam = lam
-        self.lam_grid = lam_grid
-        self.cv_folds = cv_folds
-        self.ot_eps = ot_eps
-        self.ot_iters = ot_iters
-        self.threads = threads
-        self.seed = seed
 
     @property
     def words_per_label(self) -> int:  # type: ignore[override]
         return self.word_sets
 
-    def _validate_params(self) -> None:
-        super()._validate_params()
-        check_positive_int(self, "prompts", "word_sets", "proto_dim", "ot_iters")
-        check_whole(self, "cv_folds", 2)
-        check_learning_rate(self, "lr")
-        check_positive_number(self, "ot_eps")
-        if self.threads is not None:
-            check_positive_int(self, "threads")
-        if not epoch_choices(self.epochs):
-            raise ParamError(f"epochs must be a non-negative integer or a non-empty list of them, not {self.epochs!r}")
-        check_lam(self, none_ok=False)
-        check_seed(self)
-        templates = self.templates
-        if isinstance(templates, list | tuple) and not templates:
-            raise ParamError(f"{self.name}: templates is empty; give a list of prompts, or None for the task's")
-        if templates is not None and (isinstance(templates, str) or not isinstance(templates, list | tuple)
-                                      or not all(isinstance(t, str) for t in templates)):
-            raise ParamError(f"{self.name}: templates must be a non-empty list of prompts or None, not {templates!r}")
 
     def query_templates(self, template: Template, alternatives: Sequence[str]) -> list[Template]:
         if self.templates is not None:

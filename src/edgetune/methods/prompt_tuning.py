@@ -8,16 +8,16 @@ times and latencies compare like for like.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..backends import Backend
 from ..backends.local import LabelReader
-from .base import check_positive_int, register
-from .input_edge import GradientMethod
-from .prompted import PROMPT_LR_RATIO, PromptedModel
+from .configs.prompt_tuning import PromptTuningConfig
+from .core.input_edge import GradientMethod
+from .core.prompted import PromptedModel
+from .core.registry import register
 
 
 class PTModule(PromptedModel):
@@ -34,47 +34,18 @@ class PTModule(PromptedModel):
 class PromptTuning(GradientMethod):
     """``prompt_tokens`` soft-prompt vectors (PEFT ``PromptTuningConfig``; text initialisation by default).
 
-    Parameters
-    ----------
-    model : str or Backend, default=None
-        The frozen model: a packaged name, a local folder, a hub id or a backend (None: ``default_model``).
-    prompt_tokens : int, default=100
-        Soft-prompt length.
-    lr : float or "auto", default="auto"
-        AdamW rate of the soft prompt (``"auto"``: ``prompt_lr_ratio`` × the embedding scale).
-    prompt_init : {"text", "vocab", "range", "zeros"}, default="text"
-        How the soft prompt starts (see :meth:`~edgetune.methods.input_edge.InputEdgeMethod.initial_prompt`).
-    prompt_lr_ratio : float, default=0.3
-        The ``"auto"`` rate as a ratio to the embedding scale.
-    **kwargs
-        Shared by every gradient method (see :class:`~edgetune.methods.input_edge.GradientMethod`): ``template``,
-        ``label_words``, ``steps``, ``batch_size``, ``eval_every``, ``dev_shots``, ``max_length``, ``grad_accum``,
-        ``warmup_ratio``, ``weight_decay``, ``select_by``, ``max_grad_norm``, ``rollback``, ``seed``, ``progress``.
-
     Attributes
     ----------
     module_ : torch.nn.Module
         The prompted model, holding the trained soft prompt; ``history_``, ``dev_size_`` and the rest: see
-        :class:`~edgetune.methods.input_edge.InputEdgeMethod`.
+        :class:`~edgetune.methods.core.input_edge.InputEdgeMethod`.
     """
 
-    name = "pt"
-    display_name = "prompt tuning"
-    smoke_params: ClassVar[dict[str, Any]] = {"steps": 2, "batch_size": 4, "eval_every": 1, "prompt_tokens": 4}
+    config = PromptTuningConfig
 
-    scaled_lrs: ClassVar[tuple[str, ...]] = ("lr",)
 
-    def __init__(self, model: str | Backend | None = None, *, prompt_tokens: int = 100, lr: float | str = "auto",
-                 prompt_init: str = "text", prompt_lr_ratio: float = PROMPT_LR_RATIO, **kwargs: Any) -> None:
-        super().__init__(model, **kwargs)
-        self.prompt_tokens = prompt_tokens
-        self.lr = lr
-        self.prompt_init = prompt_init
-        self.prompt_lr_ratio = prompt_lr_ratio
 
-    def _validate_params(self) -> None:
-        super()._validate_params()
-        check_positive_int(self, "prompt_tokens")
+
 
     def saved_shapes(self, tensors: dict[str, Any]) -> dict[str, tuple[int | None, ...]]:
         return {"encoder.embedding.weight": (self.prompt_tokens, None)}
@@ -94,4 +65,4 @@ class PromptTuning(GradientMethod):
         return PTModule(model, self.reader_, encoder, self.prompt_tokens)
 
     def param_groups(self) -> list[dict[str, Any]]:
-        return [{"params": list(self.module_.encoder.parameters()), "lr": self.learning_rate("lr")}]
+        return [{"params": list(self.module_.encoder.parameters()), "lr": self.learning_rate("lr_prompt")}]

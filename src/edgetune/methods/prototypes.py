@@ -13,13 +13,12 @@ outlier dimensions), which would otherwise dominate every cosine.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from ..backends import Backend, Features
-from .base import ParamError, register
-from .output_edge import OutputEdgeMethod
+from ..backends import Features
+from .configs.prototypes import CentroidConfig, KNNConfig
+from .core.output_edge import OutputEdgeMethod
+from .core.registry import register
 
 
 class _Normalised(OutputEdgeMethod):
@@ -40,15 +39,6 @@ class _Normalised(OutputEdgeMethod):
 class Centroid(_Normalised):
     """Nearest class centroid by cosine similarity.
 
-    Parameters
-    ----------
-    model : str or Backend, default=None
-        The frozen model: a packaged name, a local folder, a hub id or a backend (None: ``default_model``).
-    template : str, default=None
-        Prompt template (None: the task's).
-    label_words : mapping or str, default=None
-        One label word per label, as a mapping or ``"label:word,..."`` (None: the task's).
-
     Attributes
     ----------
     centroids_ : ndarray of shape (C, d)
@@ -57,8 +47,8 @@ class Centroid(_Normalised):
         Training mean the hidden states are centred on.
     """
 
-    name = "centroid"
-    display_name = "class centroid"
+    config = CentroidConfig
+
     uses_content_free = False
 
     def fit_features(self, train: Features, y: np.ndarray, content_free: Features) -> Centroid:
@@ -90,19 +80,6 @@ class Centroid(_Normalised):
 class KNN(_Normalised):
     """k nearest training examples by cosine distance (scikit-learn).
 
-    Parameters
-    ----------
-    model : str or Backend, default=None
-        The frozen model: a packaged name, a local folder, a hub id or a backend (None: ``default_model``).
-    template : str, default=None
-        Prompt template (None: the task's).
-    label_words : mapping or str, default=None
-        One label word per label, as a mapping or ``"label:word,..."`` (None: the task's).
-    k : int or "auto", default="auto"
-        Neighbours (``"auto"``: the smallest class's count in the training sample).
-    weights : {"distance", "uniform"}, default="distance"
-        Neighbour weighting (scikit-learn's ``weights``).
-
     Attributes
     ----------
     k_ : ndarray of shape (1,)
@@ -113,24 +90,13 @@ class KNN(_Normalised):
         Training mean the hidden states are centred on.
     """
 
-    name = "knn"
-    display_name = "kNN"
+    config = KNNConfig
+
     uses_content_free = False
     parametric = False
     fixed_state = ("mean", "vectors", "targets", "k")  # stored training data and k, not learned parameters
 
-    def __init__(self, model: str | Backend | None = None, *, template: str | None = None,
-                 label_words: Any = None, k: int | str = "auto", weights: str = "distance") -> None:
-        super().__init__(model, template=template, label_words=label_words)
-        self.k = k
-        self.weights = weights
 
-    def _validate_params(self) -> None:
-        super()._validate_params()
-        if self.k != "auto" and (isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1):
-            raise ParamError(f"{self.name}: k must be a positive whole number or 'auto', not {self.k!r}")
-        if self.weights not in ("uniform", "distance"):
-            raise ParamError(f"{self.name}: weights must be 'uniform' or 'distance', not {self.weights!r}")
 
     def fit_features(self, train: Features, y: np.ndarray, content_free: Features) -> KNN:
         self.vectors_ = self._fit_mean(train).astype(np.float32)

@@ -18,29 +18,18 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
 from ..backends import Backend, load_backend
-from ..data.example import Dataset, as_examples
+from ..data.example import Dataset
 from ..errors import DataError, IncompatibleError
-from .base import (
-    Costs,
-    Method,
-    ParamError,
-    check_learning_rate,
-    check_positive_int,
-    check_seed,
-    check_shapes,
-    check_whole,
-    label_order,
-    logistic_head,
-    read_saved,
-    register,
-    restored_config,
-    write_atomically,
-)
+from .configs.setfit import SetFitConfig
+from .core.decoders import logistic_head
+from .core.estimator import Costs, Method, label_order
+from .core.persistence import check_shapes, read_saved, restored_config, write_atomically
+from .core.registry import register
 
 
 def _text(ex: Any) -> str:
@@ -51,56 +40,25 @@ def _text(ex: Any) -> str:
 class SetFit(Method):
     """SetFit on a sentence-transformers encoder (see the module docstring).
 
-    Args:
-        model: an embedding backend or model name (default ``minilm-l6``).
-        batch_size, num_epochs, body_learning_rate, num_iterations, max_steps: SetFit ``TrainingArguments``
-            (``num_iterations=None`` keeps SetFit's default pair sampling).
-        labels: label order when fitting on plain texts (default: sorted labels of ``y``).
-
-    Learned attributes: ``body_`` (the tuned sentence-transformers encoder), ``coef_``/``intercept_`` (the
-    logistic head as arrays), ``history_`` (seconds, body steps, contrastive pairs, training examples).
+    Attributes
+    ----------
+    body_ : SentenceTransformer
+        The tuned encoder.
+    coef_, intercept_ : ndarray
+        The logistic head.
+    history_ : dict
+        Seconds, body steps, contrastive pairs and training examples.
     """
 
-    name = "setfit"
-    display_name = "SetFit"
-    edge = "body"
-    needs = "encoder"
-    default_model = "minilm-l6"
-    smoke_params: ClassVar[dict[str, Any]] = {"max_steps": 2, "batch_size": 4}
+    config = SetFitConfig
+
     fitted_attribute = "body_"
 
-    def __init__(self, model: str | Backend | None = None, *, batch_size: int = 16, num_epochs: int = 1,
-                 body_learning_rate: float = 2e-5, num_iterations: int | None = None, max_steps: int = -1,
-                 labels: Sequence[str] | None = None, seed: int = 0, progress: bool = True) -> None:
-        super().__init__(model)
-        self.batch_size = batch_size
-        self.num_epochs = num_epochs
-        self.body_learning_rate = body_learning_rate
-        self.num_iterations = num_iterations
-        self.max_steps = max_steps
-        self.labels = labels
-        self.seed = seed
-        self.progress = progress
 
     def _load_backend(self) -> Backend:
         return load_backend(self.model_name, kind="embedding", cache=None, progress=self.progress,
                             **self._backend_options)
 
-    def _validate_params(self) -> None:
-        check_positive_int(self, "batch_size", "num_epochs")
-        check_learning_rate(self, "body_learning_rate")
-        check_whole(self, "num_iterations", 1, none_ok=True)
-        if not (isinstance(self.max_steps, int) and not isinstance(self.max_steps, bool)
-                and (self.max_steps == -1 or self.max_steps >= 1)):
-            raise ParamError(f"{self.name}: max_steps must be a whole number ≥ 1, or -1 (epochs decide), "
-                             f"not {self.max_steps!r}")
-        labels = self.labels
-        if labels is not None and (not isinstance(labels, list | tuple)
-                                   or not all(isinstance(lab, str) for lab in labels)
-                                   or len(set(labels)) != len(labels) or len(labels) < 2):
-            raise ParamError(f"{self.name}: labels must be a list of two or more distinct label names or None, "
-                             f"not {labels!r}")
-        check_seed(self)
 
     def fit(self, X: Any, y: Sequence[str] | None = None) -> SetFit:
         import datasets
@@ -112,7 +70,7 @@ class SetFit(Method):
             labels = tuple(X.labels)
         else:
             labels = tuple(self.labels or (label_order(y) if y is not None else sorted(
-                {e.label for e in as_examples(X) if e.label is not None})))
+                {e.label for e in self.examples(X) if e.label is not None})))
         examples, y_idx = self._labelled(X, y, labels)
         if len(set(y_idx.tolist())) < 2:
             raise DataError("SetFit needs examples of at least two labels")
@@ -156,7 +114,7 @@ class SetFit(Method):
 
     def class_scores(self, X: Any) -> np.ndarray:
         self._check_fitted()
-        texts = [_text(e) for e in as_examples([X] if isinstance(X, str) else X)]
+        texts = [_text(e) for e in self.examples(X)]
         if not texts:  # no inputs: no scores (the encoder is not asked)
             return np.zeros((0, len(self.labels_)), np.float32)
         emb = self.body_.encode(texts, batch_size=64, convert_to_numpy=True, show_progress_bar=False)

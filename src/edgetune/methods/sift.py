@@ -23,17 +23,19 @@ into a plain model.
 from __future__ import annotations
 
 import copy
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..backends import Backend
 from ..errors import IncompatibleError
-from .base import Costs, ParamError, check_names, check_number, check_positive_int, register
-from .input_edge import GradientMethod
-from .prompted import PromptedModel
+from .configs.sift import SIFTConfig
+from .core.config import ParamError
+from .core.estimator import Costs
+from .core.input_edge import GradientMethod
+from .core.prompted import PromptedModel
+from .core.registry import register
 
 INDEX_SUFFIX = ".parametrizations.weight.0.index"
 
@@ -64,54 +66,19 @@ def split_by_size(sizes: list[int], total: int) -> list[int]:
 class SIFT(GradientMethod):
     """Sparse increments on the components with the largest first-batch gradients (see the module docstring).
 
-    Parameters
-    ----------
-    model : str or Backend, default=None
-        The frozen model: a packaged name, a local folder, a hub id or a backend (None: ``default_model``).
-    budget_tokens : int, default=100
-        Trainable components = ``budget_tokens · d`` (ignored when ``density`` is given).
-    density : float, default=None
-        Fraction of each adapted matrix's components to train (the reference's ``sparse_rate``).
-    target_modules : list of str, default=None
-        Names (last part) of the ``nn.Linear`` modules to adapt (None: all but the output layer).
-    select_batches : int, default=1
-        Batches whose gradients choose the components (reference: 1).
-    lr : float, default=1e-3
-        AdamW learning rate of the increments.
-    **kwargs
-        Shared by every gradient method (see :class:`~edgetune.methods.input_edge.GradientMethod`): ``template``,
-        ``label_words``, ``steps``, ``batch_size``, ``eval_every``, ``dev_shots``, ``max_length``, ``grad_accum``,
-        ``warmup_ratio``, ``weight_decay``, ``select_by``, ``max_grad_norm``, ``rollback``, ``seed``, ``progress``.
-
     Attributes
     ----------
     n_selected_ : int
         Components trained.
     module_ : torch.nn.Module
         The prompted model, a copy of the model holding the increments; ``history_``, ``dev_size_`` and the rest: see
-        :class:`~edgetune.methods.input_edge.InputEdgeMethod`.
+        :class:`~edgetune.methods.core.input_edge.InputEdgeMethod`.
     """
 
-    name = "sift"
-    display_name = "SIFT"
-    budget_rule = "exactly budget_tokens·d weight components (or density × each adapted matrix)"
-    smoke_params: ClassVar[dict[str, Any]] = {"steps": 2, "batch_size": 4, "eval_every": 1, "budget_tokens": 8}
+    config = SIFTConfig
 
-    def __init__(self, model: str | Backend | None = None, *, budget_tokens: int = 100, density: float | None = None,
-                 target_modules: list[str] | None = None, select_batches: int = 1, lr: float = 1e-3,
-                 **kwargs: Any) -> None:
-        super().__init__(model, **kwargs)
-        self.budget_tokens = budget_tokens
-        self.density = density
-        self.target_modules = target_modules
-        self.select_batches = select_batches
-        self.lr = lr
 
-    def _validate_params(self) -> None:
-        super()._validate_params()
-        check_positive_int(self, "budget_tokens", "select_batches")
-        check_number(self, "density", 0, 1, low_open=True, none_ok=True)  # a fraction of each matrix
-        check_names(self, "target_modules")
+
 
     def build(self, model: Any, embedding: nn.Module) -> nn.Module:
         self.d_ = embedding.weight.shape[1]

@@ -10,26 +10,20 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends import Features
-from .base import calibrate, register
-from .output_edge import OutputEdgeMethod
+from .configs.zeroshot import CalibratedConfig, ZeroShotConfig
+from .core.decoders import calibrate
+from .core.output_edge import OutputEdgeMethod
+from .core.registry import register
 
 
 @register
 class ZeroShot(OutputEdgeMethod):
     """Argmax of the label-word scores at the label position.
 
-    Parameters
-    ----------
-    model : str or Backend, default=None
-        The frozen model: a packaged name, a local folder, a hub id or a backend (None: ``default_model``).
-    template : str, default=None
-        Prompt template (None: the task's).
-    label_words : mapping or str, default=None
-        One label word per label, as a mapping or ``"label:word,..."`` (None: the task's).
     """
 
-    name = "zeroshot"
-    display_name = "zero-shot"
+    config = ZeroShotConfig
+
     uses_training_prompts = False
     uses_content_free = False
     learns_from_labels = False
@@ -45,23 +39,14 @@ class ZeroShot(OutputEdgeMethod):
 class CalibratedZeroShot(OutputEdgeMethod):
     """Label-word scores after contextual calibration with content-free inputs (Zhao et al., 2021).
 
-    Parameters
-    ----------
-    model : str or Backend, default=None
-        The frozen model: a packaged name, a local folder, a hub id or a backend (None: ``default_model``).
-    template : str, default=None
-        Prompt template (None: the task's).
-    label_words : mapping or str, default=None
-        One label word per label, as a mapping or ``"label:word,..."`` (None: the task's).
-
     Attributes
     ----------
     content_free_ : ndarray of shape (m, C)
         Label-word scores of the content-free prompts (the prior).
     """
 
-    name = "calibrated"
-    display_name = "calibrated zero-shot"
+    config = CalibratedConfig
+
     uses_training_prompts = False
     learns_from_labels = False
 

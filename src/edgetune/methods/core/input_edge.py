@@ -2,8 +2,8 @@
 
 An input-edge method changes what the frozen model *reads* (soft prompts, embedding offsets; LoRA as the
 reference) and is trained through the frozen model: with gradients (:class:`GradientMethod`, driven by
-:class:`~edgetune.methods.trainers.AdamWTrainer`) or with forward passes only (:class:`BlackBoxMethod`,
-driven by :class:`~edgetune.methods.trainers.CMAESTrainer`). A method module supplies the prompted model
+:class:`~edgetune.methods.core.trainers.AdamWTrainer`) or with forward passes only (:class:`BlackBoxMethod`,
+driven by :class:`~edgetune.methods.core.trainers.CMAESTrainer`). A method module supplies the prompted model
 (:meth:`InputEdgeMethod.build`) and, for gradient methods, its parameter groups; this module does the rest
 the same way for all of them:
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,26 +28,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..backends import Backend, load_backend
-from ..data.example import Dataset, Example, as_examples
-from ..data.sampling import sample_k_per_class
-from ..errors import DataError, EdgetuneError, IncompatibleError
-from .base import (
-    MAX_LR,
-    Costs,
-    Method,
-    ParamError,
-    check_learning_rate,
-    check_number,
-    check_positive_int,
-    check_positive_number,
-    check_prompt_settings,
-    check_seed,
-    check_shapes,
-    check_whole,
-    restore,
-    write_atomically,
-)
+from ...backends import Backend, load_backend
+from ...data.example import Dataset, Example
+from ...data.sampling import sample_k_per_class
+from ...errors import DataError, EdgetuneError, IncompatibleError
+from .config import BlackBoxConfig, GradientConfig, InputEdgeConfig, ParamError, ProjectedConfig
+from .estimator import Costs, Method
+from .persistence import check_shapes, restore, write_atomically
 from .prompted import embed_ids, embedding_scale, sample_vocab_prompt, text_prompt_ids
 from .trainers import AdamWTrainer, CMAESTrainer
 
@@ -64,23 +51,11 @@ class InputEdgeMethod(Method):
     checkpoint; 0 without a dev split), ``n_train_``.
     """
 
-    edge = "input"
-    needs = "weights"
+    config = InputEdgeConfig
+
     trainer: ClassVar[str]  # "adamw" or "cmaes": which trainer drives it
     fitted_attribute = "module_"
 
-    def __init__(self, model: str | Backend | None = None, *, template: str | None = None,
-                 label_words: Mapping[str, str] | str | None = None, batch_size: int = 8, eval_every: int = 20,
-                 dev_shots: int | None = None, max_length: int = 256, seed: int = 0, progress: bool = True) -> None:
-        super().__init__(model)
-        self.template = template
-        self.label_words = label_words
-        self.batch_size = batch_size
-        self.eval_every = eval_every
-        self.dev_shots = dev_shots
-        self.max_length = max_length
-        self.seed = seed
-        self.progress = progress
 
     # -- to implement -----------------------------------------------------------------------------------
     @abstractmethod
@@ -102,15 +77,6 @@ class InputEdgeMethod(Method):
     def _load_backend(self) -> Backend:
         return load_backend(self.model_name, cache=None, progress=self.progress)
 
-    def _validate_params(self) -> None:
-        check_prompt_settings(self)
-        check_positive_int(self, "batch_size", "eval_every", "max_length")
-        if self.dev_shots is not None:
-            check_positive_int(self, "dev_shots")
-        check_seed(self)
-        init = getattr(self, "prompt_init", "vocab")
-        if init not in PROMPT_INITS:
-            raise ParamError(f"{self.name}: prompt_init must be one of {', '.join(PROMPT_INITS)}, not {init!r}")
 
     def _setup(self) -> None:
         """The frozen model, the label reader and the prompted model, on the frozen model's device."""
@@ -125,7 +91,7 @@ class InputEdgeMethod(Method):
         self.reader_ = backend.label_reader(self.label_ids_)
         embedding = backend.input_embedding(model)
         self.embedding_scale_ = embedding_scale(embedding)
-        tokens = getattr(self, "prompt_tokens", 0) or 0
+        tokens = self.settings().prompt_positions()
         window = min(self.max_length, backend.window)
         if tokens + 8 > window:
             raise ParamError(f"{self.name}: prompt_tokens={tokens} leaves no room for the input in a window of "
@@ -157,7 +123,7 @@ class InputEdgeMethod(Method):
 
     def encode(self, X: Any) -> list[list[int]]:
         """Token ids of each input's prompt, within ``max_length``."""
-        examples = as_examples([X] if isinstance(X, str) else X)
+        examples = self.examples(X)
         return [self.backend.prompt_ids(self.template_.render(ex), self.max_length) for ex in examples]
 
     def scores(self, ids: Sequence[list[int]]) -> torch.Tensor:
@@ -310,11 +276,11 @@ class InputEdgeMethod(Method):
 class GradientMethod(InputEdgeMethod):
     """An input-edge method trained with gradients through the frozen model (AdamW).
 
-    A soft prompt's learning rate may be ``"auto"`` (the parameters that may be are listed in
-    ``scaled_lrs``): the rate is then ``prompt_lr_ratio × embedding_scale_``, the standard deviation of the
-    backbone's input-embedding elements. An AdamW step moves each element by about the learning rate,
-    so a rate tuned on one backbone (0.3 on T5, whose embeddings are large) is far too large on another
-    (SmolLM2's elements have std 0.136); a ratio to the embedding scale carries over.
+    A soft prompt's learning rate ``lr_prompt`` may be ``"auto"`` (:class:`SoftPromptConfig`): the rate is then
+    ``prompt_lr_ratio × embedding_scale_``, the standard deviation of the backbone's input-embedding elements.
+    An AdamW step moves each element by about the learning rate, so a rate tuned on one backbone (0.3 on T5,
+    whose embeddings are large) is far too large on another (SmolLM2's elements have std 0.136); a ratio to the
+    embedding scale carries over.
     A number is used as given (the papers' values stay reachable, e.g. ``lr_prompt=0.3``).
 
     ``max_grad_norm`` clips the gradients' global norm before each step (``None``, the default: no clipping,
@@ -327,49 +293,20 @@ class GradientMethod(InputEdgeMethod):
     rollbacks are listed in ``history_["rollbacks"]`` as (step, restored step).
     """
 
-    trainer = "adamw"
-    #: learning-rate parameters that may be "auto": ``prompt_lr_ratio`` × the embedding scale
-    scaled_lrs: ClassVar[tuple[str, ...]] = ()
+    config = GradientConfig
 
-    def __init__(self, model: str | Backend | None = None, *, steps: int = 100, grad_accum: int = 1,
-                 warmup_ratio: float = 0.1, weight_decay: float = 0.0, select_by: str = "loss",
-                 max_grad_norm: float | None = None, rollback: float | None = 0.5, **kwargs: Any) -> None:
-        super().__init__(model, **kwargs)
-        self.steps = steps
-        self.rollback = rollback
-        self.select_by = select_by
-        self.max_grad_norm = max_grad_norm
-        self.grad_accum = grad_accum
-        self.warmup_ratio = warmup_ratio
-        self.weight_decay = weight_decay
+    trainer = "adamw"
+    #: called after each dev check with (step, {"dev_accuracy", "dev_loss"}), the weights just checked in place
+    #: (e.g. to score them on another split); set it on an instance before ``fit``
+    on_check: Callable[[int, dict[str, Any]], None] | None = None
 
     @abstractmethod
     def param_groups(self) -> list[dict[str, Any]]:
         """AdamW parameter groups, each with its own ``lr``."""
 
-    def _validate_params(self) -> None:
-        super()._validate_params()
-        check_positive_int(self, "steps", "grad_accum")
-        if self.max_grad_norm is not None:
-            check_positive_number(self, "max_grad_norm")
-        if self.rollback is not None:
-            check_positive_number(self, "rollback")
-            if self.rollback > 1:
-                raise ParamError(f"{self.name}: rollback must be at most 1 (a fraction of the dev gain; None: off), "
-                                 f"not {self.rollback!r}")
-        if self.select_by not in SELECT_BY:
-            raise ParamError(f"{self.name}: select_by must be one of {', '.join(SELECT_BY)}, not {self.select_by!r}")
-        check_number(self, "warmup_ratio", 0, 1, high_open=True)
-        check_number(self, "weight_decay", 0)
-        for name in self.lr_params():  # finite, positive and at most MAX_LR (a larger rate is a typo)
-            if not (getattr(self, name) == "auto" and name in self.scaled_lrs):
-                check_learning_rate(self, name)
-        if self.scaled_lrs:
-            check_number(self, "prompt_lr_ratio", 0, MAX_LR, low_open=True)
-
     def lr_params(self) -> tuple[str, ...]:
         """Names of the learning-rate parameters."""
-        return tuple(k for k in self.param_names() if k == "lr" or k.startswith("lr_"))
+        return self.config.learning_rates()
 
     def learning_rate(self, name: str) -> float:
         """The learning rate in use for parameter ``name`` ("auto" resolved against the embedding scale)."""
@@ -381,11 +318,7 @@ class GradientMethod(InputEdgeMethod):
         return None
 
     def _train(self, ids: list[list[int]], y: torch.Tensor) -> dict[str, Any]:
-        trainer = AdamWTrainer(steps=self.steps, batch_size=self.batch_size, grad_accum=self.grad_accum,
-                               warmup_ratio=self.warmup_ratio, weight_decay=self.weight_decay,
-                               eval_every=self.eval_every, seed=self.seed, progress=self.progress,
-                               description=f"training {self.name}", select_by=self.select_by,
-                               max_grad_norm=self.max_grad_norm, rollback=self.rollback)
+        trainer = AdamWTrainer(self.settings(), description=f"training {self.name}", on_check=self.on_check)
         history = trainer.train(self, self.param_groups(), ids, y)
         history["lr"] = {**{name: self.learning_rate(name) for name in self.lr_params()},
                          **getattr(self, "factor_lr_", {})}  # a factorised prompt's per-factor rates
@@ -410,15 +343,10 @@ class BlackBoxMethod(InputEdgeMethod):
     Model *queries* (forward passes over single samples) are ``calls x len(train)`` plus the dev checks.
     """
 
+    config = BlackBoxConfig
+
     trainer = "cmaes"
 
-    def __init__(self, model: str | Backend | None = None, *, budget: int = 8000, popsize: int = 20,
-                 sigma: float = 1.0, bound: float = 0.0, eval_every: int = 100, **kwargs: Any) -> None:
-        super().__init__(model, eval_every=eval_every, **kwargs)
-        self.budget = budget
-        self.popsize = popsize
-        self.sigma = sigma
-        self.bound = bound
 
     @property
     @abstractmethod
@@ -438,14 +366,6 @@ class BlackBoxMethod(InputEdgeMethod):
     def losses(self, zs: list[np.ndarray]) -> list[tuple[float, float]]:
         """(mean cross-entropy, accuracy) of each candidate on the training set."""
 
-    def _validate_params(self) -> None:
-        super()._validate_params()
-        check_positive_int(self, "budget", "popsize")
-        check_positive_number(self, "sigma")
-        check_number(self, "bound", 0)
-        if self.budget < self.popsize:
-            raise ParamError(f"{self.name}: budget ({self.budget} calls) must cover at least one generation of "
-                             f"popsize {self.popsize}")
 
     def dev_accuracy_of(self, z: np.ndarray) -> float | None:
         if self._dev is None:
@@ -463,9 +383,8 @@ class BlackBoxMethod(InputEdgeMethod):
     def _train(self, ids: list[list[int]], y: torch.Tensor) -> dict[str, Any]:
         self.module_.eval()
         self._prepare_search(ids, y)
-        trainer = CMAESTrainer(dim=self.search_dim, budget=self.budget, popsize=self.popsize, sigma=self.sigma,
-                               bound=self.bound, eval_every=self.eval_every, seed=self.seed, progress=self.progress,
-                               description=f"{self.display_name} (CMA-ES) calls", blocks=self.search_blocks)
+        trainer = CMAESTrainer(self.settings(), dim=self.search_dim, description=f"{self.display_name} (CMA-ES) calls",
+                               blocks=self.search_blocks)
         z, history = trainer.train(self)
         self.set_candidate(z)
         self.z_ = z
@@ -495,20 +414,9 @@ class ProjectedSearch(BlackBoxMethod):
     ``max_rows // len(batch)`` candidates share one pass (the reference's ``--parallel``); 0 scores one
     candidate per pass. Same arithmetic, far fewer passes."""
 
-    def __init__(self, model: str | Backend | None = None, *, intrinsic_dim: int = 500, prompt_tokens: int = 50,
-                 alpha: float = 1.0, max_rows: int = 1024, prompt_init: str = "range", **kwargs: Any) -> None:
-        super().__init__(model, **kwargs)
-        self.intrinsic_dim = intrinsic_dim
-        self.prompt_tokens = prompt_tokens
-        self.alpha = alpha
-        self.max_rows = max_rows
-        self.prompt_init = prompt_init
+    config = ProjectedConfig
 
-    def _validate_params(self) -> None:
-        super()._validate_params()
-        check_positive_int(self, "intrinsic_dim", "prompt_tokens")
-        check_positive_number(self, "alpha")
-        check_whole(self, "max_rows", 0)
+
 
     @abstractmethod
     def candidate_prompts(self, zs: list[np.ndarray]) -> torch.Tensor:

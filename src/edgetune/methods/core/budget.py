@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import EdgetuneError
+from ...errors import EdgetuneError
 
 
 @dataclass(frozen=True)

@@ -12,26 +12,18 @@ from __future__ import annotations
 
 import os
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from ..backends import Backend, Features
-from ..data.example import as_examples
-from ..data.templates import Template
-from ..errors import DataError, IncompatibleError
-from .base import (
-    Costs,
-    Method,
-    _jsonable,
-    check_prompt_settings,
-    check_shapes,
-    content_free_examples,
-    restore,
-    write_atomically,
-)
+from ...backends import Backend, Features
+from ...data.templates import Template
+from ...errors import DataError, IncompatibleError
+from .config import OutputEdgeConfig
+from .estimator import Costs, Method, content_free_examples
+from .persistence import check_shapes, jsonable, restore, write_atomically
 
 
 class OutputEdgeMethod(Method):
@@ -43,8 +35,8 @@ class OutputEdgeMethod(Method):
     ``n_train_``/``n_content_free_`` (the inputs its fit read, for :meth:`costs`).
     """
 
-    edge = "output"
-    needs = "features"
+    config = OutputEdgeConfig
+
     #: whether training reads the training prompts' features / the content-free prompts' (query counting)
     uses_training_prompts: ClassVar[bool] = True
     uses_content_free: ClassVar[bool] = True
@@ -55,11 +47,6 @@ class OutputEdgeMethod(Method):
     #: arrays of :meth:`state` that are statistics or inputs, not learned parameters
     fixed_state: ClassVar[tuple[str, ...]] = ("mean", "std", "content_free", "batch_prior")
 
-    def __init__(self, model: str | Backend | None = None, *, template: str | None = None,
-                 label_words: Mapping[str, str] | str | None = None) -> None:
-        super().__init__(model)
-        self.template = template
-        self.label_words = label_words
 
     # -- to implement -------------------------------------------------------------------------------------
     @abstractmethod
@@ -89,8 +76,6 @@ class OutputEdgeMethod(Method):
     #: label words per label (one set per label unless a method reads several: :meth:`query_words`)
     words_per_label: ClassVar[int] = 1
 
-    def _validate_params(self) -> None:
-        check_prompt_settings(self)
 
     def query_templates(self, template: Template, alternatives: Sequence[str]) -> list[Template]:
         """The prompts each input is queried with, given the task's main ``template`` and its ``alternatives``
@@ -108,7 +93,7 @@ class OutputEdgeMethod(Method):
     def features(self, X: Any, description: str = "prompts") -> Features:
         """Features of inputs under the fitted prompt(s) (cached by the backend)."""
         self._check_fitted()
-        return extract(self.backend, as_examples(X), self.templates_, self.words_, description)
+        return extract(self.backend, self.examples(X), self.templates_, self.words_, description)
 
     # -- scikit-learn surface ---------------------------------------------------------------------------
     def fit(self, X: Any, y: Sequence[str] | None = None) -> OutputEdgeMethod:
@@ -155,7 +140,7 @@ class OutputEdgeMethod(Method):
     def class_scores(self, X: Any) -> np.ndarray:
         """(n, C) class scores; no inputs: a (0, C) array, without asking the model anything."""
         self._check_fitted()
-        examples = as_examples([X] if isinstance(X, str) else X)
+        examples = self.examples(X)
         if not examples:
             return np.zeros((0, len(self.labels_)), np.float32)
         return self.decision_features(self.features(examples))
@@ -171,7 +156,7 @@ class OutputEdgeMethod(Method):
         self._check_fitted()
         config = {**self._base_config(), "template": self.template_.text, "label_words": list(self.words_),
                   **({"templates": [t.text for t in self.templates_]} if len(self.templates_) > 1 else {}),
-                  "backend_kind": self.backend.kind, "backend_settings": _jsonable(self.backend.settings()),
+                  "backend_kind": self.backend.kind, "backend_settings": jsonable(self.backend.settings()),
                   "hidden_dim": self.hidden_dim_}
         return write_atomically(path, config, self.state())
 

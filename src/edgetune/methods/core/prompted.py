@@ -4,7 +4,7 @@
 :meth:`PromptedModel.transform` (per-token offsets: ADePT, DePT), prepends :meth:`PromptedModel.prompt`
 (a soft prompt) and hands the result to the backend's :class:`~edgetune.backends.local.LabelReader`, the
 same forward pass feature extraction uses. It knows nothing of how it is trained: the trainers in
-:mod:`edgetune.methods.trainers` drive it (AdamW for gradient methods, CMA-ES for black-box ones).
+:mod:`edgetune.methods.core.trainers` drive it (AdamW for gradient methods, CMA-ES for black-box ones).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from ..backends.local import LabelReader, input_embedding_of
-from ..errors import IncompatibleError
-from .base import ParamError
+from ...backends.local import LabelReader, input_embedding_of
+from ...errors import IncompatibleError
+from .config import ParamError
 
 #: A soft prompt's learning rate as a ratio to the backbone's embedding scale (``lr_prompt="auto"``):
 #: 0.3 × 0.136 = 0.041 on SmolLM2 (why this default: benchmarks/results/README.md, 'Where the defaults come from').

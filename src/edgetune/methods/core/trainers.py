@@ -19,11 +19,14 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from .config import BlackBoxConfig, GradientConfig
 
 
 def progress_bar(enabled: bool):
@@ -63,37 +66,29 @@ class AdamWTrainer:
 
     Why ``select_by="loss"`` and ``rollback=0.5``: benchmarks/results/README.md, 'Where the defaults come from'."""
 
-    steps: int
-    batch_size: int
-    grad_accum: int = 1
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.0
-    eval_every: int = 20
-    seed: int = 0
-    progress: bool = True
+    config: GradientConfig  # steps, batch_size, grad_accum, warmup_ratio, weight_decay, eval_every, seed, progress,
+    #                         select_by, max_grad_norm, rollback: the method's own declaration, read as is
     description: str = "training"
     check_start: bool = True  # score the dev split before the first step (the start is a candidate)
-    select_by: str = "loss"
-    max_grad_norm: float | None = None  # clip the gradients' global norm before each step (None: no clipping)
-    #: a dev check that has lost more than this fraction of the dev-accuracy gain the current pick made over the
-    #: start rolls training back to the pick, halves every learning rate and clears AdamW's moments (None: off)
-    rollback: float | None = 0.5
     max_rollbacks: int = 3
+    #: called after each dev check with (step, that check's record: accuracy, loss, and what happened)
+    on_check: Callable[[int, dict[str, Any]], None] | None = None
 
     def train(self, problem: GradientProblem, param_groups: list[dict[str, Any]], ids: Sequence[list[int]],
               y: torch.Tensor) -> dict[str, Any]:
         from accelerate import Accelerator
         from transformers import get_linear_schedule_with_warmup
 
-        accelerator = Accelerator(gradient_accumulation_steps=self.grad_accum, cpu=not torch.cuda.is_available())
-        optimizer = torch.optim.AdamW(param_groups, weight_decay=self.weight_decay)
-        schedule = get_linear_schedule_with_warmup(optimizer, int(self.warmup_ratio * self.steps), self.steps)
+        accelerator = Accelerator(gradient_accumulation_steps=self.config.grad_accum, cpu=not torch.cuda.is_available())
+        optimizer = torch.optim.AdamW(param_groups, weight_decay=self.config.weight_decay)
+        steps = self.config.steps
+        schedule = get_linear_schedule_with_warmup(optimizer, int(self.config.warmup_ratio * steps), steps)
         problem.module_, optimizer, schedule = accelerator.prepare(problem.module_, optimizer, schedule)
-        gen = torch.Generator().manual_seed(self.seed)
+        gen = torch.Generator().manual_seed(self.config.seed)
         order: list[int] = []
         checks: list[tuple[int, float, float, dict]] = []  # (step, dev accuracy, dev loss, weights)
-        history: dict[str, Any] = {"loss": [], "dev_accuracy": [], "dev_loss": [], "steps": self.steps}
-        if self.rollback:
+        history: dict[str, Any] = {"loss": [], "dev_accuracy": [], "dev_loss": [], "steps": self.config.steps}
+        if self.config.rollback:
             history["rollbacks"] = []  # (step, restored step) for each collapse
 
         def check(step: int) -> str:
@@ -108,8 +103,10 @@ class AdamWTrainer:
             checks.append((step, acc, loss, copy.deepcopy({k: v.detach().cpu()
                                                            for k, v in problem.trainable_state().items()})))
             info = f" · dev acc {acc:.3f} loss {loss:.3f}"
+            if self.on_check is not None:  # before any rollback: the weights scored are the ones just checked
+                self.on_check(step, {"dev_accuracy": acc, "dev_loss": loss})
             back = self._collapsed(checks, problem.dev_size_, len(history.get("rollbacks", [])))
-            if back is not None and step < self.steps:
+            if back is not None and step < self.config.steps:
                 # restore the pick in place (the optimiser keeps its parameters) and slow down
                 problem.module_.load_state_dict(checks[back][3], strict=False)
                 inner = getattr(schedule, "scheduler", schedule)
@@ -119,50 +116,50 @@ class AdamWTrainer:
                 getattr(optimizer, "optimizer", optimizer).state.clear()
                 history["rollbacks"].append((step, checks[back][0]))
                 info += f" · collapsed: back to step {checks[back][0]}, learning rates halved"
-            for i in unchoosable(checks, self.select_by, problem.dev_size_):  # free weights no rule can pick
+            for i in unchoosable(checks, self.config.select_by, problem.dev_size_):  # free weights no rule can pick
                 checks[i] = (*checks[i][:3], None)
             return info
 
         start = time.perf_counter()
         if self.check_start:
             check(0)  # the starting point is a candidate: training can never end worse on dev than it began
-        with progress_bar(self.progress) as bar:
-            job = bar.add_task(self.description, total=self.steps, info="")
-            for step in range(1, self.steps + 1):
+        with progress_bar(self.config.progress) as bar:
+            job = bar.add_task(self.description, total=self.config.steps, info="")
+            for step in range(1, self.config.steps + 1):
                 problem.module_.train()
-                for _ in range(self.grad_accum):
-                    if len(order) < self.batch_size:
+                for _ in range(self.config.grad_accum):
+                    if len(order) < self.config.batch_size:
                         order += torch.randperm(len(ids), generator=gen).tolist()
-                    pick, order = order[: self.batch_size], order[self.batch_size :]
+                    pick, order = order[: self.config.batch_size], order[self.config.batch_size :]
                     # under `accelerate launch`, each process takes its share of the global batch
                     pick = pick[accelerator.process_index :: accelerator.num_processes] or pick
                     with accelerator.accumulate(problem.module_):
                         logits = problem.scores([ids[i] for i in pick])
-                        loss = F.cross_entropy(logits, y[pick].to(logits.device)) / self.grad_accum
+                        loss = F.cross_entropy(logits, y[pick].to(logits.device)) / self.config.grad_accum
                         accelerator.backward(loss)
-                value = float(loss.detach()) * self.grad_accum
+                value = float(loss.detach()) * self.config.grad_accum
                 if not np.isfinite(value):  # stop: the weights may already be damaged; the best checkpoint stays
                     history["stopped"] = f"non-finite loss ({value}) at step {step}; kept the best checkpoint so far"
                     warnings.warn(f"{self.description}: {history['stopped']} (lower the learning rate)", stacklevel=2)
                     optimizer.zero_grad()
                     break
                 history["loss"].append(value)
-                if self.max_grad_norm:
+                if self.config.max_grad_norm:
                     norm = accelerator.clip_grad_norm_(
-                        [p for g in param_groups for p in g["params"]], self.max_grad_norm)
+                        [p for g in param_groups for p in g["params"]], self.config.max_grad_norm)
                     history.setdefault("grad_norm", []).append(float(norm))
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad()
                 info = f"loss {value:.3f}"
-                if step % self.eval_every == 0 or step == self.steps:
+                if step % self.config.eval_every == 0 or step == self.config.steps:
                     info += check(step)
                 bar.update(job, advance=1, info=info)
         problem.module_ = accelerator.unwrap_model(problem.module_)
         if checks:
-            step, acc, loss, state = checks[choose(checks, self.select_by, problem.dev_size_)]
+            step, acc, loss, state = checks[choose(checks, self.config.select_by, problem.dev_size_)]
             problem.module_.load_state_dict(state, strict=False)
-            history.update(best_step=step, best_dev_accuracy=acc, best_dev_loss=loss, select_by=self.select_by)
+            history.update(best_step=step, best_dev_accuracy=acc, best_dev_loss=loss, select_by=self.config.select_by)
         history["seconds"] = time.perf_counter() - start
         problem.module_.eval()
         return history
@@ -174,12 +171,12 @@ class AdamWTrainer:
         :func:`choose` would keep now made over the start (and more than two dev examples' worth). A run at the
         edge of stability then goes on from its best point at half the rate instead of spending its remaining
         steps collapsed (the run this is for: benchmarks/results/README.md, 'Where the defaults come from')."""
-        if not self.rollback or done >= self.max_rollbacks or len(checks) < 3:
+        if not self.config.rollback or done >= self.max_rollbacks or len(checks) < 3:
             return None
-        pick = choose(checks[:-1], self.select_by, n_dev)
+        pick = choose(checks[:-1], self.config.select_by, n_dev)
         start, best, now = checks[0][1], checks[pick][1], checks[-1][1]
         lost = best - now
-        if best <= start or lost <= 2.0 / max(n_dev, 1) + 1e-9 or lost <= self.rollback * (best - start):
+        if best <= start or lost <= 2.0 / max(n_dev, 1) + 1e-9 or lost <= self.config.rollback * (best - start):
             return None
         return pick
 
@@ -244,14 +241,8 @@ class CMAESTrainer:
     stay at their own best so far (``es.result.xbest``, as the reference); candidates are always whole
     vectors, so the problem does not know about blocks."""
 
+    config: BlackBoxConfig  # budget, popsize, sigma, bound, eval_every, seed, progress: the method's declaration
     dim: int
-    budget: int
-    popsize: int = 20
-    sigma: float = 1.0
-    bound: float = 0.0
-    eval_every: int = 100
-    seed: int = 0
-    progress: bool = True
     description: str = "CMA-ES calls"
     x0: np.ndarray | None = None
     blocks: int = 1
@@ -264,14 +255,14 @@ class CMAESTrainer:
         size = self.dim // self.blocks
         # cma treats seed 0 as "draw a random seed": offset by one so every seed is reproducible
         # (modulo 2**32 - 2: cma's seeds stop at 2**32 - 1, and every seed below that keeps its old value)
-        opts = {"seed": self.seed % (2**32 - 2) + 1, "popsize": self.popsize,
-                "maxiter": self.budget // (self.popsize * self.blocks), "verbose": -9}
-        if self.bound > 0:
-            opts["bounds"] = [-self.bound, self.bound]
-        searches = [cma.CMAEvolutionStrategy(list(x0[b * size:(b + 1) * size]), self.sigma, inopts=opts)
+        opts = {"seed": self.config.seed % (2**32 - 2) + 1, "popsize": self.config.popsize,
+                "maxiter": self.config.budget // (self.config.popsize * self.blocks), "verbose": -9}
+        if self.config.bound > 0:
+            opts["bounds"] = [-self.config.bound, self.config.bound]
+        searches = [cma.CMAEvolutionStrategy(list(x0[b * size:(b + 1) * size]), self.config.sigma, inopts=opts)
                     for b in range(self.blocks)]
         current = x0.copy()  # every block at its search's best so far
-        history: dict[str, Any] = {"loss": [], "train_accuracy": [], "dev_accuracy": [], "budget": self.budget}
+        history: dict[str, Any] = {"loss": [], "train_accuracy": [], "dev_accuracy": [], "budget": self.config.budget}
         calls = 0
         best_dev: tuple[float, int, np.ndarray] = (-1.0, 0, x0.copy())
         best_train: tuple[float, np.ndarray] = (float("inf"), x0.copy())
@@ -286,11 +277,11 @@ class CMAESTrainer:
         start = time.perf_counter()
         # the start is the first check, as in the gradient trainer: a search must beat it on dev to be kept
         best_dev = dev_check(0, x0.copy(), best_dev)
-        with progress_bar(self.progress) as bar:
-            job = bar.add_task(self.description, total=self.budget, info="")
-            while calls + self.popsize <= self.budget and not all(es.stop() for es in searches):
+        with progress_bar(self.config.progress) as bar:
+            job = bar.add_task(self.description, total=self.config.budget, info="")
+            while calls + self.config.popsize <= self.config.budget and not all(es.stop() for es in searches):
                 for b, es in enumerate(searches):
-                    if calls + self.popsize > self.budget:
+                    if calls + self.config.popsize > self.config.budget:
                         break
                     if es.stop():
                         continue
@@ -308,7 +299,7 @@ class CMAESTrainer:
                         fitness.append(loss)
                         if loss < best_train[0]:
                             best_train = (loss, np.array(z))
-                        if calls % self.eval_every == 0:
+                        if calls % self.config.eval_every == 0:
                             best_dev = dev_check(calls, best_train[1], best_dev)
                     es.tell(solutions, fitness)
                     current[b * size:(b + 1) * size] = es.result.xbest

@@ -1,0 +1,19 @@
+"""The linear probe's declaration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..core.config import OutputEdgeConfig, param, positive, seed, whole
+
+
+@dataclass(kw_only=True)
+class LinearProbeConfig(OutputEdgeConfig):
+    name: ClassVar[str] = "linear_probe"
+    estimator: ClassVar[str] = "LinearProbe"
+    display_name: ClassVar[str] = "linear probe"
+
+    C: float = param(1.0, "inverse L2 regularisation strength (scikit-learn's C)", positive())
+    max_iter: int = param(2000, "most lbfgs iterations", whole(1))
+    seed: int = param(0, "random_state of the logistic regression", seed())

@@ -1,0 +1,22 @@
+"""Zero-shot and calibrated zero-shot: the prompt alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..core.config import OutputEdgeConfig
+
+
+@dataclass(kw_only=True)
+class ZeroShotConfig(OutputEdgeConfig):
+    name: ClassVar[str] = "zeroshot"
+    estimator: ClassVar[str] = "ZeroShot"
+    display_name: ClassVar[str] = "zero-shot"
+
+
+@dataclass(kw_only=True)
+class CalibratedConfig(OutputEdgeConfig):
+    name: ClassVar[str] = "calibrated"
+    estimator: ClassVar[str] = "CalibratedZeroShot"
+    display_name: ClassVar[str] = "calibrated zero-shot"
