@@ -4,21 +4,21 @@ Usage:  EDGETUNE_DATA_DIR=../shared/data python benchmarks/checkpoint_selection.
             --method adept --seeds 0 1 2 [--val-shots 100] [--params '{"max_grad_norm": 1.0}'] [--tag clip1]
         python benchmarks/checkpoint_selection.py render
 
-``run`` holds ``--val-shots`` per class out of the task's train pool (as ``input_edge_recipe.py`` does), trains
-the method on the 16-shot sample of each seed drawn from the rest (60 steps, a dev check every 10, its own dev
-split of 16 per class), and at every dev check scores the dev split *and* the held-out validation split. Since
-choosing a checkpoint does not change the training trajectory, every selection rule can then be compared on the
-same runs: the rule picks a check from the dev scores alone, and the validation accuracy at that check says how
-good the pick was. ``render`` tabulates the rules over all stored runs (``--tag`` groups runs of a variant, e.g.
-with gradient clipping). Writes ``results/checkpoint_selection.jsonl`` (one line per run: per check, dev
-accuracy and loss, validation accuracy) and ``results/checkpoint_selection.md``.
+``run`` holds ``--val-shots`` per class out of the task's train pool (as a bench config's ``eval: {split:
+heldout}`` does), trains the method on the 16-shot sample of each seed drawn from the rest (60 steps, a dev
+check every 10, its own dev split of 16 per class), and at every dev check (the trainer's ``on_check``) scores
+the held-out validation split too. Since choosing a checkpoint does not change the training trajectory, every
+selection rule can then be compared on the same runs: the rule picks a check from the dev scores alone, and the
+validation accuracy at that check says how good the pick was. ``render`` tabulates the rules over all stored
+runs (``--tag`` groups runs of a variant, e.g. with gradient clipping). Writes
+``results/checkpoint_selection.jsonl`` (one line per run: per check, dev accuracy and loss, validation accuracy)
+and ``results/checkpoint_selection.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -53,45 +53,36 @@ RULES = _rules(32)  # the names (the window's size depends on the task's dev spl
 
 
 def run(args: argparse.Namespace) -> None:
-    import torch
-    import torch.nn.functional as F
-    from input_edge_recipe import held_out_task
-
+    from edgetune import load_task
     from edgetune.backends import FeatureCache, load_backend
+    from edgetune.bench.config import HELDOUT_SEED
+    from edgetune.data.sampling import held_out, sample_k_per_class
     from edgetune.methods import get_method
 
     backend = load_backend("smollm2-135m", cache=FeatureCache(None), progress=False)
     extra = json.loads(args.params)
-    with tempfile.TemporaryDirectory() as tmp:
-        task = held_out_task(args.task, args.val_shots, Path(tmp) / args.task)
-        val = task.load("test")
-        for seed in args.seeds:
-            m = get_method(args.method)(backend, steps=60, eval_every=10, seed=seed, progress=False, **extra)
-            checks: list[dict] = []
-            val_ids: list = []
+    task = load_task(args.task)
+    val, rest = held_out(task.load("train"), args.val_shots, HELDOUT_SEED)  # as a bench's eval: heldout
+    for seed in args.seeds:
+        m = get_method(args.method)(backend, steps=60, eval_every=10, seed=seed, progress=False, **extra)
+        checks: list[dict] = []
 
-            def scores(m=m, checks=checks, val_ids=val_ids):
-                if not val_ids:
-                    val_ids.append(m.encode(val))
-                    val_ids.append(np.array([list(m.labels_).index(e.label) for e in val]))
-                ids, y = m._dev
-                dev = torch.from_numpy(m._predict_ids(ids)).double()
-                target = torch.as_tensor(y, dtype=torch.long)
-                acc, loss = float((dev.argmax(1) == target).double().mean()), float(F.cross_entropy(dev, target))
-                val_acc = float((m._predict_ids(val_ids[0]).argmax(1) == val_ids[1]).mean())
-                checks.append({"dev_accuracy": acc, "dev_loss": loss, "val_accuracy": val_acc})
-                return acc, loss
+        def at_check(step: int, info: dict, m=m, checks=checks) -> None:
+            """The trainer's callback: the weights just checked on dev are in place; score them on validation."""
+            y = np.array([list(m.labels_).index(e.label) for e in val])
+            val_acc = float((np.asarray(m.class_scores(val)).argmax(1) == y).mean())
+            checks.append({"dev_accuracy": info["dev_accuracy"], "dev_loss": info["dev_loss"], "val_accuracy": val_acc})
 
-            m.dev_scores = scores  # the trainer asks this at every check; validation is scored alongside
-            t0 = time.perf_counter()
-            m.fit(task.sample(16, seed))
-            rec = {"task": args.task, "method": args.method, "seed": seed, "params": extra, "tag": args.tag,
-                   "val_shots": args.val_shots, "steps": [s for s, _ in m.history_["dev_accuracy"]],
-                   "checks": checks, "train_loss": m.history_["loss"], "seconds": time.perf_counter() - t0,
-                   "rollbacks": m.history_.get("rollbacks", [])}
-            with RECORDS.open("a", encoding="utf-8") as fh:
-                fh.write(json.dumps(rec) + "\n")
-            print(args.task, args.method, seed, [round(c["val_accuracy"], 3) for c in checks], flush=True)
+        m.on_check = at_check
+        t0 = time.perf_counter()
+        m.fit(sample_k_per_class(rest, 16, seed))
+        rec = {"task": args.task, "method": args.method, "seed": seed, "params": extra, "tag": args.tag,
+               "val_shots": args.val_shots, "steps": [s for s, _ in m.history_["dev_accuracy"]],
+               "checks": checks, "train_loss": m.history_["loss"], "seconds": time.perf_counter() - t0,
+               "rollbacks": m.history_.get("rollbacks", [])}
+        with RECORDS.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(rec) + "\n")
+        print(args.task, args.method, seed, [round(c["val_accuracy"], 3) for c in checks], flush=True)
 
 
 def render(_: argparse.Namespace) -> None:

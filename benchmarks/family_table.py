@@ -48,7 +48,7 @@ def main() -> None:
           "the seconds are inflated (blank: recorded before the bench measured it — many of those runs shared the "
           "cores); the training budget used (optimiser steps, or model calls for the black-box searches); "
           "trainable parameters (black-box: numbers searched); peak training memory above the loaded model "
-          "(fresh process per method, this CPU, `benchmarks/input_edge_memory.py`). Written by "
+          "(fresh process per method, this CPU, `benchmarks/perf/input_edge_memory.py`). Written by "
           "`python benchmarks/family_table.py`.", ""]
     for task in TASKS:
         md += [f"## {task}", "", "| method | accuracy % | worst seed | train s | CPU share | where | budget | "

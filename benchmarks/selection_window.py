@@ -80,13 +80,11 @@ def run(args: argparse.Namespace) -> None:
         train = task.sample(c["shots"], c["seed"])
         m = get_method(c["name"])(backend, **{**c["params"], "progress": False})
         states: list[dict] = []
-        inner = m.dev_scores
 
-        def scores(inner=inner, m=m, states=states):
+        def keep(step: int, info: dict, m=m, states=states) -> None:  # the trainer's callback at every dev check
             states.append(copy.deepcopy({k: v.detach().cpu() for k, v in m.trainable_state().items()}))
-            return inner()
 
-        m.dev_scores = scores  # the trainer asks this at every check; the weights are kept alongside
+        m.on_check = keep
         t0 = time.perf_counter()
         m.fit(train)
         h = m.history_
@@ -94,12 +92,11 @@ def run(args: argparse.Namespace) -> None:
         loss = [v for _, v in h["dev_loss"]]
         plain, window = _picks(acc, loss, m.dev_size_)
         y = np.array(test.label_ids())
-        ids = m.encode(test)
         test_acc = {}
         for name, i in ((PLAIN, plain), (WINDOW, window)):
             m.module_.load_state_dict(states[i], strict=False)
-            test_acc[name] = float((m._predict_ids(ids).argmax(1) == y).mean()) if name == PLAIN or i != plain \
-                else test_acc[PLAIN]
+            test_acc[name] = float((np.asarray(m.class_scores(test)).argmax(1) == y).mean()) \
+                if name == PLAIN or i != plain else test_acc[PLAIN]
         gpu_tr = c["training"]
         rec = {"task": c["task"], "method": c["method"], "seed": c["seed"], "params": c["params"],
                "dev_accuracy": acc, "dev_loss": loss, "picks": {PLAIN: plain, WINDOW: window},

@@ -49,7 +49,9 @@ def test_bench_runs_the_grid_resumes_and_reports(config_file, tmp_path, capsys):
         assert np.isfinite(c["wall_seconds"])
     assert first[(2, 0, "bbt")]["steps"] == 4 and first[(2, 0, "bbt")]["queries"] >= 4 * 4
     extraction = [x for x in read_results(results) if x["type"] == "extraction" and x["split"] == "train"]
-    assert len(extraction) == 4  # training prompts paid once per (shots, seed), shared by zero-shot and DecT
+    # training prompts paid once per (shots, seed), shared by zero-shot and DecT; the two content-free prompts
+    # once, by the first method that reads them (calibrated zero-shot)
+    assert len(extraction) == 4 + 1 and all(x["queries"] > 0 for x in extraction)
     report = (tmp_path / "out" / "report.md").read_text()
     assert "## toy (test n = 8)" in report and "pt-short" in report and "BBT" in report
     assert "dev % start → chosen" in report  # trained methods show where training started and what it chose
@@ -169,8 +171,8 @@ def test_bench_runs_mpd_on_several_prompts_and_word_sets(tmp_path, toy_dir, tiny
     assert 0 <= got[(2, 0, "mpd")]["accuracy"] <= 1
     extraction = [x for x in read_results(tmp_path / "out" / "results.jsonl") if x["type"] == "extraction"]
     # DecT's prompts (2 words) and mpd's (4 words, two templates) are different queries; mpd pays twice DecT's
-    # (test and training prompts, in that order for each method), not four times
-    assert len(extraction) == 4 and extraction[0]["split"] == "test" and extraction[2]["split"] == "test"
+    # (training and test prompts, in that order for each method), not four times
+    assert len(extraction) == 4 and extraction[1]["split"] == "test" and extraction[3]["split"] == "test"
     dect_paid = extraction[0]["queries"] + extraction[1]["queries"]
     assert extraction[2]["queries"] + extraction[3]["queries"] == 2 * dect_paid > 0
 
@@ -208,3 +210,58 @@ def test_cpu_share_tells_a_busy_block_from_a_waiting_one():
         torch.set_num_threads(threads)
     assert waiting.seconds >= 0.2 and waiting.share < 0.2, waiting.share
     assert busy.share > 0.3, busy.share  # ≈ 1 alone; a busy machine takes some of it
+
+
+def test_a_sweep_scored_on_a_held_out_split_with_a_cold_cache_and_views(tmp_path, toy_dir, tiny_model_dir, capsys):
+    """What the one-off scripts built by hand: a parameter sweep as labelled entries, a validation split held out
+    of the train pool (samples never hold one of its examples; the test split is not read), a cold cache (every
+    query paid, nothing left behind) and report views (task × method, per-sample differences)."""
+    from edgetune.bench.config import BenchConfig
+    from edgetune.bench.runner import _eval_split
+
+    task = tmp_path / "toy.yaml"
+    task.write_text(yaml.safe_dump({
+        "name": "toy", "template": "{text} In summary, it was {mask}",
+        "label_words": {"negative": "bad", "positive": "great"},
+        "files": {"train": str(toy_dir / "toy/train.jsonl"), "test": str(tmp_path / "missing.jsonl")}}))
+    cfg = {"name": "sweep", "models": [str(tiny_model_dir)], "tasks": [str(task)], "shots": [2], "seeds": [0, 1],
+           "output": str(tmp_path / "out"), "eval": {"split": "heldout", "per_class": 2}, "cache": "cold",
+           "views": [{"pivot": "accuracy"}, {"paired": "dect"}],
+           "methods": [{"name": "dect", "params": {"epochs": 2}},
+                       {"name": "dect", "sweep": {"lam": [0.5, 1.0]}, "params": {"epochs": 2}}]}
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(cfg))
+    config = BenchConfig.from_yaml(tmp_path / "b.yaml")
+    assert [m.label for m in config.methods] == ["dect", "dect lam=0.5", "dect lam=1"]
+    assert [m.params for m in config.methods][1:] == [{"epochs": 2, "lam": 0.5}, {"epochs": 2, "lam": 1.0}]
+    val, _, rest = _eval_split(config, config.load_task(str(task)))
+    assert len(val) == 4 and not {e.id for e in val} & {e.id for e in rest}
+    for seed in (0, 1):  # what the runner samples from: the rest of the pool
+        from edgetune.data.sampling import sample_k_per_class
+
+        assert not {e.id for e in val} & {e.id for e in sample_k_per_class(rest, 2, seed)}
+    assert main(["bench", str(tmp_path / "b.yaml"), "--no-progress"]) == 0
+    got = cells(tmp_path / "out" / "results.jsonl")
+    assert set(got) == {(2, s, m) for s in (0, 1) for m in ("dect", "dect lam=0.5", "dect lam=1")}
+    assert all(c["n_test"] == 4 and c["task_name"] == "toy-val" and c["spec"]["eval"]["per_class"] == 2
+               for c in got.values())
+    assert not (tmp_path / "out" / "features.sqlite").exists()  # the cold cache was the run's own
+    paid = [x for x in read_results(tmp_path / "out" / "results.jsonl") if x["type"] == "extraction"]
+    assert paid and all(x["queries"] > 0 for x in paid)
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## toy-val (test n = 4)" in report and "## Accuracy by task" in report
+    assert "## Paired with DecT" in report and "| toy-val | dect lam=0.5 | 2 |" in report
+    capsys.readouterr()
+    assert main(["bench", str(tmp_path / "b.yaml"), "--no-progress"]) == 0  # resumed: every cell is done
+    assert "all 6 cells are done" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("eval", {"split": "heldout"}, "held-out eval"), ("eval", {"split": "dev"}, "eval is"),
+    ("cache", "lukewarm", "cache is warm or cold"), ("views", [{"paired": "nope"}], "a view is"),
+])
+def test_bad_eval_cache_and_views_are_one_line(tmp_path, key, value, message):
+    from edgetune.bench.config import BenchConfig
+    from edgetune.errors import DataError
+
+    with pytest.raises(DataError, match=message):
+        BenchConfig.from_dict({"name": "x", "tasks": ["sst2"], "methods": ["dect"], key: value})

@@ -388,3 +388,17 @@ def test_the_package_root_exports_every_method_and_imports_lazily():
             "'edgetune.methods.adept', 'edgetune.methods.core.registry') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("name", sorted(n for n, c in METHODS.items() if issubclass(c, OutputEdgeMethod)))
+def test_the_runner_and_fit_are_one_output_edge_cell(name, make_backend, toy_task):
+    """The bench runner calls an output-edge method's prepare (prompts, words, features) and fit_prepared apart, to
+    time them apart; fit is exactly those two halves, so a bench cell and a user's fit give the same model."""
+    cls = METHODS[name]
+    backend, sample = make_backend("causal"), toy_task.sample(4, seed=0)
+    a = cls(backend, **cls.smoke_params).fit(sample)
+    b = cls(backend, **cls.smoke_params)
+    prepared = b.prepare(sample)
+    b.fit_prepared(**vars(prepared))
+    np.testing.assert_array_equal(a.class_scores(TEXTS), b.class_scores(TEXTS))
+    assert prepared.template == a.templates_ and list(prepared.labels) == list(a.labels_)

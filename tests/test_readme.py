@@ -88,6 +88,19 @@ def test_the_readme_has_what_these_tests_expect():
     assert {a[0] for a in lines} == {"run", "predict", "serve", "bench"}
 
 
+def test_readme_yaml_blocks_are_valid_bench_config_keys():
+    """The README's bench snippets parse (every key known, the sweep expanded, the view's label there)."""
+    import yaml
+
+    from edgetune.bench.config import BenchConfig
+
+    snippets = blocks("yaml")
+    assert snippets
+    for block in snippets:
+        config = BenchConfig.from_dict({"name": "readme", "tasks": ["sst2"], **yaml.safe_load(block)})
+        assert len(config.methods) >= 2
+
+
 @pytest.mark.real
 def test_readme_python_blocks_run(in_tmp, smollm):
     for block in blocks("python"):

@@ -8,12 +8,12 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
-
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .errors import EdgetuneError
+
+if TYPE_CHECKING:  # rich is imported when a command runs: parsing and --help stay fast
+    from rich.console import Console
 
 #: constructor parameters that `run` sets itself (or through its own flags) rather than as method options
 RUN_OWNED = ("template", "label_words", "seed", "progress", "labels", "text_col", "text_b_col")
@@ -61,7 +61,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The command line's parser. Given the arguments about to be parsed, ``run METHOD`` gets only that method's
+    options built (every method is still listed), so ``--help`` and argument errors answer fast."""
     parser = _Parser(prog="edgetune", description="Adapt a frozen language model at its edges.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -105,10 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(common)
     per_method = run.add_subparsers(dest="method", required=True, metavar="METHOD",
                                     parser_class=_Parser)
+    args = list(argv) if argv is not None else None
+    chosen = args[1] if args is not None and len(args) > 1 and args[0] == "run" and args[1] in methods else None
     for name, config in methods.items():
-        p = per_method.add_parser(name, parents=[common], help=f"{config.display_name} ({config.edge} edge)",
-                                  description=f"Run {config.display_name} ({config.edge} edge) and write its "
-                                  "records and report.")
+        label = f"{config.display_name} ({config.edge} edge)"
+        if chosen is not None and name != chosen:
+            per_method.add_parser(name, help=label)  # listed; its options are built when it is the one run
+            continue
+        p = per_method.add_parser(name, parents=[common], help=label,
+                                  description=f"Run {label} and write its records and report.")
         _add_method_options(p, config, [methods[c] for c in config.companions if c in methods])
 
     pred = sub.add_parser("predict", help="label texts with a saved model")
@@ -135,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--data-dir", help="task data root (default: the config's data_dir, else "
                        "$EDGETUNE_DATA_DIR, else the data installed with edgetune)")
     bench.add_argument("--no-plots", action="store_true", help="Markdown only")
+    bench.add_argument("--cache", metavar="FEATURES.sqlite", help="the feature cache to read and fill (default: "
+                       "features.sqlite beside the results; a config's cache: cold makes a fresh one)")
     bench.add_argument("--tasks", nargs="+", metavar="TASK", help="run only these tasks of the grid now")
     bench.add_argument("--seeds", nargs="+", type=_seed, metavar="SEED", help="run only these seeds now")
     bench.add_argument("--methods", nargs="+", metavar="LABEL", help="run only these method labels now "
@@ -323,10 +332,15 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     save_labels = {cls.name}
     check_run(config, out, args.save_dir, save_labels)  # output, earlier records, save folder: before loading
     backend = _backend(args, model, cls)
+    from rich.console import Console
+
     quiet = Console(stderr=True, quiet=args.no_progress)  # the runner's per-cell lines
     run_id = uuid.uuid4().hex[:12]
-    results = run_bench(config, output=out, progress=not args.no_progress, console=quiet,
-                        backends={model: backend}, save_dir=args.save_dir, save_labels=save_labels, run_id=run_id)
+    try:
+        results = run_bench(config, output=out, progress=not args.no_progress, console=quiet,
+                            backends={model: backend}, save_dir=args.save_dir, save_labels=save_labels, run_id=run_id)
+    finally:
+        backend.cache.close()  # at once, not when the backend is collected: the cache is whole when run returns
     print_run(lines_of_run(read_results(results), config, run_id), console)
     report = render(results, plots=False)
     console.print(f"records: {results} · report: {report}")
@@ -396,7 +410,16 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
         config.data_dir = args.data_dir
     if args.tasks or args.seeds or args.methods:
         config = config.narrowed(args.tasks, args.seeds, args.methods)
-    results = run_bench(config, output=args.output, progress=not args.no_progress, console=console)
+    cache = None
+    if args.cache:
+        from .backends import FeatureCache
+
+        cache = FeatureCache(args.cache)
+    try:
+        results = run_bench(config, output=args.output, progress=not args.no_progress, console=console, cache=cache)
+    finally:
+        if cache is not None:
+            cache.close()
     path = render(results, plots=not args.no_plots)
     console.print(f"results: {results}\nreport: {path}")
     return 0
@@ -470,6 +493,8 @@ def cmd_tasks(args: argparse.Namespace, console: Console) -> int:
     except EdgetuneError:
         root = None
     where = "installed with edgetune; sources and licences in SOURCES.md there" if root == PACKAGED_DATA else ""
+    from rich.table import Table
+
     table = Table(title="edgetune tasks" + (f" (data: {root}{'; ' + where if where else ''})" if root
                                             else " (no data dir)"))
     for col in ("task", "labels → words", "template", "data"):
@@ -484,6 +509,8 @@ def cmd_tasks(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_models(args: argparse.Namespace, console: Console) -> int:
+    from rich.table import Table
+
     from .backends.models import DEFAULT_MODEL, PACKAGED, converted_dir, is_installed
 
     table = Table(title="packaged models (any local HF folder or hub id works too)")
@@ -506,16 +533,18 @@ def _format_warning(message: Warning | str, category: type[Warning], filename: s
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    warnings.formatwarning = _format_warning  # one line, from parsing on (a deprecated flag warns while parsing)
+    parser = build_parser(sys.argv[1:] if argv is None else argv)
     args, extra = parser.parse_known_args(argv)
     if extra and args.command == "predict" and not any(x.startswith("-") for x in extra):
         args.texts += extra  # texts after options: `edgetune predict DIR --json "a text"`
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    from rich.console import Console
+
     console = Console()
     err = Console(stderr=True)
-    warnings.filterwarnings("once")
-    warnings.formatwarning = _format_warning  # (a recorder of warnings, e.g. a test, still gets them whole)
+    warnings.filterwarnings("once")  # (a recorder of warnings, e.g. a test, still gets them whole)
     if args.command in ("run", "predict", "bench"):  # commands that load a model (others stay torch-free)
         from transformers.utils import logging as hf_logging
 

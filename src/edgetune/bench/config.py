@@ -7,6 +7,7 @@ config from its arguments; the benchmark scripts build theirs in code. All of th
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -32,6 +33,26 @@ class MethodEntry:
     label: str
     params: dict[str, Any] = field(default_factory=dict)
     models: tuple[str, ...] | None = None
+
+    @classmethod
+    def expand(cls, spec: str | Mapping[str, Any]) -> list[MethodEntry]:
+        """One entry, or one per combination of a ``sweep`` (parameter -> values), each labelled
+        ``"<label> <param>=<value> ..."`` and checked like any entry."""
+        if not isinstance(spec, Mapping) or "sweep" not in spec:
+            return [cls.parse(spec)]
+        sweep = spec["sweep"]
+        if not isinstance(sweep, Mapping) or not sweep or not all(
+                isinstance(v, list | tuple) and v for v in sweep.values()):
+            raise DataError(f"method entry {spec.get('name')!r}: sweep maps parameters to non-empty lists of values, "
+                            f"not {sweep!r}")
+        base = {k: v for k, v in spec.items() if k != "sweep"}
+        label = str(base.get("label", base.get("name")))
+        out = []
+        for values in itertools.product(*sweep.values()):
+            chosen = dict(zip(sweep, values, strict=True))
+            out.append(cls.parse({**base, "params": {**dict(base.get("params") or {}), **chosen},
+                                  "label": " ".join([label, *(f"{k}={_show(v)}" for k, v in chosen.items())])}))
+        return out
 
     @classmethod
     def parse(cls, spec: str | Mapping[str, Any]) -> MethodEntry:
@@ -79,6 +100,16 @@ class BenchConfig:
     output: str | None = None
     data_dir: str | None = None
     order: str = "task-first"  # method-first: every cell of the first method, then the next (cheap ones first)
+    #: what cells are scored on: the task's test split ({"split": "test"}), or a validation split held out of the
+    #: train pool ({"split": "heldout", "per_class": N, "seed": S}: N per class drawn with seed S; the few-shot
+    #: samples are then drawn from the rest of the pool, and the test split is never read)
+    eval: dict[str, Any] = field(default_factory=lambda: {"split": "test"})
+    #: "warm": the feature cache next to the results, shared by every run into that folder; "cold": a fresh cache
+    #: for this run alone (every query is paid and timed), removed after it
+    cache: str = "warm"
+    #: extra tables in the report: {"pivot": "accuracy"} (task × method), {"paired": LABEL} (per-seed differences
+    #: from that method, on the same samples)
+    views: list[dict[str, Any]] = field(default_factory=list)
     base: Path = field(default_factory=Path.cwd)  # folder relative task files and outputs resolve from
 
     def __post_init__(self) -> None:
@@ -94,6 +125,19 @@ class BenchConfig:
         for seed in self.seeds:
             if not (isinstance(seed, int) and 0 <= seed <= MAX_SEED):
                 raise DataError(f"bench {self.name!r}: a seed is a whole number from 0 to {MAX_SEED}, not {seed!r}")
+        self.eval = check_eval(self.name, self.eval)
+        if self.cache not in ("warm", "cold"):
+            raise DataError(f"bench {self.name!r}: cache is warm or cold, not {self.cache!r}")
+        for view in self.views:
+            ok = isinstance(view, Mapping) and len(view) == 1 and (
+                view.get("pivot") == "accuracy" or view.get("paired") in labels)
+            if not ok:
+                raise DataError(f"bench {self.name!r}: a view is {{pivot: accuracy}} or {{paired: LABEL}} with one "
+                                f"of the method labels {labels}, not {view!r}")
+
+    @property
+    def heldout(self) -> bool:
+        return self.eval["split"] == "heldout"
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> BenchConfig:
@@ -113,7 +157,8 @@ class BenchConfig:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], base: Path | None = None, default_name: str = "bench") -> BenchConfig:
-        known = {"name", "tasks", "methods", "models", "shots", "seeds", "test_size", "output", "data_dir", "order"}
+        known = {"name", "tasks", "methods", "models", "shots", "seeds", "test_size", "output", "data_dir", "order",
+                 "eval", "cache", "views"}
         unknown = set(raw) - known
         if unknown:
             raise DataError(f"bench config: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -144,18 +189,22 @@ class BenchConfig:
         if order not in ("task-first", "method-first"):
             raise DataError(f"bench config: order is task-first or method-first, not {order!r}")
         return cls(name=str(raw.get("name", default_name)), order=order, tasks=[str(t) for t in listed("tasks", [])],
-                   methods=[MethodEntry.parse(m) for m in listed("methods", [])],
+                   methods=[e for m in listed("methods", []) for e in MethodEntry.expand(m)],
                    models=[str(m) for m in listed("models", ["smollm2-135m"])],
                    shots=integers("shots", [16], 1), seeds=integers("seeds", [0, 1, 2], 0),
                    test_size=test_size, output=raw.get("output"), data_dir=raw.get("data_dir"),
-                   base=base or Path.cwd())
+                   eval=raw.get("eval") or {"split": "test"}, cache=str(raw.get("cache", "warm")),
+                   views=listed("views", []), base=base or Path.cwd())
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "order": self.order, "tasks": [task_key(t) for t in self.tasks],
                 "models": self.models, "shots": self.shots,
                 "seeds": self.seeds, "test_size": self.test_size,
                 "methods": [{"name": m.name, "label": m.label, "params": m.params,
-                             "models": list(m.models) if m.models else None} for m in self.methods]}
+                             "models": list(m.models) if m.models else None} for m in self.methods],
+                **({"eval": self.eval} if self.heldout else {}),
+                **({"cache": self.cache} if self.cache != "warm" else {}),
+                **({"views": self.views} if self.views else {})}
 
     def load_task(self, spec: str | Task) -> Task:
         if isinstance(spec, Task):
@@ -213,6 +262,36 @@ class BenchConfig:
         return out
 
 
+
+
+#: the seed a held-out validation split is drawn with unless the config says
+HELDOUT_SEED = 20_000
+
+
+def check_eval(name: str, value: Any) -> dict[str, Any]:
+    """A config's ``eval`` with its defaults filled in, or a one-line error."""
+    if not isinstance(value, Mapping) or value.get("split") not in ("test", "heldout"):
+        raise DataError(f"bench {name!r}: eval is {{split: test}} or {{split: heldout, per_class: N}}, not {value!r}")
+    if value["split"] == "test":
+        if set(value) - {"split"}:
+            raise DataError(f"bench {name!r}: eval on the test split takes no other keys, not {dict(value)!r}")
+        return {"split": "test"}
+    unknown = set(value) - {"split", "per_class", "seed"}
+    per_class, seed = value.get("per_class"), value.get("seed", HELDOUT_SEED)
+    if unknown or not (isinstance(per_class, int) and not isinstance(per_class, bool) and per_class >= 1) or not (
+            isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= MAX_SEED):
+        raise DataError(f"bench {name!r}: a held-out eval is {{split: heldout, per_class: N ≥ 1, seed: S}}, not "
+                        f"{dict(value)!r}")
+    return {"split": "heldout", "per_class": per_class, "seed": seed}
+
+
+def _show(value: Any) -> str:
+    """A swept value in a label: numbers short (0.03, 1e-05), lists joined by commas."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list | tuple):
+        return ",".join(map(_show, value))
+    return str(value)
 
 
 def key_of(cell: tuple[str, str | Task, int, int, MethodEntry]) -> str:

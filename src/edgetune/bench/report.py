@@ -16,6 +16,9 @@ from ..errors import EdgetuneError
 from ..methods import display_name
 from .records import read_results, results_lock
 
+#: what the peak-memory column means (said only where records carry it)
+PEAK_NOTE = (" Peak MB: the most memory training held above what was in use when it started (GPU: CUDA allocator peak; "
+             "CPU: C-heap bytes in use, glibc mallinfo2, sampled every 20 ms).")
 PLOTS = ("accuracy_vs_shots.png", "accuracy_vs_time.png", "accuracy_vs_queries.png")
 
 
@@ -56,6 +59,45 @@ def summarise(lines: list[dict[str, Any]]) -> dict[str, Any]:
                             if any("rollbacks" in (c.get("training") or {}) for c in cs) else None),
         })
     return dict(out)
+
+
+def pivot(summary: dict[str, list[dict[str, Any]]], default_models: list[str]) -> list[str]:
+    """The accuracy of every method (and shot count) on every task, side by side."""
+    tasks = list(summary)
+    rows: dict[tuple[str, str, int], dict[str, str]] = {}
+    for task, cells in summary.items():
+        for r in cells:
+            cell = f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f}"
+            rows.setdefault((r["method"], r["model"], r["shots"]), {})[task] = cell
+    md = ["## Accuracy by task", "", "| method | shots | " + " | ".join(tasks) + " |",
+          "|---|---:|" + "---:|" * len(tasks)]
+    for (method, model, shots), by_task in rows.items():
+        md.append(f"| {_label(method, model, default_models)} | {shots} | "
+                  + " | ".join(by_task.get(t, "") for t in tasks) + " |")
+    return [*md, ""]
+
+
+def paired(lines: list[dict[str, Any]], baseline: str, default_models: list[str]) -> list[str]:
+    """Each method's accuracy minus ``baseline``'s on the same samples (model, task, shots, seed): mean ± sample std
+    of the per-seed differences in points, and on how many samples it was ahead / level / behind."""
+    cells = {}
+    for c in lines:
+        if c.get("type") == "cell":
+            cells[(c["model"], c.get("task_name", c["task"]), c["shots"], c["seed"], c["method"])] = c
+    diffs: dict[tuple[str, str, str, int], list[float]] = defaultdict(list)
+    for (model, task, shots, seed, method), c in cells.items():
+        base = cells.get((model, task, shots, seed, baseline))
+        if method != baseline and base is not None:
+            diffs[(task, method, model, shots)].append(100 * (c["accuracy"] - base["accuracy"]))
+    md = [f"## Paired with {display_name(baseline)}", "",
+          "Per-sample differences in accuracy points (this method minus the baseline on the same sample).", "",
+          "| task | method | shots | Δ points | ahead / level / behind |", "|---|---|---:|---:|---:|"]
+    for (task, method, model, shots), d in diffs.items():
+        a = np.array(d)
+        std = float(a.std(ddof=1)) if len(a) > 1 else 0.0
+        md.append(f"| {task} | {_label(method, model, default_models)} | {shots} | {a.mean():+.1f} ± {std:.1f} | "
+                  f"{int((a > 0).sum())} / {int((a == 0).sum())} / {int((a < 0).sum())} |")
+    return [*md, ""]
 
 
 def _mean_of(cells: list[dict[str, Any]], key: str, first: bool = False) -> float | None:
@@ -113,9 +155,8 @@ def _render(results: Path, out: Path, plots: bool, lines: list[dict[str, Any]]) 
           "- Accuracy: mean ± sample std over seeds, %. Wall s: training time, plus for output-edge methods the "
           "time to query the model on the training prompts (test-set inference excluded for all). Queries: "
           "forward passes over single samples that training needs (train + dev; BBT: calls × k-shot set; "
-          "SetFit: two per contrastive pair + one per example). Peak MB: the most memory training held above what was "
-          "in use when it started (GPU: CUDA allocator peak; CPU: C-heap bytes in use, glibc mallinfo2, sampled every "
-          "20 ms).", ""]
+          "SetFit: two per contrastive pair + one per example)." + (PEAK_NOTE if any(
+              x.get("peak_memory_mb") is not None for x in lines if x.get("type") == "cell") else ""), ""]
     for task, rows in summary.items():
         n_test = rows[0]["n_test"]
         md.append(f"## {task} (test n = {n_test})\n")
@@ -143,6 +184,8 @@ def _render(results: Path, out: Path, plots: bool, lines: list[dict[str, Any]]) 
                       f"{_fmt_s(r['fit_seconds'])} | {r['queries']:,.0f} | {r['trainable_params']:,} | "
                       f"{r['n_seeds']} |" + extra)
         md.append("")
+    for view in config.get("views", []):
+        md += pivot(summary, default_models) if "pivot" in view else paired(lines, view["paired"], default_models)
     if plots and summary:
         made = plot(summary, out, default_models)
         md += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in made] + [""]

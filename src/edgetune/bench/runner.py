@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,14 +23,12 @@ import numpy as np
 from rich.console import Console
 
 from ..backends import Backend, FeatureCache, load_backend
-from ..data.sampling import subsample
+from ..data.sampling import held_out, sample_k_per_class, subsample
 from ..data.tasks import Task
-from ..data.templates import Template
 from ..errors import EdgetuneError
 from ..methods import get_method
 from ..methods.configs import declarations
-from ..methods.core.estimator import content_free_examples
-from ..methods.core.output_edge import OutputEdgeMethod, extract
+from ..methods.core.output_edge import OutputEdgeMethod
 from ..paths import safe_name
 from .config import BenchConfig, MethodEntry, key_of, task_key
 from .records import RESULTS_NAME, ResultsLog, machine_info, read_results
@@ -68,7 +68,8 @@ def run_bench(config: BenchConfig, output: str | os.PathLike | None = None, prog
         return log.path
     console.print(f"{config.name}: {len(todo)} cells to run, {len(cells) - len(todo)} already done")
     own = cache is None
-    lazy = _LazyCache(path.parent / "features.sqlite", cache)
+    cold = tempfile.mkdtemp(prefix="edgetune-cold-") if own and config.cache == "cold" else None
+    lazy = _LazyCache(Path(cold or path.parent) / "features.sqlite", cache)
     try:
         _run_cells(config, todo, log, console, progress, dict(backends or {}), lazy, save_dir, save_labels)
     except BaseException:
@@ -81,6 +82,8 @@ def run_bench(config: BenchConfig, output: str | os.PathLike | None = None, prog
     finally:
         if own:
             lazy.close()
+        if cold is not None:  # a cold run's own cache: nothing anyone paid for outside this run
+            shutil.rmtree(cold, ignore_errors=True)
     return log.path
 
 
@@ -120,7 +123,8 @@ def _plan(config: BenchConfig, output: str | os.PathLike | None, save_dir: str |
     for t in specs.values():  # fail on missing data before loading any model or writing anything
         task = config.load_task(t)
         task.split_path("train")
-        task.split_path("test")
+        if not config.heldout:  # a held-out eval never reads the test split
+            task.split_path("test")
     if saving:
         _check_save_dir(Path(save_dir), [wanted[id(c)] for c in todo if id(c) in wanted])  # type: ignore[arg-type]
     return log, todo
@@ -143,9 +147,25 @@ class _LazyCache:
             self._cache.close()
 
 
+def _eval_split(config: BenchConfig, task: Task) -> tuple[Any, int, Any]:
+    """What a task's cells are scored on, the size of the split it comes from, and the pool the few-shot samples
+    are drawn from (``None``: the task's train split). On the test split: a seeded subset of ``test_size``. Held
+    out: ``per_class`` examples per class drawn from the train pool with the config's seed; the samples then come
+    from the rest of the pool, so no sample ever holds a validation example, and the test split is never read."""
+    if config.heldout:
+        pool = task.load("train")
+        val, rest = held_out(pool, config.eval["per_class"], config.eval["seed"])
+        return val, len(pool), rest
+    full = task.load("test")
+    limit = config.test_size
+    return (subsample(full, limit, 0) if limit is not None and limit < len(full) else full), len(full), None
+
+
 def _spec(config: BenchConfig, entry: MethodEntry) -> dict[str, Any]:
-    """What, beside the cell's key, decides a cell's result: the method, its given parameters, the test size."""
-    return {"name": entry.name, "params": _plain(entry.params), "test_size": config.test_size}
+    """What, beside the cell's key, decides a cell's result: the method, its given parameters, the test size (or
+    the held-out split)."""
+    spec = {"name": entry.name, "params": _plain(entry.params), "test_size": config.test_size}
+    return {**spec, "eval": config.eval} if config.heldout else spec
 
 
 def _renamed(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -213,15 +233,13 @@ def _run_cells(config: BenchConfig, todo: list, log: ResultsLog, console: Consol
         key = task_key(task_spec)
         task = tasks.setdefault(key, config.load_task(task_spec))
         if (model, key) not in tests:
-            full = task.load("test")
-            limit = config.test_size
-            tests[(model, key)] = (subsample(full, limit, 0) if limit is not None and limit < len(full) else full,
-                                   len(full))
-        test, pool = tests[(model, key)]
-        train = task.sample(shots, seed)
+            tests[(model, key)] = _eval_split(config, task)
+        test, pool, rest = tests[(model, key)]
+        train = task.sample(shots, seed) if rest is None else sample_k_per_class(rest, shots, seed)
         console.print(f"[{n}/{len(todo)}] {model} · {task.name} · {shots}-shot · seed {seed} · {entry.label}")
         method, row = run_cell(backend, task, train, test, entry, seed, log, progress)
-        row.update(type="cell", model=model, task=key, task_name=task.name, shots=shots, seed=seed,
+        row.update(type="cell", model=model, task=key, task_name=task.name + ("-val" if config.heldout else ""),
+                   shots=shots, seed=seed,
                    method=entry.label, name=entry.name, model_identity=backend.identity, backend=backend.kind,
                    n_train=len(train), n_test=len(test), n_test_pool=pool, time=time.time(),
                    spec=_spec(config, entry))
@@ -246,30 +264,25 @@ def run_cell(backend: Backend, task: Task, train: Any, test: Any, entry: MethodE
         params.setdefault("progress", progress)
     y_test = np.array(test.label_ids())
     method = cls(model=backend, **params)
-    if isinstance(method, OutputEdgeMethod):
-        templates = method.query_templates(Template(task.template), task.all_templates[1:])
-        words = method.query_words(task.words, task.more_words)
+    if isinstance(method, OutputEdgeMethod):  # the method's own fit, in its two halves: extraction, then decoder
         model_name = backend.name
-        test_feats = extract(backend, test, templates, words, f"{task.name} test")
+        prepared = method.prepare(train)
+        if prepared.queries:
+            log.write({"type": "extraction", "split": "train", "model": model_name, "task": task.name,
+                       "shots": train.shots, "seed": seed, "queries": prepared.queries, "seconds": prepared.seconds,
+                       "stats": prepared.stats()})
+        with CpuShare() as share:
+            method.fit_prepared(**vars(prepared))
+        fit_s = share.seconds
+        test_feats = method.features(test, f"{task.name} test")
         if test_feats.queries:
             log.write({"type": "extraction", "split": "test", "model": model_name, "task": task.name,
                        "queries": test_feats.queries, "seconds": test_feats.seconds, "stats": test_feats.stats})
-        cf = extract(backend, content_free_examples(templates[0]), templates, words, "content-free")
-        feats = extract(backend, train, templates, words, f"{task.name} {train.shots}-shot seed {seed}")
-        paid = feats.queries + cf.queries
-        if paid:
-            log.write({"type": "extraction", "split": "train", "model": model_name, "task": task.name,
-                       "shots": train.shots, "seed": seed, "queries": paid, "seconds": feats.seconds + cf.seconds,
-                       "stats": {k: feats.stats.get(k, 0) + cf.stats.get(k, 0) for k in {*feats.stats, *cf.stats}}})
         known = log.extraction_seconds(model_name, task.name, train.shots, seed)
         # seconds per training query, from the latest extraction record of this sample (nan: paid in a run that
         # left no record); a method is charged that times the queries it reads
         per_query = known[0] / known[1] if known and known[1] else float("nan")
-        extraction_s = per_query * (len(train) + len(cf)) * len(templates)
-        with CpuShare() as share:
-            method.fit_prepared(feats, np.array(train.label_ids()), cf, labels=task.labels, template=templates,
-                                words=words)
-        fit_s = share.seconds
+        extraction_s = per_query * (len(prepared.train) + len(prepared.content_free)) * len(prepared.template)
         accuracy = float((method.decision_features(test_feats).argmax(axis=1) == y_test).mean())
         costs = method.costs()
         charged = per_query * costs.queries

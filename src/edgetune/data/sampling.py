@@ -41,3 +41,11 @@ def subsample(ds: Dataset, size: int, seed: int = 0) -> Dataset:
     rng = np.random.default_rng(seed)
     idx = sorted(rng.choice(len(ds), size=min(size, len(ds)), replace=False).tolist())
     return Dataset(tuple(ds.examples[i] for i in idx), ds.labels, name=ds.name, seed=seed, task=ds.task)
+
+
+def held_out(pool: Dataset, per_class: int, seed: int) -> tuple[Dataset, Dataset]:
+    """(validation, rest): ``per_class`` examples of every label drawn from ``pool`` with ``seed`` as a validation
+    split, and the pool without them, which few-shot samples are then drawn from (so no sample ever holds a
+    validation example, and choices made on it never touch a test set)."""
+    val = sample_k_per_class(pool, per_class, seed)
+    return val, pool.excluding(val)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from abc import abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,6 +25,32 @@ from ...errors import DataError, IncompatibleError
 from .config import OutputEdgeConfig
 from .estimator import Costs, Method, content_free_examples
 from .persistence import check_shapes, jsonable, restore, write_atomically
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What an output-edge fit reads (:meth:`OutputEdgeMethod.prepare`), as :meth:`~OutputEdgeMethod.fit_prepared`
+    takes it."""
+
+    train: Features
+    y: np.ndarray
+    content_free: Features
+    labels: tuple[str, ...]
+    template: list[Template]
+    words: list[str]
+
+    @property
+    def queries(self) -> int:
+        """Model queries the extraction paid (0 when the cache held every prompt)."""
+        return self.train.queries + self.content_free.queries
+
+    @property
+    def seconds(self) -> float:
+        return self.train.seconds + self.content_free.seconds
+
+    def stats(self) -> dict[str, Any]:
+        a, b = self.train.stats, self.content_free.stats
+        return {k: a.get(k, 0) + b.get(k, 0) for k in {*a, *b}}
 
 
 class OutputEdgeMethod(Method):
@@ -97,6 +124,13 @@ class OutputEdgeMethod(Method):
 
     # -- scikit-learn surface ---------------------------------------------------------------------------
     def fit(self, X: Any, y: Sequence[str] | None = None) -> OutputEdgeMethod:
+        return self.fit_prepared(**vars(self.prepare(X, y)))
+
+    def prepare(self, X: Any, y: Sequence[str] | None = None) -> Prepared:
+        """Everything :meth:`fit` reads, extracted: the prompt(s) and label words (the method's, else the task's),
+        the training features and the content-free prompts' (where the method uses them). ``fit`` is
+        ``fit_prepared(**vars(prepare(X, y)))``; the bench runner calls the two apart, to time extraction and
+        decoder training separately — one implementation of the output-edge cell."""
         self._validate_params()
         template, words, labels = self._prompting(X, y)
         examples, y_idx = self._labelled(X, y, labels)
@@ -108,7 +142,7 @@ class OutputEdgeMethod(Method):
         cf = (extract(self.backend, content_free_examples(template), templates, word_list, "content-free prompts")
               if self.uses_content_free else Features(np.zeros((0, len(word_list) * len(templates)), np.float32),
                                                       np.zeros((0, 0), np.float32), views=len(templates)))
-        return self.fit_prepared(train, y_idx, cf, labels=labels, template=templates, words=word_list)
+        return Prepared(train, y_idx, cf, labels, templates, word_list)
 
     def fit_prepared(self, train: Features, y: np.ndarray, content_free: Features, labels: Sequence[str],
                      template: Template | str | Sequence[Template | str], words: Sequence[str]) -> OutputEdgeMethod:

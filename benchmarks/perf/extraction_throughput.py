@@ -1,6 +1,6 @@
 """Extraction throughput: edgetune's LocalBackend vs a bare batched forward loop over the same prompts.
 
-Usage:  EDGETUNE_DATA_DIR=../shared/data python benchmarks/extraction_throughput.py [--task sst2 --n 400]
+Usage:  EDGETUNE_DATA_DIR=../shared/data python benchmarks/perf/extraction_throughput.py [--task sst2 --n 400]
 
 Two bare loops, both tokenizer(batch, padding=True) under torch.inference_mode in dataset order, batch
 size 32: "bare full" calls model(**batch) as a user would (full-vocabulary logits at every position);
@@ -24,6 +24,7 @@ from edgetune.backends import FeatureCache, LocalBackend
 from edgetune.bench.records import machine_info
 from edgetune.data import Template, load_task
 
+RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -32,7 +33,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "extraction_throughput.json"))
+    ap.add_argument("--out", default=str(RESULTS / "extraction_throughput.json"))
     args = ap.parse_args()
 
     task = load_task(args.task)

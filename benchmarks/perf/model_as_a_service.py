@@ -1,8 +1,8 @@
 """Model as a service: DecT vs BBT, and DecT through the llama.cpp server vs in-process.
 
 Usage:
-  EDGETUNE_DATA_DIR=../shared/data python benchmarks/model_as_a_service.py --part bbt [--budget 40]
-  EDGETUNE_DATA_DIR=../shared/data python benchmarks/model_as_a_service.py --part server
+  EDGETUNE_DATA_DIR=../shared/data python benchmarks/perf/model_as_a_service.py --part bbt [--budget 40]
+  EDGETUNE_DATA_DIR=../shared/data python benchmarks/perf/model_as_a_service.py --part server
 
 ``--part bbt``: on the same 16-shot samples (seeds) and the same seeded test subset, DecT and BBT on the
 in-process model. DecT's cost is measured with an empty cache (its training queries are real); its wall
@@ -39,7 +39,7 @@ from edgetune.bench.report import last_invocation, pct, summarise
 from edgetune.data import Template, load_task
 from edgetune.methods import display_name
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
 class _OnTop(FeatureCache):

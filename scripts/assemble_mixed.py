@@ -1,6 +1,6 @@
 """Assemble ``mixed36``, a 36-class task, from five tasks of the shared data (issue 14's many-class task).
 
-Usage:  python benchmarks/assemble_mixed.py [--data-dir ../shared/data]
+Usage:  python scripts/assemble_mixed.py [--data-dir ../shared/data]
 
 Every class of sst2 (2), agnews (4), dbpedia (14), yahoo (10) and trec (6) becomes one class of a single task,
 named in snake or camel case so that edgetune derives its readable label name (no label words are given:
@@ -23,7 +23,7 @@ import lzma
 import random
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1] / "benchmarks"
 OUT = HERE / "data" / "mixed36"
 NAMES = {
     "sst2": {"negative": "negative_movie_review", "positive": "positive_movie_review"},
@@ -69,7 +69,7 @@ def main() -> None:
             for i, r in enumerate(rows):
                 fh.write(json.dumps({"id": f"{split}-{i}", **r}, ensure_ascii=False) + "\n")
     (OUT / "task.yaml").write_text(
-        "# Written by benchmarks/assemble_mixed.py (see its docstring). No label words: each label's readable\n"
+        "# Written by scripts/assemble_mixed.py (see its docstring). No label words: each label's readable\n"
         "# name is its word.\n"
         "name: mixed36\n"
         "template: \"{text} Category: {mask}\"\n"

@@ -1,8 +1,8 @@
 """ADePT vs DePT vs prompt tuning vs LoRA at a matched trainable budget (100-token prompt tuning).
 
-Usage:  EDGETUNE_DATA_DIR=../shared/data python benchmarks/input_edge_accuracy.py \
+Usage:  EDGETUNE_DATA_DIR=../shared/data python scripts/input_edge_accuracy.py \
             [--tasks sst2 cb] [--shots 16] [--seeds 0 1 2] [--steps 30] [--test-size 100] [--append]
-        python benchmarks/input_edge_accuracy.py --render [--out STEM]   (only re-render STEM.md)
+        python scripts/input_edge_accuracy.py --render [--out STEM]   (only re-render STEM.md)
 
 Every method trains with the same trainer, sample, dev split and step budget, and is scored on the same
 seeded test subset: the runs are cells of edgetune's one runner (:func:`edgetune.bench.runner.run_bench`),
@@ -30,6 +30,8 @@ from edgetune.methods import display_name
 METHODS = ("adept", "dept", "pt", "lora")
 
 
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tasks", nargs="+", default=["sst2", "cb"])
@@ -39,7 +41,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--test-size", type=int, default=100)
     ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "input_edge_accuracy"),
+    ap.add_argument("--out", default=str(RESULTS / "input_edge_accuracy"),
                     help="STEM: records in STEM/results.jsonl, report in STEM.md (older results: STEM.json)")
     ap.add_argument("--append", action="store_true", help="add to the results already stored in --out")
     ap.add_argument("--render", action="store_true", help="run nothing: re-render STEM.md from what is stored")

@@ -1,8 +1,8 @@
 """The runs this project could only afford on a borrowed GPU, as one deadline-bounded session.
 
-Usage:  EDGETUNE_DATA_DIR=… python benchmarks/gpu_session.py --out DIR [--deadline 450] [--workers 10]
+Usage:  EDGETUNE_DATA_DIR=… python scripts/gpu_session.py --out DIR [--deadline 450] [--workers 10]
             [--resume benchmarks/results/gpu_sessions/*.tar.gz]   (run only what earlier sessions left)
-        python benchmarks/gpu_session.py --collect PARTS.tar.gz [--results DIR]   (here, afterwards: renders
+        python scripts/gpu_session.py --collect PARTS.tar.gz [--results DIR]   (here, afterwards: renders
             the results into DIR, default benchmarks/results; needs no GPU)
 
 What it runs, in this order, all on the default packaged model (SmolLM2-135M, fp32) and the shared data:
@@ -33,7 +33,7 @@ import tarfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1] / "benchmarks"
 RESULTS = HERE / "results"
 BBT_TASKS, IE_TASKS, SEEDS = ("sst2", "agnews"), ("sst2", "rte", "trec", "cb"), (0, 1, 2)
 IE_METHODS = ("adept", "dept", "pt", "lora")
@@ -55,7 +55,7 @@ def jobs(steps: int) -> list[str]:
 
 
 def run_job(spec: str, parts: Path, model: str, smoke: bool = False, tf32: bool = False) -> None:
-    sys.path.insert(0, str(HERE))
+    sys.path.insert(0, str(HERE / "perf"))  # model_as_a_service
     from edgetune.backends import FeatureCache, load_backend
 
     kind, task, shots, seed, *rest = spec.split(":")
@@ -111,7 +111,7 @@ def store(parts: Path, spec: str, payload: dict) -> None:
 
 
 def probe(model: str, smoke: bool = False) -> dict:
-    sys.path.insert(0, str(HERE))
+    sys.path.insert(0, str(HERE / "perf"))  # model_as_a_service
     import torch
     from model_as_a_service import bbt_records, row_from_records
 
@@ -243,7 +243,7 @@ def collect(archives: list[str], steps: int, results: Path = RESULTS) -> None:
     gpus = list(dict.fromkeys(str(m.get("gpu")) for m in [machine, *(x["machine"] for x in later)]))
     workers = ", ".join(["12", *(str(x["workers"]) for x in later)])
     sessions = "one session" if not later else f"{1 + len(later)} sessions"
-    note = (f"Measured on {borrowed(gpus)} in {sessions} by `benchmarks/gpu_session.py` (fp32; torch "
+    note = (f"Measured on {borrowed(gpus)} in {sessions} by `scripts/gpu_session.py` (fp32; torch "
             f"{machine['torch']}, Python {machine['python']}{' in the first' if later else ''}). "
             f"Wall times were measured with {workers} worker processes sharing the GPU"
             f"{' (per session)' if later else ''}, so they are inflated by an unknown factor.")
@@ -265,7 +265,7 @@ def collect(archives: list[str], steps: int, results: Path = RESULTS) -> None:
             warm_up = (f"DecT's time includes the first CUDA kernels' warm-up in {cold}, not in the later runs, which "
                        "extract the test set's features first")
         probe_how = "fp32, one candidate per pass" if "records" not in probe_info else "fp32"
-        bbt_note = (f"Measured on {borrowed(bbt_gpus)} by `benchmarks/gpu_session.py --only bbt --workers 1"
+        bbt_note = (f"Measured on {borrowed(bbt_gpus)} by `scripts/gpu_session.py --only bbt --workers 1"
                     f"{' --tf32' if bbt_info['tf32'] else ''}`: one run at a time (solo timings), fp32 weights with "
                     f"{'TF32 matrix products' if bbt_info['tf32'] else 'fp32 matrix products'}, each generation's 20 "
                     f"candidates scored in one forward pass (`max_rows` 1024). Each run is a fresh process: {warm_up}. "

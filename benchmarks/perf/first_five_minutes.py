@@ -1,6 +1,6 @@
 """A new user's first five minutes, timed: how fast the CLI answers, and how long the README's first run takes.
 
-Usage:  python benchmarks/first_five_minutes.py [--repeats 5] [--skip-first-run]
+Usage:  python benchmarks/perf/first_five_minutes.py [--repeats 5] [--skip-first-run]
 
 Each command runs as a fresh process (as a user types it), ``--repeats`` times; the median and the slowest
 are reported. The first run is the README's first command, ``edgetune run dect --task sst2 --shots 16``,
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from edgetune.bench.records import machine_info
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "results"
 EDGETUNE = [sys.executable, "-m", "edgetune.cli"]
 QUICK = {"edgetune --help": ["--help"], "edgetune tasks": ["tasks"], "edgetune models": ["models"],
          "edgetune run --help": ["run", "--help"],
@@ -73,7 +73,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "first_five_minutes.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     md = ["# A new user's first five minutes", "", f"Machine: {json.dumps(meta['machine'])}", "",
-          f"Each command is a fresh process, {args.repeats} times (`python benchmarks/first_five_minutes.py`). "
+          f"Each command is a fresh process, {args.repeats} times (`python benchmarks/perf/first_five_minutes.py`). "
           "Target: ≤ 1.5 s.", "", "| command | median s | slowest s | exit code |", "|---|---:|---:|---:|"]
     md += [f"| `{r['command']}` | {r['median_s']:.2f} | {r['max_s']:.2f} | {', '.join(map(str, r['exit']))} |"
            for r in rows]

@@ -7,8 +7,8 @@ exit 0 with the records intact, or exit 2 with a single ``error:`` line — neve
 the user paid for (records, cached answers, saved models) is still there. Writes
 ``benchmarks/results/robustness_probes.md`` (the table) and ``.json`` (every probe's exit code, time, stderr).
 
-    python benchmarks/robustness_probes.py            # ~5 min on 2 CPU cores
-    python benchmarks/robustness_probes.py --only 4 7  # some probes
+    python scripts/robustness_probes.py            # ~5 min on 2 CPU cores
+    python scripts/robustness_probes.py --only 4 7  # some probes
 
 The fault-injection tests (``tests/test_faults_*.py``) check the same behaviours on tiny random models, in CI.
 """
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent / "results"
+OUT = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 R = ["run", "dect", "--task", "sst2", "--shots", "4", "--seeds", "0", "--test-size", "20", "--no-progress"]
 
 
@@ -419,7 +419,7 @@ def main() -> None:
                                   for r in results]})
         shutil.rmtree(tmp, ignore_errors=True)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
-    md = ["# Robustness probes, rerun (`python benchmarks/robustness_probes.py`)", "",
+    md = ["# Robustness probes, rerun (`python scripts/robustness_probes.py`)", "",
           f"Real `edgetune` processes on the packaged SmolLM2-135M, `R` = `edgetune {' '.join(R[:10])}`; {machine}; "
           f"{time.strftime('%Y-%m-%d')}. What each probe was before, and the tests that keep it, are in "
           "[robustness.md](robustness.md).", "",

@@ -1,9 +1,9 @@
 """Bench configs on a borrowed GPU: their cells spread over worker processes, as one deadline-bounded session.
 
 Usage (on the GPU machine; the packaged task data, no data folder needed):
-    python benchmarks/gpu_bench.py run --out DIR [--deadline 470] [--workers 14] CONFIG[:TASKS[:SEEDS[:LABELS]]] ...
+    python scripts/gpu_bench.py run --out DIR [--deadline 470] [--workers 14] CONFIG[:TASKS[:SEEDS[:LABELS]]] ...
 Here, afterwards (no GPU needed):
-    python benchmarks/gpu_bench.py collect DIR/parts.tar.gz [--into benchmarks/results]
+    python scripts/gpu_bench.py collect DIR/parts.tar.gz [--into benchmarks/results]
 
 ``run`` splits each config (narrowed like ``edgetune bench --tasks/--seeds/--methods``; comma-separated
 lists, an empty field means all) into jobs: one per cell for the input-edge methods (the slow ones), one
@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1] / "benchmarks"
 ROOT = HERE.parent
 
 

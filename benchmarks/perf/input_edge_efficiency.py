@@ -1,6 +1,6 @@
 """Training step time, inference latency and peak memory of the input-edge methods.
 
-Usage:  EDGETUNE_DATA_DIR=../shared/data python benchmarks/input_edge_efficiency.py
+Usage:  EDGETUNE_DATA_DIR=../shared/data python benchmarks/perf/input_edge_efficiency.py
 
 Each method runs in its own process (so peak RSS is its own). Step time: the median of 10 full
 optimizer steps (forward, backward, AdamW) on the same batch of 8 SST-2 training prompts, after 2
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -82,7 +83,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--one", help=argparse.SUPPRESS)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "input_edge_efficiency.json"))
+    ap.add_argument("--out", default=str(RESULTS / "input_edge_efficiency.json"))
     args = ap.parse_args()
     if args.one:
         print(json.dumps(measure(args.one, args.model)))

@@ -1,7 +1,7 @@
 """Seconds per black-box call (one candidate prompt over the k-shot set) for BBT and BBTv2 on this machine,
 and what sharing each candidate's prefix saves.
 
-Usage:  EDGETUNE_DATA_DIR=../shared/data python benchmarks/black_box_call_speed.py [--task sst2] [--repeats 3]
+Usage:  EDGETUNE_DATA_DIR=../shared/data python benchmarks/perf/black_box_call_speed.py [--task sst2] [--repeats 3]
 
 Scores one generation (population 20) of random candidates on the 16-shot sample (seed 0) of ``--task`` with
 SmolLM2, 50 prompt tokens, candidates scored together (``max_rows`` 1,024): BBT with each candidate's keys and
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:

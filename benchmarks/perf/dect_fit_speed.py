@@ -1,6 +1,6 @@
 """How long DecT's fit takes (λ search included), quiet and beside a busy process.
 
-Usage:  python benchmarks/dect_fit_speed.py [--repeats 7]
+Usage:  python benchmarks/perf/dect_fit_speed.py [--repeats 7]
 
 Features of the shape DecT sees on 16-shot sst2 / agnews / trec with SmolLM2 (n = 16 × classes prompts,
 576-d hidden states; random numbers: the fit's cost depends on the shapes only), default parameters
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]
 SHAPES = {"sst2": 2, "agnews": 4, "trec": 6}
 # (solver, epochs): both solvers at the default length choice, and the span solver at a fixed 30 epochs (the
 # default before the length was cross-validated) for the cost of the choice, in the same run
@@ -98,7 +98,7 @@ def main() -> None:
     stem = HERE / "results" / "dect_fit_speed"
     stem.with_suffix(".json").write_text(json.dumps({"machine": machine_info(), "repeats": args.repeats,
                                                      "rows": rows}, indent=2), encoding="utf-8")
-    lines = ["# DecT fit time (λ search included) · `python benchmarks/dect_fit_speed.py`", "",
+    lines = ["# DecT fit time (λ search included) · `python benchmarks/perf/dect_fit_speed.py`", "",
              f"Machine: {json.dumps(machine_info())}", "",
              "Seconds per fit, median (min–max) of " + str(args.repeats) + " fits after one warm-up.", "",
              "| load | task shape | solver | epochs | 2 threads | 1 thread (default) |", "|---|---|---|---|---:|---:|"]

@@ -1,6 +1,6 @@
 """Peak training memory of every input-edge method, each in a fresh process.
 
-Usage:  EDGETUNE_DATA_DIR=../shared/data python benchmarks/input_edge_memory.py [--task sst2] [--steps 10]
+Usage:  EDGETUNE_DATA_DIR=../shared/data python benchmarks/perf/input_edge_memory.py [--task sst2] [--steps 10]
 
 Each method trains on the 16-shot sample (seed 0) of ``--task`` with SmolLM2 for ``--steps`` steps of batch 8
 (dev checks every 5 steps; black-box methods at the input-edge family bench's budgets) in its own process, so
@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]
 GRADIENT = ["finetune", "sift", "lora", "pt", "dept", "adept", "accept", "lamp", "apt"]
 BLACK_BOX = {"bbt": {"budget": 40, "popsize": 20}, "bbtv2": {"budget": 120, "popsize": 4}}
 

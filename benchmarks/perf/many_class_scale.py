@@ -1,7 +1,7 @@
 """150 classes, 16 shots (2,400 training prompts): does every output-edge method and SetFit run on this CPU, in
 what time and memory? A scale test, not an accuracy one.
 
-Usage:  EDGETUNE_DATA_DIR=../shared/data python benchmarks/many_class_scale.py [--classes 150] [--test 300]
+Usage:  EDGETUNE_DATA_DIR=../shared/data python benchmarks/perf/many_class_scale.py [--classes 150] [--test 300]
 
 No task in the shared data has 150 classes, so this one is synthetic in its labels: real texts (mixed36's train
 pool, ``benchmarks/data/mixed36``) dealt to 150 classes at random, each named in snake case from 15 topics × 10
@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]
 TOPICS = ["sports", "health", "business", "science", "music", "film", "travel", "food", "politics", "family",
           "education", "computers", "weather", "fashion", "history"]
 KINDS = ["news", "question", "review", "complaint", "request", "opinion", "joke", "story", "advert", "summary"]
@@ -76,7 +76,8 @@ def main() -> None:
               "cells": [{k: c.get(k) for k in ("model", "method", "accuracy", "fit_seconds", "trainable_params")}
                         for c in cells]}
     (HERE / "results" / "many_class_scale.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
-    md = [f"# {args.classes} classes × {args.shots} shots: time and memory · `python benchmarks/many_class_scale.py`",
+    md = [f"# {args.classes} classes × {args.shots} shots: time and memory · "
+          "`python benchmarks/perf/many_class_scale.py`",
           "", f"Synthetic labels on real texts (see the script): accuracy is chance ({100 / args.classes:.1f} %) by "
           "construction. One seed, this 2-core CPU.", "",
           f"Peak resident memory of the whole run: **{result['peak_rss_mib']:.0f} MiB**; wall time {total:.0f} s.", "",
