@@ -2,7 +2,7 @@
 
 The input-side black-box method DecT is compared with. A vector z of ``intrinsic_dim`` numbers is
 mapped by a fixed random matrix A (``n_prompt_tokens * d x intrinsic_dim``, normal with std
-``alpha * std(word embeddings) / (sqrt(intrinsic_dim) * sigma)``, as in the reference
+``projection_scale * std(word embeddings) / (sqrt(intrinsic_dim) * sigma)``, as in the reference
 txsun1997/Black-Box-Tuning) to a soft prompt ``p0 + A z`` prepended to the input embeddings of the frozen
 model. As in the reference's GPT-2 path, p0 is the embeddings of the vocabulary tokens 1000, 1001, ...
 (``prompt_init="range"``; ``"zeros"`` searches from zero vectors, ``"text"``/``"vocab"`` as for ADePT).

@@ -5,7 +5,7 @@ A prompt of ``prompt_tokens`` positions sits before the input, and *every* trans
 vector added to the hidden states at those positions: block i reads ``h + A_i z_i`` there (block 0: the
 embeddings of the vocabulary tokens 1000, 1001, ... plus ``A_0 z_0``, as the reference's placeholder tokens).
 Each z_i has ``intrinsic_dim`` numbers; each A_i is a fixed random projection drawn, as the reference, from a
-normal distribution with mean 0 and std ``alpha · σ̂_i / (√intrinsic_dim · sigma)``, where σ̂_0 is the std of
+normal distribution with mean 0 and std ``projection_scale · σ̂_i / (√intrinsic_dim · sigma)``, where σ̂_0 is the std of
 the word-embedding table and σ̂_i (i ≥ 1) the std of block i's input hidden states on the training prompts,
 clipped five times to mean ± 3 std (the reference's outlier clipping; it measures them on the first
 candidate, here on the start, z = 0). The search is divide and conquer: one CMA-ES per block, a round giving

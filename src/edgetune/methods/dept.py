@@ -1,7 +1,7 @@
 """DePT: Decomposed Prompt Tuning (Shi & Lipani, ICLR 2024; reference code ZhengxiangShi/DePT).
 
 A short soft prompt plus a low-rank, position-wise offset ``scaling · (A · B)`` (A: s×r, B: r×d;
-scaling = alpha/√r as in the reference) added to the embeddings of the first s input positions. A is
+scaling = offset_scale/√r, the reference's alpha/√r) added to the embeddings of the first s input positions. A is
 Kaiming-uniform and B zero, so training starts from the frozen model. Prompt and A/B have separate
 learning rates.
 
