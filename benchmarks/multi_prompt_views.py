@@ -26,9 +26,7 @@ def main() -> None:
     from edgetune.backends import FeatureCache, load_backend
     from edgetune.data.sampling import subsample
     from edgetune.data.tasks import load_task
-    from edgetune.data.templates import Template
     from edgetune.methods import DecT
-    from edgetune.methods.core.estimator import content_free_examples
 
     cache = FeatureCache(HERE / "results" / "multi_prompt" / "features.sqlite")
     be = load_backend("smollm2-135m", cache=cache, progress=False)
@@ -43,13 +41,8 @@ def main() -> None:
             train = task.sample(16, seed)
             probs = []
             for i, t in enumerate(task.all_templates):
-                tpl = Template(t)
-                feats = be.features(list(train), tpl, task.words)
-                cf = be.features(content_free_examples(tpl), tpl, task.words)
-                test_f = be.features(list(test), tpl, task.words)
-                m = DecT(be, seed=seed).fit_prepared(feats, np.array(train.label_ids()), cf, labels=task.labels,
-                                                    template=tpl, words=task.words)
-                s = m.decision_features(test_f)
+                m = DecT(be, template=t, seed=seed).fit(train)  # DecT's own fit on template i, from the cache
+                s = m.class_scores(test)
                 p = np.exp(s - s.max(1, keepdims=True))
                 probs.append(p / p.sum(1, keepdims=True))
                 per.setdefault(f"template {i + 1}", []).append(float((s.argmax(1) == y).mean()))
