@@ -100,10 +100,6 @@ class ACCEPT(GradientMethod):
 
     config = ACCEPTConfig
 
-
-
-
-
     def sizes(self, d: int) -> tuple[int, int]:
         """The codebook sizes (prompt, offsets) in use for hidden size d (given, or the largest in budget)."""
         for name in ("sub_dim", "offset_sub_dim"):

@@ -92,14 +92,10 @@ class ADePT(GradientMethod):
 
     config = ADePTConfig
 
-
-
-
     @classmethod
     def match_budget(cls, d: int, prompt_tokens: int = 60, budget_tokens: int = 100) -> Budget:
         return largest_rank(cls.name, lambda r: adept_params(d, prompt_tokens, r), budget_tokens * d,
                             prompt_tokens, budget_tokens)
-
 
     def saved_shapes(self, tensors: dict[str, Any]) -> dict[str, tuple[int | None, ...]]:
         d = self.saved_axis(tensors, "w2.bias", 0)

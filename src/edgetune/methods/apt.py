@@ -93,9 +93,6 @@ class APT(GradientMethod):
 
     config = APTConfig
 
-
-
-
     def saved_shapes(self, tensors: dict[str, Any]) -> dict[str, tuple[int | None, ...]]:
         blocks, d = self.saved_axis(tensors, "keys", 0), self.saved_axis(tensors, "gates.0.weight", 1)
         kv = self.saved_axis(tensors, "keys", 1) * self.saved_axis(tensors, "keys", 3)

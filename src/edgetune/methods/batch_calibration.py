@@ -47,11 +47,9 @@ class BatchCalibratedZeroShot(OutputEdgeMethod):
     learns_from_labels = False
     fixed_state = ("prior",)  # a statistic of unlabelled inputs, not a learned parameter
 
-
     @property
     def uses_training_prompts(self) -> bool:  # type: ignore[override]
         return self.batch == "train"
-
 
     def fit_features(self, train: Features, y: np.ndarray, content_free: Features) -> BatchCalibratedZeroShot:
         self.prior_ = batch_prior(train.scores).astype(np.float32)

@@ -84,7 +84,6 @@ class BBT(ProjectedSearch):
 
     config = BBTConfig
 
-
     @property
     def search_dim(self) -> int:
         return self.intrinsic_dim

@@ -89,7 +89,6 @@ class BBTv2(ProjectedSearch):
 
     config = BBTv2Config
 
-
     @property
     def search_dim(self) -> int:
         return self.n_blocks_ * self.intrinsic_dim

@@ -101,12 +101,9 @@ class DecT(OutputEdgeMethod):
 
     config = DecTConfig
 
-
-
     @property
     def uses_content_free(self) -> bool:  # type: ignore[override]
         return self.calibrate is True
-
 
     def _epoch_choices(self) -> tuple[int, ...]:
         return epoch_choices(self.epochs)

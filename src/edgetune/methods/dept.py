@@ -64,14 +64,10 @@ class DePT(GradientMethod):
 
     config = DePTConfig
 
-
-
-
     @classmethod
     def match_budget(cls, d: int, prompt_tokens: int = 60, budget_tokens: int = 100, positions: int = 256) -> Budget:
         return largest_rank(cls.name, lambda r: dept_params(d, prompt_tokens, r, positions), budget_tokens * d,
                             prompt_tokens, budget_tokens)
-
 
     def saved_shapes(self, tensors: dict[str, Any]) -> dict[str, tuple[int | None, ...]]:
         d = self.saved_axis(tensors, "lora_b", 1)

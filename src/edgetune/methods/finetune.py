@@ -37,8 +37,6 @@ class FineTune(GradientMethod):
 
     config = FineTuneConfig
 
-
-
     def build(self, model: Any, embedding: nn.Module) -> nn.Module:
         trained = copy.deepcopy(model)
         for p in trained.parameters():

@@ -67,10 +67,6 @@ class LAMP(GradientMethod):
 
     config = LAMPConfig
 
-
-
-
-
     def rank_for(self, d: int) -> int:
         """The rank in use for hidden size d (given, or the largest within the budget)."""
         most = min(self.prompt_tokens, d)

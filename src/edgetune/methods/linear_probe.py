@@ -33,9 +33,6 @@ class LinearProbe(OutputEdgeMethod):
 
     config = LinearProbeConfig
 
-
-
-
     def fit_features(self, train: Features, y: np.ndarray, content_free: Features) -> LinearProbe:
         present = sorted(set(np.asarray(y).tolist()))
         if len(present) < 2:  # scikit-learn's own error would be a traceback

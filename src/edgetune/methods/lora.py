@@ -35,9 +35,6 @@ class LoRA(GradientMethod):
 
     config = LoRAConfig
 
-
-
-
     def saved_shapes(self, tensors: dict[str, Any]) -> dict[str, tuple[int | None, ...]]:
         """Every saved adapter has the same rank — the ``rank`` parameter when given — and sits on a targeted
         module; the rank is then taken from them (:meth:`build`), as the budget rule needs the model's layers."""

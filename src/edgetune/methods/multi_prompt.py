@@ -79,11 +79,9 @@ class MultiPromptDecoder(OutputEdgeMethod):
 
     fixed_state = ("mean", "std", "content_free")
 
-
     @property
     def words_per_label(self) -> int:  # type: ignore[override]
         return self.word_sets
-
 
     def query_templates(self, template: Template, alternatives: Sequence[str]) -> list[Template]:
         if self.templates is not None:

@@ -43,10 +43,6 @@ class PromptTuning(GradientMethod):
 
     config = PromptTuningConfig
 
-
-
-
-
     def saved_shapes(self, tensors: dict[str, Any]) -> dict[str, tuple[int | None, ...]]:
         return {"encoder.embedding.weight": (self.prompt_tokens, None)}
 

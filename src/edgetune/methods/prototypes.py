@@ -96,8 +96,6 @@ class KNN(_Normalised):
     parametric = False
     fixed_state = ("mean", "vectors", "targets", "k")  # stored training data and k, not learned parameters
 
-
-
     def fit_features(self, train: Features, y: np.ndarray, content_free: Features) -> KNN:
         self.vectors_ = self._fit_mean(train).astype(np.float32)
         self.targets_ = np.asarray(y, dtype=np.int64)

@@ -54,11 +54,9 @@ class SetFit(Method):
 
     fitted_attribute = "body_"
 
-
     def _load_backend(self) -> Backend:
         return load_backend(self.model_name, kind="embedding", cache=None, progress=self.progress,
                             **self._backend_options)
-
 
     def fit(self, X: Any, y: Sequence[str] | None = None) -> SetFit:
         import datasets

@@ -77,9 +77,6 @@ class SIFT(GradientMethod):
 
     config = SIFTConfig
 
-
-
-
     def build(self, model: Any, embedding: nn.Module) -> nn.Module:
         self.d_ = embedding.weight.shape[1]
         return PromptedModel(copy.deepcopy(model), self.reader_)

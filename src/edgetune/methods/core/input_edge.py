@@ -56,7 +56,6 @@ class InputEdgeMethod(Method):
     trainer: ClassVar[str]  # "adamw" or "cmaes": which trainer drives it
     fitted_attribute = "module_"
 
-
     # -- to implement -----------------------------------------------------------------------------------
     @abstractmethod
     def build(self, model: Any, embedding: torch.nn.Module) -> torch.nn.Module:
@@ -76,7 +75,6 @@ class InputEdgeMethod(Method):
     # -- backend and data -------------------------------------------------------------------------------
     def _load_backend(self) -> Backend:
         return load_backend(self.model_name, cache=None, progress=self.progress)
-
 
     def _setup(self) -> None:
         """The frozen model, the label reader and the prompted model, on the frozen model's device."""
@@ -347,7 +345,6 @@ class BlackBoxMethod(InputEdgeMethod):
 
     trainer = "cmaes"
 
-
     @property
     @abstractmethod
     def search_dim(self) -> int:
@@ -365,7 +362,6 @@ class BlackBoxMethod(InputEdgeMethod):
     @abstractmethod
     def losses(self, zs: list[np.ndarray]) -> list[tuple[float, float]]:
         """(mean cross-entropy, accuracy) of each candidate on the training set."""
-
 
     def dev_accuracy_of(self, z: np.ndarray) -> float | None:
         if self._dev is None:
@@ -415,8 +411,6 @@ class ProjectedSearch(BlackBoxMethod):
     candidate per pass. Same arithmetic, far fewer passes."""
 
     config = ProjectedConfig
-
-
 
     @abstractmethod
     def candidate_prompts(self, zs: list[np.ndarray]) -> torch.Tensor:

@@ -74,7 +74,6 @@ class OutputEdgeMethod(Method):
     #: arrays of :meth:`state` that are statistics or inputs, not learned parameters
     fixed_state: ClassVar[tuple[str, ...]] = ("mean", "std", "content_free", "batch_prior")
 
-
     # -- to implement -------------------------------------------------------------------------------------
     @abstractmethod
     def fit_features(self, train: Features, y: np.ndarray, content_free: Features) -> OutputEdgeMethod:
@@ -102,7 +101,6 @@ class OutputEdgeMethod(Method):
 
     #: label words per label (one set per label unless a method reads several: :meth:`query_words`)
     words_per_label: ClassVar[int] = 1
-
 
     def query_templates(self, template: Template, alternatives: Sequence[str]) -> list[Template]:
         """The prompts each input is queried with, given the task's main ``template`` and its ``alternatives``
