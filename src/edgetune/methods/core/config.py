@@ -8,9 +8,9 @@ budget rule, companions, smoke settings, deprecated spellings). Everything reads
 (its Parameters section), :meth:`Method.validate_params`, the command line's flags and their ``--help`` (which
 import no torch: a config module imports only this one), the bench's checks and the contract tests.
 
-The family configs (:class:`OutputEdgeConfig`, :class:`InputEdgeConfig`, :class:`GradientConfig` — consumed
-as is by :class:`~edgetune.methods.core.trainers.AdamWTrainer` —, :class:`BlackBoxConfig`,
-:class:`ProjectedConfig`) declare what a family shares; a method's config subclasses one and adds its own.
+The family configs (:class:`OutputEdgeConfig`, :class:`PrototypeDecoderConfig`, :class:`InputEdgeConfig`,
+:class:`GradientConfig` — consumed as is by :class:`~edgetune.methods.core.trainers.AdamWTrainer` —,
+:class:`SoftPromptConfig`, :class:`BlackBoxConfig`, :class:`ProjectedConfig`) declare what a family shares; a method's config subclasses one and adds its own.
 """
 
 from __future__ import annotations
@@ -284,6 +284,32 @@ class OutputEdgeConfig(PromptConfig):
 
     edge: ClassVar[str] = "output"
     needs: ClassVar[str] = "features"
+
+
+@dataclass(kw_only=True)
+class PrototypeDecoderConfig(OutputEdgeConfig):
+    """A prototype decoder trained on the features (DecT, multi-prompt DecT): what the two share."""
+
+    #: whether ``lam=None`` (the reference's 1/shots) is accepted
+    lam_none_ok: ClassVar[bool] = True
+
+    proto_dim: int = param(128, "width of the projected space the prototypes live in", whole(1))
+    lr: float = param(0.01, "Adam learning rate of the decoder", learning_rate())
+    epochs: int | tuple[int, ...] = param((10, 20, 30), "full-batch Adam steps, or candidate lengths chosen with λ by "
+                                                        "cross-validation")
+    lam: float | str | None = param("cv", "weight λ of the prompt's calibrated scores ('cv': chosen by "
+                                          "cross-validation; None: 1/shots)")
+    lam_grid: tuple[float, ...] = param((0.25, 0.5, 1.0, 2.0, 4.0), "the λ values 'cv' chooses among, besides "
+                                                                     "1/shots")
+    cv_folds: int = param(4, "folds of the stratified cross-validation on the training sample", whole(2))
+    threads: int | None = param(1, "torch threads while fitting (None: torch's setting)", whole(1, none_ok=True))
+    seed: int = param(0, "seed of the initialisation and of the cross-validation folds", seed())
+
+    def check_together(self) -> None:
+        super().check_together()
+        check_lam(self, none_ok=self.lam_none_ok)
+        if not epoch_choices(self.epochs):
+            raise self.fail(f"epochs must be a non-negative integer or a non-empty list of them, not {self.epochs!r}")
 
 
 @dataclass(kw_only=True)
