@@ -10,7 +10,8 @@ import no torch: a config module imports only this one), the bench's checks and 
 
 The family configs (:class:`OutputEdgeConfig`, :class:`PrototypeDecoderConfig`, :class:`InputEdgeConfig`,
 :class:`GradientConfig` — consumed as is by :class:`~edgetune.methods.core.trainers.AdamWTrainer` —,
-:class:`SoftPromptConfig`, :class:`BlackBoxConfig`, :class:`ProjectedConfig`) declare what a family shares; a method's config subclasses one and adds its own.
+:class:`SoftPromptConfig`, :class:`BlackBoxConfig`, :class:`ProjectedConfig`) declare what a family shares; a
+method's config subclasses one and adds its own.
 """
 
 from __future__ import annotations
