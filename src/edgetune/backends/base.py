@@ -74,15 +74,20 @@ class Features:
         query counts, cache hits and seconds add up."""
         if len(parts) == 1:
             return parts[0]
-        stats: dict[str, Any] = {}
-        for p in parts:
-            for k, v in p.stats.items():
-                stats[k] = stats.get(k, 0) + v
         return Features(np.concatenate([p.scores for p in parts], axis=1),
                         np.concatenate([p.hidden for p in parts], axis=1),
                         queries=sum(p.queries for p in parts), cache_hits=sum(p.cache_hits for p in parts),
                         seconds=sum(p.seconds for p in parts), truncated=sum(p.truncated for p in parts),
-                        stats=stats, views=sum(p.views for p in parts))
+                        stats=Features.added_stats(parts), views=sum(p.views for p in parts))
+
+    @staticmethod
+    def added_stats(parts: Sequence[Features]) -> dict[str, Any]:
+        """The backend counters of several calls, added up (keys in order of first appearance)."""
+        stats: dict[str, Any] = {}
+        for p in parts:
+            for k, v in p.stats.items():
+                stats[k] = stats.get(k, 0) + v
+        return stats
 
     def view(self, i: int) -> Features:
         """The features of the ``i``-th prompt of multi-prompt features."""

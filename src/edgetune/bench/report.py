@@ -27,13 +27,16 @@ def _label(method: str, model: str, default_models: list[str]) -> str:
     return name if model in default_models else f"{name} ({model})"
 
 
+def latest_cells(lines: list[dict[str, Any]]) -> dict[tuple[str, str, int, int, str], dict[str, Any]]:
+    """The cell records by (model, task, shots, seed, method label); a cell rerun later (e.g. after a deleted line)
+    keeps its last result."""
+    return {(c["model"], c["task"], c["shots"], c["seed"], c["method"]): c for c in lines if c.get("type") == "cell"}
+
+
 def summarise(lines: list[dict[str, Any]]) -> dict[str, Any]:
     """Per task: per (method label, model, shots) the mean ± sample std of accuracy over seeds, and means
     of wall seconds, training seconds and queries, trainable parameters and seed count."""
-    cells = {}
-    for c in lines:  # a cell rerun later (e.g. after a deleted line) keeps its last result
-        if c.get("type") == "cell":
-            cells[(c["model"], c["task"], c["shots"], c["seed"], c["method"])] = c
+    cells = latest_cells(lines)
     groups: dict[tuple[str, str, str, int], list[dict[str, Any]]] = defaultdict(list)
     for (model, _, shots, _, method), c in cells.items():
         groups[(c.get("task_name", c["task"]), method, model, shots)].append(c)
@@ -80,13 +83,11 @@ def pivot(summary: dict[str, list[dict[str, Any]]], default_models: list[str]) -
 def paired(lines: list[dict[str, Any]], baseline: str, default_models: list[str]) -> list[str]:
     """Each method's accuracy minus ``baseline``'s on the same samples (model, task, shots, seed): mean ± sample std
     of the per-seed differences in points, and on how many samples it was ahead / level / behind."""
-    cells = {}
-    for c in lines:
-        if c.get("type") == "cell":
-            cells[(c["model"], c.get("task_name", c["task"]), c["shots"], c["seed"], c["method"])] = c
+    cells = latest_cells(lines)
     diffs: dict[tuple[str, str, str, int], list[float]] = defaultdict(list)
-    for (model, task, shots, seed, method), c in cells.items():
-        base = cells.get((model, task, shots, seed, baseline))
+    for (model, key, shots, seed, method), c in cells.items():
+        base = cells.get((model, key, shots, seed, baseline))
+        task = c.get("task_name", key)
         if method != baseline and base is not None:
             diffs[(task, method, model, shots)].append(100 * (c["accuracy"] - base["accuracy"]))
     md = [f"## Paired with {display_name(baseline)}", "",

@@ -32,10 +32,10 @@ def __getattr__(name: str) -> Any:
         if name == "METHODS":
             module.load_all()
         value = getattr(module, name)
-    elif name in _estimators():
+    elif name in (estimators := _estimators()):
         from .core.registry import get_method
 
-        value = get_method(_estimators()[name])
+        value = get_method(estimators[name])
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()[name] = value

@@ -49,8 +49,7 @@ class Prepared:
         return self.train.seconds + self.content_free.seconds
 
     def stats(self) -> dict[str, Any]:
-        a, b = self.train.stats, self.content_free.stats
-        return {k: a.get(k, 0) + b.get(k, 0) for k in {*a, *b}}
+        return Features.added_stats([self.train, self.content_free])
 
 
 class OutputEdgeMethod(Method):
