@@ -63,13 +63,13 @@ def run(args: argparse.Namespace) -> None:
     extra = json.loads(args.params)
     task = load_task(args.task)
     val, rest = held_out(task.load("train"), args.val_shots, HELDOUT_SEED)  # as a bench's eval: heldout
+    y = np.array(val.label_ids())  # in the task's label order, the order of every fitted method's labels_
     for seed in args.seeds:
         m = get_method(args.method)(backend, steps=60, eval_every=10, seed=seed, progress=False, **extra)
         checks: list[dict] = []
 
         def at_check(step: int, info: dict, m=m, checks=checks) -> None:
             """The trainer's callback: the weights just checked on dev are in place; score them on validation."""
-            y = np.array([list(m.labels_).index(e.label) for e in val])
             val_acc = float((np.asarray(m.class_scores(val)).argmax(1) == y).mean())
             checks.append({"dev_accuracy": info["dev_accuracy"], "dev_loss": info["dev_loss"], "val_accuracy": val_acc})
 
