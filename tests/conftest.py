@@ -97,6 +97,31 @@ def toy_task(toy_dir):
                 {"negative": "bad", "positive": "great"}, data_dir=str(toy_dir))
 
 
+#: the toy task's prompt, then two more (for multi-prompt methods and picking a template by number)
+TEMPLATES = ("{text} In summary, it was {mask}", "{text} All in all, it was {mask}", "Review: {text} Verdict: {mask}")
+
+
+@pytest.fixture
+def task3(toy_task):
+    """The toy task with three templates."""
+    from edgetune.data import Task
+
+    return Task(toy_task.name, toy_task.labels, toy_task.template, toy_task.label_words,
+                data_dir=toy_task.data_dir, templates=TEMPLATES[1:])
+
+
+def toy_task_file(tmp_path: Path, toy_dir: Path, test: Path | None = None) -> Path:
+    """The toy task as a task file (its test split at ``test`` when given, e.g. a missing file)."""
+    import yaml
+
+    task = tmp_path / "toy.yaml"
+    task.write_text(yaml.safe_dump({
+        "name": "toy", "template": "{text} In summary, it was {mask}",
+        "label_words": {"negative": "bad", "positive": "great"},
+        "files": {"train": str(toy_dir / "toy/train.jsonl"), "test": str(test or toy_dir / "toy/test.jsonl")}}))
+    return task
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, tokenizer) -> Path:
     """A tiny causal LM saved as a local HF folder (safetensors), loadable by name like any model."""

@@ -6,6 +6,7 @@ import time
 import numpy as np
 import pytest
 import yaml
+from conftest import toy_task_file
 
 from edgetune.bench.config import BenchConfig
 from edgetune.bench.records import read_results
@@ -18,11 +19,7 @@ TINY_BBT = {"budget": 4, "popsize": 2, "intrinsic_dim": 4, "prompt_tokens": 2}
 
 @pytest.fixture
 def config_file(tmp_path, toy_dir, tiny_model_dir):
-    task = tmp_path / "toy.yaml"
-    task.write_text(yaml.safe_dump({
-        "name": "toy", "template": "{text} In summary, it was {mask}",
-        "label_words": {"negative": "bad", "positive": "great"},
-        "files": {"train": str(toy_dir / "toy/train.jsonl"), "test": str(toy_dir / "toy/test.jsonl")}}))
+    toy_task_file(tmp_path, toy_dir)
     cfg = {"name": "tiny", "models": [str(tiny_model_dir)], "tasks": ["toy.yaml"], "shots": [2, 4], "seeds": [0, 1],
            "test_size": 8, "output": str(tmp_path / "out"),
            "methods": ["zeroshot", "calibrated", "dect", {"name": "bbt", "params": TINY_BBT},
@@ -219,11 +216,7 @@ def test_a_sweep_scored_on_a_held_out_split_with_a_cold_cache_and_views(tmp_path
     from edgetune.bench.config import BenchConfig
     from edgetune.bench.runner import _eval_split
 
-    task = tmp_path / "toy.yaml"
-    task.write_text(yaml.safe_dump({
-        "name": "toy", "template": "{text} In summary, it was {mask}",
-        "label_words": {"negative": "bad", "positive": "great"},
-        "files": {"train": str(toy_dir / "toy/train.jsonl"), "test": str(tmp_path / "missing.jsonl")}}))
+    task = toy_task_file(tmp_path, toy_dir, test=tmp_path / "missing.jsonl")
     cfg = {"name": "sweep", "models": [str(tiny_model_dir)], "tasks": [str(task)], "shots": [2], "seeds": [0, 1],
            "output": str(tmp_path / "out"), "eval": {"split": "heldout", "per_class": 2}, "cache": "cold",
            "views": [{"pivot": "accuracy"}, {"paired": "dect"}],
@@ -255,8 +248,50 @@ def test_a_sweep_scored_on_a_held_out_split_with_a_cold_cache_and_views(tmp_path
     assert "all 6 cells are done" in capsys.readouterr().out
 
 
+def test_eval_at_checks_records_curves_and_the_checks_view_replays_the_rules(tmp_path, toy_dir, tiny_model_dir):
+    """``eval: {at_checks: true}`` scores the eval split at every dev check of a gradient-trained method (no
+    monkeypatching: the trainer's on_check); the record holds one eval accuracy per check, the final accuracy is
+    the one at the check training kept, and the ``checks`` view replays each selection rule on the curves."""
+    task = toy_task_file(tmp_path, toy_dir, test=tmp_path / "missing.jsonl")
+    cfg = {"name": "checks", "models": [str(tiny_model_dir)], "tasks": [str(task)], "shots": [4], "seeds": [0, 1],
+           "output": str(tmp_path / "out"), "eval": {"split": "heldout", "per_class": 3, "at_checks": True},
+           "views": [{"checks": "rules"}],
+           "methods": ["zeroshot", {"name": "pt", "params": {"steps": 4, "eval_every": 2, "prompt_tokens": 2,
+                                                           "batch_size": 2}}]}
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["bench", str(tmp_path / "b.yaml"), "--no-progress"]) == 0
+    got = cells(tmp_path / "out" / "results.jsonl")
+    for seed in (0, 1):
+        t = got[(4, seed, "pt")]["training"]
+        assert len(t["eval_accuracy"]) == len(t["dev_accuracy"]) == 3 and t["n_dev"] > 0
+        assert len(t["loss_per_check"]) == 2 and all(v is not None for v in t["loss_per_check"])
+        kept = [s for s, _ in t["dev_accuracy"]].index(t["best_step"])
+        assert got[(4, seed, "pt")]["accuracy"] == pytest.approx(t["eval_accuracy"][kept])
+        assert got[(4, seed, "pt")]["spec"]["eval"]["at_checks"] is True
+    assert "training" not in got[(4, 0, "zeroshot")]
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## Check by check" in report and "| best check in hindsight (eval) |" in report
+    assert "(edgetune)" in report and report.count("| toy-val seed ") == 2
+
+
+def test_a_named_in_process_backend_is_a_model_label(tmp_path, toy_dir, tiny_model_dir):
+    """``backends:`` also names an in-process model with options; the label keys the records."""
+    task = toy_task_file(tmp_path, toy_dir)
+    cfg = {"name": "named", "models": ["tiny b4"], "tasks": [str(task)], "shots": [2], "seeds": [0], "test_size": 4,
+           "output": str(tmp_path / "out"), "methods": ["zeroshot"],
+           "backends": {"tiny b4": {"model": str(tiny_model_dir), "batch_size": 4}}}
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["bench", str(tmp_path / "b.yaml"), "--no-progress"]) == 0
+    lines = read_results(tmp_path / "out" / "results.jsonl")
+    assert [c["model"] for c in lines if c["type"] == "cell"] == ["tiny b4"]
+    assert lines[0]["config"]["backends"]["tiny b4"]["batch_size"] == 4
+    assert {x["model"] for x in lines if x["type"] == "extraction"} == {"tiny b4"}
+
+
 @pytest.mark.parametrize(("key", "value", "message"), [
     ("eval", {"split": "heldout"}, "held-out eval"), ("eval", {"split": "dev"}, "eval is"),
+    ("eval", {"split": "test", "at_checks": "yes"}, "at_checks is true or false"),
+    ("views", [{"checks": "all"}], "a view is"),
     ("cache", "lukewarm", "cache is warm or cold"), ("views", [{"paired": "nope"}], "a view is"),
 ])
 def test_bad_eval_cache_and_views_are_one_line(tmp_path, key, value, message):

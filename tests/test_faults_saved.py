@@ -85,7 +85,7 @@ def edit_weights(path: Path, **arrays) -> None:
     ("linear_probe", {"C": float("nan")}, "C"),
     ("linear_probe", {"max_iter": 0}, "max_iter"),
     ("knn", {"k": 0}, "k"),
-    ("centroid", {"template": 3}, "template"),
+    ("centroid", {"template": -1}, "template"), ("dect", {"template": 1.5}, "template"),
     ("batch_calibrated", {"batch": "all"}, "batch"),
     ("zeroshot", {"label_words": 5}, "label_words"),
     ("adept", {"lr_network": 1e308}, "lr_network"),

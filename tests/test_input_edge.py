@@ -291,7 +291,7 @@ def test_adept_reports_how_far_its_network_moves_embeddings(make_backend, toy_ta
 
 
 def test_the_loss_rule_never_prefers_a_collapsed_check():
-    from edgetune.methods.core.trainers import choose
+    from edgetune.methods.core.selection import choose
 
     # a run that collapsed after step 10 (trec, 96 dev examples): dev accuracy back at chance, and a loss
     # that is low only because the collapsed model is unsure of everything

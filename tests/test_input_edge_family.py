@@ -18,7 +18,8 @@ from prefix_helpers import first_block_only, gates_at_one, scores
 from edgetune.errors import EdgetuneError, IncompatibleError
 from edgetune.methods import ACCEPT, APT, LAMP, SIFT, BBTv2, FineTune
 from edgetune.methods.core.config import BlackBoxConfig, ParamError
-from edgetune.methods.core.trainers import CMAESTrainer, choose, unchoosable
+from edgetune.methods.core.selection import choose, unchoosable
+from edgetune.methods.core.trainers import CMAESTrainer
 
 QUICK = {"steps": 2, "batch_size": 4, "eval_every": 1, "progress": False}
 

@@ -3,22 +3,14 @@
 import numpy as np
 import pytest
 import torch
+from conftest import TEMPLATES
 
 from edgetune import DecT, load
 from edgetune.backends import Features
-from edgetune.data import Task
 from edgetune.methods import (
     MultiPromptDecoder,
     ParamError,
 )
-
-TEMPLATES = ("{text} In summary, it was {mask}", "{text} All in all, it was {mask}", "Review: {text} Verdict: {mask}")
-
-
-@pytest.fixture
-def task3(toy_task):
-    return Task(toy_task.name, toy_task.labels, toy_task.template, toy_task.label_words,
-                data_dir=toy_task.data_dir, templates=TEMPLATES[1:])
 
 
 def test_one_prompt_is_dect_exactly(make_backend, toy_task):

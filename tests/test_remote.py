@@ -214,3 +214,60 @@ def test_cli_run_dect_over_a_server_and_predict(capsys, toy_dir, tmp_path):
         assert main(["predict", str(saved), "a wonderful film", "--base-url", srv.base_url, "--no-progress"]) == 0
         assert capsys.readouterr().out.strip() in ("negative", "positive")
     assert main(["run", "adept", "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1"]) == 2
+
+
+def test_a_bench_compares_named_backends_of_one_server_with_the_extraction_view(tmp_path, toy_dir):
+    """``backends:`` names several ways of asking one server (here top_logprobs 2 with floors, and 2 with exact
+    recovery through logit_bias); each label is a model of the grid, its extraction records carry the server's
+    counters under that label, and the extraction view adds them up per label."""
+    import yaml
+    from conftest import toy_task_file
+
+    from edgetune.bench.records import read_results
+    from edgetune.cli import main
+
+    task = toy_task_file(tmp_path, toy_dir)
+    with FakeOpenAI(["bad", "great", "okay", "x", "y"], top=2, dim=8, bias="sample") as srv:
+        spec = {"model": "fake", "base_url": srv.base_url, "top_logprobs": 2, "concurrency": 2}
+        cfg = {"name": "variants", "models": ["floors", "exact"], "tasks": [str(task)], "shots": [2], "seeds": [0],
+               "test_size": 4, "cache": "cold", "output": str(tmp_path / "out"), "methods": ["zeroshot", "dect"],
+               "backends": {"floors": {**spec, "exact": "off"}, "exact": {**spec, "exact": "auto"}},
+               "views": [{"extraction": "totals"}]}
+        (tmp_path / "b.yaml").write_text(yaml.safe_dump(cfg))
+        with pytest.warns(UserWarning, match="floor value"):
+            assert main(["bench", str(tmp_path / "b.yaml"), "--no-progress"]) == 0
+    lines = read_results(tmp_path / "out" / "results.jsonl")
+    assert {(c["model"], c["method"]) for c in lines if c["type"] == "cell"} == {
+        (m, x) for m in ("floors", "exact") for x in ("zeroshot", "dect")}
+    stats = {m: [x["stats"] for x in lines if x["type"] == "extraction" and x["model"] == m]
+             for m in ("floors", "exact")}
+    floors, exact = stats["floors"], stats["exact"]
+    assert sum(s.get("floored", 0) for s in floors) > 0 and not any(s.get("recovered") for s in floors)
+    assert sum(s.get("recovered", 0) for s in exact) > 0 and not any(s.get("floored") for s in exact)
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## Extraction" in report and "| floors | toy |" in report and "| exact | toy |" in report
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ({"server": {}}, "'model' name"), ({"model": "m", "server": {}, "base_url": "http://x"}, "not both"),
+    ({"model": "m", "server": {"threads": 2}}, "server is a mapping"), ({"model": "m", "base_url": "ftp://x"}, "URL"),
+    ({"model": "m", "top_logprobs": 5}, "unknown key"), ({"model": "m", "base_url": "http://x", "kind": "causal"},
+                                                        "unknown key"),
+])
+def test_a_bad_backend_spec_is_one_line(spec, message):
+    from edgetune.bench.config import BenchConfig
+    from edgetune.errors import DataError
+
+    with pytest.raises(DataError, match=message):
+        BenchConfig.from_dict({"name": "x", "tasks": ["sst2"], "methods": ["dect"], "models": ["b"],
+                               "backends": {"b": spec}})
+
+
+def test_remote_options_are_the_backends_own():
+    import inspect
+
+    from edgetune.backends.remote import OpenAIBackend
+    from edgetune.bench.config import REMOTE_OPTIONS
+
+    taken = set(inspect.signature(OpenAIBackend.__init__).parameters)
+    assert set(REMOTE_OPTIONS) - {"api_key_env"} <= taken

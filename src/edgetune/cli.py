@@ -97,7 +97,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     byo.add_argument("--test", help="test file or Hugging Face dataset folder (a DatasetDict's 'test' split)")
     byo.add_argument("--name", help="task name in tables and records (default: the folder holding --train, or a "
                      "dataset folder's own name)")
-    byo.add_argument("--template", help='prompt template, e.g. "{text} In summary, it was {mask}"')
+    byo.add_argument("--template", help='prompt template, e.g. "{text} In summary, it was {mask}", or the number of '
+                     "one of the task's templates (0: its main one; see `edgetune tasks`)")
     byo.add_argument("--label-words", help='LABEL:WORD pairs, e.g. "negative:bad,positive:great" (with --train: '
                      "optional; without it the labels are read from the train file and each label's readable name "
                      "is its word, e.g. transfer_money -> 'transfer money')")
@@ -138,7 +139,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     bench.add_argument("config", nargs="?", help="bench config (see benchmarks/*.yaml)")
     bench.add_argument("--output", "-o", help="output folder (default: the config's `output`, else "
                        "results/bench/<name>)")
-    bench.add_argument("--report", metavar="RESULTS.jsonl", help="re-render the report and plots from stored results")
+    bench.add_argument("--report", nargs="+", metavar="RESULTS.jsonl", help="re-render the report and plots from "
+                       "stored results; several files (each PATH or NAME=PATH) make one report into -o, each cell "
+                       "shown with its source's name; --tasks/--seeds/--methods keep only those cells")
     bench.add_argument("--data-dir", help="task data root (default: the config's data_dir, else "
                        "$EDGETUNE_DATA_DIR, else the data installed with edgetune)")
     bench.add_argument("--no-plots", action="store_true", help="Markdown only")
@@ -273,17 +276,9 @@ def _show_default(value: Any) -> str:
 
 def _cli_value(text: str) -> Any:
     """A flag value as the method expects it: an int, a float, a bool, none, or the text itself."""
-    low = text.strip().lower()
-    if low in ("none", "null"):
-        return None
-    if low in ("true", "false"):
-        return low == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+    from .methods.core.config import value_from_text
+
+    return value_from_text(text)
 
 
 def _knobs(args: argparse.Namespace, name: str) -> dict[str, Any]:
@@ -400,7 +395,8 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     if args.report:
         if args.config:
             raise EdgetuneError("give either CONFIG.yaml (run, then report) or --report RESULTS.jsonl, not both")
-        path = render(args.report, out_dir=args.output, plots=not args.no_plots)
+        path = render(args.report, out_dir=args.output, plots=not args.no_plots, tasks=args.tasks,
+                      seeds=args.seeds, methods=args.methods)
         console.print(f"report written to {path}")
         return 0
     if not args.config:

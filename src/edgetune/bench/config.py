@@ -102,14 +102,19 @@ class BenchConfig:
     order: str = "task-first"  # method-first: every cell of the first method, then the next (cheap ones first)
     #: what cells are scored on: the task's test split ({"split": "test"}), or a validation split held out of the
     #: train pool ({"split": "heldout", "per_class": N, "seed": S}: N per class drawn with seed S; the few-shot
-    #: samples are then drawn from the rest of the pool, and the test split is never read)
+    #: samples are then drawn from the rest of the pool, and the test split is never read); either may add
+    #: ``at_checks: true`` (see :func:`check_eval`)
     eval: dict[str, Any] = field(default_factory=lambda: {"split": "test"})
     #: "warm": the feature cache next to the results, shared by every run into that folder; "cold": a fresh cache
     #: for this run alone (every query is paid and timed), removed after it
     cache: str = "warm"
     #: extra tables in the report: {"pivot": "accuracy"} (task × method), {"paired": LABEL} (per-seed differences
-    #: from that method, on the same samples)
+    #: from that method, on the same samples), {"checks": "rules"} (gradient-trained cells: each run's curves per
+    #: dev check and, with ``eval: {at_checks: true}``, the eval accuracy at the check each selection rule keeps)
     views: list[dict[str, Any]] = field(default_factory=list)
+    #: named backends the ``models`` list may use (label -> spec, see :func:`check_backend`): a server the bench
+    #: starts, one already running, or an in-process model with options; records and reports use the label
+    backends: dict[str, dict[str, Any]] = field(default_factory=dict)
     base: Path = field(default_factory=Path.cwd)  # folder relative task files and outputs resolve from
 
     def __post_init__(self) -> None:
@@ -130,10 +135,14 @@ class BenchConfig:
             raise DataError(f"bench {self.name!r}: cache is warm or cold, not {self.cache!r}")
         for view in self.views:
             ok = isinstance(view, Mapping) and len(view) == 1 and (
-                view.get("pivot") == "accuracy" or view.get("paired") in labels)
+                view.get("pivot") == "accuracy" or view.get("paired") in labels or view.get("checks") == "rules"
+                or view.get("extraction") == "totals")
             if not ok:
-                raise DataError(f"bench {self.name!r}: a view is {{pivot: accuracy}} or {{paired: LABEL}} with one "
-                                f"of the method labels {labels}, not {view!r}")
+                raise DataError(f"bench {self.name!r}: a view is {{pivot: accuracy}}, {{checks: rules}}, {{extraction: "
+                                f"totals}} or {{paired: LABEL}} with one of the method labels {labels}, not {view!r}")
+        if not isinstance(self.backends, Mapping):
+            raise DataError(f"bench {self.name!r}: backends maps a label to a backend spec, not {self.backends!r}")
+        self.backends = {str(k): check_backend(self.name, str(k), v) for k, v in self.backends.items()}
 
     @property
     def heldout(self) -> bool:
@@ -158,7 +167,7 @@ class BenchConfig:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], base: Path | None = None, default_name: str = "bench") -> BenchConfig:
         known = {"name", "tasks", "methods", "models", "shots", "seeds", "test_size", "output", "data_dir", "order",
-                 "eval", "cache", "views"}
+                 "eval", "cache", "views", "backends"}
         unknown = set(raw) - known
         if unknown:
             raise DataError(f"bench config: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -194,7 +203,7 @@ class BenchConfig:
                    shots=integers("shots", [16], 1), seeds=integers("seeds", [0, 1, 2], 0),
                    test_size=test_size, output=raw.get("output"), data_dir=raw.get("data_dir"),
                    eval=raw.get("eval") or {"split": "test"}, cache=str(raw.get("cache", "warm")),
-                   views=listed("views", []), base=base or Path.cwd())
+                   views=listed("views", []), backends=raw.get("backends") or {}, base=base or Path.cwd())
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "order": self.order, "tasks": [task_key(t) for t in self.tasks],
@@ -202,9 +211,10 @@ class BenchConfig:
                 "seeds": self.seeds, "test_size": self.test_size,
                 "methods": [{"name": m.name, "label": m.label, "params": m.params,
                              "models": list(m.models) if m.models else None} for m in self.methods],
-                **({"eval": self.eval} if self.heldout else {}),
+                **({"eval": self.eval} if self.eval != {"split": "test"} else {}),
                 **({"cache": self.cache} if self.cache != "warm" else {}),
-                **({"views": self.views} if self.views else {})}
+                **({"views": self.views} if self.views else {}),
+                **({"backends": self.backends} if self.backends else {})}
 
     def load_task(self, spec: str | Task) -> Task:
         if isinstance(spec, Task):
@@ -264,25 +274,68 @@ class BenchConfig:
 
 
 
+#: what a remote backend spec may set besides model/server/base_url (:class:`~edgetune.backends.OpenAIBackend`'s
+#: options; ``api_key_env``: the environment variable holding the API key, never the key itself)
+REMOTE_OPTIONS = ("top_logprobs", "exact", "concurrency", "rate_limit", "timeout", "max_retries", "floor", "hidden",
+                  "batch_size", "api_key_env")
+#: what an in-process backend spec may set besides model
+LOCAL_OPTIONS = ("kind", "batch_size", "max_length")
+#: what ``server:`` may set (:class:`~edgetune.backends.server.LlamaServer`)
+SERVER_OPTIONS = ("n_threads", "n_ctx")
+
+
+def check_backend(name: str, label: str, spec: Any) -> dict[str, Any]:
+    """A bench's backend spec, checked before anything starts, or a one-line error. ``model``: the model's name;
+    then ``server: {n_threads, n_ctx}`` (the bench starts a llama.cpp server on it, one per model and settings,
+    stopped at the end), or ``base_url`` (an OpenAI-compatible server already running), or neither (in process);
+    the rest are the backend's options (:data:`REMOTE_OPTIONS`, :data:`LOCAL_OPTIONS`)."""
+    where = f"bench {name!r}: backend {label!r}"
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("model"), str) or not spec["model"]:
+        raise DataError(f"{where} is a mapping with a 'model' name, not {spec!r}")
+    if "server" in spec and "base_url" in spec:
+        raise DataError(f"{where}: give server (start one) or base_url (one running), not both")
+    remote = "server" in spec or "base_url" in spec
+    server = spec.get("server")
+    if "server" in spec and not (server is None or (isinstance(server, Mapping) and set(server) <= set(
+            SERVER_OPTIONS))):
+        raise DataError(f"{where}: server is a mapping of {', '.join(SERVER_OPTIONS)} (or empty), not {server!r}")
+    if "base_url" in spec and not (isinstance(spec["base_url"], str) and spec["base_url"].startswith("http")):
+        raise DataError(f"{where}: base_url is an http(s) URL, not {spec['base_url']!r}")
+    allowed = REMOTE_OPTIONS if remote else LOCAL_OPTIONS
+    unknown = sorted(set(spec) - {"model", "server", "base_url", *allowed})
+    if unknown:
+        raise DataError(f"{where}: unknown key(s) {unknown}; a {'remote' if remote else 'local'} backend takes model"
+                        f"{', server or base_url' if remote else ''}, {', '.join(allowed)}")
+    return {**dict(spec), **({"server": dict(server or {})} if "server" in spec else {})}
+
+
 #: the seed a held-out validation split is drawn with unless the config says
 HELDOUT_SEED = 20_000
 
 
 def check_eval(name: str, value: Any) -> dict[str, Any]:
-    """A config's ``eval`` with its defaults filled in, or a one-line error."""
+    """A config's ``eval`` with its defaults filled in, or a one-line error.
+
+    ``at_checks: true`` (either split) also scores the eval split at every dev check of a gradient-trained method,
+    recorded per check beside its dev accuracy and loss (``training.checks``): which check each selection rule
+    would keep, judged on data the dev split never saw. It changes no result, only what is recorded."""
     if not isinstance(value, Mapping) or value.get("split") not in ("test", "heldout"):
         raise DataError(f"bench {name!r}: eval is {{split: test}} or {{split: heldout, per_class: N}}, not {value!r}")
+    at_checks = value.get("at_checks", False)
+    if not isinstance(at_checks, bool):
+        raise DataError(f"bench {name!r}: eval's at_checks is true or false, not {at_checks!r}")
+    extra = {"at_checks": True} if at_checks else {}
     if value["split"] == "test":
-        if set(value) - {"split"}:
-            raise DataError(f"bench {name!r}: eval on the test split takes no other keys, not {dict(value)!r}")
-        return {"split": "test"}
-    unknown = set(value) - {"split", "per_class", "seed"}
+        if set(value) - {"split", "at_checks"}:
+            raise DataError(f"bench {name!r}: eval on the test split takes only at_checks, not {dict(value)!r}")
+        return {"split": "test", **extra}
+    unknown = set(value) - {"split", "per_class", "seed", "at_checks"}
     per_class, seed = value.get("per_class"), value.get("seed", HELDOUT_SEED)
     if unknown or not (isinstance(per_class, int) and not isinstance(per_class, bool) and per_class >= 1) or not (
             isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= MAX_SEED):
         raise DataError(f"bench {name!r}: a held-out eval is {{split: heldout, per_class: N ≥ 1, seed: S}}, not "
                         f"{dict(value)!r}")
-    return {"split": "heldout", "per_class": per_class, "seed": seed}
+    return {"split": "heldout", "per_class": per_class, "seed": seed, **extra}
 
 
 def _show(value: Any) -> str:

@@ -101,6 +101,92 @@ def paired(lines: list[dict[str, Any]], baseline: str, default_models: list[str]
     return [*md, ""]
 
 
+#: selection rules a ``checks`` view replays on recorded dev curves: (dev accuracies, dev losses, dev size) -> the
+#: index of the check kept
+RULES: dict[str, Any] = {
+    "dev accuracy, earliest best (the papers' rule)": lambda a, loss, n: int(np.argmax(a)),
+    "dev accuracy, latest best": lambda a, loss, n: int(len(a) - 1 - np.argmax(a[::-1])),
+    "dev loss, among checks ≥ the start's accuracy": lambda a, loss, n: int(
+        min((i for i in range(len(a)) if a[i] >= a[0]), key=lambda i: loss[i])),
+    "dev loss, also within 2 dev examples of the best accuracy (edgetune)": lambda a, loss, n: _choose(a, loss, n),
+    "last check": lambda a, loss, n: len(a) - 1,
+}
+
+
+def _choose(a: np.ndarray, loss: np.ndarray, n_dev: int) -> int:
+    from ..methods.core.selection import choose
+
+    return choose([(i, a[i], loss[i], None) for i in range(len(a))], "loss", n_dev)
+
+
+def checks(lines: list[dict[str, Any]], default_models: list[str]) -> list[str]:
+    """Gradient-trained cells check by check: per method label, the eval accuracy at the check each selection
+    rule keeps (replayed on the recorded dev curves; mean, sample std and worst over runs) beside the best check in
+    hindsight, and per run its curves — training loss since the previous check, dev accuracy, eval accuracy — and
+    the check training kept. Eval accuracy per check is recorded with ``eval: {at_checks: true}``."""
+    runs = [c for c in latest_cells(lines).values() if len((c.get("training") or {}).get("dev_loss") or []) > 1]
+    md = ["## Check by check", "",
+          "Eval accuracy % at the dev check each selection rule keeps (replayed on each run's recorded dev curve; "
+          "mean, sample std, worst run), then each run's curves: training loss (mean since the previous check), dev "
+          "accuracy % and eval accuracy % at each check, the start first, and the check training kept.", ""]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for c in runs:
+        groups[(c["method"], c["model"])].append(c)
+    for (method, model), cs in groups.items():
+        tasks = ", ".join(dict.fromkeys(c.get("task_name", c["task"]) for c in cs))
+        md += [f"### {_label(method, model, default_models)}: {tasks} ({len(cs)} run{'s' if len(cs) > 1 else ''})",
+               ""]
+        scored = [c for c in cs if c["training"].get("eval_accuracy")]
+        if scored:
+            md += ["| rule | mean | std | worst |", "|---|---:|---:|---:|"]
+            for name in [*RULES, "best check in hindsight (eval)"]:
+                vals = []
+                for c in scored:
+                    t = c["training"]
+                    a = np.array([v for _, v in t["dev_accuracy"]])
+                    loss = np.array([v for _, v in t["dev_loss"]])
+                    ev = np.array(t["eval_accuracy"])
+                    rule = RULES.get(name)
+                    vals.append(ev.max() if rule is None else ev[rule(a, loss, t.get("n_dev", 0))])
+                std = f"{100 * np.std(vals, ddof=1):.1f}" if len(vals) > 1 else ""
+                md.append(f"| {name} | {100 * np.mean(vals):.1f} | {std} | {100 * np.min(vals):.1f} |")
+            md.append("")
+        md += ["| run | training loss | dev % | eval % | kept |", "|---|---|---|---|---:|"]
+        for c in cs:
+            t = c["training"]
+            loss = " ".join("" if v is None else f"{v:.2f}" for v in t.get("loss_per_check") or [])
+            dev = " ".join(f"{100 * v:.0f}" for _, v in t["dev_accuracy"])
+            ev = " ".join(f"{100 * v:.1f}" for v in t.get("eval_accuracy") or [])
+            kept = f"step {t['best_step']}" if t.get("best_step") is not None else ""
+            md.append(f"| {c.get('task_name', c['task'])} seed {c['seed']} | {loss} | {dev} | {ev} | {kept} |")
+        md.append("")
+    return md
+
+
+def extraction(lines: list[dict[str, Any]], default_models: list[str]) -> list[str]:
+    """What querying the model cost, per model and task: prompts queried, their seconds and rate, and the backend's
+    counters added up (a remote API's requests, retries, exact / recovered / floored label-word scores, tokens)."""
+    totals: dict[tuple[str, str], dict[str, float]] = {}
+    for x in lines:
+        if x.get("type") != "extraction":
+            continue
+        t = totals.setdefault((x["model"], x["task"]), defaultdict(float))
+        t["prompts"] += x["queries"]
+        t["seconds"] += x["seconds"]
+        for k, v in (x.get("stats") or {}).items():
+            if k != "queries" and isinstance(v, int | float):
+                t[k] += v
+    keys = list(dict.fromkeys(k for t in totals.values() for k in t if k not in ("prompts", "seconds")))
+    md = ["## Extraction", "", "Prompts the model was asked (cache hits excluded), their seconds, and the backend's "
+          "counters over those queries.", "", "| model | task | prompts | seconds | prompts/s | " + " | ".join(keys)
+          + (" |" if keys else "|"), "|---|---|---:|---:|---:|" + "---:|" * len(keys)]
+    for (model, task), t in totals.items():
+        rate = t["prompts"] / t["seconds"] if t["seconds"] else float("nan")
+        md.append(f"| {model} | {task} | {t['prompts']:,.0f} | {_fmt_s(t['seconds'])} | {_fmt_s(rate)} | "
+                  + " | ".join(f"{t.get(k, 0):,.0f}" for k in keys) + (" |" if keys else ""))
+    return [*md, ""]
+
+
 def _mean_of(cells: list[dict[str, Any]], key: str, first: bool = False) -> float | None:
     """Mean over cells of a ``training`` entry (``first``: the dev accuracy at step 0), if any cell has it."""
     values = []
@@ -119,9 +205,71 @@ def _fmt_s(x: float) -> str:
     return f"{x:.2f}" if x < 10 else f"{x:,.0f}"
 
 
-def render(results: str | os.PathLike, out_dir: str | os.PathLike | None = None, plots: bool = True) -> Path:
-    """Write ``report.md`` (and the plots) next to ``results`` (or into ``out_dir``); return the report path."""
-    results = Path(results)
+def render(results: str | os.PathLike | list, out_dir: str | os.PathLike | None = None, plots: bool = True, *,
+           tasks: list[str] | None = None, seeds: list[int] | None = None,
+           methods: list[str] | None = None) -> Path:
+    """Write ``report.md`` (and the plots) next to ``results`` (or into ``out_dir``); return the report path.
+
+    ``results`` may also be several results files (each a path, or ``"NAME=path"``) for one report from all of
+    them, e.g. the same methods run on two machines: it needs ``out_dir`` (never a source's own folder, whose
+    report is that file's), and each cell is shown under its model *and* its source's name (``NAME``, else the
+    results' folder name), so rows from different sources are never pooled. ``tasks``, ``seeds`` and
+    ``methods`` (labels) keep only those cells."""
+    sources = _sources(results)
+    keep = {"task": tasks, "seed": seeds, "method": methods}
+    if len(sources) == 1 and not any(keep.values()):
+        return _render_one(sources[0][1], out_dir, plots)
+    if out_dir is None:
+        raise EdgetuneError("a report of several results files (or of some of their cells) needs an output folder "
+                            "(-o DIR)")
+    out = Path(out_dir)
+    taken = [str(p) for _, p in sources if p.parent.resolve() == out.resolve()]
+    if taken:
+        raise EdgetuneError(f"{str(out)!r} holds {taken[0]}, whose own report is written there; give another folder")
+    lines: list[dict[str, Any]] = []
+    for name, path in sources:
+        for x in read_results(path):
+            if not _kept(x, tasks, seeds, methods):
+                continue
+            if x.get("type") in ("cell", "extraction") and len(sources) > 1:
+                x = {**x, "model": f"{x['model']}, {name}"}
+            lines.append(x)
+    given = " ".join(f"{name}={path}" if len(sources) > 1 else str(path) for name, path in sources)
+    filters = "".join(f" --{k}s {' '.join(map(str, v))}" for k, v in keep.items() if v)
+    source = (f"- From {', '.join(f'`{path}`' for _, path in sources)} "
+              f"({sum(1 for x in lines if x.get('type') == 'cell')} cells{', filtered' if filters else ''}); "
+              f"re-render with `edgetune bench --report {given}{filters} -o {out}`.")
+    return _render(sources[0][1], out, plots, lines, title=" + ".join(name for name, _ in sources), source=source)
+
+
+def _kept(x: dict[str, Any], tasks: list[str] | None, seeds: list[int] | None, methods: list[str] | None) -> bool:
+    """Whether a record line stays in a filtered report (headers always do; extraction lines by task and seed)."""
+    if x.get("type") not in ("cell", "extraction"):
+        return True
+    if tasks and x.get("task") not in tasks and x.get("task_name") not in tasks:
+        return False
+    if seeds and "seed" in x and x["seed"] not in seeds:
+        return False
+    return not (methods and x.get("type") == "cell" and x.get("method") not in methods)
+
+
+def _sources(results: str | os.PathLike | list) -> list[tuple[str, Path]]:
+    """(name, path) of each results file given: ``NAME=path`` or a path (named by its folder)."""
+    items = results if isinstance(results, list | tuple) else [results]
+    out = []
+    for item in items:
+        text = str(item)
+        name, eq, rest = text.partition("=")
+        path = Path(rest) if eq and not Path(text).exists() else Path(text)
+        out.append((name if eq and not Path(text).exists() else path.parent.name, path))
+    names = [n for n, _ in out]
+    if len(set(names)) != len(names):
+        raise EdgetuneError(f"two results files share the name {next(n for n in names if names.count(n) > 1)!r}; "
+                            "name them: NAME=path")
+    return out
+
+
+def _render_one(results: Path, out_dir: str | os.PathLike | None, plots: bool) -> Path:
     out = Path(out_dir) if out_dir is not None else results.parent
     if out.exists() and not out.is_dir():
         raise EdgetuneError(f"report folder {str(out)!r} is a file; give a folder")
@@ -133,7 +281,8 @@ def render(results: str | os.PathLike, out_dir: str | os.PathLike | None = None,
         return _render(results, out, plots, read_results(results))
 
 
-def _render(results: Path, out: Path, plots: bool, lines: list[dict[str, Any]]) -> Path:
+def _render(results: Path, out: Path, plots: bool, lines: list[dict[str, Any]], title: str | None = None,
+            source: str | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     headers = [x for x in lines if x.get("type") == "header"]
     if not headers:
@@ -141,18 +290,23 @@ def _render(results: Path, out: Path, plots: bool, lines: list[dict[str, Any]]) 
     config = dict(headers[0]["config"])
     for key in ("tasks", "shots", "seeds"):  # what every invocation covered (a bench may run in parts)
         config[key] = list(dict.fromkeys(v for h in headers for v in h["config"][key]))
+    if source is not None:  # several sources or some cells: what the report's cells cover
+        cells = [x for x in lines if x.get("type") == "cell"]
+        config.update(tasks=list(dict.fromkeys(c["task"] for c in cells)),
+                      shots=list(dict.fromkeys(c["shots"] for c in cells)),
+                      seeds=sorted({c["seed"] for c in cells}))
     summary = summarise(lines)
     default_models = config.get("models", [])
     machines = list(dict.fromkeys(json.dumps(h["machine"], sort_keys=True) for h in headers))
-    md = [f"# Bench: {config['name']}", "",
+    md = [f"# Bench: {title or config['name']}", "",
           f"- Models: {', '.join(default_models)}"
           + "".join(f"; {m['name']} on {', '.join(m['models'])}" for m in config["methods"] if m.get("models")),
           f"- Tasks: {', '.join(config['tasks'])} · shots: {', '.join(map(str, config['shots']))} · seeds: "
           f"{', '.join(map(str, config['seeds']))} · test subset: {config.get('test_size') or 'full'} "
           "(seeded, the same for every method)",
           f"- Machine(s): {'; '.join(machines)}",
-          f"- From `{results.name}` ({sum(1 for x in lines if x.get('type') == 'cell')} cells, {len(headers)} "
-          "invocation(s)); re-render with `edgetune bench --report " + results.name + "`.",
+          source or f"- From `{results.name}` ({sum(1 for x in lines if x.get('type') == 'cell')} cells, "
+          f"{len(headers)} invocation(s)); re-render with `edgetune bench --report " + results.name + "`.",
           "- Accuracy: mean ± sample std over seeds, %. Wall s: training time, plus for output-edge methods the "
           "time to query the model on the training prompts (test-set inference excluded for all). Queries: "
           "forward passes over single samples that training needs (train + dev; BBT: calls × k-shot set; "
@@ -186,7 +340,14 @@ def _render(results: Path, out: Path, plots: bool, lines: list[dict[str, Any]]) 
                       f"{r['n_seeds']} |" + extra)
         md.append("")
     for view in config.get("views", []):
-        md += pivot(summary, default_models) if "pivot" in view else paired(lines, view["paired"], default_models)
+        if "pivot" in view:
+            md += pivot(summary, default_models)
+        elif "checks" in view:
+            md += checks(lines, default_models)
+        elif "extraction" in view:
+            md += extraction(lines, default_models)
+        else:
+            md += paired(lines, view["paired"], default_models)
     if plots and summary:
         made = plot(summary, out, default_models)
         md += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in made] + [""]

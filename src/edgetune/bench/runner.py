@@ -10,6 +10,7 @@ steps) is read from its :meth:`~edgetune.methods.core.estimator.Method.costs`, n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -165,7 +166,7 @@ def _spec(config: BenchConfig, entry: MethodEntry) -> dict[str, Any]:
     """What, beside the cell's key, decides a cell's result: the method, its given parameters, the test size (or
     the held-out split)."""
     spec = {"name": entry.name, "params": _plain(entry.params), "test_size": config.test_size}
-    return {**spec, "eval": config.eval} if config.heldout else spec
+    return {**spec, "eval": config.eval} if config.eval != {"split": "test"} else spec
 
 
 def _renamed(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -226,35 +227,75 @@ def _run_cells(config: BenchConfig, todo: list, log: ResultsLog, console: Consol
                save_labels: set[str] | None) -> None:
     tasks: dict[str, Task] = {}
     tests: dict[tuple[str, str], Any] = {}
-    for n, (model, task_spec, shots, seed, entry) in enumerate(todo, 1):
-        if model not in ready:
-            ready[model] = load_backend(model, cache=cache.get(), progress=progress)
-        backend = ready[model]
-        key = task_key(task_spec)
-        task = tasks.setdefault(key, config.load_task(task_spec))
-        if (model, key) not in tests:
-            tests[(model, key)] = _eval_split(config, task)
-        test, pool, rest = tests[(model, key)]
-        train = task.sample(shots, seed) if rest is None else sample_k_per_class(rest, shots, seed)
-        console.print(f"[{n}/{len(todo)}] {model} · {task.name} · {shots}-shot · seed {seed} · {entry.label}")
-        method, row = run_cell(backend, task, train, test, entry, seed, log, progress)
-        row.update(type="cell", model=model, task=key, task_name=task.name + ("-val" if config.heldout else ""),
-                   shots=shots, seed=seed,
-                   method=entry.label, name=entry.name, model_identity=backend.identity, backend=backend.kind,
-                   n_train=len(train), n_test=len(test), n_test_pool=pool, time=time.time(),
-                   spec=_spec(config, entry))
-        log.write(row)
-        if save_dir is not None and (save_labels is None or entry.label in save_labels):
-            target = Path(save_dir) / save_name(task.name, entry.label, shots, seed)
-            if target.exists():  # made since the check before training (another run): keep both
-                target = target.with_name(f"{target.name}-{log.run}")
-                console.print(f"{target.name[: -len(log.run) - 1]} appeared meanwhile; saving to {target}")
-            method.save(target)
+    with contextlib.ExitStack() as stack:
+        servers: dict[str, Any] = {}
+        for n, cell in enumerate(todo, 1):
+            model = cell[0]
+            if model not in ready:
+                ready[model] = _backend(config, model, cache, progress, stack, servers)
+            _run_one(config, n, len(todo), cell, ready[model], tasks, tests, log, console, progress, save_dir,
+                     save_labels)
+
+
+def _backend(config: BenchConfig, model: str, cache: _LazyCache, progress: bool, stack: contextlib.ExitStack,
+             servers: dict[str, Any]) -> Backend:
+    """The backend a cell's model label names: a spec of the config's ``backends`` (a server it starts, one running,
+    or an in-process model with options), else a model loaded by name."""
+    spec = config.backends.get(model)
+    if spec is None:
+        return load_backend(model, cache=cache.get(), progress=progress)
+    options = {k: v for k, v in spec.items() if k not in ("model", "server", "base_url", "api_key_env")}
+    base_url = spec.get("base_url")
+    if "server" in spec:  # one server per model and settings, stopped when the run ends
+        from ..backends.server import LlamaServer
+
+        key = json.dumps([spec["model"], spec["server"]], sort_keys=True)
+        if key not in servers:
+            servers[key] = stack.enter_context(LlamaServer(spec["model"], **spec["server"]))
+        base_url = servers[key].base_url
+    if "api_key_env" in spec:
+        key_value = os.environ.get(spec["api_key_env"])
+        if not key_value:
+            raise EdgetuneError(f"backend {model!r}: environment variable {spec['api_key_env']} is not set")
+        options["api_key"] = key_value
+    if base_url is not None:
+        options.update(base_url=base_url, kind="openai")
+    return load_backend(spec["model"], cache=cache.get(), progress=progress, **options)
+
+
+def _run_one(config: BenchConfig, n: int, total: int, cell: tuple, backend: Backend, tasks: dict[str, Task],
+             tests: dict[tuple[str, str], Any], log: ResultsLog, console: Console, progress: bool,
+             save_dir: str | os.PathLike | None, save_labels: set[str] | None) -> None:
+    model, task_spec, shots, seed, entry = cell
+    key = task_key(task_spec)
+    task = tasks.setdefault(key, config.load_task(task_spec))
+    if (model, key) not in tests:
+        tests[(model, key)] = _eval_split(config, task)
+    test, pool, rest = tests[(model, key)]
+    train = task.sample(shots, seed) if rest is None else sample_k_per_class(rest, shots, seed)
+    console.print(f"[{n}/{total}] {model} · {task.name} · {shots}-shot · seed {seed} · {entry.label}")
+    method, row = run_cell(backend, task, train, test, entry, seed, log, progress,
+                           at_checks=config.eval.get("at_checks", False), model=model)
+    row.update(type="cell", model=model, task=key, task_name=task.name + ("-val" if config.heldout else ""),
+               shots=shots, seed=seed,
+               method=entry.label, name=entry.name, model_identity=backend.identity, backend=backend.kind,
+               n_train=len(train), n_test=len(test), n_test_pool=pool, time=time.time(),
+               spec=_spec(config, entry))
+    log.write(row)
+    if save_dir is not None and (save_labels is None or entry.label in save_labels):
+        target = Path(save_dir) / save_name(task.name, entry.label, shots, seed)
+        if target.exists():  # made since the check before training (another run): keep both
+            target = target.with_name(f"{target.name}-{log.run}")
+            console.print(f"{target.name[: -len(log.run) - 1]} appeared meanwhile; saving to {target}")
+        method.save(target)
 
 
 def run_cell(backend: Backend, task: Task, train: Any, test: Any, entry: MethodEntry, seed: int,
-             log: ResultsLog, progress: bool) -> tuple[Any, dict[str, Any]]:
-    """Fit one method on one sample and score it on ``test``; the fitted method and its record."""
+             log: ResultsLog, progress: bool, at_checks: bool = False,
+             model: str | None = None) -> tuple[Any, dict[str, Any]]:
+    """Fit one method on one sample and score it on ``test``; the fitted method and its record. ``at_checks``:
+    a gradient-trained method also scores ``test`` at each of its dev checks (the trainer's ``on_check``).
+    ``model``: the cell's model label, which extraction records carry (default: the backend's name)."""
     cls = get_method(entry.name)
     params = dict(entry.params)
     accepted = cls.param_names()
@@ -265,7 +306,7 @@ def run_cell(backend: Backend, task: Task, train: Any, test: Any, entry: MethodE
     y_test = np.array(test.label_ids())
     method = cls(model=backend, **params)
     if isinstance(method, OutputEdgeMethod):  # the method's own fit, in its two halves: extraction, then decoder
-        model_name = backend.name
+        model_name = model or backend.name
         prepared = method.prepare(train)
         if prepared.queries:
             log.write({"type": "extraction", "split": "train", "model": model_name, "task": task.name,
@@ -290,6 +331,12 @@ def run_cell(backend: Backend, task: Task, train: Any, test: Any, entry: MethodE
                         "extraction_seconds": extraction_s, "wall_seconds": fit_s + charged,
                         "queries": costs.queries, "trainable_params": costs.trainable_params, "steps": costs.steps,
                         "params": _plain(params), "cpu_share": share.share}
+    at_check: list[float] = []
+    if at_checks and hasattr(method, "on_check"):
+        def score(step: int, info: dict[str, Any]) -> None:  # the weights just checked on dev are in place
+            at_check.append(float((np.asarray(method.class_scores(list(test))).argmax(axis=1) == y_test).mean()))
+
+        method.on_check = score
     with CpuShare() as share, PeakMemory() as memory:
         method.fit(train)
     fit_s = share.seconds
@@ -301,7 +348,7 @@ def run_cell(backend: Backend, task: Task, train: Any, test: Any, entry: MethodE
            "cpu_share": share.share}
     history = getattr(method, "history_", None)
     if history and "loss" in history:
-        row["training"] = training_summary(history)
+        row["training"] = training_summary(history, getattr(method, "dev_size_", None), at_check or None)
     return method, row
 
 
@@ -394,14 +441,25 @@ def _heap_in_use() -> tuple[Any, str]:
     return read, "heap in use (mallinfo2)"
 
 
-def training_summary(history: Mapping[str, Any]) -> dict[str, Any]:
-    """The parts of a trained method's ``history_`` that say whether training converged."""
+def training_summary(history: Mapping[str, Any], n_dev: int | None = None,
+                     at_checks: list[float] | None = None) -> dict[str, Any]:
+    """The parts of a trained method's ``history_`` that say whether training converged: first and final training
+    loss, the dev curve, and for gradient training the mean training loss since the previous check
+    (``loss_per_check``, one per check after the start), the dev split's size and, when the eval split was scored
+    at each check, ``eval_accuracy`` (one per check, in the dev curve's order)."""
     loss = [float(v) for v in history.get("loss", [])]
     out: dict[str, Any] = {"final_loss": float(np.mean(loss[-10:])) if loss else None,
                            "first_loss": loss[0] if loss else None,
                            "dev_accuracy": [list(map(float, p)) for p in history.get("dev_accuracy", [])]}
     if history.get("dev_loss"):
         out["dev_loss"] = [list(map(float, p)) for p in history["dev_loss"]]
+        steps = [int(s) for s, _ in history["dev_loss"] if s > 0]
+        out["loss_per_check"] = [float(np.mean(loss[a:b])) if loss[a:b] else None
+                                 for a, b in zip([0, *steps], steps, strict=False)]
+    if n_dev:
+        out["n_dev"] = int(n_dev)
+    if at_checks:
+        out["eval_accuracy"] = at_checks
     for key in ("best_step", "best_call", "best_dev_accuracy", "best_dev_loss", "select_by", "best_train_loss",
                 "offset_ratio", "lr", "stopped", "rollbacks"):
         if key in history:

@@ -286,10 +286,11 @@ def load_task(
     name: str | os.PathLike,
     data_dir: str | os.PathLike | None = None,
     *,
-    template: str | None = None,
+    template: str | int | None = None,
     label_words: str | Mapping[str, str] | None = None,
 ) -> Task:
-    """A registry task by name, or a task file (YAML/JSON) by path; template and words may be overridden."""
+    """A registry task by name, or a task file (YAML/JSON) by path; template and words may be overridden (a
+    template given as a number, ``"1"``, picks one of the task's own templates: 0 is its main one)."""
     path = Path(name)
     if str(name) in TASKS:
         task = TASKS[str(name)].with_data_dir(data_dir)
@@ -301,6 +302,12 @@ def load_task(
         raise DataError(f"task file {str(path)!r} does not exist")
     else:
         raise DataError(f"unknown task {str(name)!r}; known: {', '.join(TASKS)} (or give a task .yaml file)")
+    if isinstance(template, int) or (isinstance(template, str) and template.strip().isdigit()):
+        choices, index = task.all_templates, int(template)
+        if index >= len(choices):
+            raise DataError(f"template {index}: task {task.name!r} has {len(choices)} template(s), numbered 0 to "
+                            f"{len(choices) - 1}")
+        template = choices[index]
     if template is not None or label_words is not None:
         task = replace(
             task,

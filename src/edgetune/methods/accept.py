@@ -32,7 +32,7 @@ from ..backends.local import LabelReader
 from .configs.accept import ACCEPTConfig
 from .core.config import ParamError
 from .core.input_edge import GradientMethod
-from .core.prompted import PromptedModel, factor_rates
+from .core.prompted import PromptedModel
 from .core.registry import register
 
 
@@ -137,10 +137,7 @@ class ACCEPT(GradientMethod):
     def param_groups(self) -> list[dict[str, Any]]:
         m = self.module_
         factors = {"prompt_weights": m.prompt_weights, "prompt_books": m.prompt_books}
-        if self.lr_prompt == "auto":  # the prompt moves as prompt tuning's does (see factor_rates)
-            self.factor_lr_ = factor_rates(lambda f: m.mix(f["prompt_weights"], f["prompt_books"]), factors,
-                                           self.learning_rate("lr_prompt"))
-        else:
-            self.factor_lr_ = dict.fromkeys(factors, self.learning_rate("lr_prompt"))
-        return [*({"params": [p], "lr": self.factor_lr_[k]} for k, p in factors.items()),
+        rates = self.factor_learning_rates("lr_prompt", lambda f: m.mix(f["prompt_weights"], f["prompt_books"]),
+                                           factors)
+        return [*({"params": [p], "lr": rates[k]} for k, p in factors.items()),
                 {"params": [m.offset_weights, m.offset_books], "lr": self.learning_rate("lr_offsets")}]

@@ -26,7 +26,7 @@ from ..backends.local import LabelReader
 from .configs.lamp import LAMPConfig
 from .core.config import ParamError
 from .core.input_edge import GradientMethod
-from .core.prompted import PromptedModel, factor_rates
+from .core.prompted import PromptedModel
 from .core.registry import register
 
 
@@ -95,9 +95,5 @@ class LAMP(GradientMethod):
     def param_groups(self) -> list[dict[str, Any]]:
         m = self.module_
         factors = {"u": m.u, "core": m.core, "v": m.v}
-        if self.lr_prompt == "auto":  # the prompt moves as prompt tuning's does (see factor_rates)
-            self.factor_lr_ = factor_rates(lambda f: f["u"] @ f["core"] @ f["v"], factors,
-                                           self.learning_rate("lr_prompt"))
-        else:
-            self.factor_lr_ = dict.fromkeys(factors, self.learning_rate("lr_prompt"))
-        return [{"params": [p], "lr": self.factor_lr_[k]} for k, p in factors.items()]
+        rates = self.factor_learning_rates("lr_prompt", lambda f: f["u"] @ f["core"] @ f["v"], factors)
+        return [{"params": [p], "lr": rates[k]} for k, p in factors.items()]

@@ -38,6 +38,7 @@ MAX_LR = 1e3
 MAX_SEED = 2**32 - 1
 PROMPT_INITS = ("vocab", "text", "range", "zeros")
 INPUT_COLUMNS = ("text_col", "text_b_col")  # every method's: where a DataFrame's texts are
+TEMPLATE_EXAMPLE = "'{text} It was {mask}'"
 SELECT_BY = ("loss", "accuracy")  # which dev checkpoint a gradient method keeps (see AdamWTrainer)
 
 
@@ -86,6 +87,22 @@ def check_whole(owner: str, name: str, value: Any, low: int = 0, high: int | Non
 
 
 Check = Callable[[str, str, Any], None]
+
+
+def value_from_text(text: str) -> Any:
+    """A parameter value written as text (a command-line flag, ``"name:key=value"``): an int, a float, a bool,
+    none, or the text itself."""
+    low = text.strip().lower()
+    if low in ("none", "null"):
+        return None
+    if low in ("true", "false"):
+        return low == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def whole(low: int = 0, high: int | None = None, *, none_ok: bool = False) -> Check:
@@ -149,6 +166,13 @@ def names(owner: str, name: str, value: Any) -> None:
     if value is not None and (isinstance(value, str) or not isinstance(value, list | tuple) or not value
                               or not all(isinstance(v, str) and v for v in value)):
         raise ParamError(f"{owner}: {name} must be a non-empty list of names or None, not {value!r}")
+
+
+def template_choice(owner: str, name: str, value: Any) -> None:
+    """A check: ``None``, a prompt template (text) or the number of one of the task's templates (from 0)."""
+    if not (value is None or isinstance(value, str) or (_whole_number(value) and value >= 0)):
+        raise ParamError(f"{owner}: {name} must be a prompt (e.g. {TEMPLATE_EXAMPLE}), the number of one of the "
+                         f"task's templates (0: its main one) or None, not {value!r}")
 
 
 def word_map(owner: str, name: str, value: Any) -> None:
@@ -266,15 +290,15 @@ class MethodConfig:
 
 
 # -- the families ---------------------------------------------------------------------------------------------------
-TEMPLATE_EXAMPLE = "'{text} It was {mask}'"
 
 
 @dataclass(kw_only=True)
 class PromptConfig(MethodConfig):
     """A prompt: template and label words (both default to the task's)."""
 
-    template: str | None = param(None, "prompt template, e.g. '{text} It was {mask}' (None: the task's)",
-                                 text(example=TEMPLATE_EXAMPLE))
+    template: str | int | None = param(None, "prompt template, e.g. '{text} It was {mask}', or the number of one "
+                                             "of the task's templates (0: its main one; None: the task's)",
+                                       template_choice)
     label_words: dict[str, str] | str | None = param(
         None, "one word per label, a mapping or 'label:word,...' (None: the task's)", word_map)
 

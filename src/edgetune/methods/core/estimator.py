@@ -399,12 +399,22 @@ def label_order(y: Any) -> list[str]:
         return sorted(values)
 
 
-def resolve_prompt(X: Any, template: str | None, label_words: Mapping[str, str] | str | None,
+def resolve_prompt(X: Any, template: str | int | None, label_words: Mapping[str, str] | str | None,
                    y: Sequence[str] | None = None) -> tuple[Template, dict[str, str], tuple[str, ...]]:
     """The template, label words and label order for training data ``X``: the method's own settings, else
-    those of the task ``X`` was drawn from. With a template and no label words anywhere, each label's
-    readable name is its word (``transfer_money`` → ``"transfer money"``)."""
+    those of the task ``X`` was drawn from (a number picks one of the task's templates, 0 its main one). With a
+    template and no label words anywhere, each label's readable name is its word (``transfer_money`` →
+    ``"transfer money"``)."""
     task = getattr(X, "task", None)
+    if isinstance(template, int) and not isinstance(template, bool):
+        choices = task.all_templates if task is not None else []
+        if not choices:
+            raise DataError(f"template={template} picks one of the task's templates; this data comes from no task: "
+                            "pass the prompt itself")
+        if template >= len(choices):
+            raise DataError(f"template={template}: task {task.name!r} has {len(choices)} template(s), numbered "
+                            f"0 to {len(choices) - 1}")
+        template = choices[template]
     template = template if template is not None else getattr(task, "template", None)
     words = label_words if label_words is not None else getattr(task, "label_words", None)
     if words is None and template is not None:

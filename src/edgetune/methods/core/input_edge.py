@@ -35,7 +35,7 @@ from ...errors import DataError, EdgetuneError, IncompatibleError
 from .config import BlackBoxConfig, GradientConfig, InputEdgeConfig, ParamError, ProjectedConfig
 from .estimator import Costs, Method
 from .persistence import check_shapes, restore, write_atomically
-from .prompted import embed_ids, embedding_scale, sample_vocab_prompt, text_prompt_ids
+from .prompted import embed_ids, embedding_scale, factor_rates, sample_vocab_prompt, text_prompt_ids
 from .trainers import AdamWTrainer, CMAESTrainer
 
 PROMPT_INITS = ("vocab", "text", "range", "zeros")
@@ -310,6 +310,16 @@ class GradientMethod(InputEdgeMethod):
         """The learning rate in use for parameter ``name`` ("auto" resolved against the embedding scale)."""
         value = getattr(self, name)
         return self.prompt_lr_ratio * self.embedding_scale_ if value == "auto" else float(value)
+
+    def factor_learning_rates(self, name: str, build: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+                              factors: dict[str, torch.Tensor]) -> dict[str, float]:
+        """The rate of each factor of a prompt trained as a product (``build(factors)`` is the prompt): with
+        ``name`` = "auto", rates that move the prompt as prompt tuning's step moves its prompt (:func:`factor_rates`);
+        a number: that rate for every factor. Kept in ``factor_lr_`` (reported in ``history_["lr"]``)."""
+        step = self.learning_rate(name)
+        self.factor_lr_ = (factor_rates(build, factors, step) if getattr(self, name) == "auto"
+                           else dict.fromkeys(factors, step))
+        return self.factor_lr_
 
     def offset_ratio(self, ids: list[list[int]]) -> float | None:
         """Mean ‖offset‖ / ‖embedding‖ over the training tokens, for methods that offset embeddings."""

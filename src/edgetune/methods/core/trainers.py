@@ -25,6 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .selection import choose, unchoosable
+
 if TYPE_CHECKING:
     from .config import BlackBoxConfig, GradientConfig
 
@@ -179,47 +181,6 @@ class AdamWTrainer:
         if best <= start or lost <= 2.0 / max(n_dev, 1) + 1e-9 or lost <= self.config.rollback * (best - start):
             return None
         return pick
-
-
-def choose(checks: Sequence[tuple[int, float, float, Any]], select_by: str, n_dev: int) -> int:
-    """Index of the check to keep among (step, dev accuracy, dev loss, ...) tuples, the first being the start.
-
-    ``"accuracy"``: the earliest check with the highest dev accuracy (the papers' rule). ``"loss"``: the lowest
-    dev loss among the checks at least as accurate as the start *and* within two dev examples of the most
-    accurate check — loss separates checks that a small dev split scores alike, and the accuracy window keeps
-    it from preferring a collapsed, near-uniform model whose loss is low only because it is unsure.
-    """
-    accs = [c[1] for c in checks]
-    if select_by == "accuracy":
-        return accs.index(max(accs))
-    floor = _floor(accs, n_dev)
-    return min((i for i, a in enumerate(accs) if a >= floor), key=lambda i: checks[i][2])
-
-
-def _floor(accs: Sequence[float], n_dev: int) -> float:
-    """The loss rule's accuracy floor: the start's dev accuracy, or two dev examples below the best, if higher."""
-    return max(accs[0], max(accs) - 2.0 / max(n_dev, 1) - 1e-9)
-
-
-def unchoosable(checks: Sequence[tuple[int, float, float, Any]], select_by: str, n_dev: int) -> list[int]:
-    """Indices of checks that :func:`choose` can never pick, however training goes on: their weights can be
-    dropped (a full fine-tuning checkpoint of SmolLM2 is 0.5 GB).
-
-    ``"accuracy"``: every check but the earliest most accurate one (a later pick must be strictly more accurate).
-    ``"loss"``: a check below the accuracy floor (the floor only rises), and a check *dominated* by another — at
-    least as accurate and with a lower loss (or the same loss, earlier): whenever the dominated check is in the
-    window, the other one is too and is preferred. The pick of ``checks[:-1]`` stays unless the latest check
-    dominates it, and then rollback does not fire (the latest check is at least as accurate)."""
-    keep = choose(checks, select_by, n_dev)
-    if select_by == "accuracy":
-        return [i for i in range(len(checks)) if i != keep]
-    accs = [c[1] for c in checks]
-    floor = _floor(accs, n_dev)
-
-    def dominated(i: int) -> bool:
-        return any(j != i and accs[j] >= accs[i] and (checks[j][2], j) < (checks[i][2], i) for j in range(len(checks)))
-
-    return [i for i in range(len(checks)) if i != keep and (accs[i] < floor or dominated(i))]
 
 
 class BlackBoxProblem(Protocol):
