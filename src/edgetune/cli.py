@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .errors import EdgetuneError
+from .metrics import METRIC_NAMES
 
 if TYPE_CHECKING:  # rich is imported when a command runs: parsing and --help stay fast
     from rich.console import Console
 
 #: constructor parameters that `run` sets itself (or through its own flags) rather than as method options
-RUN_OWNED = ("template", "label_words", "seed", "progress", "labels", "text_col", "text_b_col")
+RUN_OWNED = ("template", "label_words", "seed", "progress", "labels", "text_col", "text_b_col", "metric")
 #: `edgetune run`'s default test subset: a first answer in about a minute on a laptop CPU
 QUICK_TEST_SIZE = 200
 #: method parameters whose flag would clash with a backend flag
@@ -86,6 +87,14 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                         help=f"evaluate on a seeded random subset of N test examples, the same for every method "
                         f"(default {QUICK_TEST_SIZE}, for a first answer in about a minute; 'all' for the whole "
                         "test set)")
+    common.add_argument("--metric", choices=METRIC_NAMES, default="accuracy",
+                        help="the measure the table shows (and auto optimises): accuracy (default), macro_f1 or "
+                        "balanced_accuracy; records carry all three")
+    common.add_argument("--sample", choices=["per_class", "natural"], default="per_class",
+                        help="per_class: --shots examples of every label (default); natural: --n examples at the "
+                        "train pool's own label distribution, every label at least once")
+    common.add_argument("--n", type=_positive_int, default=None,
+                        help="examples drawn with --sample natural")
     common.add_argument("--data-dir", help="task data root (default $EDGETUNE_DATA_DIR, else the data installed "
                         "with edgetune)")
     common.add_argument("--output", "-o",
@@ -145,6 +154,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     bench.add_argument("--data-dir", help="task data root (default: the config's data_dir, else "
                        "$EDGETUNE_DATA_DIR, else the data installed with edgetune)")
     bench.add_argument("--no-plots", action="store_true", help="Markdown only")
+    bench.add_argument("--per-class", action="store_true", help="add precision and recall per label and a "
+                       "confusion-matrix plot per task and method to the report")
     bench.add_argument("--cache", metavar="FEATURES.sqlite", help="the feature cache to read and fill (default: "
                        "features.sqlite beside the results; a config's cache: cold makes a fresh one)")
     bench.add_argument("--tasks", nargs="+", metavar="TASK", help="run only these tasks of the grid now")
@@ -316,14 +327,28 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             print(t.derived_words_note(), file=sys.stderr)
     model = args.model or cls.default_model
     entries = [MethodEntry(n, n, _knobs(args, n)) for n in (*cls.companions, cls.name)]
+    for entry in entries:  # --metric is what a method that optimises a measure (auto) optimises
+        if "metric" in get_method(entry.name).param_names() and args.metric != "accuracy":
+            entry.params["metric"] = args.metric
     for entry in entries:  # a parameter no run can use is refused before the model loads
         entry.check()
     out = Path(args.output or f"results/{args.method}-{safe_name(model)}")
     for flag, values in (("--seeds", args.seeds), ("--shots", args.shots)):
         if len(set(values)) < len(values):
             print(f"note: {flag} lists a value twice; each runs once", file=sys.stderr)
+    shots = args.shots
+    if args.sample == "natural":
+        if args.n is None:
+            raise EdgetuneError("--sample natural needs --n N (examples in all, e.g. --n 64)")
+        shots = [args.n]
+        for t in tasks:  # fewer examples than labels: one line before any model loads
+            if args.n < len(t.labels):
+                raise EdgetuneError(f"--n {args.n} is smaller than the number of labels of {t.name} ({len(t.labels)}); "
+                                    f"every label needs at least one example: use --n {len(t.labels)} or more")
+    elif args.n is not None:
+        raise EdgetuneError("--n is for --sample natural; with per-class samples give --shots")
     config = BenchConfig(name=f"run {args.method}", tasks=list(tasks), methods=entries, models=[model],
-                         shots=args.shots, seeds=args.seeds, test_size=args.test_size)
+                         shots=shots, seeds=args.seeds, test_size=args.test_size, sample=args.sample)
     save_labels = {cls.name}
     check_run(config, out, args.save_dir, save_labels)  # output, earlier records, save folder: before loading
     backend = _backend(args, model, cls)
@@ -336,7 +361,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
                             backends={model: backend}, save_dir=args.save_dir, save_labels=save_labels, run_id=run_id)
     finally:
         backend.cache.close()  # at once, not when the backend is collected: the cache is whole when run returns
-    print_run(lines_of_run(read_results(results), config, run_id), console)
+    print_run(lines_of_run(read_results(results), config, run_id), console, metric=args.metric)
     report = render(results, plots=False)
     console.print(f"records: {results} · report: {report}")
     return 0
@@ -396,7 +421,7 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
         if args.config:
             raise EdgetuneError("give either CONFIG.yaml (run, then report) or --report RESULTS.jsonl, not both")
         path = render(args.report, out_dir=args.output, plots=not args.no_plots, tasks=args.tasks,
-                      seeds=args.seeds, methods=args.methods)
+                      seeds=args.seeds, methods=args.methods, per_class=args.per_class)
         console.print(f"report written to {path}")
         return 0
     if not args.config:
@@ -416,7 +441,7 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     finally:
         if cache is not None:
             cache.close()
-    path = render(results, plots=not args.no_plots)
+    path = render(results, plots=not args.no_plots, per_class=args.per_class)
     console.print(f"results: {results}\nreport: {path}")
     return 0
 

@@ -110,11 +110,15 @@ class BenchConfig:
     cache: str = "warm"
     #: extra tables in the report: {"pivot": "accuracy"} (task × method), {"paired": LABEL} (per-seed differences
     #: from that method, on the same samples), {"checks": "rules"} (gradient-trained cells: each run's curves per
-    #: dev check and, with ``eval: {at_checks: true}``, the eval accuracy at the check each selection rule keeps)
+    #: dev check and, with ``eval: {at_checks: true}``, the eval accuracy at the check each selection rule keeps),
+    #: {"per_class": "confusion"} (precision and recall per label, and a confusion-matrix plot per task and method)
     views: list[dict[str, Any]] = field(default_factory=list)
     #: named backends the ``models`` list may use (label -> spec, see :func:`check_backend`): a server the bench
     #: starts, one already running, or an in-process model with options; records and reports use the label
     backends: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: how few-shot samples are drawn: "per_class" (``shots`` examples of every label) or "natural" (``shots``
+    #: examples in all, at the train pool's own label distribution, every label at least once)
+    sample: str = "per_class"
     base: Path = field(default_factory=Path.cwd)  # folder relative task files and outputs resolve from
 
     def __post_init__(self) -> None:
@@ -131,15 +135,18 @@ class BenchConfig:
             if not (isinstance(seed, int) and 0 <= seed <= MAX_SEED):
                 raise DataError(f"bench {self.name!r}: a seed is a whole number from 0 to {MAX_SEED}, not {seed!r}")
         self.eval = check_eval(self.name, self.eval)
+        if self.sample not in ("per_class", "natural"):
+            raise DataError(f"bench {self.name!r}: sample is per_class or natural, not {self.sample!r}")
         if self.cache not in ("warm", "cold"):
             raise DataError(f"bench {self.name!r}: cache is warm or cold, not {self.cache!r}")
         for view in self.views:
             ok = isinstance(view, Mapping) and len(view) == 1 and (
                 view.get("pivot") == "accuracy" or view.get("paired") in labels or view.get("checks") == "rules"
-                or view.get("extraction") == "totals")
+                or view.get("extraction") == "totals" or view.get("per_class") == "confusion")
             if not ok:
                 raise DataError(f"bench {self.name!r}: a view is {{pivot: accuracy}}, {{checks: rules}}, {{extraction: "
-                                f"totals}} or {{paired: LABEL}} with one of the method labels {labels}, not {view!r}")
+                                f"totals}}, {{per_class: confusion}} or {{paired: LABEL}} with one of the method "
+                                f"labels {labels}, not {view!r}")
         if not isinstance(self.backends, Mapping):
             raise DataError(f"bench {self.name!r}: backends maps a label to a backend spec, not {self.backends!r}")
         self.backends = {str(k): check_backend(self.name, str(k), v) for k, v in self.backends.items()}
@@ -167,7 +174,7 @@ class BenchConfig:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], base: Path | None = None, default_name: str = "bench") -> BenchConfig:
         known = {"name", "tasks", "methods", "models", "shots", "seeds", "test_size", "output", "data_dir", "order",
-                 "eval", "cache", "views", "backends"}
+                 "eval", "cache", "views", "backends", "sample"}
         unknown = set(raw) - known
         if unknown:
             raise DataError(f"bench config: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -203,7 +210,8 @@ class BenchConfig:
                    shots=integers("shots", [16], 1), seeds=integers("seeds", [0, 1, 2], 0),
                    test_size=test_size, output=raw.get("output"), data_dir=raw.get("data_dir"),
                    eval=raw.get("eval") or {"split": "test"}, cache=str(raw.get("cache", "warm")),
-                   views=listed("views", []), backends=raw.get("backends") or {}, base=base or Path.cwd())
+                   views=listed("views", []), backends=raw.get("backends") or {}, base=base or Path.cwd(),
+                   sample=str(raw.get("sample", "per_class")))
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "order": self.order, "tasks": [task_key(t) for t in self.tasks],
@@ -214,7 +222,8 @@ class BenchConfig:
                 **({"eval": self.eval} if self.eval != {"split": "test"} else {}),
                 **({"cache": self.cache} if self.cache != "warm" else {}),
                 **({"views": self.views} if self.views else {}),
-                **({"backends": self.backends} if self.backends else {})}
+                **({"backends": self.backends} if self.backends else {}),
+                **({"sample": self.sample} if self.sample != "per_class" else {})}
 
     def load_task(self, spec: str | Task) -> Task:
         if isinstance(spec, Task):

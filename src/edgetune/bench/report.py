@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import EdgetuneError
 from ..methods import display_name
+from ..metrics import METRIC_NAMES, METRIC_TITLES, per_class
 from .records import read_results, results_lock
 
 #: what the peak-memory column means (said only where records carry it)
@@ -54,6 +55,8 @@ def summarise(lines: list[dict[str, Any]]) -> dict[str, Any]:
             "trainable_params": int(cs[0]["trainable_params"]), "edge": cs[0].get("edge", "?"),
             "n_train": int(np.mean([c["n_train"] for c in cs])), "n_test": cs[0]["n_test"],
             "min": float(acc.min()), "offset_ratio": _mean_of(cs, "offset_ratio"),
+            # the other measures (records from before they existed have accuracy only)
+            "measures": {m: _mean_std([c[m] for c in cs]) for m in METRIC_NAMES if all(m in c for c in cs)},
             "peak_memory_mb": (float(np.mean([c["peak_memory_mb"] for c in cs]))
                                if all("peak_memory_mb" in c for c in cs) else None),
             "start_dev": _mean_of(cs, "dev_accuracy", first=True), "best_dev": _mean_of(cs, "best_dev_accuracy"),
@@ -62,6 +65,55 @@ def summarise(lines: list[dict[str, Any]]) -> dict[str, Any]:
                             if any("rollbacks" in (c.get("training") or {}) for c in cs) else None),
         })
     return dict(out)
+
+
+def per_class_view(lines: list[dict[str, Any]], default_models: list[str], out: Path | None) -> list[str]:
+    """Per (task, method, shots): each label's precision and recall from the confusion matrices summed over seeds,
+    and (with ``out``) a confusion-matrix plot ``confusion-<task>-<method>-<shots>shot.png`` in ``out``."""
+    groups: dict[tuple[str, str, str, int], list[dict[str, Any]]] = defaultdict(list)
+    for c in latest_cells(lines).values():
+        if "confusion" in c and "labels" in c:
+            groups[(c.get("task_name", c["task"]), c["method"], c["model"], c["shots"])].append(c)
+    md = ["## Per class", "", "Precision and recall % per label, from the confusion matrices of every seed added "
+          "together (rows of a plot: the true label; columns: the predicted one).", ""]
+    for (task, method, model, shots), cs in sorted(groups.items()):
+        labels = cs[0]["labels"]
+        total = np.sum([np.asarray(c["confusion"]) for c in cs if c["labels"] == labels], axis=0)
+        precision, recall = per_class(total)
+        md += [f"### {task} · {_label(method, model, default_models)} · {shots}-shot ({len(cs)} seeds)", "",
+               "| label | precision % | recall % | test examples |", "|---|---:|---:|---:|"]
+        md += [f"| {lab} | {100 * p:.1f} | {100 * r:.1f} | {int(n)} |"
+               for lab, p, r, n in zip(labels, precision, recall, total.sum(1), strict=True)]
+        if out is not None:
+            from ..paths import safe_name
+
+            name = f"confusion-{safe_name(task)}-{safe_name(method)}-{shots}shot.png"
+            _confusion_plot(total, labels, f"{task} · {display_name(method)} · {shots}-shot", out / name)
+            md += ["", f"![{name}]({name})"]
+        md.append("")
+    return md
+
+
+def _confusion_plot(matrix: np.ndarray, labels: list[str], title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    size = 3 + 0.35 * len(labels)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ConfusionMatrixDisplay(matrix, display_labels=labels).plot(ax=ax, colorbar=False, include_values=len(labels) <= 12,
+                                                               xticks_rotation="vertical")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    a = np.asarray(values, dtype=float)
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
 
 
 def pivot(summary: dict[str, list[dict[str, Any]]], default_models: list[str]) -> list[str]:
@@ -207,18 +259,19 @@ def _fmt_s(x: float) -> str:
 
 def render(results: str | os.PathLike | list, out_dir: str | os.PathLike | None = None, plots: bool = True, *,
            tasks: list[str] | None = None, seeds: list[int] | None = None,
-           methods: list[str] | None = None) -> Path:
+           methods: list[str] | None = None, per_class: bool = False) -> Path:
     """Write ``report.md`` (and the plots) next to ``results`` (or into ``out_dir``); return the report path.
 
     ``results`` may also be several results files (each a path, or ``"NAME=path"``) for one report from all of
     them, e.g. the same methods run on two machines: it needs ``out_dir`` (never a source's own folder, whose
     report is that file's), and each cell is shown under its model *and* its source's name (``NAME``, else the
     results' folder name), so rows from different sources are never pooled. ``tasks``, ``seeds`` and
-    ``methods`` (labels) keep only those cells."""
+    ``methods`` (labels) keep only those cells. ``per_class``: add the per-class view (precision and recall per
+    label, and confusion-matrix plots) whether the config asks for it or not."""
     sources = _sources(results)
     keep = {"task": tasks, "seed": seeds, "method": methods}
     if len(sources) == 1 and not any(keep.values()):
-        return _render_one(sources[0][1], out_dir, plots)
+        return _render_one(sources[0][1], out_dir, plots, per_class)
     if out_dir is None:
         raise EdgetuneError("a report of several results files (or of some of their cells) needs an output folder "
                             "(-o DIR)")
@@ -239,7 +292,8 @@ def render(results: str | os.PathLike | list, out_dir: str | os.PathLike | None 
     source = (f"- From {', '.join(f'`{path}`' for _, path in sources)} "
               f"({sum(1 for x in lines if x.get('type') == 'cell')} cells{', filtered' if filters else ''}); "
               f"re-render with `edgetune bench --report {given}{filters} -o {out}`.")
-    return _render(sources[0][1], out, plots, lines, title=" + ".join(name for name, _ in sources), source=source)
+    return _render(sources[0][1], out, plots, lines, title=" + ".join(name for name, _ in sources), source=source,
+                   per_class=per_class)
 
 
 def _kept(x: dict[str, Any], tasks: list[str] | None, seeds: list[int] | None, methods: list[str] | None) -> bool:
@@ -269,20 +323,20 @@ def _sources(results: str | os.PathLike | list) -> list[tuple[str, Path]]:
     return out
 
 
-def _render_one(results: Path, out_dir: str | os.PathLike | None, plots: bool) -> Path:
+def _render_one(results: Path, out_dir: str | os.PathLike | None, plots: bool, per_class: bool = False) -> Path:
     out = Path(out_dir) if out_dir is not None else results.parent
     if out.exists() and not out.is_dir():
         raise EdgetuneError(f"report folder {str(out)!r} is a file; give a folder")
     if not results.is_file():
-        return _render(results, out, plots, read_results(results))  # read_results says what is wrong
+        return _render(results, out, plots, read_results(results), per_class=per_class)  # it says what is wrong
     if not os.access(results.parent, os.W_OK):  # records nobody can append to here: nothing to wait for
-        return _render(results, out, plots, read_results(results))
+        return _render(results, out, plots, read_results(results), per_class=per_class)
     with results_lock(results):  # a report from every record, never one overwritten by an older reading
-        return _render(results, out, plots, read_results(results))
+        return _render(results, out, plots, read_results(results), per_class=per_class)
 
 
 def _render(results: Path, out: Path, plots: bool, lines: list[dict[str, Any]], title: str | None = None,
-            source: str | None = None) -> Path:
+            source: str | None = None, per_class: bool = False) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     headers = [x for x in lines if x.get("type") == "header"]
     if not headers:
@@ -318,10 +372,13 @@ def _render(results: Path, out: Path, plots: bool, lines: list[dict[str, Any]], 
         trained = any(r["best_dev"] is not None for r in rows)  # columns that only newer records carry
         guarded = any(r.get("rolled_back") is not None for r in rows)
         measured = any(r.get("peak_memory_mb") is not None for r in rows)
-        md.append("| method | shots | n train | accuracy % | wall s | train s | queries | trainable params | seeds |"
+        others = [m for m in METRIC_NAMES[1:] if any(m in r["measures"] for r in rows)]
+        md.append("| method | shots | n train | accuracy % |" + "".join(f" {METRIC_TITLES[m]} % |" for m in others)
+                  + " wall s | train s | queries | trainable params | seeds |"
                   + (" worst seed % | dev % start → chosen | offset ratio |" if trained else "")
                   + (" runs rolled back |" if guarded else "") + (" peak MB |" if measured else ""))
-        md.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if trained else "")
+        md.append("|---|---:|---:|---:|" + "---:|" * len(others) + "---:|---:|---:|---:|---:|"
+                  + ("---:|---:|---:|" if trained else "")
                   + ("---:|" if guarded else "") + ("---:|" if measured else ""))
         for r in sorted(rows, key=lambda r: (r["shots"], -r["mean"])):
             extra = ""
@@ -335,17 +392,24 @@ def _render(results: Path, out: Path, plots: bool, lines: list[dict[str, Any]], 
             if measured:
                 extra += f" {r['peak_memory_mb']:,.0f} |" if r.get("peak_memory_mb") is not None else " |"
             md.append(f"| {_label(r['method'], r['model'], default_models)} | {r['shots']} | {r['n_train']} | "
-                      f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f} | {_fmt_s(r['wall_seconds'])} | "
+                      f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f} | "
+                      + "".join(f"{pct(*r['measures'][m])} | " if m in r["measures"] else " | " for m in others)
+                      + f"{_fmt_s(r['wall_seconds'])} | "
                       f"{_fmt_s(r['fit_seconds'])} | {r['queries']:,.0f} | {r['trainable_params']:,} | "
                       f"{r['n_seeds']} |" + extra)
         md.append("")
-    for view in config.get("views", []):
+    views = list(config.get("views", []))
+    if per_class and {"per_class": "confusion"} not in views:
+        views.append({"per_class": "confusion"})
+    for view in views:
         if "pivot" in view:
             md += pivot(summary, default_models)
         elif "checks" in view:
             md += checks(lines, default_models)
         elif "extraction" in view:
             md += extraction(lines, default_models)
+        elif "per_class" in view:
+            md += per_class_view(lines, default_models, out if plots else None)
         else:
             md += paired(lines, view["paired"], default_models)
     if plots and summary:
@@ -438,9 +502,10 @@ def lines_of_run(lines: list[dict[str, Any]], config: Any, run_id: str) -> list[
     return paid + list(latest.values())
 
 
-def print_run(lines: list[dict[str, Any]], console: Any) -> None:
-    """One rich table per (model, task, shots): accuracy per seed and method, mean ± std, training time,
-    trainable parameters; then what the model queries cost (or the training steps)."""
+def print_run(lines: list[dict[str, Any]], console: Any, metric: str = "accuracy") -> None:
+    """One rich table per (model, task, shots): ``metric`` (:data:`~edgetune.metrics.METRIC_NAMES`) per seed and
+    method, mean ± std, training time, trainable parameters; then what the model queries cost (or the training
+    steps)."""
     from rich.table import Table
 
     cells = [c for c in lines if c.get("type") == "cell"]
@@ -452,18 +517,19 @@ def print_run(lines: list[dict[str, Any]], console: Any) -> None:
         seeds = sorted({c["seed"] for c in cs})
         n, pool = cs[0]["n_test"], cs[0].get("n_test_pool", cs[0]["n_test"])
         sub = f" (a seeded subset of {pool:,}; --test-size all for every one)" if pool > n else ""
-        table = Table(title=f"{task} · {shots}-shot · {model} · {n:,} test examples{sub}", title_justify="left")
+        table = Table(title=f"{task} · {shots}-shot · {model} · {n:,} test examples{sub} · {METRIC_TITLES[metric]} %",
+                      title_justify="left")
         table.add_column("seed", justify="right")
         for m in methods:
             table.add_column(display_name(m), justify="right")
         by = {(c["method"], c["seed"]): c for c in cs}
         for seed in seeds:
-            table.add_row(str(seed), *[f"{100 * by[(m, seed)]['accuracy']:.1f}" if (m, seed) in by else "-"
-                                       for m in methods])
+            table.add_row(str(seed), *[f"{100 * by[(m, seed)][metric]:.1f}" if metric in by.get((m, seed), {})
+                                       else "-" for m in methods])
         table.add_section()
         stats = {}
         for m in methods:
-            acc = np.array([c["accuracy"] for c in cs if c["method"] == m])
+            acc = np.array([c[metric] for c in cs if c["method"] == m and metric in c] or [math.nan])
             fit = np.mean([c["fit_seconds"] for c in cs if c["method"] == m])
             stats[m] = (acc.mean(), acc.std(ddof=1) if len(acc) > 1 else 0.0, fit)
         table.add_row("mean ± std", *[pct(stats[m][0], stats[m][1]) for m in methods], style="bold")
@@ -471,6 +537,8 @@ def print_run(lines: list[dict[str, Any]], console: Any) -> None:
         table.add_row("trainable params", *[f"{next(c['trainable_params'] for c in cs if c['method'] == m):,}"
                                             for m in methods])
         console.print(table)
+        for c in sorted((c for c in cs if "choice" in c), key=lambda c: (c["method"], c["seed"])):
+            console.print(f"seed {c['seed']}: {c['choice']['summary']}", highlight=False)
         trained = [c for c in cs if c.get("edge") != "output"]
         if trained:
             steps = sorted({c["steps"] for c in trained})

@@ -24,12 +24,13 @@ import numpy as np
 from rich.console import Console
 
 from ..backends import Backend, FeatureCache, load_backend
-from ..data.sampling import held_out, sample_k_per_class, subsample
+from ..data.sampling import held_out, sample_k_per_class, sample_natural, subsample
 from ..data.tasks import Task
 from ..errors import EdgetuneError
 from ..methods import get_method
 from ..methods.configs import declarations
 from ..methods.core.output_edge import OutputEdgeMethod
+from ..metrics import confusion, scores
 from ..paths import safe_name
 from .config import BenchConfig, MethodEntry, key_of, task_key
 from .records import RESULTS_NAME, ResultsLog, machine_info, read_results
@@ -166,6 +167,8 @@ def _spec(config: BenchConfig, entry: MethodEntry) -> dict[str, Any]:
     """What, beside the cell's key, decides a cell's result: the method, its given parameters, the test size (or
     the held-out split)."""
     spec = {"name": entry.name, "params": _plain(entry.params), "test_size": config.test_size}
+    if config.sample != "per_class":
+        spec["sample"] = config.sample
     return {**spec, "eval": config.eval} if config.eval != {"split": "test"} else spec
 
 
@@ -272,16 +275,23 @@ def _run_one(config: BenchConfig, n: int, total: int, cell: tuple, backend: Back
     if (model, key) not in tests:
         tests[(model, key)] = _eval_split(config, task)
     test, pool, rest = tests[(model, key)]
-    train = task.sample(shots, seed) if rest is None else sample_k_per_class(rest, shots, seed)
-    console.print(f"[{n}/{total}] {model} · {task.name} · {shots}-shot · seed {seed} · {entry.label}")
+    if rest is None:
+        train = task.sample(shots, seed, how=config.sample)
+    else:
+        train = (sample_natural if config.sample == "natural" else sample_k_per_class)(rest, shots, seed)
+    size = f"n = {shots} (natural)" if config.sample == "natural" else f"{shots}-shot"
+    console.print(f"[{n}/{total}] {model} · {task.name} · {size} · seed {seed} · {entry.label}")
     method, row = run_cell(backend, task, train, test, entry, seed, log, progress,
                            at_checks=config.eval.get("at_checks", False), model=model)
-    row.update(type="cell", model=model, task=key, task_name=task.name + ("-val" if config.heldout else ""),
+    suffix = ("-val" if config.heldout else "") + ("-natural" if config.sample == "natural" else "")
+    row.update(type="cell", model=model, task=key, task_name=task.name + suffix, sample=config.sample,
                shots=shots, seed=seed,
                method=entry.label, name=entry.name, model_identity=backend.identity, backend=backend.kind,
                n_train=len(train), n_test=len(test), n_test_pool=pool, time=time.time(),
                spec=_spec(config, entry))
     log.write(row)
+    if "choice" in row:
+        console.print(row["choice"]["summary"])
     if save_dir is not None and (save_labels is None or entry.label in save_labels):
         target = Path(save_dir) / save_name(task.name, entry.label, shots, seed)
         if target.exists():  # made since the check before training (another run): keep both
@@ -324,10 +334,10 @@ def run_cell(backend: Backend, task: Task, train: Any, test: Any, entry: MethodE
         # left no record); a method is charged that times the queries it reads
         per_query = known[0] / known[1] if known and known[1] else float("nan")
         extraction_s = per_query * (len(prepared.train) + len(prepared.content_free)) * len(prepared.template)
-        accuracy = float((method.decision_features(test_feats).argmax(axis=1) == y_test).mean())
+        measures = _measures(y_test, method.decision_features(test_feats), method.labels_)
         costs = method.costs()
         charged = per_query * costs.queries
-        return method, {"edge": method.edge, "accuracy": accuracy, "fit_seconds": fit_s,
+        return method, {"edge": method.edge, **measures, "fit_seconds": fit_s,
                         "extraction_seconds": extraction_s, "wall_seconds": fit_s + charged,
                         "queries": costs.queries, "trainable_params": costs.trainable_params, "steps": costs.steps,
                         "params": _plain(params), "cpu_share": share.share}
@@ -340,16 +350,25 @@ def run_cell(backend: Backend, task: Task, train: Any, test: Any, entry: MethodE
     with CpuShare() as share, PeakMemory() as memory:
         method.fit(train)
     fit_s = share.seconds
-    accuracy = float((np.asarray(method.class_scores(list(test))).argmax(axis=1) == y_test).mean())
+    measures = _measures(y_test, method.class_scores(list(test)), method.labels_)
     costs = method.costs()
-    row = {"edge": method.edge, "accuracy": accuracy, "fit_seconds": fit_s, "wall_seconds": fit_s,
+    row = {"edge": method.edge, **measures, "fit_seconds": fit_s, "wall_seconds": fit_s,
            "queries": costs.queries, "trainable_params": costs.trainable_params, "steps": costs.steps,
            "params": _plain(params), "peak_memory_mb": memory.peak_mb, "memory_measure": memory.measure,
            "cpu_share": share.share}
+    if hasattr(method, "choice_") and hasattr(method, "cv_results_"):  # auto: what it chose and its table
+        row["choice"] = {"chosen": method.choice_, "summary": method.summary(), "cv": _no_nan(method.cv_results_)}
     history = getattr(method, "history_", None)
     if history and "loss" in history:
         row["training"] = training_summary(history, getattr(method, "dev_size_", None), at_check or None)
     return method, row
+
+
+def _measures(y_test: np.ndarray, class_scores: Any, labels: Any) -> dict[str, Any]:
+    """A cell's measures (:mod:`edgetune.metrics`: accuracy, macro-F1, balanced accuracy), its confusion matrix
+    and the labels naming its rows."""
+    predicted, n = np.asarray(class_scores).argmax(axis=1), len(labels)
+    return {**scores(y_test, predicted, n), "confusion": confusion(y_test, predicted, n), "labels": list(labels)}
 
 
 class CpuShare:
@@ -465,6 +484,17 @@ def training_summary(history: Mapping[str, Any], n_dev: int | None = None,
         if key in history:
             out[key] = history[key]
     return out
+
+
+def _no_nan(value: Any) -> Any:
+    """``value`` with every NaN float as None (a record is strict JSON)."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_no_nan(v) for v in value]
+    return value
 
 
 def _plain(params: Mapping[str, Any]) -> dict[str, Any]:

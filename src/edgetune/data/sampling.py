@@ -1,4 +1,5 @@
-"""Seeded, deterministic few-shot sampling (k examples per class) and test subsampling."""
+"""Seeded, deterministic few-shot sampling (k examples per class, or n at the pool's own label distribution) and
+test subsampling."""
 
 from __future__ import annotations
 
@@ -32,6 +33,35 @@ def sample_k_per_class(pool: Dataset, shots: int, seed: int) -> Dataset:
         chosen.extend(sorted(rng.choice(idx, size=shots, replace=False).tolist()))
     return Dataset(tuple(pool.examples[i] for i in chosen), pool.labels, name=pool.name, seed=seed, shots=shots,
                    task=pool.task)
+
+
+def sample_natural(pool: Dataset, n: int, seed: int) -> Dataset:
+    """``n`` examples drawn the way users' labelled data comes: at the pool's own label distribution, with every
+    label at least once (so a classifier can know it).
+
+    One example of every label is drawn first, then the other ``n - labels`` uniformly at random from the rest of
+    the pool (``numpy.random.default_rng(seed)``): each label's expected count is its pool share of ``n``, except
+    that the rarest get their one example. Deterministic, in pool order. ``n`` below the number of labels, or a
+    label with no example in the pool, is a one-line :class:`DataError`."""
+    labels = pool.labels
+    if n < len(labels):
+        raise DataError(f"{pool.name}: --n {n} is smaller than the number of labels ({len(labels)}); every label "
+                        f"needs at least one example: use --n {len(labels)} or more")
+    if n > len(pool):
+        raise DataError(f"{pool.name}: --n {n} is more than the {len(pool)} examples of the pool")
+    rng = np.random.default_rng(seed)
+    by_label: dict[str, list[int]] = {lab: [] for lab in labels}
+    for i, ex in enumerate(pool.examples):
+        if ex.label not in by_label:
+            raise DataError(f"{pool.name}: example {ex.id} has label {ex.label!r} outside {list(labels)}")
+        by_label[ex.label].append(i)
+    empty = [lab for lab, idx in by_label.items() if not idx]
+    if empty:
+        raise DataError(f"{pool.name}: label(s) {empty} have no example in the pool to draw")
+    first = [int(rng.choice(by_label[lab])) for lab in labels]
+    rest = np.setdiff1d(np.arange(len(pool)), first)
+    chosen = sorted(first + rng.choice(rest, size=n - len(first), replace=False).tolist())
+    return Dataset(tuple(pool.examples[i] for i in chosen), labels, name=pool.name, seed=seed, shots=n, task=pool.task)
 
 
 def subsample(ds: Dataset, size: int, seed: int = 0) -> Dataset:

@@ -217,7 +217,7 @@ class DecT(OutputEdgeMethod):
         fitted = fit_searched(
             lambda lams, weights, epochs, snaps: self._train(x, yt, prior, lams, weights, n_classes, epochs, snaps),
             y, n_classes, lam=self.lam, lam_grid=self.lam_grid, epochs=self.epochs, folds=self.cv_folds, seed=self.seed,
-            name=self.display_name)
+            name=self.display_name, class_weight=self.class_weight)
         self.lam_, self.epochs_, self.cv_accuracy_ = fitted.lam, fitted.epochs, fitted.cv_accuracy
         self.W_, self.protos_, self.radii_, self.losses_ = fitted.W, fitted.protos, fitted.radii, fitted.losses
         self.stopped_ = fitted.stopped

@@ -21,7 +21,7 @@ import numpy as np
 from ..backends import Backend
 from ..errors import DataError, IncompatibleError
 from .configs.ensemble import EnsembleConfig, member_specs
-from .core.estimator import Costs, Method
+from .core.estimator import Costs, Method, sub_method
 from .core.persistence import jsonable, restore, write_atomically
 from .core.registry import get_method, register
 
@@ -41,14 +41,7 @@ class Ensemble(Method):
     def _build(self) -> list[Method]:
         """The members, unfitted, on this ensemble's backend; the ensemble's prompt, label words, input columns and
         seed are given to each member that takes them and sets none itself."""
-        shared = {k: getattr(self, k) for k in ("template", "label_words", "text_col", "text_b_col", "seed")
-                  if getattr(self, k) is not None}
-        out = []
-        for name, params in member_specs(self.members, self.name):
-            cls = get_method(name)
-            given = {k: v for k, v in shared.items() if k in cls.param_names() and k not in params}
-            out.append(cls(model=self.backend, **{**given, **cls.config.renamed(params, warn=False)}))
-        return out
+        return [sub_method(self, name, params, self.backend) for name, params in member_specs(self.members, self.name)]
 
     def fit(self, X: Any, y: Sequence[Any] | None = None) -> Ensemble:
         self._validate_params()

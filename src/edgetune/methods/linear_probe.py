@@ -42,7 +42,8 @@ class LinearProbe(OutputEdgeMethod):
         self.mean_ = h.mean(axis=0)
         self.std_ = h.std(axis=0) + 1e-6
         n_classes = len(self.labels_)
-        clf = LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=self.seed)
+        clf = LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=self.seed,
+                                 class_weight=self.class_weight)
         clf.fit((h - self.mean_) / self.std_, y)
         coef, bias = logistic_head(clf, n_classes)
         self.coef_, self.intercept_ = coef.astype(np.float32), bias.astype(np.float32)

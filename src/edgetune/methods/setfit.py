@@ -73,7 +73,8 @@ class SetFit(Method):
         if len(set(y_idx.tolist())) < 2:
             raise DataError("SetFit needs examples of at least two labels")
         body = copy.deepcopy(self.backend.torch_model()[0])
-        model = SetFitModel(model_body=body, model_head=LogisticRegression(max_iter=1000, random_state=self.seed))
+        model = SetFitModel(model_body=body, model_head=LogisticRegression(max_iter=1000, random_state=self.seed,
+                                                                        class_weight=self.class_weight))
         data = datasets.Dataset.from_dict({"text": [_text(e) for e in examples], "label": y_idx.tolist()})
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:

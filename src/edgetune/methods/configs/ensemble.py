@@ -9,12 +9,16 @@ from typing import Any, ClassVar
 from ..core.config import OutputEdgeConfig, ParamError, check_number, param, seed, value_from_text
 
 
-def member_specs(members: Any, owner: str = "ensemble") -> list[tuple[str, dict[str, Any]]]:
+def member_specs(members: Any, owner: str = "ensemble", *, at_least: int = 2,
+                 what: str = "members") -> list[tuple[str, dict[str, Any]]]:
     """``members`` as (method name, parameters) pairs. A member is a method name (``"dect"``), a name with
     parameters (``"dect:template=1,epochs=30"``, as the command line gives it) or a mapping
-    (``{"name": "dect", "template": 1}``, as Python and YAML give it)."""
-    if isinstance(members, str) or not isinstance(members, list | tuple) or len(members) < 2:
-        raise ParamError(f"{owner}: members must be a list of at least two methods (names, 'name:key=value,...' "
+    (``{"name": "dect", "template": 1}``, as Python and YAML give it); ``at_least`` of them (``what``: how the
+    error names the list)."""
+    if isinstance(members, str) or not isinstance(members, list | tuple) or len(members) < at_least:
+        many = {0: "methods", 1: "one method or more", 2: "at least two methods"}.get(at_least,
+                                                                                     f"at least {at_least} methods")
+        raise ParamError(f"{owner}: {what} must be a list of {many} (names, 'name:key=value,...' "
                          f"or mappings with 'name'), not {members!r}")
     out = []
     for spec in members:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..core.config import MethodConfig, learning_rate, param, seed, whole
+from ..core.config import MethodConfig, class_weight_param, learning_rate, param, seed, whole
 
 
 @dataclass(kw_only=True)
@@ -26,6 +26,7 @@ class SetFitConfig(MethodConfig):
     max_steps: int = param(-1, "most body steps (-1: the epochs decide)")
     labels: tuple[str, ...] | None = param(None, "label order when fitting on plain texts (None: sorted labels of y)",
                                            kind="list")
+    class_weight: str | None = class_weight_param()
     seed: int = param(0, "seed of the pair sampling and the head", seed())
     progress: bool = param(True, "show a progress bar while training")
 

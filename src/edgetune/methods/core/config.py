@@ -181,6 +181,12 @@ def word_map(owner: str, name: str, value: Any) -> None:
         raise ParamError(f"{owner}: {name} must be a mapping label -> word or 'label:word,...', not {value!r}")
 
 
+def class_weight_param() -> Any:
+    """The ``class_weight`` parameter every method with a training loss declares (scikit-learn's meaning)."""
+    return param(None, "None: every training example counts the same; 'balanced': each class weighs n / (classes × "
+                       "its count), scikit-learn's meaning, for imbalanced samples", one_of(None, "balanced"))
+
+
 def param(default: Any, help: str, check: Check | None = None, *, kind: str | None = None) -> Any:
     """Declare one parameter: its default, one line of help, its check and, where the default does not say it,
     how the command line reads it (``kind``: ``"flag"``, ``"list"`` or ``"value"``)."""
@@ -328,6 +334,7 @@ class PrototypeDecoderConfig(OutputEdgeConfig):
                                                                      "1/shots")
     cv_folds: int = param(4, "folds of the stratified cross-validation on the training sample", whole(2))
     threads: int | None = param(1, "torch threads while fitting (None: torch's setting)", whole(1, none_ok=True))
+    class_weight: str | None = class_weight_param()
     seed: int = param(0, "seed of the initialisation and of the cross-validation folds", seed())
 
     def check_together(self) -> None:
@@ -372,6 +379,7 @@ class GradientConfig(InputEdgeConfig):
                                         positive(none_ok=True))
     rollback: float | None = param(0.5, "a dev check that lost more than this fraction of the dev gain rolls back "
                                         "with halved rates (None: off)", number(0, 1, low_open=True, none_ok=True))
+    class_weight: str | None = class_weight_param()
 
     @classmethod
     def learning_rates(cls) -> tuple[str, ...]:

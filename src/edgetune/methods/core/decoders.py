@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -83,6 +84,29 @@ def class_counts(name: str, labels: Sequence[str], y: np.ndarray) -> np.ndarray:
     return counts
 
 
+def balanced_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per-example weights n / (classes × count of the example's class): scikit-learn's ``class_weight="balanced"``
+    (``compute_sample_weight``), so every class weighs the same in a loss, whatever its count."""
+    from sklearn.utils.class_weight import compute_sample_weight
+
+    return compute_sample_weight("balanced", np.asarray(y)).astype(np.float32)
+
+
+def class_weight_tensor(class_weight: str | None, y: Any, n_classes: int) -> Any:
+    """A (C,) torch tensor of per-class loss weights for ``class_weight="balanced"`` (None for ``None``), for
+    ``torch.nn.functional.cross_entropy(weight=...)``."""
+    if class_weight is None:
+        return None
+    import torch
+    from sklearn.utils.class_weight import compute_class_weight
+
+    y = np.asarray(y.cpu() if hasattr(y, "cpu") else y)
+    present = np.unique(y)
+    weights = np.ones(n_classes, np.float32)
+    weights[present] = compute_class_weight("balanced", classes=present, y=y)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
 def stratified_folds(y: np.ndarray, n_classes: int, k: int, seed: int) -> np.ndarray:
     """Fold index (0..k-1) of every example: each class's examples dealt round-robin over the folds in a
     seeded random order (the folds of a λ search by cross-validation on the training sample)."""
@@ -105,6 +129,8 @@ class LambdaSearch:
     k: int
     weights: Any  # torch.Tensor (M, n): which examples each decoder trains on
     lams: Any  # torch.Tensor (M,): each decoder's λ
+    #: torch.Tensor (n,): each example's weight in the loss and in the cross-validated accuracy (None: equal)
+    sample_weight: Any = None
 
     @classmethod
     def build(cls, y: np.ndarray, n_classes: int, grid: Sequence[float], folds: int, seed: int) -> LambdaSearch:
@@ -174,8 +200,11 @@ class LambdaSearch:
         correct = (held_scores.argmax(-1) == y[None]).float()
         ce = F.cross_entropy(held_scores.reshape(-1, c), y.repeat(self.n_cv), reduction="none").reshape(self.n_cv, n)
         held_out = 1.0 - self.weights[: self.n_cv]
-        acc = (correct * held_out).sum(1).reshape(len(self.grid), self.k).sum(1) / n
-        nll = (ce * held_out).sum(1).reshape(len(self.grid), self.k).sum(1) / n
+        total = float(n)
+        if self.sample_weight is not None:  # balanced classes: the accuracy is the balanced accuracy
+            held_out, total = held_out * self.sample_weight[None], float(self.sample_weight.sum())
+        acc = (correct * held_out).sum(1).reshape(len(self.grid), self.k).sum(1) / total
+        nll = (ce * held_out).sum(1).reshape(len(self.grid), self.k).sum(1) / total
         return acc, nll
 
     def pick(self, held_scores: Any, y: Any) -> tuple[int, dict[float, float]]:
@@ -302,7 +331,7 @@ class SearchedDecoder:
 
 def fit_searched(train: Callable[[Any, Any, int, dict[int, Any]], Any], y: np.ndarray, n_classes: int, *,
                  lam: float | str | None, lam_grid: Sequence[float], epochs: Any, folds: int,
-                 seed: int, name: str = "decoder") -> SearchedDecoder:
+                 seed: int, name: str = "decoder", class_weight: str | None = None) -> SearchedDecoder:
     """Plan the search a prototype decoder's settings ask for (:meth:`LambdaSearch.plan`), train every row in one
     run — ``train(lams, weights, epochs, snapshots)`` returns the losses and fills ``snapshots`` with (a function
     giving one row's W, prototypes, radii, scores), as :func:`train_rows` does — and keep the chosen row.
@@ -316,9 +345,14 @@ def fit_searched(train: Callable[[Any, Any, int, dict[int, Any]], Any], y: np.nd
     import torch
 
     search, choices = LambdaSearch.plan(y, n_classes, lam, lam_grid, epochs, folds, seed)
+    weights = search.weights
+    if class_weight == "balanced":  # every class weighs the same in each decoder's loss and in the λ choice
+        sw = torch.from_numpy(balanced_weights(y, n_classes))
+        search = dataclasses.replace(search, sample_weight=sw)
+        weights = weights * sw[None]
     snaps: dict[int, Any] = dict.fromkeys(choices)
     longest = max(choices)
-    losses = train(search.lams, search.weights, longest, snaps)
+    losses = train(search.lams, weights, longest, snaps)
     final_scores = snaps[longest][-1]
 
     def first_bad(row: int) -> int | None:

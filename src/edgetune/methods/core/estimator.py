@@ -331,6 +331,21 @@ class Method(ClassifierMixin, BaseEstimator, ABC):
 
 
 
+#: parameters a method that fits other methods (ensemble, auto) hands on to each that takes them and sets none
+SHARED_PARAMS = ("template", "label_words", "text_col", "text_b_col", "seed", "class_weight")
+
+
+def sub_method(owner: Method, name: str, params: Mapping[str, Any], model: Any) -> Method:
+    """An unfitted method ``name`` with ``params`` on ``model``, given ``owner``'s :data:`SHARED_PARAMS` where it
+    takes them and ``params`` sets none (the members of an ensemble, the candidates of ``auto``)."""
+    from .registry import get_method
+
+    cls = get_method(name)
+    given = {k: getattr(owner, k) for k in SHARED_PARAMS
+             if getattr(owner, k, None) is not None and k in cls.param_names() and k not in params}
+    return cls(model=model, **{**given, **cls.config.renamed(dict(params), warn=False)})
+
+
 def _constructor(cls: type, config: type[MethodConfig]) -> Any:
     """``__init__(self, model=None, *, <each declared parameter>=<its default>)``, storing each as given."""
     defaults = config.defaults()

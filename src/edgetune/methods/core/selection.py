@@ -46,3 +46,25 @@ def unchoosable(checks: Sequence[tuple[int, float, float, Any]], select_by: str,
         return any(j != i and accs[j] >= accs[i] and (checks[j][2], j) < (checks[i][2], i) for j in range(len(checks)))
 
     return [i for i in range(len(checks)) if i != keep and (accs[i] < floor or dominated(i))]
+
+
+def winner(folds: Sequence[Sequence[float]], tie: float, prefer: int | None = None) -> tuple[int, list[bool]]:
+    """Which candidate ``auto`` keeps, from each candidate's scores on the same cross-validation folds (one row per
+    candidate, cheapest first), and which tied with the best.
+
+    The best is the highest mean. A candidate ties with it when its mean is within ``tie`` standard errors of the
+    per-fold difference between the two (paired: the folds are the same) — a gap the folds cannot tell from noise.
+    Among the tied, ``prefer`` (a row index) wins if it is one of them, else the cheapest (the first row)."""
+    import numpy as np
+
+    scores = np.asarray(folds, dtype=np.float64)
+    means = scores.mean(axis=1)
+    best = int(np.argmax(means))  # the first of equal means: the cheaper
+    tied = []
+    for row in scores:
+        diff = scores[best] - row
+        se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+        tied.append(bool(diff.mean() <= tie * se + 1e-12))
+    if prefer is not None and tied[prefer]:
+        return prefer, tied
+    return tied.index(True), tied

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .decoders import class_weight_tensor
 from .selection import choose, unchoosable
 
 if TYPE_CHECKING:
@@ -87,6 +88,8 @@ class AdamWTrainer:
         schedule = get_linear_schedule_with_warmup(optimizer, int(self.config.warmup_ratio * steps), steps)
         problem.module_, optimizer, schedule = accelerator.prepare(problem.module_, optimizer, schedule)
         gen = torch.Generator().manual_seed(self.config.seed)
+        class_weight = getattr(self.config, "class_weight", None)
+        class_w: dict[int, Any] = {}  # by number of classes: the loss weights of class_weight="balanced"
         order: list[int] = []
         checks: list[tuple[int, float, float, dict]] = []  # (step, dev accuracy, dev loss, weights)
         history: dict[str, Any] = {"loss": [], "dev_accuracy": [], "dev_loss": [], "steps": self.config.steps}
@@ -137,7 +140,13 @@ class AdamWTrainer:
                     pick = pick[accelerator.process_index :: accelerator.num_processes] or pick
                     with accelerator.accumulate(problem.module_):
                         logits = problem.scores([ids[i] for i in pick])
-                        loss = F.cross_entropy(logits, y[pick].to(logits.device)) / self.config.grad_accum
+                        c = logits.shape[-1]
+                        if c not in class_w:
+                            made = class_weight_tensor(class_weight, y, c)
+                            class_w[c] = made.to(logits.device) if made is not None else None
+                        weight = class_w[c]
+                        loss = F.cross_entropy(logits, y[pick].to(logits.device), weight=weight)
+                        loss = loss / self.config.grad_accum
                         accelerator.backward(loss)
                 value = float(loss.detach()) * self.config.grad_accum
                 if not np.isfinite(value):  # stop: the weights may already be damaged; the best checkpoint stays
