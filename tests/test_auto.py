@@ -127,3 +127,26 @@ def test_run_auto_prints_its_choice_and_refuses_a_bad_budget(tmp_path, toy_dir, 
     assert "auto chose" in out and "cross-validated macro_f1" in out
     cell = next(c for c in read_results(tmp_path / "r" / "results.jsonl") if c["type"] == "cell")
     assert cell["choice"]["chosen"] in cell["choice"]["cv"]["candidate"] and cell["params"]["metric"] == "macro_f1"
+
+
+def test_the_choices_view_sets_auto_beside_dect_and_the_best_single_method_in_hindsight(tmp_path, toy_dir,
+                                                                                         tiny_model_dir):
+    import yaml
+
+    toy_task_file(tmp_path, toy_dir)
+    cfg = {"name": "choices", "models": [str(tiny_model_dir)], "tasks": ["toy.yaml"], "shots": [4], "seeds": [0, 1],
+           "test_size": 8, "output": str(tmp_path / "out"), "views": [{"choices": "auto"}],
+           "methods": ["calibrated", {"name": "dect", "params": {"epochs": 3}},
+                       {"name": "auto", "params": {"candidates": ["calibrated", "dect:epochs=3"], "cv_folds": 2,
+                                                   "ensemble": 0}}]}
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["bench", str(tmp_path / "b.yaml"), "--no-progress", "--no-plots"]) == 0
+    cells = [c for c in read_results(tmp_path / "out" / "results.jsonl") if c["type"] == "cell"]
+    acc = {m: np.mean([c["accuracy"] for c in cells if c["method"] == m]) for m in ("calibrated", "dect", "auto")}
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## auto's choices" in report
+    best = max(("calibrated", "dect"), key=acc.get)
+    row = next(line for line in report.splitlines() if line.startswith("| toy | 4 |"))
+    assert row == (f"| toy | 4 | {100 * acc['auto']:.1f} | {100 * acc['dect']:.1f} | {100 * acc[best]:.1f} "
+                   f"({'calibrated zero-shot' if best == 'calibrated' else 'DecT'}) |")
+    assert sum("| auto | toy | 4 | " in line for line in report.splitlines()) == 1

@@ -111,7 +111,8 @@ class BenchConfig:
     #: extra tables in the report: {"pivot": "accuracy"} (task × method), {"paired": LABEL} (per-seed differences
     #: from that method, on the same samples), {"checks": "rules"} (gradient-trained cells: each run's curves per
     #: dev check and, with ``eval: {at_checks: true}``, the eval accuracy at the check each selection rule keeps),
-    #: {"per_class": "confusion"} (precision and recall per label, and a confusion-matrix plot per task and method)
+    #: {"per_class": "confusion"} (precision and recall per label, and a confusion-matrix plot per task and method),
+    #: {"choices": "auto"} (auto against DecT and the best single method in hindsight, and what it chose)
     views: list[dict[str, Any]] = field(default_factory=list)
     #: named backends the ``models`` list may use (label -> spec, see :func:`check_backend`): a server the bench
     #: starts, one already running, or an in-process model with options; records and reports use the label
@@ -142,11 +143,12 @@ class BenchConfig:
         for view in self.views:
             ok = isinstance(view, Mapping) and len(view) == 1 and (
                 view.get("pivot") == "accuracy" or view.get("paired") in labels or view.get("checks") == "rules"
-                or view.get("extraction") == "totals" or view.get("per_class") == "confusion")
+                or view.get("extraction") == "totals" or view.get("per_class") == "confusion"
+                or view.get("choices") == "auto")
             if not ok:
                 raise DataError(f"bench {self.name!r}: a view is {{pivot: accuracy}}, {{checks: rules}}, {{extraction: "
-                                f"totals}}, {{per_class: confusion}} or {{paired: LABEL}} with one of the method "
-                                f"labels {labels}, not {view!r}")
+                                f"totals}}, {{per_class: confusion}}, {{choices: auto}} or {{paired: LABEL}} with one "
+                                f"of the method labels {labels}, not {view!r}")
         if not isinstance(self.backends, Mapping):
             raise DataError(f"bench {self.name!r}: backends maps a label to a backend spec, not {self.backends!r}")
         self.backends = {str(k): check_backend(self.name, str(k), v) for k, v in self.backends.items()}

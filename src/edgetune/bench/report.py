@@ -67,6 +67,50 @@ def summarise(lines: list[dict[str, Any]]) -> dict[str, Any]:
     return dict(out)
 
 
+def choices_view(lines: list[dict[str, Any]]) -> list[str]:
+    """``auto`` against what it chose among: per (task, shots), the mean accuracy of every method label whose
+    cells record a choice, of DecT, and of the best single method in hindsight (the highest mean among the
+    labels that record none: known only after scoring every one on the test split), and how often each candidate
+    was chosen; then the means over every (task, shots)."""
+    cells = latest_cells(lines)
+    means: dict[tuple[str, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    chosen: dict[tuple[str, str, int], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for (_, _, shots, _, method), c in cells.items():
+        task = c.get("task_name", c["task"])
+        means[(task, shots)][method].append(c["accuracy"])
+        if "choice" in c:
+            chosen[(method, task, shots)][c["choice"]["chosen"]] += 1
+    autos = list(dict.fromkeys(m for m, _, _ in chosen))
+    if not autos:
+        return []
+    md = ["## auto's choices", "", "Mean accuracy % per task and shots: each auto variant, DecT, and the best single "
+          "method in hindsight (the best mean among the methods that choose nothing, known only after scoring them "
+          "all on the evaluation split); then what each variant chose, seeds per candidate.", "",
+          "| task | shots | " + " | ".join(autos) + " | DecT | best single in hindsight |",
+          "|---|---:|" + "---:|" * (len(autos) + 2)]
+    columns = defaultdict(list)
+    for (task, shots), by in sorted(means.items()):
+        singles = {m: float(np.mean(v)) for m, v in by.items() if m not in autos}
+        if not singles:
+            continue
+        best = max(singles, key=singles.get)
+        row = [float(np.mean(by[a])) if a in by else math.nan for a in autos]
+        dect = singles.get("dect", math.nan)
+        for a, v in zip(autos, row, strict=True):
+            columns[a].append(v)
+        columns["DecT"].append(dect)
+        columns["best"].append(singles[best])
+        md.append(f"| {task} | {shots} | " + " | ".join(f"{100 * v:.1f}" for v in row)
+                  + f" | {100 * dect:.1f} | {100 * singles[best]:.1f} ({display_name(best)}) |")
+    md.append("| **mean** | | " + " | ".join(f"**{100 * np.mean(columns[a]):.1f}**" for a in autos)
+              + f" | **{100 * np.mean(columns['DecT']):.1f}** | **{100 * np.mean(columns['best']):.1f}** |")
+    md += ["", "| auto variant | task | shots | chosen (seeds) |", "|---|---|---:|---|"]
+    for (method, task, shots), counts in sorted(chosen.items()):
+        text = ", ".join(f"{name} {n}" for name, n in sorted(counts.items(), key=lambda x: -x[1]))
+        md.append(f"| {method} | {task} | {shots} | {text} |")
+    return [*md, ""]
+
+
 def per_class_view(lines: list[dict[str, Any]], default_models: list[str], out: Path | None) -> list[str]:
     """Per (task, method, shots): each label's precision and recall from the confusion matrices summed over seeds,
     and (with ``out``) a confusion-matrix plot ``confusion-<task>-<method>-<shots>shot.png`` in ``out``."""
@@ -398,7 +442,8 @@ def _render(results: Path, out: Path, plots: bool, lines: list[dict[str, Any]], 
                       f"{_fmt_s(r['fit_seconds'])} | {r['queries']:,.0f} | {r['trainable_params']:,} | "
                       f"{r['n_seeds']} |" + extra)
         md.append("")
-    views = list(config.get("views", []))
+    views = [json.loads(v) for v in dict.fromkeys(  # every invocation's views, in order, once each
+        json.dumps(view, sort_keys=True) for h in headers for view in h["config"].get("views", []))]
     if per_class and {"per_class": "confusion"} not in views:
         views.append({"per_class": "confusion"})
     for view in views:
@@ -408,6 +453,8 @@ def _render(results: Path, out: Path, plots: bool, lines: list[dict[str, Any]], 
             md += checks(lines, default_models)
         elif "extraction" in view:
             md += extraction(lines, default_models)
+        elif "choices" in view:
+            md += choices_view(lines)
         elif "per_class" in view:
             md += per_class_view(lines, default_models, out if plots else None)
         else:
