@@ -150,3 +150,29 @@ def test_the_choices_view_sets_auto_beside_dect_and_the_best_single_method_in_hi
     assert row == (f"| toy | 4 | {100 * acc['auto']:.1f} | {100 * acc['dect']:.1f} | {100 * acc[best]:.1f} "
                    f"({'calibrated zero-shot' if best == 'calibrated' else 'DecT'}) |")
     assert sum("| auto | toy | 4 | " in line for line in report.splitlines()) == 1
+
+
+def test_auto_works_through_a_remote_api_with_output_edge_candidates_only(toy_task):
+    from http_helpers import FakeOpenAI
+
+    from edgetune.backends import FeatureCache, OpenAIBackend
+
+    with FakeOpenAI(["bad", "great", "fine"], top=3, dim=8) as srv:
+        be = OpenAIBackend("fake", srv.base_url, cache=FeatureCache(None), progress=False, timeout=5.0)
+        train = toy_task.sample(4, seed=0)
+        auto = Auto(be, candidates=FAST, ensemble=2, cv_folds=2, time_budget=60,
+                    costly=["setfit", "adept"]).fit(train)
+        assert be.total_queries == len(train) + 2  # the sample and the content-free prompts, nothing else
+        log = auto.cv_results_["costly"]
+        assert [e["candidate"] for e in log] == ["setfit", "adept"]
+        assert [e["skipped"] for e in log] == ["the model is not in this process"] * 2
+        assert auto.choice_ in auto.cv_results_["candidate"] and auto.predict(["a great film"])[0] in toy_task.labels
+
+
+def test_run_auto_on_a_sample_too_small_to_cross_validate_says_what_is_needed(tmp_path, toy_dir, tiny_model_dir,
+                                                                               capsys):
+    task = toy_task_file(tmp_path, toy_dir)
+    code = main(["run", "auto", "--task", str(task), "--model", str(tiny_model_dir), "--shots", "1", "--seeds", "0",
+                 "--test-size", "8", "--no-progress", "-o", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "needs at least 2 examples of every label" in err[-1] and "fallback='dect'" in err[-1]

@@ -233,7 +233,7 @@ class Auto(Method):
             cls = _method_class(name)
             if "progress" in cls.param_names():  # no progress bars inside a choice
                 params = {"progress": False, **params}
-            if cls.needs == "weights" and not self.backend.provides_weights:
+            if not self.backend.provides_weights:  # a remote API: output-edge candidates only
                 entry["skipped"] = "the model is not in this process"
                 continue
             if cls.needs == "encoder" and not isinstance(X, Dataset):
