@@ -96,8 +96,10 @@ def test_auto_ranges_over_models_and_counts_the_extra_extraction(make_backend, t
     other = str(tiny_model_dir)
     assert auto.cv_results_["candidate"] == ["centroid", "dect", f"centroid@{other}", f"dect@{other}"]
     assert auto.extraction_ == {"tiny-causal": len(train) + 2, other: len(train) + 2}
-    own = auto.choice_ in ("centroid", "dect")
-    assert auto.costs().queries >= auto.chosen_.costs().queries + (len(train) + 2 if own else 0)
+    assert auto.costs().queries == 2 * (len(train) + 2)  # every prompt choosing read, on both models
+    again = Auto(be, candidates=["centroid", "dect:epochs=3"], models=[str(tiny_model_dir)], ensemble=0,
+                 cv_folds=2, cv_repeats=1).fit(train)
+    assert again.extraction_ == auto.extraction_ and again.costs() == auto.costs()  # cached: the same cost
 
 
 def test_a_time_budget_admits_a_costly_candidate_by_its_measured_fit_time(make_backend, toy_task):

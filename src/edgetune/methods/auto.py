@@ -70,7 +70,7 @@ class Auto(Method):
         The cross-validation table, in scikit-learn's ``cv_results_`` shape: per candidate ``candidate``,
         ``mean_test_score``, ``std_test_score``, ``rank_test_score``, ``split<i>_test_score`` (the ``metric`` on
         each split), ``tied`` (tied with the best) and ``note`` (why a candidate was skipped); plus ``metric``,
-        ``n_splits``, ``n_repeats``, ``extraction`` (model queries per model), ``costly`` (what the time budget
+        ``n_splits``, ``n_repeats``, ``extraction`` (prompts read per model), ``costly`` (what the time budget
         admitted and measured) and ``seconds`` (the whole fit).
     """
 
@@ -162,8 +162,9 @@ class Auto(Method):
         except EdgetuneError as exc:  # e.g. a method this backend cannot serve
             cand.skipped = str(exc)
             return
-        key = cand.model or self.model_name
-        extraction[key] = extraction.get(key, 0) + prep.queries
+        key = cand.model or self.model_name  # the prompts choosing read on that model (cached or not)
+        read = (len(prep.train) + len(prep.content_free)) * prep.train.views
+        extraction[key] = max(extraction.get(key, 0), read)
         cand.prepared, folds, probs = prep, [], []
         for train_idx, test_idx in splits:
             fold = sub_method(self, cand.name, cand.params, cand.backend)
@@ -311,13 +312,13 @@ class Auto(Method):
         return self.chosen_.class_scores(X)
 
     def costs(self) -> Costs:
-        """The kept method's trainable parameters and steps; queries: the kept method's plus the extraction the
-        choice paid on the other models."""
+        """The kept method's trainable parameters and steps; queries: every prompt choosing read, on every model
+        (``extraction_``: the sample and the content-free prompts, cached or not), or the kept method's own where
+        more (a costly candidate's training)."""
         self._check_fitted()
         own = self.chosen_.costs()
-        chosen_model = getattr(self.chosen_, "model_name_", None)
-        extra = sum(q for m, q in self.extraction_.items() if m != chosen_model)
-        return Costs(trainable_params=own.trainable_params, queries=own.queries + extra, steps=own.steps)
+        read = sum(self.extraction_.values())
+        return Costs(trainable_params=own.trainable_params, queries=max(read, own.queries), steps=own.steps)
 
     def summary(self) -> str:
         """One line: what was kept and the cross-validated score of each candidate."""
