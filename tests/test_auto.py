@@ -124,9 +124,12 @@ def test_run_auto_prints_its_choice_and_refuses_a_bad_budget(tmp_path, toy_dir, 
     assert code == 2 and "time_budget must be a finite number" in err and len(err.splitlines()) == 1
     assert main(["run", "auto", "--task", str(task), "--model", str(tiny_model_dir), "--shots", "4", "--seeds",
                  "0", "--test-size", "8", "--candidates", "calibrated", "dect:epochs=3", "--metric", "macro_f1",
-                 "--no-progress", "-o", str(tmp_path / "r")]) == 0
+                 "--no-progress", "-o", str(tmp_path / "r"), "--save-dir", str(tmp_path / "saved")]) == 0
     out = capsys.readouterr().out
     assert "auto chose" in out and "cross-validated macro_f1" in out
+    assert main(["predict", str(tmp_path / "saved" / "toy-auto-4shot-seed0"), "a wonderful film", "--model",
+                 str(tiny_model_dir), "--no-progress"]) == 0
+    assert capsys.readouterr().out.strip() in ("negative", "positive")
     cell = next(c for c in read_results(tmp_path / "r" / "results.jsonl") if c["type"] == "cell")
     assert cell["choice"]["chosen"] in cell["choice"]["cv"]["candidate"] and cell["params"]["metric"] == "macro_f1"
 
