@@ -111,9 +111,12 @@ def choices_view(lines: list[dict[str, Any]]) -> list[str]:
     return [*md, ""]
 
 
-def per_class_view(lines: list[dict[str, Any]], default_models: list[str], out: Path | None) -> list[str]:
+def per_class_view(lines: list[dict[str, Any]], default_models: list[str],
+                   out: Path | None) -> tuple[list[str], list[Path]]:
     """Per (task, method, shots): each label's precision and recall from the confusion matrices summed over seeds,
-    and (with ``out``) a confusion-matrix plot ``confusion-<task>-<method>-<shots>shot.png`` in ``out``."""
+    and (with ``out``) a confusion-matrix plot ``confusion-<task>-<method>-<shots>shot.png`` in ``out``; returns
+    the Markdown and the plots drawn (listed with the report's other plots)."""
+    drawn: list[Path] = []
     groups: dict[tuple[str, str, str, int], list[dict[str, Any]]] = defaultdict(list)
     for c in latest_cells(lines).values():
         if "confusion" in c and "labels" in c:
@@ -133,9 +136,9 @@ def per_class_view(lines: list[dict[str, Any]], default_models: list[str], out: 
 
             name = f"confusion-{safe_name(task)}-{safe_name(method)}-{shots}shot.png"
             _confusion_plot(total, labels, f"{task} · {display_name(method)} · {shots}-shot", out / name)
-            md += ["", f"![{name}]({name})"]
+            drawn.append(out / name)
         md.append("")
-    return md
+    return md, drawn
 
 
 def _confusion_plot(matrix: np.ndarray, labels: list[str], title: str, path: Path) -> None:
@@ -446,6 +449,7 @@ def _render(results: Path, out: Path, plots: bool, lines: list[dict[str, Any]], 
         json.dumps(view, sort_keys=True) for h in headers for view in h["config"].get("views", []))]
     if per_class and {"per_class": "confusion"} not in views:
         views.append({"per_class": "confusion"})
+    confusions: list[Path] = []  # the per-class view's plots, listed with the others
     for view in views:
         if "pivot" in view:
             md += pivot(summary, default_models)
@@ -456,11 +460,13 @@ def _render(results: Path, out: Path, plots: bool, lines: list[dict[str, Any]], 
         elif "choices" in view:
             md += choices_view(lines)
         elif "per_class" in view:
-            md += per_class_view(lines, default_models, out if plots else None)
+            text, drawn = per_class_view(lines, default_models, out if plots else None)
+            md += text
+            confusions += drawn
         else:
             md += paired(lines, view["paired"], default_models)
     if plots and summary:
-        made = plot(summary, out, default_models)
+        made = plot(summary, out, default_models) + confusions
         md += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in made] + [""]
     path = out / "report.md"
     tmp = out / f".report.md.{os.getpid()}.tmp"
