@@ -127,7 +127,8 @@ def per_class_view(lines: list[dict[str, Any]], default_models: list[str],
         labels = cs[0]["labels"]
         total = np.sum([np.asarray(c["confusion"]) for c in cs if c["labels"] == labels], axis=0)
         precision, recall = per_class(total)
-        md += [f"### {task} · {_label(method, model, default_models)} · {shots}-shot ({len(cs)} seeds)", "",
+        size = _size(shots, cs[0])
+        md += [f"### {task} · {_label(method, model, default_models)} · {size} ({len(cs)} seeds)", "",
                "| label | precision % | recall % | test examples |", "|---|---:|---:|---:|"]
         md += [f"| {lab} | {100 * p:.1f} | {100 * r:.1f} | {int(n)} |"
                for lab, p, r, n in zip(labels, precision, recall, total.sum(1), strict=True)]
@@ -135,10 +136,15 @@ def per_class_view(lines: list[dict[str, Any]], default_models: list[str],
             from ..paths import safe_name
 
             name = f"confusion-{safe_name(task)}-{safe_name(method)}-{shots}shot.png"
-            _confusion_plot(total, labels, f"{task} · {display_name(method)} · {shots}-shot", out / name)
+            _confusion_plot(total, labels, f"{task} · {display_name(method)} · {size}", out / name)
             drawn.append(out / name)
         md.append("")
     return md, drawn
+
+
+def _size(shots: int, cell: dict[str, Any]) -> str:
+    """How a sample's size reads: ``16-shot``, or ``n = 64`` for a natural-distribution sample."""
+    return f"n = {shots}" if cell.get("sample") == "natural" else f"{shots}-shot"
 
 
 def _confusion_plot(matrix: np.ndarray, labels: list[str], title: str, path: Path) -> None:
@@ -570,7 +576,8 @@ def print_run(lines: list[dict[str, Any]], console: Any, metric: str = "accuracy
         seeds = sorted({c["seed"] for c in cs})
         n, pool = cs[0]["n_test"], cs[0].get("n_test_pool", cs[0]["n_test"])
         sub = f" (a seeded subset of {pool:,}; --test-size all for every one)" if pool > n else ""
-        table = Table(title=f"{task} · {shots}-shot · {model} · {n:,} test examples{sub} · {METRIC_TITLES[metric]} %",
+        table = Table(title=f"{task} · {_size(shots, cs[0])} · {model} · {n:,} test examples{sub} · "
+                            f"{METRIC_TITLES[metric]} %",
                       title_justify="left")
         table.add_column("seed", justify="right")
         for m in methods:
