@@ -341,10 +341,10 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         if args.n is None:
             raise EdgetuneError("--sample natural needs --n N (examples in all, e.g. --n 64)")
         shots = [args.n]
+        from .data.sampling import check_natural_size
+
         for t in tasks:  # fewer examples than labels: one line before any model loads
-            if args.n < len(t.labels):
-                raise EdgetuneError(f"--n {args.n} is smaller than the number of labels of {t.name} ({len(t.labels)}); "
-                                    f"every label needs at least one example: use --n {len(t.labels)} or more")
+            check_natural_size(t.name, args.n, len(t.labels))
     elif args.n is not None:
         raise EdgetuneError("--n is for --sample natural; with per-class samples give --shots")
     config = BenchConfig(name=f"run {args.method}", tasks=list(tasks), methods=entries, models=[model],

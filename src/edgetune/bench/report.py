@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.sampling import size_label
 from ..errors import EdgetuneError
 from ..methods import display_name
 from ..metrics import METRIC_NAMES, METRIC_TITLES, per_class
@@ -127,7 +128,7 @@ def per_class_view(lines: list[dict[str, Any]], default_models: list[str],
         labels = cs[0]["labels"]
         total = np.sum([np.asarray(c["confusion"]) for c in cs if c["labels"] == labels], axis=0)
         precision, recall = per_class(total)
-        size = _size(shots, cs[0])
+        size = size_label(shots, cs[0].get("sample"))
         md += [f"### {task} · {_label(method, model, default_models)} · {size} ({len(cs)} seeds)", "",
                "| label | precision % | recall % | test examples |", "|---|---:|---:|---:|"]
         md += [f"| {lab} | {100 * p:.1f} | {100 * r:.1f} | {int(n)} |"
@@ -140,11 +141,6 @@ def per_class_view(lines: list[dict[str, Any]], default_models: list[str],
             drawn.append(out / name)
         md.append("")
     return md, drawn
-
-
-def _size(shots: int, cell: dict[str, Any]) -> str:
-    """How a sample's size reads: ``16-shot``, or ``n = 64`` for a natural-distribution sample."""
-    return f"n = {shots}" if cell.get("sample") == "natural" else f"{shots}-shot"
 
 
 def _confusion_plot(matrix: np.ndarray, labels: list[str], title: str, path: Path) -> None:
@@ -576,7 +572,7 @@ def print_run(lines: list[dict[str, Any]], console: Any, metric: str = "accuracy
         seeds = sorted({c["seed"] for c in cs})
         n, pool = cs[0]["n_test"], cs[0].get("n_test_pool", cs[0]["n_test"])
         sub = f" (a seeded subset of {pool:,}; --test-size all for every one)" if pool > n else ""
-        table = Table(title=f"{task} · {_size(shots, cs[0])} · {model} · {n:,} test examples{sub} · "
+        table = Table(title=f"{task} · {size_label(shots, cs[0].get('sample'))} · {model} · {n:,} test examples{sub} · "
                             f"{METRIC_TITLES[metric]} %",
                       title_justify="left")
         table.add_column("seed", justify="right")

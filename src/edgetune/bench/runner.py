@@ -24,7 +24,7 @@ import numpy as np
 from rich.console import Console
 
 from ..backends import Backend, FeatureCache, load_backend
-from ..data.sampling import held_out, sample_k_per_class, sample_natural, subsample
+from ..data.sampling import draw, held_out, size_label, subsample
 from ..data.tasks import Task
 from ..errors import EdgetuneError
 from ..methods import get_method
@@ -275,12 +275,9 @@ def _run_one(config: BenchConfig, n: int, total: int, cell: tuple, backend: Back
     if (model, key) not in tests:
         tests[(model, key)] = _eval_split(config, task)
     test, pool, rest = tests[(model, key)]
-    if rest is None:
-        train = task.sample(shots, seed, how=config.sample)
-    else:
-        train = (sample_natural if config.sample == "natural" else sample_k_per_class)(rest, shots, seed)
-    size = f"n = {shots} (natural)" if config.sample == "natural" else f"{shots}-shot"
-    console.print(f"[{n}/{total}] {model} · {task.name} · {size} · seed {seed} · {entry.label}")
+    train = task.sample(shots, seed, how=config.sample) if rest is None else draw(rest, shots, seed, config.sample)
+    console.print(f"[{n}/{total}] {model} · {task.name} · {size_label(shots, config.sample)} · seed {seed} · "
+                  f"{entry.label}")
     method, row = run_cell(backend, task, train, test, entry, seed, log, progress,
                            at_checks=config.eval.get("at_checks", False), model=model)
     suffix = ("-val" if config.heldout else "") + ("-natural" if config.sample == "natural" else "")
@@ -357,7 +354,7 @@ def run_cell(backend: Backend, task: Task, train: Any, test: Any, entry: MethodE
            "params": _plain(params), "peak_memory_mb": memory.peak_mb, "memory_measure": memory.measure,
            "cpu_share": share.share}
     if hasattr(method, "choice_") and hasattr(method, "cv_results_"):  # auto: what it chose and its table
-        row["choice"] = {"chosen": method.choice_, "summary": method.summary(), "cv": _no_nan(method.cv_results_)}
+        row["choice"] = {"chosen": method.choice_, "summary": method.summary(), "cv": method.cv_results_}
     history = getattr(method, "history_", None)
     if history and "loss" in history:
         row["training"] = training_summary(history, getattr(method, "dev_size_", None), at_check or None)
@@ -484,17 +481,6 @@ def training_summary(history: Mapping[str, Any], n_dev: int | None = None,
         if key in history:
             out[key] = history[key]
     return out
-
-
-def _no_nan(value: Any) -> Any:
-    """``value`` with every NaN float as None (a record is strict JSON)."""
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, Mapping):
-        return {str(k): _no_nan(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_no_nan(v) for v in value]
-    return value
 
 
 def _plain(params: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,11 +18,7 @@ def sample_k_per_class(pool: Dataset, shots: int, seed: int) -> Dataset:
     if shots < 1:
         raise DataError(f"shots must be at least 1 (got {shots})")
     rng = np.random.default_rng(seed)
-    by_label: dict[str, list[int]] = {lab: [] for lab in pool.labels}
-    for i, ex in enumerate(pool.examples):
-        if ex.label not in by_label:
-            raise DataError(f"{pool.name}: example {ex.id} has label {ex.label!r} outside {list(pool.labels)}")
-        by_label[ex.label].append(i)
+    by_label = _by_label(pool)
     chosen: list[int] = []
     for lab in pool.labels:
         idx = by_label[lab]
@@ -44,17 +40,11 @@ def sample_natural(pool: Dataset, n: int, seed: int) -> Dataset:
     that the rarest get their one example. Deterministic, in pool order. ``n`` below the number of labels, or a
     label with no example in the pool, is a one-line :class:`DataError`."""
     labels = pool.labels
-    if n < len(labels):
-        raise DataError(f"{pool.name}: --n {n} is smaller than the number of labels ({len(labels)}); every label "
-                        f"needs at least one example: use --n {len(labels)} or more")
+    check_natural_size(pool.name, n, len(labels))
     if n > len(pool):
         raise DataError(f"{pool.name}: --n {n} is more than the {len(pool)} examples of the pool")
     rng = np.random.default_rng(seed)
-    by_label: dict[str, list[int]] = {lab: [] for lab in labels}
-    for i, ex in enumerate(pool.examples):
-        if ex.label not in by_label:
-            raise DataError(f"{pool.name}: example {ex.id} has label {ex.label!r} outside {list(labels)}")
-        by_label[ex.label].append(i)
+    by_label = _by_label(pool)
     empty = [lab for lab, idx in by_label.items() if not idx]
     if empty:
         raise DataError(f"{pool.name}: label(s) {empty} have no example in the pool to draw")
@@ -62,6 +52,36 @@ def sample_natural(pool: Dataset, n: int, seed: int) -> Dataset:
     rest = np.setdiff1d(np.arange(len(pool)), first)
     chosen = sorted(first + rng.choice(rest, size=n - len(first), replace=False).tolist())
     return Dataset(tuple(pool.examples[i] for i in chosen), labels, name=pool.name, seed=seed, shots=n, task=pool.task)
+
+
+def check_natural_size(name: str, n: int, n_labels: int) -> None:
+    """A natural-distribution sample of ``n`` needs one example of each of ``n_labels`` labels: a one-line
+    :class:`DataError` otherwise (the command line checks it before any model loads)."""
+    if n < n_labels:
+        raise DataError(f"--n {n} is smaller than the number of labels of {name} ({n_labels}); every label needs at "
+                        f"least one example: use --n {n_labels} or more")
+
+
+def draw(pool: Dataset, shots: int, seed: int, how: str = "per_class") -> Dataset:
+    """A few-shot sample of ``pool``: ``shots`` per class (``how="per_class"``, :func:`sample_k_per_class`) or
+    ``shots`` in all at the pool's own label distribution (``how="natural"``, :func:`sample_natural`)."""
+    return (sample_natural if how == "natural" else sample_k_per_class)(pool, shots, seed)
+
+
+def size_label(shots: int, how: str | None = "per_class") -> str:
+    """How a sample's size reads in tables and logs: ``16-shot``, or ``n = 64`` for a natural-distribution one."""
+    return f"n = {shots}" if how == "natural" else f"{shots}-shot"
+
+
+def _by_label(pool: Dataset) -> dict[str, list[int]]:
+    """The pool's example positions per label, every label of ``pool.labels`` present (an example whose label is
+    not one of them is a one-line :class:`DataError`)."""
+    by_label: dict[str, list[int]] = {lab: [] for lab in pool.labels}
+    for i, ex in enumerate(pool.examples):
+        if ex.label not in by_label:
+            raise DataError(f"{pool.name}: example {ex.id} has label {ex.label!r} outside {list(pool.labels)}")
+        by_label[ex.label].append(i)
+    return by_label
 
 
 def subsample(ds: Dataset, size: int, seed: int = 0) -> Dataset:

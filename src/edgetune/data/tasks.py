@@ -24,7 +24,7 @@ from ..errors import DataError
 from ..paths import data_dir as resolve_data_dir
 from .example import Dataset, Example
 from .io import read_examples
-from .sampling import sample_k_per_class, sample_natural, subsample
+from .sampling import draw, subsample
 from .templates import Template
 
 
@@ -123,9 +123,7 @@ class Task:
     def sample(self, shots: int, seed: int, split: str = "train", how: str = "per_class") -> Dataset:
         """Draw ``shots`` examples per class from ``split`` with ``seed`` (deterministic); ``how="natural"``: ``shots``
         examples in all, at the split's own label distribution (:func:`sample_natural`)."""
-        if how == "natural":
-            return sample_natural(self.load(split), shots, seed)
-        return sample_k_per_class(self.load(split), shots, seed)
+        return draw(self.load(split), shots, seed, how)
 
     def to_dict(self) -> dict[str, Any]:
         return {

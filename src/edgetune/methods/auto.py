@@ -39,7 +39,7 @@ from .core.decoders import log_softmax
 from .core.estimator import Costs, Method, sub_method
 from .core.output_edge import OutputEdgeMethod, Prepared
 from .core.persistence import jsonable, restore, write_atomically
-from .core.registry import register
+from .core.registry import get_method, register
 from .core.selection import winner
 
 
@@ -197,19 +197,20 @@ class Auto(Method):
     def _table(self, candidates: list[_Candidate], pool: list[_Candidate], tied: list[bool], k: int,
                extraction: dict[str, int]) -> dict[str, Any]:
         rows = pool + [c for c in candidates if c.folds is None]
-        means = [float(np.mean(c.folds)) if c.folds is not None else math.nan for c in rows]
-        order = sorted(range(len(rows)), key=lambda i: -means[i] if not math.isnan(means[i]) else math.inf)
+        # a skipped candidate's scores are None (cv_results_ is saved and recorded as strict JSON)
+        means = [float(np.mean(c.folds)) if c.folds is not None else None for c in rows]
+        order = sorted(range(len(rows)), key=lambda i: -means[i] if means[i] is not None else math.inf)
         rank = [0] * len(rows)
         for r, i in enumerate(order, 1):
             rank[i] = r
         n_splits = len(pool[0].folds)
         table: dict[str, Any] = {
             "candidate": [c.label for c in rows], "mean_test_score": means,
-            "std_test_score": [float(np.std(c.folds)) if c.folds is not None else math.nan for c in rows],
+            "std_test_score": [float(np.std(c.folds)) if c.folds is not None else None for c in rows],
             "rank_test_score": rank, "tied": [*tied, *([False] * (len(rows) - len(pool)))],
             "note": [c.skipped or "" for c in rows]}
         for i in range(n_splits):
-            table[f"split{i}_test_score"] = [c.folds[i] if c.folds is not None else math.nan for c in rows]
+            table[f"split{i}_test_score"] = [c.folds[i] if c.folds is not None else None for c in rows]
         table.update(metric=self.metric, n_splits=k, n_repeats=self.cv_repeats, tie=self.tie, prefer=self.prefer,
                      extraction=dict(extraction))
         return table
@@ -231,7 +232,7 @@ class Auto(Method):
         for name, params in member_specs(self.costly, self.name, at_least=0, what="costly"):
             entry: dict[str, Any] = {"candidate": name}
             log.append(entry)
-            cls = _method_class(name)
+            cls = get_method(name)
             if "progress" in cls.param_names():  # no progress bars inside a choice
                 params = {"progress": False, **params}
             if not self.backend.provides_weights:  # a remote API: output-edge candidates only
@@ -248,7 +249,7 @@ class Auto(Method):
                 entry["skipped"] = f"probe failed: {exc}"
                 continue
             fits = 2 if cls.needs == "encoder" else 1  # SetFit: the fold, then the whole sample if it wins
-            full = per_fit(len(X)) * fits if cls.needs == "encoder" else per_fit(len(X))
+            full = per_fit(len(X)) * fits
             entry.update(estimated_seconds=round(full, 2), probe_seconds=round(probes, 2),
                          left_seconds=round(left - probes, 2))
             if full > left - probes:
@@ -279,7 +280,7 @@ class Auto(Method):
         part plus a per-step part, times the steps a full fit of that size takes. Returns it and the probes'
         seconds."""
         t0 = time.perf_counter()
-        cls = _method_class(name)
+        cls = get_method(name)
         step_key = "max_steps" if "max_steps" in cls.param_names() else "steps"
         times, steps_of = [], None
         for s in (1, 3):
@@ -326,7 +327,7 @@ class Auto(Method):
         t = self.cv_results_
         if "candidate" not in t:
             return f"auto chose {self.choice_} ({t.get('note', '')})"
-        scored = [(c, m) for c, m in zip(t["candidate"], t["mean_test_score"], strict=True) if not math.isnan(m)]
+        scored = [(c, m) for c, m in zip(t["candidate"], t["mean_test_score"], strict=True) if m is not None]
         table = ", ".join(f"{c} {100 * m:.1f}" for c, m in sorted(scored, key=lambda x: -x[1]))
         return (f"auto chose {self.choice_} · cross-validated {t['metric']} ({t['n_splits']}-fold × "
                 f"{t['n_repeats']}): {table}")
@@ -371,12 +372,6 @@ def _fixed_steps(full: int) -> Any:
         return full
 
     return steps
-
-
-def _method_class(name: str) -> type[Method]:
-    from .core.registry import get_method
-
-    return get_method(name)
 
 
 def _subset(X: Dataset, idx: Sequence[int]) -> Dataset:

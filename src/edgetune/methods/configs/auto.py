@@ -18,7 +18,7 @@ from ..core.config import (
     text,
     whole,
 )
-from .ensemble import member_specs
+from .ensemble import check_params, member_specs
 
 #: the output-edge candidates, cheapest first (a tie goes to the earlier one unless ``prefer`` is tied). Not mpd by
 #: default: it queries every later input under four prompts (4× the prediction cost) and one fit takes ~8 s on
@@ -74,23 +74,15 @@ class AutoConfig(OutputEdgeConfig):
             if config.edge != "output" or name in (self.name, "ensemble"):
                 raise self.fail(f"candidate {name!r} is not an output-edge method (costlier ones go in costly=, "
                                 "and the ensemble is built by ensemble=)")
-            check_params(self, name, config, params)
+            check_params(self, name, config, params, "candidate")
         for name, params in member_specs(self.costly, self.name, at_least=0, what="costly"):
             config = known.get(name)
             if config is None or config.edge == "output":
                 raise self.fail(f"costly candidate {name!r} must be SetFit or an input-edge method")
-            check_params(self, name, config, params)
+            check_params(self, name, config, params, "costly candidate")
         if self.prefer is not None and self.prefer not in known:
             raise self.fail(f"prefer {self.prefer!r} is not a method (known: {', '.join(sorted(known))})")
         if self.fallback is not None and (self.fallback not in known or known[self.fallback].edge != "output"
                                           or self.fallback == self.name):
             raise self.fail(f"fallback {self.fallback!r} must be an output-edge method, e.g. 'dect'")
 
-
-def check_params(owner: Any, name: str, config: Any, params: dict[str, Any]) -> None:
-    """A candidate's own parameters, checked by its declaration."""
-    params = config.renamed(params, warn=False)
-    unknown = sorted(set(params) - set(config.param_names()))
-    if unknown:
-        raise owner.fail(f"candidate {name!r} has no parameter(s) {unknown}")
-    config(**params).check()

@@ -38,6 +38,15 @@ def member_specs(members: Any, owner: str = "ensemble", *, at_least: int = 2,
     return out
 
 
+def check_params(owner: Any, name: str, config: Any, params: dict[str, Any], what: str = "member") -> None:
+    """A member's (or ``auto`` candidate's) own parameters, checked by its declaration: known names, valid values."""
+    params = config.renamed(params, warn=False)
+    unknown = sorted(set(params) - set(config.param_names()))
+    if unknown:
+        raise owner.fail(f"{what} {name!r} has no parameter(s) {unknown}")
+    config(**params).check()
+
+
 @dataclass(kw_only=True)
 class EnsembleConfig(OutputEdgeConfig):
     name: ClassVar[str] = "ensemble"
@@ -62,11 +71,7 @@ class EnsembleConfig(OutputEdgeConfig):
             if config.edge != "output" or name == self.name:
                 raise self.fail(f"member {name!r} is not an output-edge method: an ensemble averages methods that "
                                 "share one extraction of the model's features")
-            params = config.renamed(params, warn=False)
-            unknown = sorted(set(params) - set(config.param_names()))
-            if unknown:
-                raise self.fail(f"member {name!r} has no parameter(s) {unknown}")
-            config(**params).check()
+            check_params(self, name, config, params, "member")
         if self.weights is not None:
             if isinstance(self.weights, str) or not isinstance(self.weights, list | tuple) or len(
                     self.weights) != len(self.members):

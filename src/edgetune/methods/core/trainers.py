@@ -89,7 +89,7 @@ class AdamWTrainer:
         problem.module_, optimizer, schedule = accelerator.prepare(problem.module_, optimizer, schedule)
         gen = torch.Generator().manual_seed(self.config.seed)
         class_weight = getattr(self.config, "class_weight", None)
-        class_w: dict[int, Any] = {}  # by number of classes: the loss weights of class_weight="balanced"
+        class_w: Any = None  # class_weight="balanced"'s loss weights, made at the first step (logits give C)
         order: list[int] = []
         checks: list[tuple[int, float, float, dict]] = []  # (step, dev accuracy, dev loss, weights)
         history: dict[str, Any] = {"loss": [], "dev_accuracy": [], "dev_loss": [], "steps": self.config.steps}
@@ -140,12 +140,9 @@ class AdamWTrainer:
                     pick = pick[accelerator.process_index :: accelerator.num_processes] or pick
                     with accelerator.accumulate(problem.module_):
                         logits = problem.scores([ids[i] for i in pick])
-                        c = logits.shape[-1]
-                        if c not in class_w:
-                            made = class_weight_tensor(class_weight, y, c)
-                            class_w[c] = made.to(logits.device) if made is not None else None
-                        weight = class_w[c]
-                        loss = F.cross_entropy(logits, y[pick].to(logits.device), weight=weight)
+                        if class_weight is not None and class_w is None:
+                            class_w = class_weight_tensor(class_weight, y, logits.shape[-1]).to(logits.device)
+                        loss = F.cross_entropy(logits, y[pick].to(logits.device), weight=class_w)
                         loss = loss / self.config.grad_accum
                         accelerator.backward(loss)
                 value = float(loss.detach()) * self.config.grad_accum
