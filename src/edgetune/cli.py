@@ -20,6 +20,8 @@ if TYPE_CHECKING:  # rich is imported when a command runs: parsing and --help st
 RUN_OWNED = ("template", "label_words", "seed", "progress", "labels", "text_col", "text_b_col", "metric")
 #: `edgetune run`'s default test subset: a first answer in about a minute on a laptop CPU
 QUICK_TEST_SIZE = 200
+#: --dtype's choices (backends.precision.DTYPES, which imports torch; a test keeps the two equal)
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 #: method parameters whose flag would clash with a backend flag
 FLAG_RENAMES = {"batch_size": "train-batch-size", "max_length": "train-max-length"}
 
@@ -38,6 +40,15 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--device", default=None,
                    help="where an in-process model runs: cpu, cuda, cuda:1 … (default: a CUDA GPU if torch sees one)")
+    p.add_argument("--dtype", choices=DTYPES, default="auto",
+                   help="the format an in-process model runs in (default auto: bfloat16 on GPUs that support it and on "
+                   "CPUs where a one-time probe finds it faster, e.g. AMX/AVX-512-BF16 Xeons; float32 elsewhere)")
+    p.add_argument("--device-map", default=None, metavar="auto",
+                   help="spread a model too large for one device over the GPUs and CPU memory (Accelerate's "
+                   "device_map, e.g. auto); instead of --device")
+    p.add_argument("--model-threads", type=_positive_int, default=None, metavar="N",
+                   help="torch threads while the model reads prompts (default: chosen batch by batch from measured "
+                   "speed: every core on a quiet machine, fewer beside busy processes)")
     remote = p.add_argument_group("model as a service (--backend openai)")
     remote.add_argument("--backend", choices=["local", "openai"], default="local",
                         help="local: run the model in this process (default); openai: query an OpenAI-compatible "
@@ -407,8 +418,14 @@ def _backend(args: argparse.Namespace, model: str, cls: Any):
     if args.base_url:
         raise EdgetuneError("--base-url is for --backend openai")
     kind = args.kind or ("embedding" if cls.needs == "encoder" else None)
+    if args.device_map and args.device:
+        raise EdgetuneError("give either --device or --device-map, not both")
+    if kind == "embedding" and args.device_map:
+        raise EdgetuneError("--device-map is for language models; an embedding model runs on one device (--device)")
+    placement = {"device_map": args.device_map} if args.device_map else {}
     return load_backend(model, kind=kind, cache_root=args.cache_dir, batch_size=args.batch_size,
-                        progress=not args.no_progress, device=args.device,
+                        progress=not args.no_progress, device=args.device, dtype=args.dtype,
+                        **({"threads": args.model_threads} if args.model_threads else {}), **placement,
                         **({"max_length": args.max_length} if args.max_length else {}))
 
 

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..data.example import Example
 from ..data.templates import Prompt, Template
@@ -28,6 +29,7 @@ from ..errors import ModelError
 from .base import Backend, Features
 from .cache import FeatureCache, content_key
 from .models import progress_bars, resolve_model
+from .precision import dtype_name, resolve_dtype, torch_threads
 
 
 def describe_label(template: Template, word: str) -> str:
@@ -42,8 +44,11 @@ class EmbeddingBackend(Backend):
     kind = "embedding"
 
     def __init__(self, model: Any, name: str, identity: str, cache: FeatureCache | None = None,
-                 batch_size: int = 64, progress: bool = True, scale: float = 20.0) -> None:
+                 batch_size: int = 64, progress: bool = True, scale: float = 20.0,
+                 threads: int | None = None) -> None:
+        """``threads``: torch threads while embedding (``None``: torch's setting)."""
         super().__init__(name, cache, batch_size, progress)
+        self.threads = threads
         if not scale > 0:
             raise ModelError(f"the embedding backend's scale must be positive, not {scale!r}")
         self.scale = float(scale)
@@ -61,9 +66,12 @@ class EmbeddingBackend(Backend):
         from .local import resolve_device
 
         device = resolve_device(kwargs.pop("device", None))
+        dtype = resolve_dtype(kwargs.pop("dtype", "auto"), device, cache_root)
+        if kwargs.pop("device_map", None) is not None:
+            raise ModelError("device_map is for language models; an embedding model runs on one device (--device)")
         try:
             with progress_bars(kwargs.get("progress", True)):
-                model = SentenceTransformer(resolved.path, device=str(device), trust_remote_code=False)
+                model = SentenceTransformer(resolved.path, device=str(device), trust_remote_code=False).to(dtype)
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load embedding model {name!r}: {str(exc).splitlines()[0]}") from None
         return cls(model, name, resolved.identity, cache=cache, **kwargs)
@@ -73,11 +81,15 @@ class EmbeddingBackend(Backend):
         return f"{self._identity}|cos*{self.scale:g}"
 
     def settings(self) -> dict[str, Any]:
-        return {"scores": "cosine", "scale": self.scale}
+        params = getattr(self.model, "parameters", None)
+        dtype = next(iter(params()), torch.zeros(0)).dtype if callable(params) else torch.float32
+        named = {} if dtype == torch.float32 else {"dtype": dtype_name(dtype)}  # float32 keeps older cache keys
+        return {"scores": "cosine", "scale": self.scale, **named}
 
     @classmethod
     def options_from_settings(cls, settings: dict[str, Any]) -> dict[str, Any]:
-        return {"scale": settings["scale"]} if "scale" in settings else {}
+        scale = {"scale": settings["scale"]} if "scale" in settings else {}
+        return {"dtype": settings.get("dtype", "float32"), **scale}
 
     def torch_model(self) -> tuple[Any, Any]:
         return self.model, self.model.tokenizer
@@ -107,8 +119,10 @@ class EmbeddingBackend(Backend):
         return self._label_cache[descriptions]
 
     def _embed(self, texts: list[str]) -> np.ndarray:
-        return np.asarray(self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
-                                            normalize_embeddings=True, show_progress_bar=False), dtype=np.float32)
+        """Unit-length embeddings, normalised in float32 (a half-precision model normalises only to ~1e-3)."""
+        emb = np.asarray(self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
+                                           normalize_embeddings=False, show_progress_bar=False), dtype=np.float32)
+        return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
 
     def _encode(self, prompt: Prompt, max_length: int | None = None) -> tuple[Any, int, bool]:
         text = re.sub(r"\s+", " ", prompt.text_before).strip()
@@ -117,5 +131,6 @@ class EmbeddingBackend(Backend):
     def _run(self, batch: list[Any], label_ids: list[int], words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         assert self._template is not None
         labels = self._label_embeddings(tuple(describe_label(self._template, w) for w in words))
-        emb = self._embed(batch)
+        with torch_threads(self.threads):
+            emb = self._embed(batch)
         return (emb @ labels.T) * np.float32(self.scale), emb

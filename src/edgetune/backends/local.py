@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,7 @@ from ..errors import LabelWordError, ModelError
 from .base import Backend, LabelTargets, suggest_single_token
 from .cache import FeatureCache
 from .models import progress_bars, resolve_model
+from .precision import ThreadChooser, dtype_name, resolve_dtype, torch_threads
 
 
 def _model_class(kind: str):
@@ -187,13 +189,28 @@ class LocalBackend(Backend):
 
     def __init__(self, model: Any, tokenizer: Any, kind: str, name: str, identity: str,
                  cache: FeatureCache | None = None, batch_size: int = 32, max_length: int | None = None,
-                 hidden_layer: int = -1, progress: bool = True, device: str | None = None) -> None:
+                 hidden_layer: int = -1, progress: bool = True, device: str | None = None,
+                 dtype: str | torch.dtype | None = None, threads: int | str | None = None) -> None:
+        """``dtype``: the format the model runs in (``"auto"``: chosen for the machine, see
+        :mod:`~edgetune.backends.precision`; ``None``: as the model was given). ``threads``: torch threads while
+        extracting (``None``: torch's setting; ``"auto"``: chosen batch by batch from measured speed, see
+        :class:`~edgetune.backends.precision.ThreadChooser`). A model placed by ``device_map`` stays put."""
         super().__init__(name, cache, batch_size, progress)
         if kind not in ("causal", "masked", "seq2seq"):
             raise ModelError(f"LocalBackend runs causal, masked or seq2seq models, not {kind!r}")
+        if threads not in (None, "auto") and (not isinstance(threads, int) or threads < 1):
+            raise ModelError(f"threads must be a whole number ≥ 1, 'auto' or None, not {threads!r}")
         self.kind = kind
-        self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
+        self.threads = threads
+        self.thread_chooser = ThreadChooser() if threads == "auto" else None
+        if getattr(model, "hf_device_map", None) and len(set(model.hf_device_map.values())) > 1:
+            self.device = input_embedding_of(model, kind).weight.device  # dispatched over devices by Accelerate
+            self.model = model.eval()
+        else:
+            self.device = resolve_device(device)
+            self.model = model.to(self.device).eval()
+        if dtype is not None:
+            self.model = self.model.to(resolve_dtype(dtype, self.device))
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.tokenizer = tokenizer
@@ -221,16 +238,26 @@ class LocalBackend(Backend):
              cache_root: str | None = None, **kwargs: Any) -> LocalBackend:
         from transformers import AutoTokenizer
 
+        """Load a model by name in ``dtype`` (default ``"auto"``), extracting at ``threads`` (default ``"auto"``);
+        ``device_map="auto"`` (or an Accelerate device map) spreads a model too large for one device over the GPUs and
+        CPU memory there are."""
         progress = kwargs.get("progress", True)
         resolved = resolve_model(name, kind, cache_root, progress=progress)
         if resolved.kind == "embedding":
             raise ModelError(f"{name} is a sentence-embedding model, not a language model with a head to prompt; "
                              "pass a language model (e.g. --model smollm2-135m), or use it with setfit")
+        kwargs.setdefault("threads", "auto")
+        device_map = kwargs.pop("device_map", None)
+        if device_map is not None and kwargs.get("device") not in (None, "auto"):
+            raise ModelError("give either device or device_map, not both")
+        where = resolve_device(None if device_map is not None else kwargs.get("device"))
+        dtype = resolve_dtype(kwargs.pop("dtype", "auto"), where, cache_root)
         try:
             with progress_bars(progress):
                 tokenizer = AutoTokenizer.from_pretrained(resolved.path)
-                model = _model_class(resolved.kind).from_pretrained(resolved.path, dtype=torch.float32,
-                                                                    use_safetensors=True)
+                model = _model_class(resolved.kind).from_pretrained(
+                    resolved.path, dtype=dtype, use_safetensors=True,
+                    **({"device_map": device_map} if device_map is not None else {}))
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}") from None
         return cls(model, tokenizer, resolved.kind, name, resolved.identity, cache=cache, **kwargs)
@@ -245,8 +272,20 @@ class LocalBackend(Backend):
     def identity(self) -> str:
         return self._identity
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The format the model's weights run in."""
+        return self.input_embedding().weight.dtype
+
     def settings(self) -> dict[str, Any]:
-        return {"max_length": self.max_length, "hidden_layer": self.hidden_layer, "scores": "logits"}
+        # float32 is left unnamed, so features extracted before formats were a choice keep their cache keys
+        named = {} if self.dtype == torch.float32 else {"dtype": dtype_name(self.dtype)}
+        return {"max_length": self.max_length, "hidden_layer": self.hidden_layer, "scores": "logits", **named}
+
+    @classmethod
+    def options_from_settings(cls, settings: dict[str, Any]) -> dict[str, Any]:
+        """A reloaded method reads the model in the format it was fitted in."""
+        return {"dtype": settings.get("dtype", "float32")}
 
     provides_weights = True
 
@@ -380,8 +419,17 @@ class LocalBackend(Backend):
         parts[side][i] = (self.tokenizer.decode(toks[:keep]).strip(), True)
         return Prompt(tuple(parts[0]), tuple(parts[1]))
 
-    @torch.inference_mode()
     def _run(self, batch: list[Any], label_ids: LabelTargets, words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        chooser = self.thread_chooser
+        threads = chooser.next() if chooser is not None else self.threads
+        start = time.perf_counter()
+        with torch.inference_mode(), torch_threads(threads):  # type: ignore[arg-type]
+            out = self._run_batch(batch, label_ids)
+        if chooser is not None:
+            chooser.record(int(threads), len(batch) * max(len(ids) for ids in batch), time.perf_counter() - start)
+        return out
+
+    def _run_batch(self, batch: list[Any], label_ids: LabelTargets) -> tuple[np.ndarray, np.ndarray]:
         if label_ids and isinstance(label_ids[0], tuple):
             return self._run_sequences(batch, label_ids)  # type: ignore[arg-type]
         tb = self.collate(batch).to(self.device)

@@ -26,6 +26,8 @@ from ..errors import ModelError
 from ..paths import cache_dir
 
 KINDS = ("causal", "masked", "seq2seq", "embedding")
+#: the formats an in-process model may run in ("auto": chosen for the machine, see :mod:`.precision`)
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from ..backends.models import DTYPES
 from ..data.tasks import Task, load_task
 from ..errors import DataError
 from ..methods import get_method
@@ -112,7 +113,8 @@ class BenchConfig:
     #: from that method, on the same samples), {"checks": "rules"} (gradient-trained cells: each run's curves per
     #: dev check and, with ``eval: {at_checks: true}``, the eval accuracy at the check each selection rule keeps),
     #: {"per_class": "confusion"} (precision and recall per label, and a confusion-matrix plot per task and method),
-    #: {"choices": "auto"} (auto against DecT and the best single method in hindsight, and what it chose)
+    #: {"choices": "auto"} (auto against DecT and the best single method in hindsight, and what it chose),
+    #: {"paired_model": MODEL} (per-seed differences from the same method on that model or backend label)
     views: list[dict[str, Any]] = field(default_factory=list)
     #: named backends the ``models`` list may use (label -> spec, see :func:`check_backend`): a server the bench
     #: starts, one already running, or an in-process model with options; records and reports use the label
@@ -144,11 +146,12 @@ class BenchConfig:
             ok = isinstance(view, Mapping) and len(view) == 1 and (
                 view.get("pivot") == "accuracy" or view.get("paired") in labels or view.get("checks") == "rules"
                 or view.get("extraction") == "totals" or view.get("per_class") == "confusion"
-                or view.get("choices") == "auto")
+                or view.get("choices") == "auto" or view.get("paired_model") in self.models)
             if not ok:
                 raise DataError(f"bench {self.name!r}: a view is {{pivot: accuracy}}, {{checks: rules}}, {{extraction: "
-                                f"totals}}, {{per_class: confusion}}, {{choices: auto}} or {{paired: LABEL}} with one "
-                                f"of the method labels {labels}, not {view!r}")
+                                f"totals}}, {{per_class: confusion}}, {{choices: auto}}, {{paired: LABEL}} with one "
+                                f"of the method labels {labels} or {{paired_model: MODEL}} with one of the models "
+                                f"{self.models}, not {view!r}")
         if not isinstance(self.backends, Mapping):
             raise DataError(f"bench {self.name!r}: backends maps a label to a backend spec, not {self.backends!r}")
         self.backends = {str(k): check_backend(self.name, str(k), v) for k, v in self.backends.items()}
@@ -290,7 +293,7 @@ class BenchConfig:
 REMOTE_OPTIONS = ("top_logprobs", "exact", "concurrency", "rate_limit", "timeout", "max_retries", "floor", "hidden",
                   "batch_size", "api_key_env")
 #: what an in-process backend spec may set besides model
-LOCAL_OPTIONS = ("kind", "batch_size", "max_length")
+LOCAL_OPTIONS = ("kind", "batch_size", "max_length", "dtype", "threads", "device", "device_map")
 #: what ``server:`` may set (:class:`~edgetune.backends.server.LlamaServer`)
 SERVER_OPTIONS = ("n_threads", "n_ctx")
 
@@ -313,6 +316,8 @@ def check_backend(name: str, label: str, spec: Any) -> dict[str, Any]:
     if "base_url" in spec and not (isinstance(spec["base_url"], str) and spec["base_url"].startswith("http")):
         raise DataError(f"{where}: base_url is an http(s) URL, not {spec['base_url']!r}")
     allowed = REMOTE_OPTIONS if remote else LOCAL_OPTIONS
+    if not remote and spec.get("dtype", "auto") not in DTYPES:
+        raise DataError(f"{where}: dtype is one of {', '.join(DTYPES)}, not {spec['dtype']!r}")
     unknown = sorted(set(spec) - {"model", "server", "base_url", *allowed})
     if unknown:
         raise DataError(f"{where}: unknown key(s) {unknown}; a {'remote' if remote else 'local'} backend takes model"

@@ -181,18 +181,21 @@ def pivot(summary: dict[str, list[dict[str, Any]]], default_models: list[str]) -
     return [*md, ""]
 
 
-def paired(lines: list[dict[str, Any]], baseline: str, default_models: list[str]) -> list[str]:
+def paired(lines: list[dict[str, Any]], baseline: str, default_models: list[str], across: str = "method") -> list[str]:
     """Each method's accuracy minus ``baseline``'s on the same samples (model, task, shots, seed): mean ± sample std
-    of the per-seed differences in points, and on how many samples it was ahead / level / behind."""
+    of the per-seed differences in points, and on how many samples it was ahead / level / behind. ``across="model"``:
+    ``baseline`` is a model label, and each cell is paired with the same method on that model."""
     cells = latest_cells(lines)
     diffs: dict[tuple[str, str, str, int], list[float]] = defaultdict(list)
     for (model, key, shots, seed, method), c in cells.items():
-        base = cells.get((model, key, shots, seed, baseline))
+        other = (model, key, shots, seed, baseline) if across == "method" else (baseline, key, shots, seed, method)
+        base = cells.get(other)
         task = c.get("task_name", key)
-        if method != baseline and base is not None:
+        if (method if across == "method" else model) != baseline and base is not None:
             diffs[(task, method, model, shots)].append(100 * (c["accuracy"] - base["accuracy"]))
-    md = [f"## Paired with {display_name(baseline)}", "",
-          "Per-sample differences in accuracy points (this method minus the baseline on the same sample).", "",
+    name = display_name(baseline) if across == "method" else f"the same method on {baseline}"
+    md = [f"## Paired with {name}", "",
+          f"Per-sample differences in accuracy points (this {across} minus the baseline on the same sample).", "",
           "| task | method | shots | Δ points | ahead / level / behind |", "|---|---|---:|---:|---:|"]
     for (task, method, model, shots), d in diffs.items():
         a = np.array(d)
@@ -465,6 +468,8 @@ def _render(results: Path, out: Path, plots: bool, lines: list[dict[str, Any]], 
             text, drawn = per_class_view(lines, default_models, out if plots else None)
             md += text
             confusions += drawn
+        elif "paired_model" in view:
+            md += paired(lines, view["paired_model"], default_models, across="model")
         else:
             md += paired(lines, view["paired"], default_models)
     if plots and summary:

@@ -118,7 +118,7 @@ class ADePT(GradientMethod):
     def offset_ratio(self, ids: list[list[int]]) -> float | None:
         module = self.module_.eval()
         device = next(module.parameters()).device
-        e = module.input_embedding()(torch.tensor(sorted({i for row in ids for i in row}), device=device))
+        e = module.input_embedding()(torch.tensor(sorted({i for row in ids for i in row}), device=device)).float()
         return float((module.offset(e).norm(dim=-1) / e.norm(dim=-1).clamp_min(1e-12)).mean())
 
     @torch.no_grad()

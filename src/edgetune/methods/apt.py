@@ -131,7 +131,7 @@ class APT(GradientMethod):
     def _text_prefix(self, model: Any, embedding: nn.Module, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(L, kv heads, l, head size) keys and values of the task's own words run through the frozen model."""
         ids = text_prompt_ids(self.tokenizer_(self.init_text(), add_special_tokens=False)["input_ids"], tokens)
-        cache = self.reader_.prefix_cache(model, embed_ids(embedding, ids)[None].to(embedding.weight.device))
+        cache = self.reader_.prefix_cache(model, embed_ids(embedding, ids)[None].to(embedding.weight))
         keys = torch.stack([layer.keys[0] for layer in cache.layers]).float()
         values = torch.stack([layer.values[0] for layer in cache.layers]).float()
         return keys.cpu().clone(), values.cpu().clone()

@@ -38,7 +38,7 @@ class FineTune(GradientMethod):
     config = FineTuneConfig
 
     def build(self, model: Any, embedding: nn.Module) -> nn.Module:
-        trained = copy.deepcopy(model)
+        trained = copy.deepcopy(model).float()  # float32 weights and optimiser state, whatever the body's format
         for p in trained.parameters():
             p.requires_grad_(True)
         return PromptedModel(trained, self.reader_)

@@ -72,7 +72,7 @@ class SetFit(Method):
         examples, y_idx = self._labelled(X, y, labels)
         if len(set(y_idx.tolist())) < 2:
             raise DataError("SetFit needs examples of at least two labels")
-        body = copy.deepcopy(self.backend.torch_model()[0])
+        body = copy.deepcopy(self.backend.torch_model()[0]).float()  # trained in float32 whatever the backend's format
         model = SetFitModel(model_body=body, model_head=LogisticRegression(max_iter=1000, random_state=self.seed,
                                                                         class_weight=self.class_weight))
         data = datasets.Dataset.from_dict({"text": [_text(e) for e in examples], "label": y_idx.tolist()})

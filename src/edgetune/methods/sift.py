@@ -79,7 +79,8 @@ class SIFT(GradientMethod):
 
     def build(self, model: Any, embedding: nn.Module) -> nn.Module:
         self.d_ = embedding.weight.shape[1]
-        return PromptedModel(copy.deepcopy(model), self.reader_)
+        # float32: increments added into half-precision weights would round away
+        return PromptedModel(copy.deepcopy(model).float(), self.reader_)
 
     def _targets(self) -> dict[str, nn.Linear]:
         head = self.module_.frozen.get_output_embeddings()

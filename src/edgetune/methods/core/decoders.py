@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,19 +59,12 @@ def logistic_head(clf: Any, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     return coef, bias
 
 
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
+def torch_threads(n: int | None) -> contextlib.AbstractContextManager[None]:
     """Run the block with ``n`` torch threads (``None``: as set), restoring the setting after (decoders are
-    small-tensor work, which several threads beside a busy process slow down badly)."""
-    import torch
+    small-tensor work, which several threads beside a busy process slow down badly). Torch is imported on use."""
+    from ...backends.precision import torch_threads as threads
 
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return threads(n)
 
 
 def class_counts(name: str, labels: Sequence[str], y: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ...backends.local import LabelReader, input_embedding_of
+from ...backends.precision import autocast_for
 from ...errors import IncompatibleError
 from .config import ParamError
 
@@ -66,6 +67,13 @@ class PromptedModel(torch.nn.Module):
         """The distinct prompts of a batch, (p, m, d): one shared prompt by default (BBT scoring p candidates
         at once: p, each followed by its share of the rows)."""
         return self.prompt(1)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """The forward pass, under autocast to the frozen body's format when it is half precision (trainable
+        float32 parameters meet the bfloat16/float16 body there); logits come back in float32."""
+        with autocast_for(self.frozen):
+            out = super().__call__(*args, **kwargs)
+        return out.float() if isinstance(out, torch.Tensor) else out
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
         """Label-word logits (b, C) at the label position."""
