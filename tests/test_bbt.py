@@ -63,9 +63,11 @@ def loss_alone(m, z):
     return total / n, correct / n
 
 
-@pytest.mark.parametrize("max_rows", [3, 1024])
-def test_candidates_scored_together_match_one_at_a_time(make_backend, toy_task, kind, max_rows):
-    """Sharing forward passes between candidates (split into chunks or not) changes nothing but speed."""
+@pytest.mark.parametrize(("max_rows", "max_tokens"), [(3, 32768), (1024, 32768), (1024, 60)])
+def test_candidates_scored_together_match_one_at_a_time(make_backend, toy_task, kind, max_rows, max_tokens,
+                                                        monkeypatch):
+    """Sharing forward passes between candidates (split into chunks by rows or by tokens, or not) changes nothing
+    but speed; a token bound caps every pass."""
     be = make_backend(kind)
     train = toy_task.sample(4, seed=0)
     m = BBT(be, **TINY).fit(train)
@@ -73,8 +75,19 @@ def test_candidates_scored_together_match_one_at_a_time(make_backend, toy_task, 
     y = torch.tensor(train.label_ids())
     m._batches = [(be.collate(ids[:5]), y[:5]), (be.collate(ids[5:]), y[5:])]  # two batches of different widths
     zs = [np.random.default_rng(i).normal(size=8) * 3 for i in range(5)]
-    m.max_rows = max_rows
+    m.max_rows, m.max_tokens = max_rows, max_tokens
+    seen = []
+    forward = type(m.module_).forward
+
+    def spy(self, input_ids, *args, **kwargs):
+        seen.append(input_ids.numel() + len(input_ids) * m.prompt_tokens)
+        return forward(self, input_ids, *args, **kwargs)
+
+    monkeypatch.setattr(type(m.module_), "forward", spy)
     together = m.losses(zs)
+    monkeypatch.undo()
+    widest = max(b.input_ids.shape[1] for b, _ in m._batches) + m.prompt_tokens
+    assert max(seen) <= max(max_tokens, 5 * widest)  # at most the bound, or one candidate's rows when that is more
     one_by_one = [loss_alone(m, z) for z in zs]
     np.testing.assert_allclose([t[0] for t in together], [o[0] for o in one_by_one], rtol=1e-4, atol=1e-5)
     assert [t[1] for t in together] == [o[1] for o in one_by_one]

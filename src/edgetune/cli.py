@@ -150,6 +150,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     pred.add_argument("--cache-dir")
     pred.add_argument("--base-url", help="server URL, for a decoder trained with --backend openai")
     pred.add_argument("--api-key", default=None, help="bearer token (default $OPENAI_API_KEY)")
+    pred.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                      help="label the inputs with Ray Data, one model per CPU of the cluster at ADDRESS (default: a "
+                      "local Ray instance); needs pip install 'edgetune[ray]'")
     pred.add_argument("--no-progress", action="store_true")
 
     bench = sub.add_parser("bench", help="run a grid of tasks x methods x shots x seeds x models from a YAML config",
@@ -173,6 +176,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     bench.add_argument("--seeds", nargs="+", type=_seed, metavar="SEED", help="run only these seeds now")
     bench.add_argument("--methods", nargs="+", metavar="LABEL", help="run only these method labels now "
                        "(the report still covers every finished cell; rerun without them for the rest)")
+    bench.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                       help="run the grid's samples on N local processes, each with its share of the cores (default "
+                       "1); records are written by this process alone")
+    bench.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                       help="run the grid's samples as Ray tasks on the cluster at ADDRESS (default: a local Ray "
+                       "instance); needs pip install 'edgetune[ray]'")
     bench.add_argument("--no-progress", action="store_true")
 
     serve = sub.add_parser("serve", help="serve a packaged GGUF model with llama.cpp's OpenAI-compatible server",
@@ -454,7 +463,10 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
 
         cache = FeatureCache(args.cache)
     try:
-        results = run_bench(config, output=args.output, progress=not args.no_progress, console=console, cache=cache)
+        if args.ray is not None and args.workers > 1:
+            raise EdgetuneError("give --workers N (local processes) or --ray (Ray tasks), not both")
+        results = run_bench(config, output=args.output, progress=not args.no_progress, console=console, cache=cache,
+                            workers=args.workers, ray=args.ray is not None, ray_address=args.ray or None)
     finally:
         if cache is not None:
             cache.close()
@@ -484,6 +496,8 @@ def cmd_serve(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_predict(args: argparse.Namespace, console: Console) -> int:
+    import os
+
     from .backends import load_backend
     from .data.io import read_examples
     from .methods.core.persistence import load, read_saved, saved_backend_options
@@ -495,13 +509,13 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
         if not args.base_url:
             raise EdgetuneError(f"{args.path} was trained through a server (model {model_name!r}); give --base-url")
         options.pop("kind")
-        backend = _remote_backend(model_name, args, **options)
-    else:
-        if args.base_url:
-            raise EdgetuneError(f"{args.path} was trained on an in-process model; --base-url is for decoders "
-                                "trained through a server")
-        backend = load_backend(model_name, cache_root=args.cache_dir, progress=not args.no_progress, **options)
-    method = load(args.path, model=backend)
+        options.update(base_url=args.base_url, api_key=args.api_key or os.environ.get("OPENAI_API_KEY"))
+    elif args.base_url:
+        raise EdgetuneError(f"{args.path} was trained on an in-process model; --base-url is for decoders "
+                            "trained through a server")
+    options.update(model=model_name, cache_root=args.cache_dir, progress=not args.no_progress)
+    if args.ray is None:
+        method = load(args.path, model=load_backend(**options))
     if args.file:
         inputs = read_examples(args.file, text=args.text_col, text_b=args.text_b_col, require_label=False)
     elif args.texts:
@@ -510,12 +524,18 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
         inputs = [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not inputs:
         raise EdgetuneError("no inputs: give texts, --file, or lines on standard input")
-    probs = method.predict_proba(inputs)
+    if args.ray is not None:
+        from .bench.workers import predict_with_ray
+
+        labels = list(config["labels"])
+        probs = predict_with_ray(args.path, {**options, "progress": False}, inputs, address=args.ray or None)
+    else:
+        labels, probs = list(method.labels_), method.predict_proba(inputs)
     for i, row in enumerate(probs):
-        label = method.labels_[int(row.argmax())]
+        label = labels[int(row.argmax())]
         if args.json:
             text = inputs[i] if isinstance(inputs[i], str) else inputs[i].text
-            probs = {lab: round(float(p), 6) for lab, p in zip(method.labels_, row, strict=True)}
+            probs = {lab: round(float(p), 6) for lab, p in zip(labels, row, strict=True)}
             print(json.dumps({"text": text, "label": label, "probabilities": probs}))
         else:
             print(label)

@@ -181,7 +181,7 @@ class ThreadChooser:
     """
 
     def __init__(self, cores: int | None = None, recheck: int = 32) -> None:
-        cores = cores or os.cpu_count() or 1
+        cores = cores or torch.get_num_threads()  # the share of the cores this process was given
         self.candidates = list(dict.fromkeys([cores, max(1, cores // 2), 1]))
         self.recheck = recheck
         self.rates: dict[int, float] = {}

@@ -39,7 +39,8 @@ from .records import RESULTS_NAME, ResultsLog, machine_info, read_results
 def run_bench(config: BenchConfig, output: str | os.PathLike | None = None, progress: bool = True,
               console: Console | None = None, *, backends: Mapping[str, Backend] | None = None,
               cache: FeatureCache | None = None, save_dir: str | os.PathLike | None = None,
-              save_labels: set[str] | None = None, fresh: bool = False, run_id: str | None = None) -> Path:
+              save_labels: set[str] | None = None, fresh: bool = False, run_id: str | None = None,
+              workers: int = 1, ray: bool = False, ray_address: str | None = None) -> Path:
     """Run every cell of ``config`` not already in the results file; return the results path.
 
     Records are only ever appended: a cell already recorded with the same settings is skipped (resume); one
@@ -51,7 +52,18 @@ def run_bench(config: BenchConfig, output: str | os.PathLike | None = None, prog
     ``<task>-<label>-<shots>shot-seed<seed>`` (names made safe for a file name); a folder already there is
     never replaced: the run stops before training. ``fresh``: start a new results file, the old one moved
     aside (``results.jsonl.replaced-<time>``), never deleted. ``run_id`` tags this invocation's lines.
+    ``workers``: run the samples on that many local processes; ``ray``: as Ray tasks on the cluster at
+    ``ray_address`` (default: a local Ray instance) — see :mod:`edgetune.bench.workers`; either way only this
+    process writes records.
     """
+    if workers < 1:
+        raise EdgetuneError(f"workers is a whole number ≥ 1, not {workers!r}")
+    parallel = ray or workers > 1
+    if parallel and backends:
+        raise EdgetuneError("backends built in this process cannot be handed to worker processes; name them in "
+                            "the config's backends: instead, or run without --workers/--ray")
+    if parallel and cache is not None and cache.path is None:
+        raise EdgetuneError("an in-memory feature cache cannot be shared with worker processes; give a file")
     console = console or Console(stderr=True)
     path = config.output_dir(output) / RESULTS_NAME
     if fresh and path.exists():
@@ -73,7 +85,18 @@ def run_bench(config: BenchConfig, output: str | os.PathLike | None = None, prog
     cold = tempfile.mkdtemp(prefix="edgetune-cold-") if own and config.cache == "cold" else None
     lazy = _LazyCache(Path(cold or path.parent) / "features.sqlite", cache)
     try:
-        _run_cells(config, todo, log, console, progress, dict(backends or {}), lazy, save_dir, save_labels)
+        if ray:
+            from .workers import run_ray
+
+            run_ray(config, todo, log, cache.path if cache is not None else lazy.path,  # type: ignore[arg-type]
+                    ray_address, save_dir, save_labels, console)
+        elif workers > 1:
+            from .workers import run_processes
+
+            run_processes(config, todo, log, cache.path if cache is not None else lazy.path,  # type: ignore[arg-type]
+                          workers, save_dir, save_labels, console)
+        else:
+            _run_cells(config, todo, log, console, progress, dict(backends or {}), lazy, save_dir, save_labels)
     except BaseException:
         if not existed and not any(x.get("type") == "cell" for x in log.lines):
             with log.locked():  # nothing finished: leave no header-only file behind (unless another run wrote)

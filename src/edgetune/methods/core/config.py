@@ -429,6 +429,8 @@ class ProjectedConfig(BlackBoxConfig):
     projection_scale: float = param(1.0, "scale of the random projection", positive())
     max_rows: int = param(1024, "most prompt rows per forward pass when scoring candidates together (0: one "
                                 "candidate per pass)", whole(0))
+    max_tokens: int = param(32768, "most tokens (rows × padded length, soft prompt included) per forward pass when "
+                                   "scoring candidates together: memory stays bounded on long inputs", whole(1))
     prompt_init: str = param("range", "the start p0: 'range' (tokens 1000, 1001, ...), 'zeros', 'text' or 'vocab'",
                              one_of(*PROMPT_INITS))
     aliases: ClassVar[dict[str, str]] = {"alpha": "projection_scale"}

@@ -418,7 +418,9 @@ class ProjectedSearch(BlackBoxMethod):
 
     ``max_rows``: most prompt rows per forward pass when scoring candidates together: up to
     ``max_rows // len(batch)`` candidates share one pass (the reference's ``--parallel``); 0 scores one
-    candidate per pass. Same arithmetic, far fewer passes."""
+    candidate per pass. Same arithmetic, far fewer passes. ``max_tokens`` bounds the same pass by tokens (rows ×
+    (padded length + soft prompt)), so memory does not grow with the inputs' length (rte's long pairs at 1,024
+    rows held 10.5 GB)."""
 
     config = ProjectedConfig
 
@@ -441,10 +443,12 @@ class ProjectedSearch(BlackBoxMethod):
         total = torch.zeros(len(zs), dtype=torch.float64)
         correct = torch.zeros(len(zs), dtype=torch.long)
         n = 0
+        prompt_len = self.settings().prompt_positions()
         try:
             for batch, y in self._batches:
                 rows = len(batch)
-                chunk = max(1, self.max_rows // rows) if self.max_rows > 0 else 1
+                width = batch.input_ids.shape[1] + prompt_len
+                chunk = max(1, min(self.max_rows // rows, self.max_tokens // (rows * width))) if self.max_rows else 1
                 b = batch.to(device)
                 y = y.to(device)
                 for c in range(0, len(zs), chunk):
