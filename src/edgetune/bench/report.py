@@ -402,10 +402,13 @@ def _render(results: Path, out: Path, plots: bool, lines: list[dict[str, Any]], 
                       shots=list(dict.fromkeys(c["shots"] for c in cells)),
                       seeds=sorted({c["seed"] for c in cells}))
     summary = summarise(lines)
-    default_models = config.get("models", [])
+    models = config.get("models", [])
+    # a row names its model unless the grid has one model and the cell ran on it (a method's own `models:` may add
+    # others)
+    default_models = models if len(models) == 1 else []
     machines = list(dict.fromkeys(json.dumps(h["machine"], sort_keys=True) for h in headers))
     md = [f"# Bench: {title or config['name']}", "",
-          f"- Models: {', '.join(default_models)}"
+          f"- Models: {', '.join(models)}"
           + "".join(f"; {m['name']} on {', '.join(m['models'])}" for m in config["methods"] if m.get("models")),
           f"- Tasks: {', '.join(config['tasks'])} · shots: {', '.join(map(str, config['shots']))} · seeds: "
           f"{', '.join(map(str, config['seeds']))} · test subset: {config.get('test_size') or 'full'} "

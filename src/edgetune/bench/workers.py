@@ -18,7 +18,7 @@ import contextlib
 import json
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,24 @@ def _write_all(log: ResultsLog, finished: Iterable[list[dict[str, Any]]]) -> Non
             log.write({k: v for k, v in line.items() if k != "run"})
 
 
+@contextlib.contextmanager
+def ray_session(address: str | None, init: Callable[..., Any] | None = None) -> Iterator[Any]:
+    """The ``ray`` module, connected to the cluster at ``address`` (``None``: a local instance started here), and
+    disconnected after if this call connected it."""
+    try:
+        import ray
+    except ImportError:
+        raise EdgetuneError("--ray needs Ray: pip install 'edgetune[ray]'") from None
+    started = not ray.is_initialized()
+    if started:
+        (init or ray.init)(address=address, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
+
+
 def run_processes(config: BenchConfig, todo: list, log: ResultsLog, cache_path: Path, workers: int,
                   save_dir: str | os.PathLike | None, save_labels: set[str] | None, console: Console) -> None:
     """Run ``todo`` on ``workers`` local processes (spawned: a clean torch in each), each with its share of the
@@ -138,14 +156,7 @@ def run_ray(config: BenchConfig, todo: list, log: ResultsLog, cache_path: Path, 
     """Run ``todo`` as Ray tasks (one per sample, one CPU each) on the cluster at ``address`` (``None``: a local Ray
     instance started here and stopped after). The workers must see the same files (task data, feature cache,
     save folder): one machine, or a shared file system."""
-    try:
-        import ray
-    except ImportError:
-        raise EdgetuneError("--ray needs Ray: pip install 'edgetune[ray]'") from None
-    started = not ray.is_initialized()
-    if started:
-        (init or ray.init)(address=address, include_dashboard=False, log_to_driver=False)
-    try:
+    with ray_session(address, init) as ray:
         remote = ray.remote(num_cpus=1)(run_unit)
         work = units(todo)
         console.print(f"{len(work)} samples as Ray tasks ({ray.cluster_resources().get('CPU', 0):g} CPUs)")
@@ -163,9 +174,6 @@ def run_ray(config: BenchConfig, todo: list, log: ResultsLog, cache_path: Path, 
                 cause = exc.as_instanceof_cause()
                 raise (cause if isinstance(cause, EdgetuneError) else EdgetuneError(
                     f"a Ray task failed: {str(exc).splitlines()[0]}")) from None
-    finally:
-        if started:
-            ray.shutdown()
 
 
 class _Predictor:
@@ -196,14 +204,7 @@ def predict_with_ray(path: str | os.PathLike, backend_options: dict[str, Any], i
     back in input order. ``address``: a running cluster (default: a local Ray instance, stopped after)."""
     import numpy as np
 
-    try:
-        import ray
-    except ImportError:
-        raise EdgetuneError("--ray needs Ray: pip install 'edgetune[ray]'") from None
-    started = not ray.is_initialized()
-    if started:
-        (init or ray.init)(address=address, include_dashboard=False, log_to_driver=False)
-    try:
+    with ray_session(address, init) as ray:
         rows = [{"i": i, "text": x if isinstance(x, str) else x.text,
                  "text_b": None if isinstance(x, str) else x.text_b,
                  "extra": json.dumps({} if isinstance(x, str) else x.extra)} for i, x in enumerate(inputs)]
@@ -214,9 +215,6 @@ def predict_with_ray(path: str | os.PathLike, backend_options: dict[str, Any], i
             _Predictor, fn_constructor_kwargs={"path": str(path), "backend_options": backend_options},
             batch_size=batch_size, concurrency=size, num_cpus=1, batch_format="numpy")
         out = ds.take_all()
-    finally:
-        if started:
-            ray.shutdown()
     proba = np.zeros((len(rows), len(out[0]["proba"]) if out else 0))
     for row in out:
         proba[int(row["i"])] = row["proba"]
