@@ -55,12 +55,18 @@ class FakeOpenAI(_Server):
     (1-based) to an HTTP status to answer instead; ``words`` are the tokens it knows."""
 
     def __init__(self, words: list[str], top: int = 5, dim: int = 6, fail: dict[int, int] | None = None,
-                 per_token: bool = True, bias: str | None = None, not_json: dict[str, str] | None = None) -> None:
+                 per_token: bool = True, bias: str | None = None, not_json: dict[str, str] | None = None,
+                 engine: str = "llama.cpp") -> None:
         """``bias``: None (no tokenize endpoint, ``logit_bias`` ignored), ``"sample"`` (llama-cpp-python's way:
         the biased token is generated and its unbiased log-probability reported beside the top) or ``"reflect"``
         (log-probabilities computed after the bias) or ``"refuse"`` (HTTP 400 to any request with a bias).
         ``not_json`` maps a path ending (``"/completions"``, ``"/embeddings"``, ``"/tokenize"``) to a content type
-        to answer those requests with, status 200, with an HTML page instead of JSON."""
+        to answer those requests with, status 200, with an HTML page instead of JSON. ``engine="vllm"``: tokenize as
+        vLLM's OpenAI server does (vllm/entrypoints/openai/protocol.py, ``TokenizeCompletionRequest``): only
+        ``POST /tokenize`` with ``{"model", "prompt", "add_special_tokens"}`` (default true: a BOS id, 1, first),
+        answering ``{"count", "max_model_len", "tokens"}``; no ``/extras/tokenize``; a body without ``prompt`` is
+        a 400."""
+        self.engine = engine
         self.words, self.top, self.dim, self.per_token, self.bias = words, top, dim, per_token, bias
         self.not_json = dict(not_json or {})
         self.fail = dict(fail or {})
@@ -113,8 +119,20 @@ class _FakeHandler(BaseHTTPRequestHandler):
         with fake.lock:
             fake.seen[(self.path, _request_key(body))] += 1
         if self.path.endswith("/tokenize") and fake.bias:
-            text = str(body.get("input", body.get("content", "")))
             known = [" " + w for w in fake.words]
+            if fake.engine == "vllm":
+                if self.path.endswith("/extras/tokenize"):
+                    self._json(404, {"detail": "Not Found"})
+                    return
+                if "prompt" not in body:
+                    self._json(400, {"error": {"message": "prompt: Field required", "type": "BadRequestError"}})
+                    return
+                text = str(body["prompt"])
+                ids = [known.index(text)] if text in known else [7, 7]
+                ids = [1, *ids] if body.get("add_special_tokens", True) else ids
+                self._json(200, {"count": len(ids), "max_model_len": 2048, "tokens": ids})
+                return
+            text = str(body.get("input", body.get("content", "")))
             self._json(200, {"tokens": [known.index(text)] if text in known else [7, 7]})
             return
         if self.path.endswith("/completions") and fake.bias == "refuse" and body.get("logit_bias"):

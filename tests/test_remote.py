@@ -12,6 +12,7 @@ from http_helpers import FakeOpenAI, FaultProxy
 
 from edgetune.backends import FeatureCache, OpenAIBackend, RemoteError, load_backend
 from edgetune.data.example import Example
+from edgetune.data.templates import Template
 
 TEMPLATE = "{text} It was {mask}"
 WORDS = ["bad", "great"]
@@ -271,3 +272,50 @@ def test_remote_options_are_the_backends_own():
 
     taken = set(inspect.signature(OpenAIBackend.__init__).parameters)
     assert set(REMOTE_OPTIONS) - {"api_key_env"} <= taken
+
+
+def test_vllm_style_tokenize_makes_missing_words_exact():
+    """vLLM's /tokenize takes ``prompt`` (not llama.cpp's ``content``) and adds a BOS unless told not to: the
+    backend asks it that way, so exact recovery works there too instead of silently falling back to floors."""
+    vocab, words = ["bad", "great", "okay", "x", "y"], ["bad", "great", "okay"]
+    with FakeOpenAI(vocab, top=2, bias="sample", engine="vllm") as srv:
+        b = backend(srv.base_url)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no floor warning
+            feats = b.features(texts(4), TEMPLATE, words)
+    assert b.bias_mode == "sample" and feats.stats.get("floored", 0) == 0 and feats.stats["recovered"] >= 4
+    for i, ex in enumerate(texts(4)):
+        lp = FakeOpenAI.logprobs(f"{ex.text} It was", vocab)
+        np.testing.assert_allclose(feats.scores[i], [lp[" " + w] for w in words], rtol=1e-5)
+
+
+def test_embeddings_can_come_from_another_server_and_are_part_of_the_cache_key():
+    """vLLM serves completions and embeddings from separate instances: the hidden representation is asked of
+    ``embeddings_url`` (with ``embeddings_model``), the label-word scores of ``base_url``."""
+    with FakeOpenAI(WORDS) as scores_srv, FakeOpenAI(WORDS, per_token=False) as embed_srv:
+        b = backend(scores_srv.base_url, embeddings_url=embed_srv.base_url, embeddings_model="e5")
+        feats = b.features(texts(3), TEMPLATE, WORDS)
+        assert {p for p, _ in scores_srv.seen} == {"/v1/completions"}
+        assert {p for p, _ in embed_srv.seen} == {"/v1/embeddings"}
+        assert b.settings()["embeddings_model"] == "e5"
+        same = backend(scores_srv.base_url)
+        prompt = Template(TEMPLATE).render(texts(1)[0])
+        assert same.key(prompt, WORDS) != b.key(prompt, WORDS)
+    for i, ex in enumerate(texts(3)):
+        np.testing.assert_allclose(feats.hidden[i], FakeOpenAI.vector(f"{ex.text} It was", 6), rtol=1e-6)
+
+
+def test_a_dry_run_through_a_server_prices_the_run_and_asks_nothing(tmp_path, toy_dir, capsys):
+    from conftest import toy_task_file
+
+    from edgetune.cli import main
+
+    task = toy_task_file(tmp_path, toy_dir)
+    with FakeOpenAI(["bad", "great"]) as srv:
+        code = main(["run", "dect", "--task", str(task), "--backend", "openai", "--base-url", srv.base_url,
+                     "--model", "fake", "--shots", "2", "--seeds", "0", "1", "--no-progress", "--dry-run",
+                     "--cache-dir", str(tmp_path / "cache"), "-o", str(tmp_path / "out")])
+        assert srv.requests == 0
+    out = capsys.readouterr().out
+    assert code == 0 and "dry run, nothing asked" in out and "requests to" in out
+    assert "10 test" in out and not (tmp_path / "out" / "results.jsonl").exists()

@@ -38,6 +38,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=_positive_int, default=None,
                    help="token window; longer inputs are truncated, never the template (default min(1024, model))")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the prompts, tokens and (through a server) requests the run would cost, and stop "
+                   "before asking the model anything")
     p.add_argument("--device", default=None,
                    help="where an in-process model runs: cpu, cuda, cuda:1 … (default: a CUDA GPU if torch sees one)")
     p.add_argument("--dtype", choices=DTYPES, default="auto",
@@ -57,6 +60,14 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     remote.add_argument("--api-key", default=None, help="bearer token (default $OPENAI_API_KEY)")
     remote.add_argument("--top-logprobs", type=_positive_int, default=20,
                         help="next-token log-probabilities asked per prompt (default 20, OpenAI's cap)")
+    remote.add_argument("--embeddings-url", default=None, metavar="URL",
+                        help="another OpenAI-compatible server for the hidden representation, when --base-url serves "
+                        "no embeddings of the same model (vLLM runs them as separate instances)")
+    remote.add_argument("--embeddings-model", default=None, metavar="NAME",
+                        help="the model name at --embeddings-url (default: --model)")
+    remote.add_argument("--no-embeddings", action="store_true",
+                        help="ask for label-word scores only: DecT then decodes those alone (no hidden "
+                        "representation; one request per prompt instead of two)")
     remote.add_argument("--concurrency", type=_positive_int, default=8, help="requests in flight (default 8)")
     remote.add_argument("--rate-limit", type=_positive_float, default=None,
                         help="requests per second (default unlimited)")
@@ -372,6 +383,11 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     save_labels = {cls.name}
     check_run(config, out, args.save_dir, save_labels)  # output, earlier records, save folder: before loading
     backend = _backend(args, model, cls)
+    if args.dry_run:
+        try:
+            return _dry_run(config, backend, cls, console)
+        finally:
+            backend.cache.close()
     from rich.console import Console
 
     quiet = Console(stderr=True, quiet=args.no_progress)  # the runner's per-cell lines
@@ -384,6 +400,54 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     print_run(lines_of_run(read_results(results), config, run_id), console, metric=args.metric)
     report = render(results, plots=False)
     console.print(f"records: {results} · report: {report}")
+    return 0
+
+
+def _dry_run(config: Any, backend: Any, cls: Any, console: Console) -> int:
+    """What ``run`` would cost, without asking the model anything: per task, the distinct prompts it would read
+    (every seed's training sample and the test subset, through the method's own template), how many the feature
+    cache already holds (free), their tokens (a local model's tokenizer; through a server: characters / 4, an
+    estimate) and, through a server, the requests (one completion, plus one embeddings request unless
+    --no-embeddings, per prompt; recovering a label word outside the top log-probabilities adds up to one request
+    per word). Input-edge methods and SetFit also run the model on every training step: see their --steps."""
+    from .bench.runner import _eval_split
+    from .data.sampling import draw
+    from .data.templates import Template
+
+    remote = backend.kind == "openai"
+    total = {"prompts": 0, "cached": 0, "tokens": 0}
+    for task in (config.load_task(t) for t in config.tasks):
+        test, _, rest = _eval_split(config, task)
+        template, words = Template(task.template), task.words
+        examples = list(test)
+        for shots in config.shots:
+            for seed in config.seeds:
+                examples += list(task.sample(shots, seed, how=config.sample) if rest is None
+                                 else draw(rest, shots, seed, config.sample))
+        prompts = {p.key(): p for p in (template.render(e) for e in examples)}
+        keys = {backend.key(p, words): p for p in prompts.values()}
+        cached = len(backend.cache.get_many(list(keys))) if backend.cache is not None else 0
+        if remote:
+            tokens = sum(len(p.text_before) for p in prompts.values()) // 4
+        else:
+            tokens = sum(len(backend.prompt_ids(p)) for p in prompts.values())
+        console.print(f"{task.name}: {len(prompts)} distinct prompts ({len(test)} test, the rest {len(config.seeds)} "
+                      f"seed(s) × {', '.join(map(str, config.shots))} shots), {cached} already cached, "
+                      f"{'~' if remote else ''}{tokens:,} prompt tokens")
+        total["prompts"] += len(prompts)
+        total["cached"] += cached
+        total["tokens"] += tokens
+    paid = total["prompts"] - total["cached"]
+    line = f"dry run, nothing asked: {paid} prompts to query ({total['cached']} cached)"
+    if remote:
+        per = 2 if backend.hidden else 1
+        line += (f", {per * paid} requests to {backend.base_url} (+ up to {len(words)} per prompt if label words fall "
+                 f"outside the top {backend.top_logprobs}), ~{total['tokens'] * per:,} prompt tokens in all")
+    else:
+        line += f", {total['tokens']:,} prompt tokens through {backend.name}"
+    if cls.edge != "output":
+        line += f"; {cls.name} also runs the model on every training step"
+    console.print(line)
     return 0
 
 
@@ -422,10 +486,17 @@ def _backend(args: argparse.Namespace, model: str, cls: Any):
                                 "use --backend local")
         if not args.base_url:
             raise EdgetuneError("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+        if args.no_embeddings and (args.embeddings_url or args.embeddings_model):
+            raise EdgetuneError("--no-embeddings asks for no hidden representation; drop --embeddings-url/-model")
+        if args.no_embeddings and cls.name not in ("zeroshot", "calibrated"):
+            print(f"note: --no-embeddings: {cls.name} sees label-word scores only (no hidden representation)",
+                  file=sys.stderr)
         return _remote_backend(model, args, top_logprobs=args.top_logprobs, concurrency=args.concurrency,
-                               rate_limit=args.rate_limit, timeout=args.timeout, max_retries=args.max_retries)
-    if args.base_url:
-        raise EdgetuneError("--base-url is for --backend openai")
+                               rate_limit=args.rate_limit, timeout=args.timeout, max_retries=args.max_retries,
+                               hidden=not args.no_embeddings, embeddings_url=args.embeddings_url,
+                               embeddings_model=args.embeddings_model)
+    if args.base_url or args.embeddings_url or args.embeddings_model or args.no_embeddings:
+        raise EdgetuneError("--base-url, --embeddings-url/-model and --no-embeddings are for --backend openai")
     kind = args.kind or ("embedding" if cls.needs == "encoder" else None)
     if args.device_map and args.device:
         raise EdgetuneError("give either --device or --device-map, not both")

@@ -132,6 +132,10 @@ class OpenAIBackend(Backend):
             out before the server has answered anything in this run: an absent server fails in seconds.
         identity: cache identity (default ``openai:<model>``); change it when the server's weights change
             under the same name.
+        embeddings_url, embeddings_model: where the hidden representation comes from when the completions
+            server does not serve embeddings of the same model (vLLM serves completions and embeddings from
+            separate instances): another OpenAI-compatible base URL and its model name (default: ``base_url``
+            and ``model``). Part of the cache key when given.
     """
 
     kind = "openai"
@@ -141,7 +145,8 @@ class OpenAIBackend(Backend):
                  rate_limit: float | None = None, timeout: float = 30.0, max_retries: int = 6,
                  backoff: float = 0.5, max_backoff: float = 20.0, identity: str | None = None,
                  exact: str = "auto", progress: bool = True, batch_size: int = 32, connect_timeout: float = 5.0,
-                 connect_retries: int = 2) -> None:
+                 connect_retries: int = 2, embeddings_url: str | None = None,
+                 embeddings_model: str | None = None) -> None:
         super().__init__(model, cache, batch_size, progress)
         _check_number("top_logprobs", top_logprobs, 1, whole=True)
         _check_number("concurrency", concurrency, 1, whole=True)
@@ -162,6 +167,8 @@ class OpenAIBackend(Backend):
         self._probe_lock: asyncio.Lock | None = None
         self.model_name = model
         self.base_url = base_url.rstrip("/")
+        self.embeddings_url = embeddings_url.rstrip("/") if embeddings_url else None
+        self.embeddings_model = embeddings_model
         self.api_key = api_key
         self.top_logprobs = top_logprobs
         self.hidden = hidden
@@ -187,12 +194,16 @@ class OpenAIBackend(Backend):
         return self._identity
 
     def settings(self) -> dict[str, Any]:
+        # a separate embeddings server is named only when given, so earlier cache keys stay valid
+        elsewhere = {k: v for k, v in (("embeddings_url", self.embeddings_url),
+                                       ("embeddings_model", self.embeddings_model)) if v}
         return {"top_logprobs": self.top_logprobs, "hidden": self.hidden, "floor": self.floor,
-                "scores": "logprobs", "exact": self.exact}
+                "scores": "logprobs", "exact": self.exact, **elsewhere}
 
     @classmethod
     def options_from_settings(cls, settings: dict[str, Any]) -> dict[str, Any]:
-        return {k: settings[k] for k in ("top_logprobs", "hidden", "floor", "exact") if k in settings}
+        return {k: settings[k] for k in ("top_logprobs", "hidden", "floor", "exact", "embeddings_url",
+                                         "embeddings_model") if k in settings}
 
     def check_label_words(self, words: Sequence[str]) -> list[int]:
         """The server cannot tokenise for us: words are matched as the token text ``" " + word`` in the
@@ -245,6 +256,9 @@ class OpenAIBackend(Backend):
 
         client = AsyncOpenAI(base_url=self.base_url, api_key=self.api_key or "sk-no-key-needed", max_retries=0,
                              timeout=Timeout(self.timeout, connect=min(self.timeout, self.connect_timeout)))
+        embedder = client if not self.embeddings_url else AsyncOpenAI(
+            base_url=self.embeddings_url, api_key=self.api_key or "sk-no-key-needed", max_retries=0,
+            timeout=Timeout(self.timeout, connect=min(self.timeout, self.connect_timeout)))
         limiter = _RateLimiter(self.rate_limit)
         slots = asyncio.Semaphore(self.concurrency)
         self._probe_lock = None  # made in this event loop when first needed
@@ -253,7 +267,7 @@ class OpenAIBackend(Backend):
         async def one(key: str, text: str) -> None:
             async with slots:
                 scores = await self._scores(client, limiter, text, words)
-                hidden = (await self._hidden(client, limiter, text)) if self.hidden else np.zeros(1, np.float32)
+                hidden = (await self._hidden(embedder, limiter, text)) if self.hidden else np.zeros(1, np.float32)
             save([(key, scores, hidden)])
 
         tasks = [asyncio.ensure_future(one(k, t)) for _, k, t in encoded]
@@ -270,6 +284,8 @@ class OpenAIBackend(Backend):
             for t in tasks:
                 t.cancel()
             await client.close()
+            if embedder is not client:
+                await embedder.close()
 
     async def _call(self, what: str, limiter: _RateLimiter, fn: Callable[[], Any]) -> Any:
         """One request, retried (see "Fault tolerance" in the module docstring): timeouts, dropped connections,
@@ -457,10 +473,13 @@ class OpenAIBackend(Backend):
         return "sample"
 
     async def _tokenize(self, client: Any, limiter: _RateLimiter, text: str) -> list[int] | None:
-        """Token ids of ``text`` from the server (llama-cpp-python's ``/extras/tokenize`` or llama.cpp's
-        ``/tokenize``, both beside ``/v1``; retried like every request); ``None`` if it offers neither."""
+        """Token ids of ``text`` from the server, beside ``/v1``: llama-cpp-python's ``/extras/tokenize``, llama.cpp's
+        ``/tokenize`` (``content``; no BOS by default) or vLLM's ``/tokenize`` (``prompt``, with
+        ``add_special_tokens`` off: vLLM adds a BOS by default); retried like every request. ``None`` if it offers
+        none of them."""
         root = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
-        for path, body in (("/extras/tokenize", {"input": text}), ("/tokenize", {"content": text})):
+        for path, body in (("/extras/tokenize", {"input": text}), ("/tokenize", {"content": text}),
+                           ("/tokenize", {"model": self.model_name, "prompt": text, "add_special_tokens": False})):
             try:
                 answer = await self._call("tokenize", limiter, lambda path=path, body=body: client.post(
                     root + path, cast_to=object, body=body))
@@ -473,7 +492,7 @@ class OpenAIBackend(Backend):
 
     async def _hidden(self, client: Any, limiter: _RateLimiter, text: str) -> np.ndarray:
         resp = await self._call("embeddings", limiter, lambda: client.embeddings.create(
-            model=self.model_name, input=text, encoding_format="float"))
+            model=self.embeddings_model or self.model_name, input=text, encoding_format="float"))
         self._count_usage(resp)
         try:
             vec = np.asarray(resp.data[0].embedding, dtype=np.float32)
