@@ -63,8 +63,10 @@ def test_a_grid_on_several_workers_records_what_a_serial_run_records(tmp_path, t
             assert many[key]["queries"] == cell["queries"] and many[key]["steps"] == cell["steps"]
     lines = read_results(tmp_path / "parallel/results.jsonl")
     assert len({x["run"] for x in lines}) == 1  # written by the driver alone, as one run
-    train = [x for x in lines if x["type"] == "extraction" and x["split"] == "train"]
-    assert len(train) == 4  # one paid extraction per sample, beside the cells that read it
+    train = [(x["shots"], x["seed"]) for x in lines if x["type"] == "extraction" and x["split"] == "train"]
+    # at most one paid extraction per sample, beside the cells that read it (fewer when another sample of the toy
+    # task had already paid for all its prompts: which runs first depends on the workers)
+    assert 1 <= len(train) <= 4 and len(set(train)) == len(train)
     # a second invocation has nothing left to do
     assert main(["bench", parallel, "--no-progress", "--no-plots", *how]) == 0
     assert len(_cells(tmp_path / "parallel/results.jsonl")) == len(one)
