@@ -410,20 +410,19 @@ def _dry_run(config: Any, backend: Any, cls: Any, console: Console) -> int:
     estimate) and, through a server, the requests (one completion, plus one embeddings request unless
     --no-embeddings, per prompt; recovering a label word outside the top log-probabilities adds up to one request
     per word). Input-edge methods and SetFit also run the model on every training step: see their --steps."""
-    from .bench.runner import _eval_split
-    from .data.sampling import draw
+    from .bench.runner import _eval_split, few_shot_sample
     from .data.templates import Template
 
     remote = backend.kind == "openai"
-    total = {"prompts": 0, "cached": 0, "tokens": 0}
+    total = {"prompts": 0, "cached": 0, "tokens": 0, "words": 0}
     for task in (config.load_task(t) for t in config.tasks):
         test, _, rest = _eval_split(config, task)
         template, words = Template(task.template), task.words
+        total["words"] = max(total["words"], len(words))
         examples = list(test)
         for shots in config.shots:
             for seed in config.seeds:
-                examples += list(task.sample(shots, seed, how=config.sample) if rest is None
-                                 else draw(rest, shots, seed, config.sample))
+                examples += list(few_shot_sample(config, task, rest, shots, seed))
         prompts = {p.key(): p for p in (template.render(e) for e in examples)}
         keys = {backend.key(p, words): p for p in prompts.values()}
         cached = len(backend.cache.get_many(list(keys))) if backend.cache is not None else 0
@@ -441,8 +440,8 @@ def _dry_run(config: Any, backend: Any, cls: Any, console: Console) -> int:
     line = f"dry run, nothing asked: {paid} prompts to query ({total['cached']} cached)"
     if remote:
         per = 2 if backend.hidden else 1
-        line += (f", {per * paid} requests to {backend.base_url} (+ up to {len(words)} per prompt if label words fall "
-                 f"outside the top {backend.top_logprobs}), ~{total['tokens'] * per:,} prompt tokens in all")
+        line += (f", {per * paid} requests to {backend.base_url} (+ up to {total['words']} per prompt if label words "
+                 f"fall outside the top {backend.top_logprobs}), ~{total['tokens'] * per:,} prompt tokens in all")
     else:
         line += f", {total['tokens']:,} prompt tokens through {backend.name}"
     if cls.edge != "output":

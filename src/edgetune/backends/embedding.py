@@ -29,7 +29,7 @@ from ..errors import ModelError
 from .base import Backend, Features
 from .cache import FeatureCache, content_key
 from .models import progress_bars, resolve_model
-from .precision import dtype_name, resolve_dtype, torch_threads
+from .precision import dtype_name, model_dtype, resolve_dtype, torch_threads
 
 
 def describe_label(template: Template, word: str) -> str:
@@ -81,8 +81,7 @@ class EmbeddingBackend(Backend):
         return f"{self._identity}|cos*{self.scale:g}"
 
     def settings(self) -> dict[str, Any]:
-        params = getattr(self.model, "parameters", None)
-        dtype = next(iter(params()), torch.zeros(0)).dtype if callable(params) else torch.float32
+        dtype = model_dtype(self.model) if isinstance(self.model, torch.nn.Module) else torch.float32
         named = {} if dtype == torch.float32 else {"dtype": dtype_name(dtype)}  # float32 keeps older cache keys
         return {"scores": "cosine", "scale": self.scale, **named}
 

@@ -236,11 +236,11 @@ class LocalBackend(Backend):
     @classmethod
     def load(cls, name: str, kind: str | None = None, cache: FeatureCache | None = None,
              cache_root: str | None = None, **kwargs: Any) -> LocalBackend:
-        from transformers import AutoTokenizer
-
         """Load a model by name in ``dtype`` (default ``"auto"``), extracting at ``threads`` (default ``"auto"``);
         ``device_map="auto"`` (or an Accelerate device map) spreads a model too large for one device over the GPUs and
         CPU memory there are."""
+        from transformers import AutoTokenizer
+
         progress = kwargs.get("progress", True)
         resolved = resolve_model(name, kind, cache_root, progress=progress)
         if resolved.kind == "embedding":

@@ -85,16 +85,15 @@ def run_bench(config: BenchConfig, output: str | os.PathLike | None = None, prog
     cold = tempfile.mkdtemp(prefix="edgetune-cold-") if own and config.cache == "cold" else None
     lazy = _LazyCache(Path(cold or path.parent) / "features.sqlite", cache)
     try:
+        shared = cache.path if cache is not None else lazy.path  # the file worker processes open
         if ray:
             from .workers import run_ray
 
-            run_ray(config, todo, log, cache.path if cache is not None else lazy.path,  # type: ignore[arg-type]
-                    ray_address, save_dir, save_labels, console)
+            run_ray(config, todo, log, shared, ray_address, save_dir, save_labels, console)  # type: ignore[arg-type]
         elif workers > 1:
             from .workers import run_processes
 
-            run_processes(config, todo, log, cache.path if cache is not None else lazy.path,  # type: ignore[arg-type]
-                          workers, save_dir, save_labels, console)
+            run_processes(config, todo, log, shared, workers, save_dir, save_labels, console)  # type: ignore[arg-type]
         else:
             _run_cells(config, todo, log, console, progress, dict(backends or {}), lazy, save_dir, save_labels)
     except BaseException:
@@ -170,6 +169,12 @@ class _LazyCache:
     def close(self) -> None:
         if self._cache is not None:
             self._cache.close()
+
+
+def few_shot_sample(config: BenchConfig, task: Task, rest: Any, shots: int, seed: int) -> Any:
+    """The sample a cell trains on: drawn from the task's train split, or from ``rest`` (what a held-out eval left
+    of the train pool, see :func:`_eval_split`) when there is one."""
+    return task.sample(shots, seed, how=config.sample) if rest is None else draw(rest, shots, seed, config.sample)
 
 
 def _eval_split(config: BenchConfig, task: Task) -> tuple[Any, int, Any]:
@@ -298,7 +303,7 @@ def _run_one(config: BenchConfig, n: int, total: int, cell: tuple, backend: Back
     if (model, key) not in tests:
         tests[(model, key)] = _eval_split(config, task)
     test, pool, rest = tests[(model, key)]
-    train = task.sample(shots, seed, how=config.sample) if rest is None else draw(rest, shots, seed, config.sample)
+    train = few_shot_sample(config, task, rest, shots, seed)
     console.print(f"[{n}/{total}] {model} · {task.name} · {size_label(shots, config.sample)} · seed {seed} · "
                   f"{entry.label}")
     method, row = run_cell(backend, task, train, test, entry, seed, log, progress,

@@ -33,8 +33,8 @@ _STATE: dict[str, Any] = {}
 
 
 class _MemoryLog(ResultsLog):
-    """A worker's log: lines kept in memory for the driver to write (``lines`` also holds what the results file held
-    when the run began, for lookups such as an earlier extraction's seconds)."""
+    """A worker's log: lines kept in memory for the driver to write (``lines`` also holds the results file's
+    train-extraction lines from when the run began, for :meth:`extraction_seconds`)."""
 
     def __init__(self, run: str, lines: list[dict[str, Any]]) -> None:  # no file: nothing to open or lock
         self.run = run
@@ -91,6 +91,12 @@ def close_worker() -> None:
         _STATE.pop(key, None)
 
 
+def _lookups(log: ResultsLog) -> list[dict[str, Any]]:
+    """What a worker needs of the results file: its train-extraction lines (a cell whose sample's features were paid
+    in an earlier run is charged that extraction's seconds per query), not every record, sent to every unit."""
+    return [x for x in log.lines if x.get("type") == "extraction" and x.get("split") == "train"]
+
+
 def _write_all(log: ResultsLog, finished: Iterable[list[dict[str, Any]]]) -> None:
     for lines in finished:
         for line in lines:
@@ -125,7 +131,7 @@ def run_processes(config: BenchConfig, todo: list, log: ResultsLog, cache_path: 
     work = units(todo)
     threads = max(1, (os.cpu_count() or 1) // workers)
     console.print(f"{len(work)} samples on {workers} worker processes ({threads} thread(s) each)")
-    done_lines = list(log.lines)
+    done_lines = _lookups(log)
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(run_unit, config, unit, len(todo), log.run, str(cache_path), done_lines,
                                None if save_dir is None else str(save_dir), save_labels, threads) for unit in work]
@@ -160,7 +166,7 @@ def run_ray(config: BenchConfig, todo: list, log: ResultsLog, cache_path: Path, 
         remote = ray.remote(num_cpus=1)(run_unit)
         work = units(todo)
         console.print(f"{len(work)} samples as Ray tasks ({ray.cluster_resources().get('CPU', 0):g} CPUs)")
-        done_lines = list(log.lines)
+        done_lines = _lookups(log)
         refs = [remote.remote(config, unit, len(todo), log.run, str(cache_path), done_lines,
                               None if save_dir is None else str(save_dir), save_labels, 1) for unit in work]
         pending = list(refs)
