@@ -3,6 +3,8 @@ each written once by the driver, resumable as before."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 from conftest import toy_task_file
@@ -44,6 +46,21 @@ def test_units_are_samples_with_every_method_in_grid_order(tmp_path, toy_dir, ti
     for g in groups:
         assert [c[4].label for _, c in g] == ["calibrated", "dect", "knn", "pt"]
         assert len({(c[2], c[3]) for _, c in g}) == 1
+
+
+def test_a_model_behind_a_server_is_one_unit_per_task_so_no_answer_is_paid_twice(tmp_path, toy_dir,
+                                                                                  tiny_model_dir):
+    """Samples and the test subset of a task share prompts: two workers asking a paid server for the same uncached
+    prompt would both pay, so a served model's task runs in one worker (the cache then serves the repeats)."""
+    path = _config(tmp_path, toy_dir, tiny_model_dir, "served")
+    raw = yaml.safe_load(Path(path).read_text())
+    raw["models"] = [str(tiny_model_dir), "api"]
+    raw["backends"] = {"api": {"model": "smollm2-135m", "base_url": "http://127.0.0.1:9/v1"}}
+    config = BenchConfig.from_dict(raw)
+    groups = units(config.cells(), config)
+    served = [g for g in groups if g[0][1][0] == "api"]
+    assert len(served) == 1 and len(served[0]) == 2 * 2 * 4  # every sample and method of the one task
+    assert len(groups) - len(served) == 2 * 2  # the in-process model: one unit per sample
 
 
 @pytest.mark.parametrize("how", [["--workers", "2"], ["--ray"]], ids=["workers", "ray"])

@@ -2,10 +2,13 @@
 
 The unit of work is one sample — (model, task, shots, seed) with every method of the grid on it, in the grid's
 order — so the methods of a sample share its extraction as in a serial run, and the record of its train
-extraction sits beside the cells that read it. A worker keeps its models, tasks and test splits loaded between
-units; all workers share the run's feature cache (SQLite, safe across processes), so a prompt one paid for is
-free to the others. Workers never write records: each unit returns its lines, and the driver appends them to
-``results.jsonl`` once, as units finish (resume, locking and refusal of other settings are the serial runner's).
+extraction sits beside the cells that read it. On a model reached through a server (a bench ``backends:`` spec
+with ``server`` or ``base_url``) the unit is a whole (model, task): its samples and test subset share prompts, and
+two workers asking for the same uncached prompt at once would each pay for it. A worker keeps its models, tasks
+and test splits loaded between units; all workers share the run's feature cache (SQLite, safe across processes),
+so a prompt one paid for is free to the others. Workers never write records: each unit returns its lines, and the
+driver appends them to ``results.jsonl`` once, as units finish (resume, locking and refusal of other settings are
+the serial runner's).
 Fitted models are saved by the worker that fitted them (each to its own folder).
 
 Why processes and Ray tasks rather than threads: torch holds the GIL through much of a small model's Python
@@ -47,11 +50,15 @@ class _MemoryLog(ResultsLog):
         self.new.append(line)
 
 
-def units(todo: list) -> list[list[tuple[int, tuple]]]:
-    """The cells to run, numbered as in a serial run, grouped by sample (model, task, shots, seed) in grid order."""
+def units(todo: list, config: BenchConfig | None = None) -> list[list[tuple[int, tuple]]]:
+    """The cells to run, numbered as in a serial run, grouped by sample (model, task, shots, seed) in grid order —
+    by (model, task) for a model ``config`` reaches through a server, so no answer is paid for twice."""
+    remote = {label for label, spec in (config.backends if config else {}).items()
+              if "server" in spec or "base_url" in spec}
     groups: dict[tuple, list[tuple[int, tuple]]] = defaultdict(list)
     for n, cell in enumerate(todo, 1):
-        groups[(cell[0], task_key(cell[1]), cell[2], cell[3])].append((n, cell))
+        sample = () if cell[0] in remote else (cell[2], cell[3])
+        groups[(cell[0], task_key(cell[1]), *sample)].append((n, cell))
     return list(groups.values())
 
 
@@ -128,7 +135,7 @@ def run_processes(config: BenchConfig, todo: list, log: ResultsLog, cache_path: 
     import multiprocessing
     from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 
-    work = units(todo)
+    work = units(todo, config)
     threads = max(1, (os.cpu_count() or 1) // workers)
     console.print(f"{len(work)} samples on {workers} worker processes ({threads} thread(s) each)")
     done_lines = _lookups(log)
@@ -164,7 +171,7 @@ def run_ray(config: BenchConfig, todo: list, log: ResultsLog, cache_path: Path, 
     save folder): one machine, or a shared file system."""
     with ray_session(address, init) as ray:
         remote = ray.remote(num_cpus=1)(run_unit)
-        work = units(todo)
+        work = units(todo, config)
         console.print(f"{len(work)} samples as Ray tasks ({ray.cluster_resources().get('CPU', 0):g} CPUs)")
         done_lines = _lookups(log)
         refs = [remote.remote(config, unit, len(todo), log.run, str(cache_path), done_lines,
