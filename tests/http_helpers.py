@@ -17,8 +17,10 @@ from urllib.parse import urlparse
 
 
 def _prompt_of(body: dict) -> str:
-    """A request's prompt (or input, or text to tokenise)."""
-    return str(body.get("prompt", body.get("input", body.get("content", ""))))
+    """A request's prompt (or input, or text to tokenise, or a chat's last message)."""
+    if body.get("messages"):
+        return str(body["messages"][-1].get("content", ""))
+    return str(body.get("prompt", body.get("input", body.get("content", body.get("inputs", "")))))
 
 
 def _request_key(body: dict) -> str:
@@ -56,7 +58,7 @@ class FakeOpenAI(_Server):
 
     def __init__(self, words: list[str], top: int = 5, dim: int = 6, fail: dict[int, int] | None = None,
                  per_token: bool = True, bias: str | None = None, not_json: dict[str, str] | None = None,
-                 engine: str = "llama.cpp") -> None:
+                 engine: str = "llama.cpp", normalised: bool = False) -> None:
         """``bias``: None (no tokenize endpoint, ``logit_bias`` ignored), ``"sample"`` (llama-cpp-python's way:
         the biased token is generated and its unbiased log-probability reported beside the top) or ``"reflect"``
         (log-probabilities computed after the bias) or ``"refuse"`` (HTTP 400 to any request with a bias).
@@ -65,8 +67,29 @@ class FakeOpenAI(_Server):
         vLLM's OpenAI server does (vllm/entrypoints/openai/protocol.py, ``TokenizeCompletionRequest``): only
         ``POST /tokenize`` with ``{"model", "prompt", "add_special_tokens"}`` (default true: a BOS id, 1, first),
         answering ``{"count", "max_model_len", "tokens"}``; no ``/extras/tokenize``; a body without ``prompt`` is
-        a 400."""
+        a 400.
+
+        Other engines, each as its documented answers (no other route answers but a 404):
+
+        - ``"openai"`` (openai-python's types: completion_create_params.py, chat/completion_create_params.py,
+          chat/chat_completion_token_logprob.py): ``/v1/completions`` refuses ``logprobs`` > 5 and
+          ``/v1/chat/completions`` ``top_logprobs`` > 20 with HTTP 400; chat answers in
+          ``choices[0].logprobs.content[0]`` (``token``, ``logprob``, ``bytes``, ``top_logprobs``), its first
+          token without a leading space; ``logit_bias`` as ``bias`` says; no tokenize endpoint.
+        - ``"tgi"`` (text-generation-inference, router/src/lib.rs and validation.rs): ``POST /generate`` with
+          ``{"inputs", "parameters": {"details", "top_n_tokens", "decoder_input_details"}}``; ``top_n_tokens``
+          above ``top`` (``--max-top-n-tokens``, 5 by default) is a 422; answers ``details.tokens``,
+          ``details.top_tokens[0]`` (``id``, ``text``, ``logprob``, ``special``) and with
+          ``decoder_input_details`` ``details.prefill`` (one entry per prompt token, the first without a
+          log-probability); no ``logit_bias``.
+        - ``"ollama"`` (ollama/ollama api/types.go, server/routes.go): ``POST /api/generate`` with ``logprobs``,
+          ``top_logprobs`` (above 20: HTTP 400 "top_logprobs must be between 0 and 20"), answering
+          ``logprobs[0]`` (``token``, ``logprob``, ``top_logprobs``), ``prompt_eval_count``, ``eval_count``;
+          ``logit_bias`` ignored; no tokenize endpoint.
+
+        ``normalised``: embeddings of unit length (vLLM, TEI, Ollama, OpenAI by default)."""
         self.engine = engine
+        self.normalised = normalised
         self.words, self.top, self.dim, self.per_token, self.bias = words, top, dim, per_token, bias
         self.not_json = dict(not_json or {})
         self.fail = dict(fail or {})
@@ -118,7 +141,11 @@ class _FakeHandler(BaseHTTPRequestHandler):
         n_tokens = max(1, len(prompt.split()))
         with fake.lock:
             fake.seen[(self.path, _request_key(body))] += 1
-        if self.path.endswith("/tokenize") and fake.bias:
+        engine_path = fake.engine in ("tgi", "ollama") or self.path.endswith("/chat/completions") or (
+            fake.engine == "openai" and self.path.endswith("/completions"))
+        if engine_path and self._engine_answer(fake, body, prompt, n_tokens):
+            return
+        if self.path.endswith("/tokenize") and fake.bias and fake.engine not in ("openai", "tgi", "ollama"):
             known = [" " + w for w in fake.words]
             if fake.engine == "vllm":
                 if self.path.endswith("/extras/tokenize"):
@@ -160,12 +187,91 @@ class _FakeHandler(BaseHTTPRequestHandler):
                                        "total_tokens": n_tokens + 1}})
         elif self.path.endswith("/embeddings"):
             last = fake.vector(prompt, fake.dim)
+            if fake.normalised:
+                norm = math.sqrt(sum(v * v for v in last))
+                last = [v / norm for v in last]
             emb = [[0.0] * fake.dim] * (n_tokens - 1) + [last] if fake.per_token else last
             self._json(200, {"object": "list", "model": body.get("model"),
                              "data": [{"object": "embedding", "index": 0, "embedding": emb}],
                              "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}})
         else:
             self._json(404, {"error": {"message": "not found"}})
+
+    def _engine_answer(self, fake: FakeOpenAI, body: dict, prompt: str, n_tokens: int) -> bool:
+        """Answer as ``fake.engine`` does (see FakeOpenAI); False when the path is not one it serves here."""
+        lp = fake.logprobs(prompt, fake.words)
+        bias = {" " + fake.words[int(k)]: float(v) for k, v in (body.get("logit_bias") or {}).items()}
+
+        def pick(n: int) -> tuple[dict[str, float], str]:
+            top = dict(sorted(lp.items(), key=lambda kv: -kv[1])[: min(fake.top, n)])
+            chosen = next(iter(top))
+            if fake.bias == "sample" and bias:
+                chosen = max(bias, key=lambda w: lp[w] + bias[w])
+                top[chosen] = lp[chosen]
+            return top, chosen
+
+        if fake.engine not in ("tgi", "ollama") and self.path.endswith("/chat/completions"):
+            n = int(body.get("top_logprobs") or 0)
+            if n > 20 or not body.get("logprobs"):
+                self._json(400, {"error": {"message": "top_logprobs must be between 0 and 20 and needs logprobs",
+                                           "type": "invalid_request_error"}})
+                return True
+            top, chosen = pick(n)
+            strip = {w: w.lstrip() for w in top}  # a chat answer's first token carries no leading space
+            entry = [{"token": strip[w], "logprob": v, "bytes": list(strip[w].encode())} for w, v in top.items()]
+            content = [{"token": strip[chosen], "logprob": lp[chosen], "bytes": list(strip[chosen].encode()),
+                        "top_logprobs": entry}]
+            choice = {"index": 0, "finish_reason": "length", "logprobs": {"content": content},
+                      "message": {"role": "assistant", "content": strip[chosen]}}
+            self._json(200, {"id": "c", "object": "chat.completion", "created": 0, "model": body.get("model"),
+                             "choices": [choice], "usage": {"prompt_tokens": n_tokens, "completion_tokens": 1,
+                                                            "total_tokens": n_tokens + 1}})
+            return True
+        if fake.engine == "openai" and self.path.endswith("/completions"):
+            if int(body.get("logprobs") or 0) > 5:
+                self._json(400, {"error": {"message": "logprobs must be at most 5", "type": "invalid_request_error"}})
+                return True
+            return False  # the plain completions answer
+        if fake.engine == "tgi" and self.path == "/generate":
+            params = body.get("parameters") or {}
+            n = int(params.get("top_n_tokens") or 0)
+            if n > fake.top:
+                self._json(422, {"error": f"`top_n_tokens` must be >= 0 and <= {fake.top}. Given: {n}",
+                                 "error_type": "validation"})
+                return True
+            words = str(body.get("inputs", "")).split(" ")
+            details: dict = {"finish_reason": "length", "generated_tokens": 1, "seed": None}
+            if params.get("decoder_input_details"):
+                head = " ".join(words[:-1])  # the last prompt token's log-probability given the rest
+                last = " " + words[-1]
+                value = fake.logprobs(head, fake.words).get(last, -12.0)
+                details["prefill"] = [{"id": 1, "text": "<s>", "logprob": None}] + [
+                    {"id": 7, "text": " " + w, "logprob": -3.0} for w in words[:-1]] + [
+                    {"id": 9, "text": last, "logprob": value}]
+            top, chosen = pick(n or 1)
+            details["tokens"] = [{"id": 9, "text": chosen, "logprob": lp[chosen], "special": False}]
+            if n:
+                details["top_tokens"] = [[{"id": 9, "text": w, "logprob": v, "special": False}
+                                          for w, v in top.items()]]
+            self._json(200, {"generated_text": chosen, "details": details})
+            return True
+        if fake.engine == "ollama" and self.path == "/api/generate":
+            n = int(body.get("top_logprobs") or 0)
+            if n > 20:
+                self._json(400, {"error": "top_logprobs must be between 0 and 20"})
+                return True
+            bias.clear()  # Ollama has no logit_bias
+            top, chosen = pick(n or 1)
+            first = {"token": chosen, "logprob": lp[chosen],
+                     "top_logprobs": [{"token": w, "logprob": v} for w, v in top.items()]}
+            self._json(200, {"model": body.get("model"), "created_at": "2026-12-07T00:00:00Z", "response": chosen,
+                             "done": True, "prompt_eval_count": n_tokens, "eval_count": 1,
+                             **({"logprobs": [first]} if body.get("logprobs") else {})})
+            return True
+        if fake.engine in ("tgi", "ollama") and not self.path.endswith("/embeddings"):
+            self._json(404, {"error": "not found"})
+            return True
+        return False
 
     def _json(self, status: int, payload: dict) -> None:
         data = json.dumps(payload).encode()

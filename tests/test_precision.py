@@ -13,7 +13,8 @@ from edgetune.backends import LocalBackend, precision
 from edgetune.cli import DTYPES, main
 from edgetune.data import Template
 from edgetune.errors import ModelError
-from edgetune.methods import ADePT, DecT, LoRA, load
+from edgetune.methods import ADePT, DecT, FineTune, LoRA, load
+from edgetune.methods.core.optim import BF16AdamW, adamw, stochastic_round_
 
 QUICK = {"steps": 3, "batch_size": 4, "eval_every": 1, "progress": False}
 
@@ -91,6 +92,60 @@ def test_a_bfloat16_model_reads_prompts_like_the_float32_one_under_its_own_cache
     assert b.hidden.dtype == np.float32
     assert _close(a.hidden, b.hidden) > 0.99
     assert np.abs(a.scores - b.scores).max() < 0.1 * np.abs(a.scores).max()
+
+
+def test_stochastic_rounding_is_unbiased_and_lands_on_a_neighbouring_bfloat16():
+    value = torch.full((20000,), 1.0 + 3e-3)  # between the bfloat16 neighbours 1.0 and 1.0078125
+    target = torch.empty(20000, dtype=torch.bfloat16)
+    stochastic_round_(target, value, torch.Generator().manual_seed(0))
+    assert set(target.float().unique().tolist()) == {1.0, 1.0078125}
+    assert abs(float(target.float().mean()) - (1.0 + 3e-3)) < 2e-4  # nearest rounding would give 1.0 every time
+    exact = torch.tensor([0.5, -2.0, 3.140625])  # already bfloat16 values stay put
+    stochastic_round_(target[:3], exact)
+    assert target[:3].float().tolist() == exact.tolist()
+
+
+def test_bf16_adamw_matches_torch_adamw_on_float32_weights_and_keeps_small_bfloat16_updates():
+    torch.manual_seed(0)
+    a, b = torch.nn.Parameter(torch.randn(32, 8)), None
+    b = torch.nn.Parameter(a.detach().clone())
+    ours, theirs = BF16AdamW([a], lr=1e-2, weight_decay=0.1), torch.optim.AdamW([b], lr=1e-2, weight_decay=0.1)
+    for _ in range(5):
+        g = torch.randn(32, 8)
+        a.grad, b.grad = g.clone(), g.clone()
+        ours.step()
+        theirs.step()
+    assert torch.allclose(a, b, atol=1e-6)
+    assert isinstance(adamw([{"params": [a]}], 0.0), torch.optim.AdamW)
+    # at a fine-tuning rate every update is below half a bfloat16 step: rounding to nearest loses them all
+    w = torch.nn.Parameter(torch.full((4096,), 0.05, dtype=torch.bfloat16))
+    plain = torch.nn.Parameter(w.detach().clone())
+    opt, naive = adamw([{"params": [w]}], 0.0), torch.optim.AdamW([plain], lr=1e-5, weight_decay=0.0)
+    opt.param_groups[0]["lr"] = 1e-5
+    assert isinstance(opt, BF16AdamW)
+    for _ in range(50):
+        w.grad = torch.ones_like(w)
+        plain.grad = torch.ones_like(plain)
+        opt.step()
+        naive.step()
+    assert torch.equal(plain.detach(), torch.full_like(plain, 0.05))  # nothing moved
+    moved = 0.05 - float(w.detach().float().mean())  # 50 steps of ≈ 1e-5 each: ≈ 5e-4 on average
+    assert 3e-4 < moved < 7e-4
+    assert opt.state[w]["exp_avg"].dtype == torch.float32
+
+
+def test_full_fine_tuning_of_a_bfloat16_model_can_train_without_a_float32_copy(make_backend, toy_task):
+    backend = make_backend("causal", dtype="bfloat16")
+    sample = toy_task.sample(4, seed=0)
+    half = FineTune(backend, weights="model", **QUICK).fit(sample)
+    assert all(p.dtype == torch.bfloat16 for p in half.module_.frozen.parameters())
+    assert np.isfinite(half.history_["loss"]).all()
+    before = dict(backend.model.named_parameters())
+    changed = [n for n, p in half.module_.frozen.named_parameters() if not torch.equal(p, before[n])]
+    assert changed  # it trained (the backend's own model is untouched: it is a copy)
+    full = FineTune(backend, **QUICK).fit(sample)
+    assert all(p.dtype == torch.float32 for p in full.module_.frozen.parameters())
+    assert np.isfinite(half.decision_function(toy_task.load("test"))).all()
 
 
 @pytest.mark.parametrize("cls", [ADePT, LoRA])

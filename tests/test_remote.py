@@ -13,6 +13,7 @@ from http_helpers import FakeOpenAI, FaultProxy
 from edgetune.backends import FeatureCache, OpenAIBackend, RemoteError, load_backend
 from edgetune.data.example import Example
 from edgetune.data.templates import Template
+from edgetune.errors import ModelError
 
 TEMPLATE = "{text} It was {mask}"
 WORDS = ["bad", "great"]
@@ -319,3 +320,104 @@ def test_a_dry_run_through_a_server_prices_the_run_and_asks_nothing(tmp_path, to
     out = capsys.readouterr().out
     assert code == 0 and "dry run, nothing asked" in out and "requests to" in out
     assert "10 test" in out and not (tmp_path / "out" / "results.jsonl").exists()
+
+
+def _raw(prompt: str, vocab: list[str], words: list[str]) -> list[float]:
+    lp = FakeOpenAI.logprobs(prompt, vocab)
+    return [lp[" " + w] for w in words]
+
+
+def test_chat_completions_score_the_answers_first_token_with_or_without_its_space():
+    """OpenAI's chat shape (``logprobs=true``, ``top_logprobs`` ≤ 20, ``choices[0].logprobs.content[0]``): the
+    answer's first token has no leading space and is still the label word; ``logit_bias`` recovers the rest."""
+    vocab, words = ["bad", "great", "okay", "x", "y"], ["bad", "great", "okay"]
+    with FakeOpenAI(vocab, top=2, bias="sample", engine="openai", normalised=True, per_token=False) as srv:
+        with pytest.raises(ModelError, match="at most 20"):
+            backend(srv.base_url.replace("127.0.0.1", "api.openai.com"), engine="chat", top_logprobs=50)
+        b = backend(srv.base_url, engine="chat")
+        assert b.top_logprobs == 20 and b.settings()["engine"] == "chat"
+        with pytest.warns(UserWarning, match="floor value"):  # OpenAI has no tokenize endpoint: floors, counted
+            feats = b.features(texts(4), TEMPLATE, words)
+        assert {p for p, _ in srv.seen} >= {"/v1/chat/completions", "/v1/embeddings"}
+    assert b.bias_mode == "none" and feats.stats["floored"] >= 4
+    assert feats.stats["normalised"] == 4  # every vector came back unit-length, and the run says so
+    found = 0
+    for i, ex in enumerate(texts(4)):
+        raw = _raw(f"{ex.text} It was", vocab, words)
+        top = sorted(_raw(f"{ex.text} It was", vocab, vocab), reverse=True)[:2]
+        for s, r in zip(feats.scores[i], raw, strict=True):  # in the top: exact, though sent without its space
+            assert np.isclose(s, r) if r in top else s == pytest.approx(min(top))
+            found += r in top
+    assert found >= 2
+
+
+def test_openais_legacy_completions_cap_is_five_and_known_before_any_request():
+    with FakeOpenAI(WORDS, engine="openai") as srv:
+        hosted = srv.base_url.replace("127.0.0.1", "api.openai.com")
+        assert backend(hosted).top_logprobs == 5
+        with pytest.raises(ModelError, match="at most 5"):
+            backend(hosted, top_logprobs=20)
+        with pytest.raises(RemoteError, match=r"HTTP 400.*at most 5"):  # a server's own refusal stays one line
+            backend(srv.base_url, top_logprobs=20, max_retries=0).features(texts(1), TEMPLATE, WORDS)
+        assert backend(srv.base_url, top_logprobs=5).features(texts(2), TEMPLATE, WORDS).queries == 2
+
+
+def test_tgi_generate_with_exact_scores_from_the_prompts_own_logprobs():
+    """text-generation-inference: ``/generate`` with ``top_n_tokens`` (5 by default, a 422 above the launcher's
+    cap); a label word outside the top is recovered exactly from ``decoder_input_details``; the hidden
+    representation comes from a text-embeddings-inference server (TGI serves none)."""
+    vocab, words = ["bad", "great", "okay", "x", "y", "z", "w"], ["bad", "great", "okay"]
+    with FakeOpenAI(vocab, top=2, engine="tgi") as srv, FakeOpenAI(WORDS, per_token=False, normalised=True) as tei:
+        with pytest.raises(ModelError, match="serves no embeddings"):
+            backend(srv.base_url, engine="tgi")
+        with pytest.raises(RemoteError, match=r"422.*top_n_tokens"):
+            backend(srv.base_url, engine="tgi", hidden=False, max_retries=0).features(texts(1), TEMPLATE, words)
+        b = backend(srv.base_url, engine="tgi", top_logprobs=2, embeddings_url=tei.base_url)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # nothing floored
+            feats = b.features(texts(5), TEMPLATE, words)
+        assert {p for p, _ in srv.seen} == {"/generate"} and b.bias_mode == "prefill"
+    assert feats.stats["recovered"] >= 5 and feats.stats.get("floored", 0) == 0
+    for i, ex in enumerate(texts(5)):
+        np.testing.assert_allclose(feats.scores[i], _raw(f"{ex.text} It was", vocab, words), rtol=1e-6)
+    assert feats.stats["normalised"] == 5
+
+
+def test_ollama_generate_scores_and_says_why_missing_words_are_floored():
+    vocab, words = ["bad", "great", "okay", "x", "y"], ["bad", "great", "okay"]
+    with FakeOpenAI(vocab, top=2, engine="ollama", per_token=False) as srv:
+        with pytest.raises(ModelError, match="at most 20"):
+            backend(srv.base_url, engine="ollama", top_logprobs=21)
+        b = backend(srv.base_url, engine="ollama")
+        with pytest.warns(UserWarning, match="Ollama offers no exact way"):
+            feats = b.features(texts(4), TEMPLATE, words)
+        assert {p for p, _ in srv.seen} == {"/api/generate", "/v1/embeddings"}
+    assert feats.stats["prompt_tokens"] > 0 and feats.stats["floored"] >= 4
+    for i, ex in enumerate(texts(4)):
+        raw = _raw(f"{ex.text} It was", vocab, words)
+        top = sorted(_raw(f"{ex.text} It was", vocab, vocab), reverse=True)[:2]
+        for s, r in zip(feats.scores[i], raw, strict=True):
+            assert np.isclose(s, r) if r in top else s == pytest.approx(min(top))
+
+
+def test_the_engine_is_in_the_cache_key_and_the_command_line(tmp_path, toy_dir, capsys):
+    from conftest import toy_task_file
+
+    from edgetune.backends.remote import ENGINES
+    from edgetune.cli import DTYPES, main
+    from edgetune.cli import ENGINES as CLI_ENGINES
+
+    assert CLI_ENGINES == ENGINES and DTYPES
+    task = toy_task_file(tmp_path, toy_dir)
+    prompt = Template(TEMPLATE).render(texts(1)[0])
+    with FakeOpenAI(WORDS, engine="ollama", per_token=False) as srv:
+        plain, ollama = backend(srv.base_url), backend(srv.base_url, engine="ollama")
+        assert plain.key(prompt, WORDS) != ollama.key(prompt, WORDS) and "engine" not in plain.settings()
+        assert OpenAIBackend.options_from_settings(ollama.settings())["engine"] == "ollama"
+        assert main(["run", "dect", "--backend", "openai", "--base-url", srv.base_url, "--model", "fake",
+                     "--engine", "ollama", "--task", str(task), "--shots", "2", "--seeds", "0",
+                     "--cache-dir", str(tmp_path / "cache"), "-o", str(tmp_path / "out"), "--no-progress"]) == 0
+        assert {p for p, _ in srv.seen} == {"/api/generate", "/v1/embeddings"}
+    assert (tmp_path / "out" / "results.jsonl").exists()
+    assert main(["run", "dect", "--engine", "tgi", "--task", str(task), "--shots", "2", "--no-progress"]) == 2
+    assert "--engine" in capsys.readouterr().err

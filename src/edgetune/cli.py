@@ -22,6 +22,7 @@ RUN_OWNED = ("template", "label_words", "seed", "progress", "labels", "text_col"
 QUICK_TEST_SIZE = 200
 #: --dtype's choices (backends.precision.DTYPES, which imports torch; a test keeps the two equal)
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+ENGINES = ("completions", "chat", "tgi", "ollama")  # backends.remote.ENGINES, kept equal by a test (no import: fast)
 #: method parameters whose flag would clash with a backend flag
 FLAG_RENAMES = {"batch_size": "train-batch-size", "max_length": "train-max-length"}
 
@@ -58,8 +59,13 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                         "server (--model is then the server's model name)")
     remote.add_argument("--base-url", help="server URL, e.g. http://127.0.0.1:8000/v1 (see `edgetune serve`)")
     remote.add_argument("--api-key", default=None, help="bearer token (default $OPENAI_API_KEY)")
-    remote.add_argument("--top-logprobs", type=_positive_int, default=20,
-                        help="next-token log-probabilities asked per prompt (default 20, OpenAI's cap)")
+    remote.add_argument("--engine", choices=ENGINES, default="completions",
+                        help="the server's request shape: completions (any /v1/completions: llama.cpp, vLLM, "
+                        "OpenAI's legacy models; default), chat (/v1/chat/completions), tgi "
+                        "(text-generation-inference's /generate), ollama (/api/generate)")
+    remote.add_argument("--top-logprobs", type=_positive_int, default=None,
+                        help="next-token log-probabilities asked per prompt (default: the engine's cap, 20; 5 on "
+                        "TGI and OpenAI's legacy completions)")
     remote.add_argument("--embeddings-url", default=None, metavar="URL",
                         help="another OpenAI-compatible server for the hidden representation, when --base-url serves "
                         "no embeddings of the same model (vLLM runs them as separate instances)")
@@ -490,12 +496,15 @@ def _backend(args: argparse.Namespace, model: str, cls: Any):
         if args.no_embeddings and cls.name not in ("zeroshot", "calibrated"):
             print(f"note: --no-embeddings: {cls.name} sees label-word scores only (no hidden representation)",
                   file=sys.stderr)
-        return _remote_backend(model, args, top_logprobs=args.top_logprobs, concurrency=args.concurrency,
+        return _remote_backend(model, args, top_logprobs=args.top_logprobs, engine=args.engine,
+                               concurrency=args.concurrency,
                                rate_limit=args.rate_limit, timeout=args.timeout, max_retries=args.max_retries,
                                hidden=not args.no_embeddings, embeddings_url=args.embeddings_url,
                                embeddings_model=args.embeddings_model)
-    if args.base_url or args.embeddings_url or args.embeddings_model or args.no_embeddings:
-        raise EdgetuneError("--base-url, --embeddings-url/-model and --no-embeddings are for --backend openai")
+    if args.base_url or args.embeddings_url or args.embeddings_model or args.no_embeddings or (
+            args.engine != "completions"):
+        raise EdgetuneError("--base-url, --engine, --embeddings-url/-model and --no-embeddings are for "
+                            "--backend openai")
     kind = args.kind or ("embedding" if cls.needs == "encoder" else None)
     if args.device_map and args.device:
         raise EdgetuneError("give either --device or --device-map, not both")

@@ -1,4 +1,4 @@
-"""Remote backend: a frozen model behind any OpenAI-compatible server (llama.cpp, vLLM, a hosted API).
+"""Remote backend: a frozen model behind a serving engine (llama.cpp, vLLM, TGI, Ollama, OpenAI's API).
 
 This is the setting DecT was built for: no weights, no gradients, one query per sample.
 
@@ -41,6 +41,30 @@ the warning quotes it), or a label word of several tokens falls back to the floo
 ``logprobs`` scoring was tried on llama-cpp-python 0.3.36 and returns wrong prompt log-probabilities there, so
 it is not used (see ``benchmarks/results/README.md``).
 
+**Engines** (``engine=``; each shape follows the engine's source, cited in tests/http_helpers.py):
+
+- ``"completions"`` (default): ``/v1/completions`` as above — llama.cpp, llama-cpp-python, vLLM (tokenize with
+  ``prompt``; its default ``raw_logprobs`` mode reports unbiased log-probabilities, so recovery works as
+  *sampling only*; ``--max-logprobs`` caps N at 20 by default) and OpenAI's legacy completion models (N ≤ 5,
+  enforced when ``base_url`` is api.openai.com).
+- ``"chat"``: ``/v1/chat/completions`` with ``logprobs=true, top_logprobs=N`` (OpenAI: N ≤ 20); the prompt is
+  the user's message and the answer's first token is scored, as ``" " + word`` and ``word`` together. OpenAI
+  serves no embeddings of its chat models: give ``embeddings_url``/``embeddings_model`` or ``hidden=False``.
+- ``"tgi"``: Hugging Face text-generation-inference's own ``/generate`` (``details``, ``top_n_tokens``; the
+  launcher's ``--max-top-n-tokens`` caps N, 5 by default; its ``/v1/completions`` returns no log-probabilities
+  and it refuses an OpenAI ``logit_bias``). A label word outside the top N is recovered exactly from the prompt's
+  own log-probabilities (``decoder_input_details`` on the prompt + the word: one request per missing word). TGI
+  serves no embeddings: ``embeddings_url`` names a text-embeddings-inference server, or ``hidden=False``.
+- ``"ollama"``: Ollama's ``/api/generate`` on the raw prompt with ``logprobs``, ``top_logprobs`` ≤ 20 (its
+  ``/v1/completions`` drops log-probabilities); Ollama ignores ``logit_bias`` and has no tokenize endpoint, so a
+  word outside the top 20 is floored (counted and warned as always).
+
+**Normalised embeddings.** vLLM, text-embeddings-inference, Ollama and OpenAI return unit-length vectors by
+default, llama.cpp the raw hidden state. Each unit-length vector is counted in ``usage["normalised"]`` (so a run
+says which it got). Nothing else needs to change: the methods standardise every feature over the training set
+(DecT, probes) or compare directions (prototypes), and a vector's length carries little once standardised; the
+cache key holds the server and model, so normalised and raw vectors are never mixed.
+
 **Fault tolerance.** Requests run concurrently (``concurrency`` in flight, asyncio) under an optional
 rate limit (requests per second), each with a timeout (``timeout``; connecting has its own, shorter
 ``connect_timeout``). Timeouts, dropped connections, 429 and 5xx answers are retried up to ``max_retries``
@@ -79,6 +103,15 @@ from .base import Backend
 from .cache import FeatureCache
 
 log = logging.getLogger("edgetune.remote")
+
+#: the request shapes a server is asked in (see "Engines" in the module docstring)
+ENGINES = ("completions", "chat", "tgi", "ollama")
+#: next-token log-probabilities an engine returns by default; ``top_logprobs=None`` asks for this many
+DEFAULT_TOP = {"completions": 20, "chat": 20, "tgi": 5, "ollama": 20}
+#: hard caps (more is refused with HTTP 400): OpenAI's legacy completions 5 and chat completions 20
+#: (openai-python's completion_create_params.py / chat/completion_create_params.py), Ollama 20 (server/routes.go)
+HARD_CAP = {"ollama": 20}
+OPENAI_CAP = {"completions": 5, "chat": 20}
 
 
 class RemoteError(ModelError):
@@ -119,7 +152,8 @@ class OpenAIBackend(Backend):
         model: the server's model name (``/v1/models``); part of the cache key.
         base_url: e.g. ``http://127.0.0.1:8000/v1``.
         api_key: sent as a bearer token (default: ``$OPENAI_API_KEY``, or a placeholder for local servers).
-        top_logprobs: N next-token log-probabilities asked for (OpenAI caps it at 20).
+        top_logprobs: N next-token log-probabilities asked for (default: the engine's default cap, 5 for TGI and
+            OpenAI's legacy completions, else 20); more than a hard cap (OpenAI, Ollama) is a one-line error.
         hidden: also query the embeddings endpoint for the hidden representation.
         floor: fixed score for a label word outside the top N (default: the lowest returned log-prob).
         concurrency: requests in flight at once.
@@ -136,19 +170,34 @@ class OpenAIBackend(Backend):
             server does not serve embeddings of the same model (vLLM serves completions and embeddings from
             separate instances): another OpenAI-compatible base URL and its model name (default: ``base_url``
             and ``model``). Part of the cache key when given.
+        engine: the request shape (see "Engines" in the module docstring): ``"completions"`` (any
+            OpenAI-compatible ``/v1/completions``: llama.cpp, vLLM, OpenAI's legacy models), ``"chat"``,
+            ``"tgi"`` or ``"ollama"``. Part of the cache key unless ``"completions"``.
     """
 
     kind = "openai"
 
     def __init__(self, model: str, base_url: str, api_key: str | None = None, cache: FeatureCache | None = None,
-                 top_logprobs: int = 20, hidden: bool = True, floor: float | None = None, concurrency: int = 8,
+                 top_logprobs: int | None = None, hidden: bool = True, floor: float | None = None, concurrency: int = 8,
                  rate_limit: float | None = None, timeout: float = 30.0, max_retries: int = 6,
                  backoff: float = 0.5, max_backoff: float = 20.0, identity: str | None = None,
                  exact: str = "auto", progress: bool = True, batch_size: int = 32, connect_timeout: float = 5.0,
                  connect_retries: int = 2, embeddings_url: str | None = None,
-                 embeddings_model: str | None = None) -> None:
+                 embeddings_model: str | None = None, engine: str = "completions") -> None:
         super().__init__(model, cache, batch_size, progress)
+        if engine not in ENGINES:
+            raise ModelError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+        self.engine = engine
+        cap = OPENAI_CAP[engine] if "api.openai.com" in base_url and engine in OPENAI_CAP else HARD_CAP.get(engine)
+        if top_logprobs is None:
+            top_logprobs = min(DEFAULT_TOP[engine], cap or DEFAULT_TOP[engine])
         _check_number("top_logprobs", top_logprobs, 1, whole=True)
+        if cap is not None and top_logprobs > cap:
+            raise ModelError(f"top_logprobs={top_logprobs}: {base_url} ({engine}) returns at most {cap} "
+                             "log-probabilities per token and refuses more")
+        if engine == "tgi" and hidden and not embeddings_url:
+            raise ModelError("text-generation-inference serves no embeddings: pass embeddings_url (e.g. a "
+                             "text-embeddings-inference server's /v1) or hidden=False (label-word scores only)")
         _check_number("concurrency", concurrency, 1, whole=True)
         _check_number("max_retries", max_retries, 0, whole=True)
         _check_number("connect_retries", connect_retries, 0, whole=True)
@@ -186,7 +235,7 @@ class OpenAIBackend(Backend):
         self._identity = identity or f"openai:{model}"
         self.floored_words: Counter[str] = Counter()
         self.usage.update(requests=0, retries=0, failures=0, prompt_tokens=0, completion_tokens=0, floored=0,
-                          exact=0, recovered=0)
+                          exact=0, recovered=0, normalised=0)
 
     # -- Backend hooks ---------------------------------------------------------------------------------
     @property
@@ -197,13 +246,14 @@ class OpenAIBackend(Backend):
         # a separate embeddings server is named only when given, so earlier cache keys stay valid
         elsewhere = {k: v for k, v in (("embeddings_url", self.embeddings_url),
                                        ("embeddings_model", self.embeddings_model)) if v}
+        engine = {"engine": self.engine} if self.engine != "completions" else {}
         return {"top_logprobs": self.top_logprobs, "hidden": self.hidden, "floor": self.floor,
-                "scores": "logprobs", "exact": self.exact, **elsewhere}
+                "scores": "logprobs", "exact": self.exact, **elsewhere, **engine}
 
     @classmethod
     def options_from_settings(cls, settings: dict[str, Any]) -> dict[str, Any]:
         return {k: settings[k] for k in ("top_logprobs", "hidden", "floor", "exact", "embeddings_url",
-                                         "embeddings_model") if k in settings}
+                                         "embeddings_model", "engine") if k in settings}
 
     def check_label_words(self, words: Sequence[str]) -> list[int]:
         """The server cannot tokenise for us: words are matched as the token text ``" " + word`` in the
@@ -241,7 +291,9 @@ class OpenAIBackend(Backend):
                 pool.submit(asyncio.run, coro).result()
         floored = self.usage["floored"] - floored_before
         if floored:
-            why = {"none": "; the server offers no exact way (no tokenize endpoint, or logit_bias ignored)",
+            why = {"none": "; Ollama offers no exact way (logit_bias is ignored, no prompt log-probabilities)"
+                   if self.engine == "ollama" else
+                   "; the server offers no exact way (no tokenize endpoint, or logit_bias ignored)",
                    "refused": f"; the server refused logit_bias ({self.bias_refusal})",
                    None: ""}.get(self.bias_mode, "; logit_bias could not recover them (words of several tokens?)")
             warnings.warn(
@@ -373,35 +425,116 @@ class OpenAIBackend(Backend):
 
     async def _top(self, client: Any, limiter: _RateLimiter, text: str, n: int,
                    bias: dict[str, int] | None = None) -> tuple[dict[str, float], str]:
-        """The top-``n`` next-token log-probabilities (and the generated token) after ``text``."""
+        """The top-``n`` next-token log-probabilities (token text → log-probability; the generated token is
+        among them) and the generated token after ``text``, in the engine's request shape."""
         extra = {"logit_bias": bias} if bias else {}
-        resp = await self._call("completion", limiter, lambda: client.completions.create(
-            model=self.model_name, prompt=text, max_tokens=1, temperature=0.0, logprobs=n, **extra))
-        self._count_usage(resp)
+        top: Any = None
+        generated: Any = ""
+        if self.engine == "completions":
+            resp = await self._call("completion", limiter, lambda: client.completions.create(
+                model=self.model_name, prompt=text, max_tokens=1, temperature=0.0, logprobs=n, **extra))
+            self._count_usage(resp)
+            try:
+                top = resp.choices[0].logprobs.top_logprobs[0]
+                generated = getattr(resp.choices[0], "text", "")
+            except (AttributeError, IndexError, TypeError):
+                top = None
+        elif self.engine == "chat":  # the prompt is the user's message; the answer's first token is scored
+            resp = await self._call("chat completion", limiter, lambda: client.chat.completions.create(
+                model=self.model_name, messages=[{"role": "user", "content": text}], max_tokens=1, temperature=0.0,
+                logprobs=True, top_logprobs=n, **extra))
+            self._count_usage(resp)
+            try:
+                first = resp.choices[0].logprobs.content[0]
+                top = {t.token: t.logprob for t in first.top_logprobs}
+                top.setdefault(first.token, first.logprob)
+                generated = first.token
+            except (AttributeError, IndexError, TypeError):
+                top = None
+        elif self.engine == "tgi":  # text-generation-inference's own /generate (its /v1 routes return none)
+            answer = await self._post("generate", limiter, client, "/generate", {"inputs": text, "parameters": {
+                "max_new_tokens": 1, "details": True, "top_n_tokens": n, "do_sample": False}})
+            try:
+                details = answer["details"]
+                top = {t["text"]: t["logprob"] for t in details["top_tokens"][0]}
+                generated = details["tokens"][0]["text"]
+                top.setdefault(generated, details["tokens"][0]["logprob"])
+            except (KeyError, IndexError, TypeError):
+                top = None
+        else:  # Ollama's /api/generate on the raw prompt (its /v1/completions drops log-probabilities)
+            answer = await self._post("generate", limiter, client, "/api/generate", {
+                "model": self.model_name, "prompt": text, "raw": True, "stream": False, "logprobs": True,
+                "top_logprobs": n, "options": {"num_predict": 1, "temperature": 0}})
+            try:
+                first = answer["logprobs"][0]
+                top = {t["token"]: t["logprob"] for t in first["top_logprobs"]}
+                generated = first["token"]
+                top.setdefault(generated, first["logprob"])
+                self.usage["prompt_tokens"] += int(answer.get("prompt_eval_count") or 0)
+                self.usage["completion_tokens"] += int(answer.get("eval_count") or 0)
+            except (KeyError, IndexError, TypeError, AttributeError):
+                top = None
+        if top is None:
+            raise RemoteError(f"{self.base_url}: the {self.engine} answer has no top log-probabilities; the server "
+                              "must support log-probabilities on that endpoint (see engine= in the docs)")
+        return dict(top or {}), str(generated or "")
+
+    async def _post(self, what: str, limiter: _RateLimiter, client: Any, path: str, body: dict[str, Any]) -> Any:
+        """A JSON POST to ``path`` beside ``/v1`` (an engine's own API), retried like every request."""
+        root = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
+        answer = await self._call(what, limiter, lambda: client.post(root + path, cast_to=object, body=body))
+        if not isinstance(answer, dict):
+            raise RemoteError(f"{self.base_url}: the {what} answer is not a JSON object")
+        return answer
+
+    def _word_score(self, top: dict[str, float], word: str) -> float | None:
+        """The label word's log-probability in ``top``: its token ``" " + word`` after a raw prompt; through chat
+        (the answer starts a new message, often without a space) ``" " + word`` and ``word`` together."""
+        forms = [" " + word, word] if self.engine == "chat" else [" " + word]
+        values = [top[f] for f in forms if math.isfinite(top.get(f, math.nan))]
+        if not values:
+            return None
+        return float(np.logaddexp.reduce(values)) if len(values) > 1 else float(values[0])
+
+    async def _prefill(self, client: Any, limiter: _RateLimiter, text: str, word: str) -> float | None:
+        """TGI: the exact log-probability of ``" " + word`` after ``text``, read from the prompt's own
+        log-probabilities (``decoder_input_details``) when ``text + " " + word`` ends in that one token."""
+        body = {"inputs": text + " " + word,
+                "parameters": {"max_new_tokens": 1, "details": True, "decoder_input_details": True, "do_sample": False}}
+        answer = await self._post("generate", limiter, client, "/generate", body)
         try:
-            top = resp.choices[0].logprobs.top_logprobs[0]
-        except (AttributeError, IndexError, TypeError):
-            raise RemoteError(f"{self.base_url}: the completion answer has no top log-probabilities; the server "
-                              "must support the `logprobs` parameter of /v1/completions") from None
-        return dict(top or {}), str(getattr(resp.choices[0], "text", "") or "")
+            last = answer["details"]["prefill"][-1]
+            value = float(last["logprob"])
+        except (KeyError, IndexError, TypeError, ValueError):
+            return None
+        # the word is one token exactly when the prompt's last token is the whole word (a piece of a word split
+        # in several tokens is not); a token's text may carry its space, or sentencepiece's "▁"
+        return value if str(last.get("text", "")).strip().lstrip("\u2581") == word and math.isfinite(value) else None
 
     async def _scores(self, client: Any, limiter: _RateLimiter, text: str, words: list[str]) -> np.ndarray:
         top, _ = await self._top(client, limiter, text, self.top_logprobs)
         if not top:
             raise RemoteError(f"{self.base_url}: the server returned no log-probabilities")
         floor = self.floor if self.floor is not None else min(top.values())
-        found = {w: top[" " + w] for w in words if math.isfinite(top.get(" " + w, math.nan))}
+        found = {w: v for w in words if (v := self._word_score(top, w)) is not None}
         missing = [w for w in words if w not in found]
         probed: dict[str, dict[str, float]] = {}  # the probe's answer, reused (a word biased on this prompt)
         if missing and self.exact == "auto" and await self._bias_ready(client, limiter, text, words, top, probed):
             ids = {w: self._token_ids.get(w) for w in words}
-            if self.bias_mode == "sample":  # one request per missing word: its unbiased log-probability
+            if self.bias_mode == "prefill":  # TGI: one request per missing word, its prompt log-probability
+                for w in missing:
+                    value = await self._prefill(client, limiter, text, w)
+                    if value is not None:
+                        found[w] = value
+                        self.usage["recovered"] += 1
+            elif self.bias_mode == "sample":  # one request per missing word: its unbiased log-probability
                 for w in missing:
                     if ids[w] is not None:
                         got = probed[w] if w in probed else (
                             await self._top(client, limiter, text, 1, {str(ids[w]): 100}))[0]
-                        if math.isfinite(got.get(" " + w, math.nan)):
-                            found[w] = got[" " + w]
+                        value = self._word_score(got, w)
+                        if value is not None:
+                            found[w] = value
                             self.usage["recovered"] += 1
             elif self.bias_mode == "reflect" and all(i is not None for i in ids.values()) and len(top) > 1:
                 # the same bias on a group of label words lifts them into the top N, where their differences
@@ -412,11 +545,12 @@ class OpenAIBackend(Backend):
                 for g in range(0, len(rest), size):
                     group = [anchor, *rest[g : g + size]]
                     got, _ = await self._top(client, limiter, text, len(top), {str(ids[w]): 100 for w in group})
-                    if not all(math.isfinite(got.get(" " + w, math.nan)) for w in group):
+                    values = {w: self._word_score(got, w) for w in group}
+                    if any(v is None for v in values.values()):
                         merged = {}
                         break
-                    shift = merged[anchor] - got[" " + anchor] if merged else 0.0
-                    merged.update({w: got[" " + w] + shift for w in group})
+                    shift = merged[anchor] - values[anchor] if merged else 0.0  # type: ignore[operator]
+                    merged.update({w: v + shift for w, v in values.items()})  # type: ignore[operator]
                 if merged:
                     self.usage["recovered"] += len(missing)
                     found = merged
@@ -436,6 +570,12 @@ class OpenAIBackend(Backend):
         """Whether missing scores can be recovered with ``logit_bias``; the first call finds the label words'
         token ids and probes how the server treats a bias (see the module docstring), once per backend, on
         the prompt at hand (``top``: its plain answer; the probe's biased answer is left in ``probed``)."""
+        if self.engine == "tgi":  # no logit_bias (a map is refused), but the prompt's own log-probabilities
+            self.bias_mode = "prefill"
+            return True
+        if self.engine == "ollama":  # neither logit_bias (ignored) nor prompt log-probabilities
+            self.bias_mode = "none"
+            return False
         if self._probe_lock is None:
             self._probe_lock = asyncio.Lock()
         async with self._probe_lock:
@@ -455,7 +595,7 @@ class OpenAIBackend(Backend):
         """ "sample" when a biased word is generated and reported unbiased, "reflect" when its reported
         log-probability is the biased one (≈ 0 after +100), "none" when the bias changes nothing; None (ask
         again on a later prompt) when no label word is both missing here and one token."""
-        candidates = [w for w in words if self._token_ids.get(w) is not None and " " + w not in top]
+        candidates = [w for w in words if self._token_ids.get(w) is not None and self._word_score(top, w) is None]
         if not candidates:
             return None
         w = candidates[0]
@@ -464,8 +604,8 @@ class OpenAIBackend(Backend):
         except RefusedError as exc:  # e.g. HTTP 400 "logit_bias is not supported": scores stay floored
             self.bias_refusal = f"HTTP {exc.status}: {exc.reason}"
             return "refused"
-        value = got.get(" " + w)
-        if generated != " " + w or value is None or not math.isfinite(value):
+        value = self._word_score(got, w)
+        if generated not in (" " + w, w) or value is None:
             return "none"
         if value > -0.01:
             return "reflect"
@@ -502,6 +642,8 @@ class OpenAIBackend(Backend):
             vec = vec[-1]
         if vec.ndim != 1 or not vec.size:
             raise RemoteError(f"{self.base_url}: unexpected embedding shape {vec.shape}")
+        if abs(float(np.linalg.norm(vec)) - 1.0) < 1e-3:  # unit length: the server normalised it (see Engines)
+            self.usage["normalised"] += 1
         return vec
 
     def _count_usage(self, resp: Any) -> None:
@@ -515,6 +657,14 @@ def _message(exc: BaseException | None) -> str:
     if exc is None:
         return "unknown"
     text = str(exc).strip() or exc.__class__.__name__
+    body = getattr(exc, "body", None)
+    if text.startswith("Error code:") and " - " not in text:
+        # the openai client quotes only OpenAI's {"error": {"message"}} and keeps the "error" field as the body;
+        # TGI and Ollama answer {"error": "..."}, FastAPI servers {"detail": "..."}
+        said = body if isinstance(body, str) else next(
+            (body[k] for k in ("error", "detail", "message") if isinstance(body.get(k), str)), "") if isinstance(
+            body, dict) else ""
+        text += f" - {said}" if said else ""
     return text.splitlines()[0][:300]
 
 

@@ -291,7 +291,7 @@ class BenchConfig:
 #: what a remote backend spec may set besides model/server/base_url (:class:`~edgetune.backends.OpenAIBackend`'s
 #: options; ``api_key_env``: the environment variable holding the API key, never the key itself)
 REMOTE_OPTIONS = ("top_logprobs", "exact", "concurrency", "rate_limit", "timeout", "max_retries", "floor", "hidden",
-                  "embeddings_url", "embeddings_model",
+                  "embeddings_url", "embeddings_model", "engine",
                   "batch_size", "api_key_env")
 #: what an in-process backend spec may set besides model
 LOCAL_OPTIONS = ("kind", "batch_size", "max_length", "dtype", "threads", "device", "device_map")

@@ -2,7 +2,10 @@
 and BBTv2 tables.
 
 Same prompts, label-word loss, trainer, dev split and checkpoint rule as the other gradient methods; only the
-trainable set differs. The backend's model is shared and stays frozen, so the method trains a deep copy of it.
+trainable set differs. The backend's model is shared and stays frozen, so the method trains a deep copy of it:
+in float32 by default, or with ``weights="model"`` in the model's own format (a bfloat16 model: bfloat16 weights,
+float32 AdamW moments and stochastically rounded updates, :class:`~edgetune.methods.core.optim.BF16AdamW`), so
+a half-precision model is fine-tuned without a float32 copy of its weights.
 The trainer keeps only the checkpoints its rule can still pick (see
 :func:`~edgetune.methods.core.trainers.unchoosable`), so a run holds one or two copies of the weights, not one per
 dev check. :meth:`FineTune.save` writes the whole model (every weight, once: tied embeddings are stored once)
@@ -16,6 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from .configs.finetune import FineTuneConfig
@@ -38,7 +42,10 @@ class FineTune(GradientMethod):
     config = FineTuneConfig
 
     def build(self, model: Any, embedding: nn.Module) -> nn.Module:
-        trained = copy.deepcopy(model).float()  # float32 weights and optimiser state, whatever the body's format
+        trained = copy.deepcopy(model)
+        if self.weights == "float32" or next(trained.parameters()).dtype != torch.bfloat16:
+            trained = trained.float()  # float32 weights and optimiser state, whatever the body's format
+        # else bfloat16 weights, float32 moments, stochastic rounding: methods.core.optim.BF16AdamW
         for p in trained.parameters():
             p.requires_grad_(True)
         return PromptedModel(trained, self.reader_)

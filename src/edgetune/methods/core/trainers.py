@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .decoders import class_weight_tensor
+from .optim import adamw
 from .selection import choose, unchoosable
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ class AdamWTrainer:
         from transformers import get_linear_schedule_with_warmup
 
         accelerator = Accelerator(gradient_accumulation_steps=self.config.grad_accum, cpu=not torch.cuda.is_available())
-        optimizer = torch.optim.AdamW(param_groups, weight_decay=self.config.weight_decay)
+        optimizer = adamw(param_groups, self.config.weight_decay, self.config.seed)
         steps = self.config.steps
         schedule = get_linear_schedule_with_warmup(optimizer, int(self.config.warmup_ratio * steps), steps)
         problem.module_, optimizer, schedule = accelerator.prepare(problem.module_, optimizer, schedule)
