@@ -403,6 +403,10 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
                             backends={model: backend}, save_dir=args.save_dir, save_labels=save_labels, run_id=run_id)
     finally:
         backend.cache.close()  # at once, not when the backend is collected: the cache is whole when run returns
+    from .distributed import is_main
+
+    if not is_main():  # under a launcher rank 0 reports
+        return 0
     print_run(lines_of_run(read_results(results), config, run_id), console, metric=args.metric)
     report = render(results, plots=False)
     console.print(f"records: {results} · report: {report}")
@@ -549,6 +553,10 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     finally:
         if cache is not None:
             cache.close()
+    from .distributed import is_main
+
+    if not is_main():  # under a launcher rank 0 reports
+        return 0
     path = render(results, plots=not args.no_plots, per_class=args.per_class)
     console.print(f"results: {results}\nreport: {path}")
     return 0

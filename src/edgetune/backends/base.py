@@ -33,6 +33,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..data.example import Example
 from ..data.templates import Prompt, Template
+from ..distributed import barrier, gather, world
 from ..errors import EdgetuneError
 from .cache import FeatureCache, content_key
 
@@ -215,8 +216,10 @@ class Backend(ABC):
         stats: dict[str, Any] = {}
         if todo:
             start = time.perf_counter()
+            rank, size = world()
+            mine = todo[rank::size]  # under a launcher each process reads its share; all of them outside one
             encoded = []
-            for k in todo:
+            for k in mine:
                 enc, length, was_cut = self._encode(prompts[first[k]])
                 truncated += was_cut
                 encoded.append((length, k, enc))
@@ -226,16 +229,27 @@ class Backend(ABC):
                     "truncated and the template kept whole", stacklevel=2)
                 self._warned_truncation = True
             before = dict(self.usage)
+            shard: list[tuple[str, np.ndarray, np.ndarray]] = []
 
             def save(rows: list[tuple[str, np.ndarray, np.ndarray]]) -> None:
-                self.cache.put_many(rows)  # committed at once: an interrupted run keeps what it paid for
+                if size == 1:
+                    self.cache.put_many(rows)  # committed at once: an interrupted run keeps what it paid for
+                else:
+                    shard.extend(rows)
                 for key, s, h in rows:
                     found[key] = (s, h)
                 self._count_queries(len(rows))
                 bar.advance(len(rows))
 
-            with self._progress(len(todo), description) as bar:
+            with self._progress(len(mine), description) as bar:
                 self._answer(encoded, label_ids, words, save)
+            if size > 1:  # every process gets every row; the cache on disk is written by rank 0 alone
+                everyone = gather(shard)
+                for key, s, h in everyone:
+                    found[key] = (s, h)
+                if rank == 0 or self.cache.path is None:
+                    self.cache.put_many(everyone)
+                barrier()  # nobody reads the cache again before rank 0 has written: every process sees one state
             seconds = time.perf_counter() - start
             stats = {k: v - before.get(k, 0) for k, v in self.usage.items() if v - before.get(k, 0)}
         scores = np.stack([found[k][0] for k in keys]) if keys else np.zeros((0, len(words)), np.float32)

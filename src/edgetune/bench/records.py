@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ..distributed import is_main
 from ..errors import EdgetuneError
 
 RESULTS_NAME = "results.jsonl"
@@ -114,7 +115,12 @@ class ResultsLog:
         return None
 
     def write(self, line: dict[str, Any]) -> None:
+        """Append ``line`` (tagged with this run) to the file; under a launcher only rank 0 writes, the others
+        keep the line in memory (so every process decides alike)."""
         line = {**line, "run": self.run}
+        if not is_main():
+            self.lines.append(line)
+            return
         data = (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8")
         with self.locked():
             self._cut_torn_line()

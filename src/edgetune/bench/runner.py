@@ -26,6 +26,7 @@ from rich.console import Console
 from ..backends import Backend, FeatureCache, load_backend
 from ..data.sampling import draw, held_out, size_label, subsample
 from ..data.tasks import Task
+from ..distributed import barrier, is_main, world
 from ..errors import EdgetuneError
 from ..methods import get_method
 from ..methods.configs import declarations
@@ -59,6 +60,11 @@ def run_bench(config: BenchConfig, output: str | os.PathLike | None = None, prog
     if workers < 1:
         raise EdgetuneError(f"workers is a whole number ≥ 1, not {workers!r}")
     parallel = ray or workers > 1
+    if parallel and world()[1] > 1:
+        raise EdgetuneError("under torchrun / accelerate launch the processes are the launcher's: run without "
+                            "--workers/--ray")
+    if not is_main():  # under a launcher: rank 0 speaks for all
+        console, progress = Console(stderr=True, quiet=True), False
     if parallel and backends:
         raise EdgetuneError("backends built in this process cannot be handed to worker processes; name them in "
                             "the config's backends: instead, or run without --workers/--ray")
@@ -66,12 +72,14 @@ def run_bench(config: BenchConfig, output: str | os.PathLike | None = None, prog
         raise EdgetuneError("an in-memory feature cache cannot be shared with worker processes; give a file")
     console = console or Console(stderr=True)
     path = config.output_dir(output) / RESULTS_NAME
-    if fresh and path.exists():
+    if fresh and path.exists() and is_main():
         aside = path.with_name(f"{path.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
         os.replace(path, aside)
         console.print(f"earlier results moved to {aside}")
+    barrier()  # under a launcher: every process plans from the same file (rank 0 writes to it from here on)
     existed = path.exists()
     log, todo = _plan(config, output, save_dir, save_labels)
+    barrier()
     if run_id:
         log.run = run_id
     cells = config.cells()
@@ -97,7 +105,7 @@ def run_bench(config: BenchConfig, output: str | os.PathLike | None = None, prog
         else:
             _run_cells(config, todo, log, console, progress, dict(backends or {}), lazy, save_dir, save_labels)
     except BaseException:
-        if not existed and not any(x.get("type") == "cell" for x in log.lines):
+        if is_main() and not existed and not any(x.get("type") == "cell" for x in log.lines):
             with log.locked():  # nothing finished: leave no header-only file behind (unless another run wrote)
                 lines = read_results(path) if path.exists() else []
                 if all(x.get("run") == log.run for x in lines):
@@ -322,7 +330,8 @@ def _run_one(config: BenchConfig, n: int, total: int, cell: tuple, backend: Back
         if target.exists():  # made since the check before training (another run): keep both
             target = target.with_name(f"{target.name}-{log.run}")
             console.print(f"{target.name[: -len(log.run) - 1]} appeared meanwhile; saving to {target}")
-        method.save(target)
+        if is_main():  # under a launcher every process holds the same model; rank 0 saves it
+            method.save(target)
 
 
 def run_cell(backend: Backend, task: Task, train: Any, test: Any, entry: MethodEntry, seed: int,

@@ -87,7 +87,19 @@ class AdamWTrainer:
         optimizer = adamw(param_groups, self.config.weight_decay, self.config.seed)
         steps = self.config.steps
         schedule = get_linear_schedule_with_warmup(optimizer, int(self.config.warmup_ratio * steps), steps)
-        problem.module_, optimizer, schedule = accelerator.prepare(problem.module_, optimizer, schedule)
+        # the schedule stays unprepared: Accelerate would step it once per process (it assumes each process has
+        # its own batches), but here the processes split one global batch, so it steps once per step
+        problem.module_, optimizer = accelerator.prepare(problem.module_, optimizer)
+
+        def state() -> dict[str, torch.Tensor]:
+            """The trainable weights by their own names (under `accelerate launch` the module is wrapped in
+            DistributedDataParallel, whose names carry a "module." prefix that the unwrapped module lacks)."""
+            wrapped, problem.module_ = problem.module_, accelerator.unwrap_model(problem.module_)
+            try:
+                return problem.trainable_state()
+            finally:
+                problem.module_ = wrapped
+
         gen = torch.Generator().manual_seed(self.config.seed)
         class_weight = getattr(self.config, "class_weight", None)
         class_w: Any = None  # class_weight="balanced"'s loss weights, made at the first step (logits give C)
@@ -106,15 +118,14 @@ class AdamWTrainer:
             acc, loss = scores
             history["dev_accuracy"].append((step, acc))
             history["dev_loss"].append((step, loss))
-            checks.append((step, acc, loss, copy.deepcopy({k: v.detach().cpu()
-                                                           for k, v in problem.trainable_state().items()})))
+            checks.append((step, acc, loss, copy.deepcopy({k: v.detach().cpu() for k, v in state().items()})))
             info = f" · dev acc {acc:.3f} loss {loss:.3f}"
             if self.on_check is not None:  # before any rollback: the weights scored are the ones just checked
                 self.on_check(step, {"dev_accuracy": acc, "dev_loss": loss})
             back = self._collapsed(checks, problem.dev_size_, len(history.get("rollbacks", [])))
             if back is not None and step < self.config.steps:
                 # restore the pick in place (the optimiser keeps its parameters) and slow down
-                problem.module_.load_state_dict(checks[back][3], strict=False)
+                accelerator.unwrap_model(problem.module_).load_state_dict(checks[back][3], strict=False)
                 inner = getattr(schedule, "scheduler", schedule)
                 inner.base_lrs = [lr / 2 for lr in inner.base_lrs]
                 for group, lr in zip(optimizer.param_groups, inner.get_last_lr(), strict=True):
@@ -146,7 +157,10 @@ class AdamWTrainer:
                         loss = F.cross_entropy(logits, y[pick].to(logits.device), weight=class_w)
                         loss = loss / self.config.grad_accum
                         accelerator.backward(loss)
-                value = float(loss.detach()) * self.config.grad_accum
+                seen = loss.detach()
+                if accelerator.num_processes > 1:  # every process records (and stops on) the global batch's loss
+                    seen = accelerator.reduce(seen, reduction="mean")
+                value = float(seen) * self.config.grad_accum
                 if not np.isfinite(value):  # stop: the weights may already be damaged; the best checkpoint stays
                     history["stopped"] = f"non-finite loss ({value}) at step {step}; kept the best checkpoint so far"
                     warnings.warn(f"{self.description}: {history['stopped']} (lower the learning rate)", stacklevel=2)
