@@ -421,3 +421,32 @@ def test_the_engine_is_in_the_cache_key_and_the_command_line(tmp_path, toy_dir, 
     assert (tmp_path / "out" / "results.jsonl").exists()
     assert main(["run", "dect", "--engine", "tgi", "--task", str(task), "--shots", "2", "--no-progress"]) == 2
     assert "--engine" in capsys.readouterr().err
+
+
+def test_a_bench_server_backend_asks_one_request_at_a_time_unless_told(monkeypatch, tmp_path):
+    """llama-cpp-python's server answers one request at a time (more in flight only contend:
+    benchmarks/results/server_speed.md), so a bench ``server:`` backend defaults to concurrency 1."""
+    import contextlib
+
+    from edgetune.backends import server as server_module
+    from edgetune.bench import runner
+    from edgetune.bench.config import BenchConfig
+
+    class Started:
+        def __init__(self, model, **options):
+            self.base_url = "http://127.0.0.1:9/v1"
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+    monkeypatch.setattr(server_module, "LlamaServer", Started)
+    for extra, expected in (({}, 1), ({"concurrency": 6}, 6)):
+        config = BenchConfig.from_dict({"name": "s", "tasks": ["sst2"], "models": ["srv"], "methods": ["dect"],
+                                        "backends": {"srv": {"model": "smollm2-135m", "server": {}, **extra}}})
+        with contextlib.ExitStack() as stack:
+            cache = runner._LazyCache(tmp_path / "f.sqlite", FeatureCache(None))
+            got = runner._backend(config, "srv", cache, False, stack, {})
+        assert isinstance(got, OpenAIBackend) and got.concurrency == expected

@@ -292,6 +292,9 @@ def _backend(config: BenchConfig, model: str, cache: _LazyCache, progress: bool,
         if key not in servers:
             servers[key] = stack.enter_context(LlamaServer(spec["model"], **spec["server"]))
         base_url = servers[key].base_url
+        # llama-cpp-python answers one request at a time: more in flight only contend (server_speed.md: 2.67
+        # prompts/s at concurrency 1, 1.75 at 4)
+        options.setdefault("concurrency", 1)
     if "api_key_env" in spec:
         key_value = os.environ.get(spec["api_key_env"])
         if not key_value:

@@ -44,6 +44,22 @@ class BF16AdamW(torch.optim.Optimizer):
             self._generators[device] = torch.Generator(device=device).manual_seed(self._seed)
         return self._generators[device]
 
+    slice: int = 1 << 20  # weights updated at once (float32 temporaries: a few × 4 MB)
+
+    def _update(self, p: torch.Tensor, grad: torch.Tensor, m: torch.Tensor, v: torch.Tensor, lr: float, b1: float,
+                b2: float, eps: float, wd: float, t: int) -> None:
+        """One AdamW update of ``p`` (or a slice of it) in float32, written back exactly or stochastically rounded."""
+        g = grad.float()
+        m.lerp_(g, 1 - b1)
+        v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        denom = (v / (1 - b2**t)).sqrt_().add_(eps)
+        w = p.float() if p.dtype != torch.float32 else p
+        w.mul_(1 - lr * wd).addcdiv_(m, denom, value=-lr / (1 - b1**t))
+        if p.dtype == torch.bfloat16:
+            stochastic_round_(p, w, self._generator(p.device))
+        elif p.dtype != torch.float32:
+            p.copy_(w)
+
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
         loss = None
@@ -62,17 +78,16 @@ class BF16AdamW(torch.optim.Optimizer):
                     state["exp_avg_sq"] = torch.zeros_like(p, dtype=torch.float32)
                 state["step"] += 1
                 t = state["step"]
-                g = p.grad.float()
-                m, v = state["exp_avg"], state["exp_avg_sq"]
-                m.lerp_(g, 1 - b1)
-                v.mul_(b2).addcmul_(g, g, value=1 - b2)
-                denom = (v / (1 - b2**t)).sqrt_().add_(eps)
-                w = p.float() if p.dtype != torch.float32 else p
-                w.mul_(1 - lr * wd).addcdiv_(m, denom, value=-lr / (1 - b1**t))
-                if p.dtype == torch.bfloat16:
-                    stochastic_round_(p, w, self._generator(p.device))
-                elif p.dtype != torch.float32:
-                    p.copy_(w)
+                if p.dtype == torch.float32 or not p.is_contiguous():
+                    self._update(p, p.grad, state["exp_avg"], state["exp_avg_sq"], lr, b1, b2, eps, wd, t)
+                    continue
+                # in slices: the float32 temporaries of a bfloat16 weight stay small (an embedding table of 28M
+                # weights would otherwise need ~5 float32 copies of itself for one step)
+                flat, grad = p.view(-1), p.grad.reshape(-1)
+                m, v = state["exp_avg"].view(-1), state["exp_avg_sq"].view(-1)
+                for a in range(0, flat.numel(), self.slice):
+                    b = a + self.slice
+                    self._update(flat[a:b], grad[a:b], m[a:b], v[a:b], lr, b1, b2, eps, wd, t)
         return loss
 
 
