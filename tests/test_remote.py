@@ -418,6 +418,11 @@ def test_the_engine_is_in_the_cache_key_and_the_command_line(tmp_path, toy_dir, 
                      "--engine", "ollama", "--task", str(task), "--shots", "2", "--seeds", "0",
                      "--cache-dir", str(tmp_path / "cache"), "-o", str(tmp_path / "out"), "--no-progress"]) == 0
         assert {p for p, _ in srv.seen} == {"/api/generate", "/v1/embeddings"}
+        capsys.readouterr()
+        assert main(["run", "dect", "--backend", "openai", "--base-url", srv.base_url, "--model", "fake",
+                     "--engine", "ollama", "--task", str(task), "--shots", "2", "--seeds", "1", "--dry-run",
+                     "--cache-dir", str(tmp_path / "cache"), "--no-progress"]) == 0
+        assert "Ollama has no exact way" in " ".join(capsys.readouterr().out.split())
     assert (tmp_path / "out" / "results.jsonl").exists()
     assert main(["run", "dect", "--engine", "tgi", "--task", str(task), "--shots", "2", "--no-progress"]) == 2
     assert "--engine" in capsys.readouterr().err

@@ -450,8 +450,11 @@ def _dry_run(config: Any, backend: Any, cls: Any, console: Console) -> int:
     line = f"dry run, nothing asked: {paid} prompts to query ({total['cached']} cached)"
     if remote:
         per = 2 if backend.hidden else 1
-        line += (f", {per * paid} requests to {backend.base_url} (+ up to {total['words']} per prompt if label words "
-                 f"fall outside the top {backend.top_logprobs}), ~{total['tokens'] * per:,} prompt tokens in all")
+        extra = (f"label words outside the top {backend.top_logprobs} are floored: Ollama has no exact way"
+                 if backend.engine == "ollama" else
+                 f"+ up to {total['words']} per prompt if label words fall outside the top {backend.top_logprobs}")
+        line += (f", {per * paid} requests to {backend.base_url} ({extra}), ~{total['tokens'] * per:,} prompt tokens "
+                 "in all")
     else:
         line += f", {total['tokens']:,} prompt tokens through {backend.name}"
     if cls.edge != "output":
