@@ -107,7 +107,7 @@ def test_stochastic_rounding_is_unbiased_and_lands_on_a_neighbouring_bfloat16():
 
 def test_bf16_adamw_matches_torch_adamw_on_float32_weights_and_keeps_small_bfloat16_updates():
     torch.manual_seed(0)
-    a, b = torch.nn.Parameter(torch.randn(32, 8)), None
+    a = torch.nn.Parameter(torch.randn(32, 8))
     b = torch.nn.Parameter(a.detach().clone())
     ours, theirs = BF16AdamW([a], lr=1e-2, weight_decay=0.1), torch.optim.AdamW([b], lr=1e-2, weight_decay=0.1)
     for _ in range(5):

@@ -617,15 +617,13 @@ class OpenAIBackend(Backend):
         ``/tokenize`` (``content``; no BOS by default) or vLLM's ``/tokenize`` (``prompt``, with
         ``add_special_tokens`` off: vLLM adds a BOS by default); retried like every request. ``None`` if it offers
         none of them."""
-        root = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
         for path, body in (("/extras/tokenize", {"input": text}), ("/tokenize", {"content": text}),
                            ("/tokenize", {"model": self.model_name, "prompt": text, "add_special_tokens": False})):
             try:
-                answer = await self._call("tokenize", limiter, lambda path=path, body=body: client.post(
-                    root + path, cast_to=object, body=body))
-            except RemoteError:
+                answer = await self._post("tokenize", limiter, client, path, body)
+            except RemoteError:  # not offered (or not a JSON object): the next shape
                 continue
-            tokens = answer.get("tokens") if isinstance(answer, dict) else None
+            tokens = answer.get("tokens")
             if isinstance(tokens, list) and tokens:
                 return [int(t) for t in tokens]
         return None
@@ -661,10 +659,10 @@ def _message(exc: BaseException | None) -> str:
     if text.startswith("Error code:") and " - " not in text:
         # the openai client quotes only OpenAI's {"error": {"message"}} and keeps the "error" field as the body;
         # TGI and Ollama answer {"error": "..."}, FastAPI servers {"detail": "..."}
-        said = body if isinstance(body, str) else next(
-            (body[k] for k in ("error", "detail", "message") if isinstance(body.get(k), str)), "") if isinstance(
-            body, dict) else ""
-        text += f" - {said}" if said else ""
+        if isinstance(body, dict):
+            body = next((body[k] for k in ("error", "detail", "message") if isinstance(body.get(k), str)), "")
+        if isinstance(body, str) and body:
+            text += f" - {body}"
     return text.splitlines()[0][:300]
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..backends.precision import model_dtype
 from .configs.finetune import FineTuneConfig
 from .core.input_edge import GradientMethod
 from .core.prompted import PromptedModel
@@ -43,7 +44,7 @@ class FineTune(GradientMethod):
 
     def build(self, model: Any, embedding: nn.Module) -> nn.Module:
         trained = copy.deepcopy(model)
-        if self.weights == "float32" or next(trained.parameters()).dtype != torch.bfloat16:
+        if self.weights == "float32" or model_dtype(trained) != torch.bfloat16:
             trained = trained.float()  # float32 weights and optimiser state, whatever the body's format
         # else bfloat16 weights, float32 moments, stochastic rounding: methods.core.optim.BF16AdamW
         for p in trained.parameters():
