@@ -53,6 +53,12 @@ def sections(readme: str) -> tuple[str, dict[str, str]]:
     return head, by_task
 
 
+def own_readme(folder: Path) -> str:
+    """A task folder's own README without its title, its headings one level down (under the task's heading)."""
+    body = (folder / "README.md").read_text(encoding="utf-8").split("\n", 1)[1].strip()
+    return re.sub(r"^## ", "#### ", body, flags=re.M)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--source", default=str(ROOT.parent / "shared" / "data"))
@@ -88,7 +94,10 @@ def main() -> None:
                "themselves keep their original terms (e.g. SNLI CC BY-SA 4.0, IMDB's and Yelp's own terms), "
                "which a redistributor must check. `EDGETUNE_DATA_DIR` / `--data-dir` point edgetune at "
                "other copies instead.", "", head.strip().split("\n", 1)[1].strip(), "", "## Tasks", "",
-               *[by_task[n] + "\n" for n in TASKS if n in by_task]]
+               *[by_task[n] + "\n" for n in TASKS if n in by_task],
+               # a task the shared README only lists (goemotions) documents itself in its folder's README
+               *[f"### `{n}`\n\n" + own_readme(source / n) + "\n" for n in TASKS
+                 if n not in by_task and (source / n / "README.md").is_file()]]
     (OUT / "SOURCES.md").write_text("\n".join(sources), encoding="utf-8")
     print(json.dumps({"tasks": len(TASKS), "bytes": total, "out": str(OUT)}))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .errors import EdgetuneError
-from .metrics import METRIC_NAMES
+from .metrics import ALL_METRICS
 
 if TYPE_CHECKING:  # rich is imported when a command runs: parsing and --help stay fast
     from rich.console import Console
@@ -115,9 +115,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                         help=f"evaluate on a seeded random subset of N test examples, the same for every method "
                         f"(default {QUICK_TEST_SIZE}, for a first answer in about a minute; 'all' for the whole "
                         "test set)")
-    common.add_argument("--metric", choices=METRIC_NAMES, default="accuracy",
+    common.add_argument("--metric", choices=ALL_METRICS, default="accuracy",
                         help="the measure the table shows (and auto optimises): accuracy (default), macro_f1 or "
-                        "balanced_accuracy; records carry all three")
+                        "balanced_accuracy; records carry all three. Multi-label tasks: micro_f1 (shown by default), "
+                        "macro_f1, samples_f1 or subset_accuracy")
     common.add_argument("--sample", choices=["per_class", "natural"], default="per_class",
                         help="per_class: --shots examples of every label (default); natural: --n examples at the "
                         "train pool's own label distribution, every label at least once")
@@ -141,7 +142,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                      "is its word, e.g. transfer_money -> 'transfer money')")
     byo.add_argument("--text-col", default="text", help="column holding the text (default text)")
     byo.add_argument("--text-b-col", default=None, help="column holding a second text, for pair tasks")
-    byo.add_argument("--label-col", default="label", help="column holding the label (default label)")
+    byo.add_argument("--label-col", default="label", help="column holding the label (default label; a JSONL file's "
+                     "'labels' list when it has no 'label': multi-label)")
+    byo.add_argument("--label-sep", default=None, help="multi-label CSV/TSV: the character joining several labels in "
+                     "one label cell, e.g. '|' for 'billing|urgent' (JSONL: give a list instead)")
     _add_model_args(common)
     per_method = run.add_subparsers(dest="method", required=True, metavar="METHOD",
                                     parser_class=_Parser)
@@ -228,6 +232,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 def _load_tasks(args: argparse.Namespace):
     from .data.tasks import custom_task, load_task
 
+    if args.label_sep is not None and not args.train:
+        raise EdgetuneError("--label-sep reads your own CSV/TSV files (--train/--test); a registry task knows its "
+                            "labels")
+    if args.label_sep is not None and not args.label_sep:
+        raise EdgetuneError("--label-sep must be a character such as '|', not empty")
     if args.train or args.test:
         if not (args.train and args.test and args.template):
             raise EdgetuneError("bring-your-own data needs --train, --test and --template (and --label-words, "
@@ -239,7 +248,8 @@ def _load_tasks(args: argparse.Namespace):
             cols["text_b"] = args.text_b_col
         train = Path(args.train).resolve()  # a file: the folder holding it; a saved HF dataset: its folder
         name = args.name or (train.name if train.is_dir() else train.parent.name) or train.stem
-        return [custom_task(name, args.template, args.label_words, {"train": args.train, "test": args.test}, cols)]
+        return [custom_task(name, args.template, args.label_words, {"train": args.train, "test": args.test}, cols,
+                            label_sep=args.label_sep)]
     names = args.task or ["sst2"]
     return [load_task(n, args.data_dir, template=args.template, label_words=args.label_words) for n in names]
 
@@ -363,7 +373,15 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         if t.derived_words_note():
             print(t.derived_words_note(), file=sys.stderr)
     model = args.model or cls.default_model
-    entries = [MethodEntry(n, n, _knobs(args, n)) for n in (*cls.companions, cls.name)]
+    companions = cls.companions
+    if any(t.multi_label for t in tasks):  # several labels per text: only the methods that fit them
+        from .methods.configs import declarations, multi_label_methods
+
+        if not cls.multi_label:
+            raise EdgetuneError(f"{cls.name} fits one label per text; {tasks[0].name} is multi-label (several labels "
+                                f"per text). Methods that fit multi-label data: {', '.join(multi_label_methods())}")
+        companions = tuple(n for n in companions if declarations()[n].multi_label)
+    entries = [MethodEntry(n, n, _knobs(args, n)) for n in (*companions, cls.name)]
     for entry in entries:  # --metric is what a method that optimises a measure (auto) optimises
         if "metric" in get_method(entry.name).param_names() and args.metric != "accuracy":
             entry.params["metric"] = args.metric

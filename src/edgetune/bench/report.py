@@ -15,7 +15,7 @@ import numpy as np
 from ..data.sampling import size_label
 from ..errors import EdgetuneError
 from ..methods import display_name
-from ..metrics import METRIC_NAMES, METRIC_TITLES, per_class
+from ..metrics import ALL_METRICS, METRIC_NAMES, METRIC_TITLES, MULTI_LABEL_METRICS, per_class
 from .records import read_results, results_lock
 
 #: what the peak-memory column means (said only where records carry it)
@@ -44,7 +44,7 @@ def summarise(lines: list[dict[str, Any]]) -> dict[str, Any]:
         groups[(c.get("task_name", c["task"]), method, model, shots)].append(c)
     out: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for (task, method, model, shots), cs in groups.items():
-        acc = np.array([c["accuracy"] for c in cs])
+        acc = np.array([c[headline(c)] for c in cs])
         wall = np.array([c["wall_seconds"] for c in cs], dtype=float)
         out[task].append({
             "method": method, "model": model, "shots": shots, "n_seeds": len(cs),
@@ -57,7 +57,8 @@ def summarise(lines: list[dict[str, Any]]) -> dict[str, Any]:
             "n_train": int(np.mean([c["n_train"] for c in cs])), "n_test": cs[0]["n_test"],
             "min": float(acc.min()), "offset_ratio": _mean_of(cs, "offset_ratio"),
             # the other measures (records from before they existed have accuracy only)
-            "measures": {m: _mean_std([c[m] for c in cs]) for m in METRIC_NAMES if all(m in c for c in cs)},
+            "measures": {m: _mean_std([c[m] for c in cs]) for m in ALL_METRICS if all(m in c for c in cs)},
+            "multi_label": all(c.get("multi_label") for c in cs),
             "peak_memory_mb": (float(np.mean([c["peak_memory_mb"] for c in cs]))
                                if all("peak_memory_mb" in c for c in cs) else None),
             "start_dev": _mean_of(cs, "dev_accuracy", first=True), "best_dev": _mean_of(cs, "best_dev_accuracy"),
@@ -66,6 +67,16 @@ def summarise(lines: list[dict[str, Any]]) -> dict[str, Any]:
                             if any("rollbacks" in (c.get("training") or {}) for c in cs) else None),
         })
     return dict(out)
+
+
+#: what a report says of its multi-label tasks' columns
+MULTI_LABEL_NOTE = (" Multi-label tasks: micro-F1 in place of accuracy, with macro-F1, samples-F1 and subset accuracy; "
+                    "shots are per label (at least that many texts carry each label), n train the texts drawn.")
+
+
+def headline(cell: dict[str, Any]) -> str:
+    """The measure a cell is ranked by: accuracy, or micro-F1 for a multi-label cell."""
+    return "micro_f1" if cell.get("multi_label") else "accuracy"
 
 
 def choices_view(lines: list[dict[str, Any]]) -> list[str]:
@@ -420,15 +431,19 @@ def _render(results: Path, out: Path, plots: bool, lines: list[dict[str, Any]], 
           "time to query the model on the training prompts (test-set inference excluded for all). Queries: "
           "forward passes over single samples that training needs (train + dev; BBT: calls × k-shot set; "
           "SetFit: two per contrastive pair + one per example)." + (PEAK_NOTE if any(
-              x.get("peak_memory_mb") is not None for x in lines if x.get("type") == "cell") else ""), ""]
+              x.get("peak_memory_mb") is not None for x in lines if x.get("type") == "cell") else "")
+          + (MULTI_LABEL_NOTE if any(x.get("multi_label") for x in lines if x.get("type") == "cell") else ""), ""]
     for task, rows in summary.items():
         n_test = rows[0]["n_test"]
         md.append(f"## {task} (test n = {n_test})\n")
         trained = any(r["best_dev"] is not None for r in rows)  # columns that only newer records carry
         guarded = any(r.get("rolled_back") is not None for r in rows)
         measured = any(r.get("peak_memory_mb") is not None for r in rows)
-        others = [m for m in METRIC_NAMES[1:] if any(m in r["measures"] for r in rows)]
-        md.append("| method | shots | n train | accuracy % |" + "".join(f" {METRIC_TITLES[m]} % |" for m in others)
+        multi = all(r.get("multi_label") for r in rows)
+        names = MULTI_LABEL_METRICS if multi else METRIC_NAMES
+        others = [m for m in names[1:] if any(m in r["measures"] for r in rows)]
+        md.append(f"| method | {'shots per label' if multi else 'shots'} | n train | {METRIC_TITLES[names[0]]} % |"
+                  + "".join(f" {METRIC_TITLES[m]} % |" for m in others)
                   + " wall s | train s | queries | trainable params | seeds |"
                   + (" worst seed % | dev % start → chosen | offset ratio |" if trained else "")
                   + (" runs rolled back |" if guarded else "") + (" peak MB |" if measured else ""))
@@ -575,7 +590,10 @@ def print_run(lines: list[dict[str, Any]], console: Any, metric: str = "accuracy
     groups: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
     for c in cells:
         groups[(c["model"], c.get("task_name", c["task"]), c["shots"])].append(c)
+    asked = metric
     for (model, task, shots), cs in groups.items():
+        # a multi-label table reads micro-F1 unless a multi-label measure was asked for
+        metric = "micro_f1" if all(c.get("multi_label") for c in cs) and asked not in MULTI_LABEL_METRICS else asked
         methods = list(dict.fromkeys(c["method"] for c in cs))
         seeds = sorted({c["seed"] for c in cs})
         n, pool = cs[0]["n_test"], cs[0].get("n_test_pool", cs[0]["n_test"])

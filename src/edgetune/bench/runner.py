@@ -29,9 +29,9 @@ from ..data.tasks import Task
 from ..distributed import barrier, is_main, world
 from ..errors import EdgetuneError
 from ..methods import get_method
-from ..methods.configs import declarations
+from ..methods.configs import declarations, multi_label_methods
 from ..methods.core.output_edge import OutputEdgeMethod
-from ..metrics import confusion, scores
+from ..metrics import confusion, multi_label_scores, per_label_counts, scores
 from ..paths import safe_name
 from .config import BenchConfig, MethodEntry, key_of, task_key
 from .records import RESULTS_NAME, ResultsLog, machine_info, read_results
@@ -157,6 +157,13 @@ def _plan(config: BenchConfig, output: str | os.PathLike | None, save_dir: str |
         task.split_path("train")
         if not config.heldout:  # a held-out eval never reads the test split
             task.split_path("test")
+        if task.multi_label:  # a method that fits one label per text, asked to fit several: one line, now
+            single = sorted({c[4].name for c in todo if task_key(c[1]) == task_key(t)
+                             and not declarations()[c[4].name].multi_label})
+            if single:
+                raise EdgetuneError(f"task {task.name!r} is multi-label (several labels per text); {', '.join(single)} "
+                                    f"fit(s) one label per text. Methods that fit multi-label data: "
+                                    f"{', '.join(multi_label_methods())}")
     if saving:
         _check_save_dir(Path(save_dir), [wanted[id(c)] for c in todo if id(c) in wanted])  # type: ignore[arg-type]
     return log, todo
@@ -324,7 +331,7 @@ def _run_one(config: BenchConfig, n: int, total: int, cell: tuple, backend: Back
                shots=shots, seed=seed,
                method=entry.label, name=entry.name, model_identity=backend.identity, backend=backend.kind,
                n_train=len(train), n_test=len(test), n_test_pool=pool, time=time.time(),
-               spec=_spec(config, entry))
+               spec=_spec(config, entry), **({"short_labels": list(train.short)} if train.short else {}))
     log.write(row)
     if "choice" in row:
         console.print(row["choice"]["summary"])
@@ -350,7 +357,7 @@ def run_cell(backend: Backend, task: Task, train: Any, test: Any, entry: MethodE
         params.setdefault("seed", seed)
     if "progress" in accepted:
         params.setdefault("progress", progress)
-    y_test = np.array(test.label_ids())
+    y_test = test.indicator() if test.multi_label else np.array(test.label_ids())
     method = cls(model=backend, **params)
     if isinstance(method, OutputEdgeMethod):  # the method's own fit, in its two halves: extraction, then decoder
         model_name = model or backend.name
@@ -371,7 +378,7 @@ def run_cell(backend: Backend, task: Task, train: Any, test: Any, entry: MethodE
         # left no record); a method is charged that times the queries it reads
         per_query = known[0] / known[1] if known and known[1] else float("nan")
         extraction_s = per_query * (len(prepared.train) + len(prepared.content_free)) * len(prepared.template)
-        measures = _measures(y_test, method.decision_features(test_feats), method.labels_)
+        measures = _measures(y_test, method.decision_features(test_feats), method.labels_, method)
         costs = method.costs()
         charged = per_query * costs.queries
         return method, {"edge": method.edge, **measures, "fit_seconds": fit_s,
@@ -387,7 +394,7 @@ def run_cell(backend: Backend, task: Task, train: Any, test: Any, entry: MethodE
     with CpuShare() as share, PeakMemory() as memory:
         method.fit(train)
     fit_s = share.seconds
-    measures = _measures(y_test, method.class_scores(list(test)), method.labels_)
+    measures = _measures(y_test, method.class_scores(list(test)), method.labels_, method)
     costs = method.costs()
     row = {"edge": method.edge, **measures, "fit_seconds": fit_s, "wall_seconds": fit_s,
            "queries": costs.queries, "trainable_params": costs.trainable_params, "steps": costs.steps,
@@ -401,9 +408,18 @@ def run_cell(backend: Backend, task: Task, train: Any, test: Any, entry: MethodE
     return method, row
 
 
-def _measures(y_test: np.ndarray, class_scores: Any, labels: Any) -> dict[str, Any]:
+def _measures(y_test: np.ndarray, class_scores: Any, labels: Any, method: Any = None) -> dict[str, Any]:
     """A cell's measures (:mod:`edgetune.metrics`: accuracy, macro-F1, balanced accuracy), its confusion matrix
-    and the labels naming its rows."""
+    and the labels naming its rows. Multi-label (``y_test`` an (n, C) 0/1 matrix): micro-, macro- and samples-F1,
+    subset accuracy (also as ``accuracy``, scikit-learn's meaning), per-label true/false positives and false
+    negatives, labels predicted per text, and the method's threshold."""
+    if y_test.ndim == 2:
+        decided = method.decide_scores(class_scores)
+        measures = multi_label_scores(y_test, decided)
+        return {"multi_label": True, "accuracy": measures["subset_accuracy"], **measures,
+                "per_label": per_label_counts(y_test, decided), "labels": list(labels),
+                "labels_per_text": float(decided.sum(axis=1).mean()),
+                "threshold": float(np.mean(method.thresholds_))}
     predicted, n = np.asarray(class_scores).argmax(axis=1), len(labels)
     return {**scores(y_test, predicted, n), "confusion": confusion(y_test, predicted, n), "labels": list(labels)}
 

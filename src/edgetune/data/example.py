@@ -12,13 +12,15 @@ from ..errors import DataError
 @dataclass(frozen=True)
 class Example:
     """One input. ``label`` is a label *name* (``None`` for unlabelled input); ``extra`` holds any other
-    field a template may name (WiC's ``word``)."""
+    field a template may name (WiC's ``word``). A multi-label example has ``labels`` instead: the tuple of its label
+    names (possibly empty), and ``label`` ``None``."""
 
     text: str
     text_b: str | None = None
     label: str | None = None
     id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    labels: tuple[str, ...] | None = None
 
     def field(self, name: str) -> Any:
         if name == "text":
@@ -44,6 +46,8 @@ class Dataset(Sequence[Example]):
     seed: int | None = None
     shots: int | None = None
     task: Any = field(default=None, compare=False)  # the Task it came from (carries template and words)
+    #: labels a multi-label sample holds fewer than ``shots`` of (the pool had no more)
+    short: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -59,7 +63,36 @@ class Dataset(Sequence[Example]):
         return [e.id for e in self.examples]
 
     @property
+    def multi_label(self) -> bool:
+        """True when the examples carry label lists (:attr:`Example.labels`), several labels per text."""
+        return any(e.labels is not None for e in self.examples)
+
+    @property
+    def Y(self) -> list[tuple[str, ...]]:
+        """Each example's label names (a one-label tuple for a single-label example)."""
+        missing = [i for i, e in enumerate(self.examples) if e.labels is None and e.label is None]
+        if missing:
+            raise DataError(f"{self.name or 'dataset'}: example {missing[0]} has no label")
+        return [e.labels if e.labels is not None else (e.label,) for e in self.examples]  # type: ignore[misc]
+
+    def indicator(self) -> Any:
+        """The (n, C) 0/1 matrix of :attr:`Y` over :attr:`labels` (scikit-learn's multi-label indicator)."""
+        import numpy as np
+
+        index = {name: i for i, name in enumerate(self.labels)}
+        out = np.zeros((len(self.examples), len(self.labels)), dtype=np.int64)
+        for row, names in enumerate(self.Y):
+            for name in names:
+                if name not in index:
+                    raise DataError(f"{self.name or 'dataset'}: example {self.examples[row].id} has label {name!r} "
+                                    f"outside {list(self.labels)}")
+                out[row, index[name]] = 1
+        return out
+
+    @property
     def y(self) -> list[str]:
+        if self.multi_label:
+            raise DataError(f"{self.name or 'dataset'} is multi-label (several labels per text): read .Y")
         missing = [i for i, e in enumerate(self.examples) if e.label is None]
         if missing:
             raise DataError(f"{self.name or 'dataset'}: example {missing[0]} has no label")
@@ -100,26 +133,40 @@ def as_examples(X: Iterable[Any], y: Sequence[Any] | None = None, *, text_col: s
     if y is not None and len(y) != len(items):
         raise DataError(f"got {len(items)} inputs but {len(y)} labels")
     for i, item in enumerate(items):
-        label = None if y is None else str(y[i])
+        many = None if y is None or not is_label_list(y[i]) else tuple(str(v) for v in y[i])
+        label = None if y is None or many is not None else str(y[i])
         if isinstance(item, Example):
-            ex = item if label is None else Example(item.text, item.text_b, label, item.id, item.extra)
+            ex = (item if label is None and many is None
+                  else Example(item.text, item.text_b, label, item.id, item.extra, many))
         elif isinstance(item, str):
             ex = Example(item, None, label, str(i))
         elif isinstance(item, tuple | list) and len(item) == 2:
             ex = Example(str(item[0]), str(item[1]), label, str(i))
         elif isinstance(item, dict):
-            rest = {k: v for k, v in item.items() if k not in ("text", "text_b", "label", "id")}
+            rest = {k: v for k, v in item.items() if k not in ("text", "text_b", "label", "labels", "id")}
+            own = item.get("labels", item.get("label"))
+            if many is None and y is None and is_label_list(own):
+                many = tuple(str(v) for v in own)
             ex = Example(
                 str(item.get("text", "")),
                 item.get("text_b"),
-                label if label is not None else item.get("label"),
+                None if many is not None else label if label is not None else item.get("label"),
                 str(item.get("id", i)),
                 rest,
             )
         else:
             raise DataError(f"input {i} is a {type(item).__name__}; expected a string, a (text, text_b) pair or a dict")
+        if many is not None and ex.labels != many:
+            ex = Example(ex.text, ex.text_b, None, ex.id, ex.extra, many)
         out.append(ex)
     return out
+
+
+def is_label_list(value: Any) -> bool:
+    """Whether one sample's target is a list of labels (a list, tuple, set or 1-D array: multi-label), not a label."""
+    if isinstance(value, str | bytes):
+        return False
+    return isinstance(value, list | tuple | set | frozenset) or getattr(value, "ndim", 0) == 1
 
 
 def _rows(X: Any, text_col: str | None = None, text_b_col: str | None = None) -> list[Any]:

@@ -24,7 +24,7 @@ _STANDARD = ("text", "text_b", "label")
 
 def _check_row(
     row: Mapping[str, Any], where: str, labels: Sequence[str] | None, text: str, text_b: str | None, label: str,
-    require_label: bool,
+    require_label: bool, label_sep: str | None = None,
 ) -> Example:
     if text not in row:
         raise DataError(f"{where}: no column {text!r} (columns: {', '.join(map(str, row))}); set the text column")
@@ -38,8 +38,13 @@ def _check_row(
         second = "" if row[text_b] is None else str(row[text_b])
         if not second.strip():
             raise DataError(f"{where}: empty text in column {text_b!r}")
+    if label not in row and label == "label" and isinstance(row.get("labels"), list):
+        label = "labels"  # a multi-label file's own column name
     lab = row.get(label)
-    if lab is None or str(lab) == "":
+    many = _label_list(lab, label_sep, where, label, labels, require_label)
+    if many is not None:
+        lab_s = None
+    elif lab is None or str(lab) == "":
         if require_label:
             raise DataError(f"{where}: no label in column {label!r}")
         lab_s = None
@@ -48,9 +53,31 @@ def _check_row(
         if labels is not None and lab_s not in labels:
             raise DataError(f"{where}: unknown label {lab_s!r}; the task's labels are {', '.join(labels)}")
     skip = {text, label} | ({text_b} if text_b else set())
-    extra = {k: v for k, v in row.items() if k not in skip and k not in _STANDARD and k != "id"}
+    extra = {k: v for k, v in row.items() if k not in skip and k not in _STANDARD and k not in ("id", "labels")}
     return Example(str(value).strip(), None if second is None else second.strip(), lab_s,
-                   str(row.get("id", "")) or None, extra)
+                   str(row.get("id", "")) or None, extra, many)
+
+
+def _label_list(value: Any, sep: str | None, where: str, column: str, labels: Sequence[str] | None,
+                require_label: bool) -> tuple[str, ...] | None:
+    """A row's label list: a JSON list, or a string cut at ``sep`` (``--label-sep``); ``None`` for a single label.
+    A label outside ``labels`` is a one-line :class:`DataError` naming the row; an empty list is kept (whether a
+    task allows one is the task's to say)."""
+    if isinstance(value, list | tuple):
+        names = [str(v).strip() for v in value]
+    elif sep is not None and isinstance(value, str) and (value.strip() or require_label):
+        names = [part.strip() for part in value.split(sep)] if value.strip() else []
+    elif sep is not None and (value is None or value == "") and require_label:
+        raise DataError(f"{where}: no label in column {column!r}")
+    else:
+        return None
+    if any(not name for name in names):
+        raise DataError(f"{where}: an empty label name in column {column!r} ({value!r})")
+    if labels is not None:
+        unknown = [name for name in names if name not in labels]
+        if unknown:
+            raise DataError(f"{where}: unknown label {unknown[0]!r}; the task's labels are {', '.join(labels)}")
+    return tuple(dict.fromkeys(names))
 
 
 def _text(path: Path) -> str:
@@ -107,20 +134,24 @@ def read_examples(
     label: str = "label",
     require_label: bool = True,
     split: str | None = None,
+    label_sep: str | None = None,
 ) -> list[Example]:
     """Read examples from a file (.jsonl, .csv, .tsv; optionally .xz/.gz) or a Hugging Face ``datasets``
     folder written by ``save_to_disk`` (a ``DatasetDict`` folder: its ``split``). ``text_b`` defaults to
-    ``"text_b"`` when the data has that column."""
+    ``"text_b"`` when the data has that column. Multi-label rows: a JSON list in the label column (or in
+    ``labels`` when the file has no ``label``), or, with ``label_sep``, a column of names joined by it
+    (``"billing|urgent"``)."""
     path = Path(path)
     if path.is_dir():
-        return examples_from_hf(load_hf_folder(path, split), labels, text, text_b, label, source=str(path))
+        return examples_from_hf(load_hf_folder(path, split), labels, text, text_b, label, source=str(path),
+                                label_sep=label_sep)
     if not path.is_file():
         raise DataError(f"data file {str(path)!r} does not exist")
     out: list[Example] = []
     for n, row in _rows(path):
         col_b = text_b if text_b is not None else ("text_b" if row.get("text_b") is not None else None)
-        ex = _check_row(row, f"{path}:{n}", labels, text, col_b, label, require_label)
-        out.append(Example(ex.text, ex.text_b, ex.label, ex.id or str(len(out)), ex.extra))
+        ex = _check_row(row, f"{path}:{n}", labels, text, col_b, label, require_label, label_sep)
+        out.append(Example(ex.text, ex.text_b, ex.label, ex.id or str(len(out)), ex.extra, ex.labels))
     if not out:
         raise DataError(f"{path}: no examples")
     return out
@@ -156,6 +187,7 @@ def examples_from_hf(
     label: str = "label",
     source: str = "dataset",
     require_label: bool = True,
+    label_sep: str | None = None,
 ) -> list[Example]:
     """Examples from a ``datasets.Dataset`` (or any sequence of row dicts). Integer labels of a
     ``ClassLabel`` column are mapped to their names; ``text_b`` defaults to ``"text_b"`` when present."""
@@ -173,8 +205,12 @@ def examples_from_hf(
         row = dict(row)
         if names is not None and isinstance(row.get(label), int):
             row[label] = names[row[label]]
-        ex = _check_row(row, f"{source} row {i}", labels, text, text_b, label, require_label)
-        out.append(Example(ex.text, ex.text_b, ex.label, str(i), ex.extra))
+        elif isinstance(row.get(label), list):  # a Sequence(ClassLabel) column: ids -> names
+            inner = getattr(getattr(features, "get", lambda k: None)(label), "feature", None)
+            if hasattr(inner, "names"):
+                row[label] = [inner.names[v] if isinstance(v, int) else v for v in row[label]]
+        ex = _check_row(row, f"{source} row {i}", labels, text, text_b, label, require_label, label_sep)
+        out.append(Example(ex.text, ex.text_b, ex.label, str(i), ex.extra, ex.labels))
     if not out:
         raise DataError(f"{source} is empty")
     return out

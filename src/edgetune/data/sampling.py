@@ -31,6 +31,36 @@ def sample_k_per_class(pool: Dataset, shots: int, seed: int) -> Dataset:
                    task=pool.task)
 
 
+def sample_k_per_label(pool: Dataset, shots: int, seed: int) -> Dataset:
+    """A multi-label few-shot sample: at least ``shots`` examples carrying each label, drawn greedily.
+
+    Labels are visited from the rarest in the pool to the most frequent (ties in label order); each draws, with
+    ``numpy.random.default_rng(seed)`` and without replacement, just the examples it still lacks from those not yet
+    drawn — an example drawn for a rare label counts for every label it carries, so frequent labels usually need
+    few draws of their own. The size of the sample is therefore not ``shots × labels`` but what the draw needed
+    (``len`` of the result; the runner records it). A label with fewer than ``shots`` examples in the pool gets all
+    of them (real label distributions have a long tail), named in :attr:`Dataset.short` so callers can say so; a
+    label with none is a one-line :class:`DataError`. Deterministic, in pool order."""
+    if shots < 1:
+        raise DataError(f"shots must be at least 1 (got {shots})")
+    Y = pool.indicator()
+    counts = Y.sum(axis=0)
+    empty = [lab for lab, n in zip(pool.labels, counts, strict=True) if n == 0]
+    if empty:
+        raise DataError(f"{pool.name}: label(s) {empty} have no example in the pool to draw")
+    rng = np.random.default_rng(seed)
+    taken = np.zeros(len(pool), dtype=bool)
+    for c in sorted(range(len(pool.labels)), key=lambda c: (counts[c], c)):
+        need = shots - int(Y[taken, c].sum())
+        if need <= 0:
+            continue
+        free = np.flatnonzero((Y[:, c] == 1) & ~taken)
+        taken[rng.choice(free, size=min(need, len(free)), replace=False)] = True
+    short = tuple(lab for lab, n in zip(pool.labels, counts, strict=True) if n < shots)
+    return Dataset(tuple(pool.examples[i] for i in np.flatnonzero(taken)), pool.labels, name=pool.name, seed=seed,
+                   shots=shots, task=pool.task, short=short)
+
+
 def sample_natural(pool: Dataset, n: int, seed: int) -> Dataset:
     """``n`` examples drawn the way users' labelled data comes: at the pool's own label distribution, with every
     label at least once (so a classifier can know it).
@@ -39,6 +69,9 @@ def sample_natural(pool: Dataset, n: int, seed: int) -> Dataset:
     the pool (``numpy.random.default_rng(seed)``): each label's expected count is its pool share of ``n``, except
     that the rarest get their one example. Deterministic, in pool order. ``n`` below the number of labels, or a
     label with no example in the pool, is a one-line :class:`DataError`."""
+    if pool.multi_label:
+        raise DataError(f"{pool.name} is multi-label: its samples are drawn per label (sample: per_class), not at the "
+                        "pool's own distribution")
     labels = pool.labels
     check_natural_size(pool.name, n, len(labels))
     if n > len(pool):
@@ -63,8 +96,11 @@ def check_natural_size(name: str, n: int, n_labels: int) -> None:
 
 
 def draw(pool: Dataset, shots: int, seed: int, how: str = "per_class") -> Dataset:
-    """A few-shot sample of ``pool``: ``shots`` per class (``how="per_class"``, :func:`sample_k_per_class`) or
-    ``shots`` in all at the pool's own label distribution (``how="natural"``, :func:`sample_natural`)."""
+    """A few-shot sample of ``pool``: ``shots`` per class (``how="per_class"``, :func:`sample_k_per_class`; at least
+    ``shots`` per label for a multi-label pool, :func:`sample_k_per_label`) or ``shots`` in all at the pool's own
+    label distribution (``how="natural"``, :func:`sample_natural`)."""
+    if pool.multi_label and how != "natural":
+        return sample_k_per_label(pool, shots, seed)
     return (sample_natural if how == "natural" else sample_k_per_class)(pool, shots, seed)
 
 
@@ -97,5 +133,5 @@ def held_out(pool: Dataset, per_class: int, seed: int) -> tuple[Dataset, Dataset
     """(validation, rest): ``per_class`` examples of every label drawn from ``pool`` with ``seed`` as a validation
     split, and the pool without them, which few-shot samples are then drawn from (so no sample ever holds a
     validation example, and choices made on it never touch a test set)."""
-    val = sample_k_per_class(pool, per_class, seed)
+    val = (sample_k_per_label if pool.multi_label else sample_k_per_class)(pool, per_class, seed)
     return val, pool.excluding(val)

@@ -47,6 +47,12 @@ class Task:
     templates: tuple[str, ...] = ()
     #: further label-word sets (label -> word each), for methods that score several words per class (mpd)
     more_label_words: tuple[Mapping[str, str], ...] = ()
+    #: several labels per text (rows carry a list of labels); also found from the data itself
+    multi_label: bool = False
+    #: a multi-label row may have no label at all (an empty list); refused otherwise
+    allow_empty: bool = False
+    #: what joins several labels in one CSV/TSV cell (``"|"``); JSONL rows give a list instead
+    label_sep: str | None = None
 
     def __post_init__(self) -> None:
         Template(self.template)  # validates
@@ -116,7 +122,15 @@ class Task:
 
     def load(self, split: str = "test", limit: int | None = None, seed: int = 0) -> Dataset:
         """Read one split. ``limit`` takes a seeded random subset of that size (the same for every method)."""
-        examples = read_examples(self.split_path(split), labels=self.labels, split=split, **dict(self.columns))
+        path = self.split_path(split)
+        examples = read_examples(path, labels=self.labels, split=split, label_sep=self.label_sep,
+                                 **dict(self.columns))
+        if self.multi_label or any(e.labels is not None for e in examples):
+            examples = [as_multi_label(e) for e in examples]
+            empty = next((e for e in examples if e.labels == ()), None)
+            if empty is not None and not self.allow_empty:
+                raise DataError(f"{path}: example {empty.id} has an empty label list; task {self.name!r} needs at "
+                                "least one label per text (allow_empty: true in its task file allows none)")
         ds = Dataset(tuple(examples), self.labels, name=f"{self.name}/{split}", task=self)
         return subsample(ds, limit, seed) if limit is not None and limit < len(ds) else ds
 
@@ -134,6 +148,8 @@ class Task:
             "description": self.description,
             **({"templates": list(self.templates)} if self.templates else {}),
             **({"more_label_words": [dict(m) for m in self.more_label_words]} if self.more_label_words else {}),
+            **({"multi_label": True} if self.multi_label else {}),
+            **({"allow_empty": True} if self.allow_empty else {}),
         }
 
     @property
@@ -150,6 +166,13 @@ class Task:
             return f"{self.name}: no label words given; the label names are the words"
         more = f" (+{len(changed) - 8} more)" if len(changed) > 8 else ""
         return f"{self.name}: no label words given; read from the label names: {', '.join(changed[:8])}{more}"
+
+
+def as_multi_label(example: Example) -> Example:
+    """``example`` with its label as a one-label list, for a multi-label task (a label list is kept as it is)."""
+    if example.labels is not None or example.label is None:
+        return example
+    return replace(example, label=None, labels=(example.label,))
 
 
 def readable_label(name: str) -> str:
@@ -182,6 +205,10 @@ _SENTIMENT_MORE = ({"negative": "terrible", "positive": "good"}, {"negative": "a
 _TOPIC4_MORE = ({"World": "world", "Sports": "football", "Business": "economy", "Sci/Tech": "science"},
                 {"World": "international", "Sports": "sport", "Business": "finance", "Sci/Tech": "computers"})
 _YESNO_MORE = ({"entailment": "True", "not_entailment": "False"}, {"entailment": "Right", "not_entailment": "Wrong"})
+_GOEMOTIONS = ("admiration", "amusement", "anger", "annoyance", "approval", "caring", "confusion", "curiosity",
+               "desire", "disappointment", "disapproval", "disgust", "embarrassment", "excitement", "fear", "gratitude",
+               "grief", "joy", "love", "nervousness", "optimism", "pride", "realization", "relief", "remorse",
+               "sadness", "surprise", "neutral")
 _NLI3 = {"entailment": "Yes", "neutral": "Maybe", "contradiction": "No"}
 _ENTAIL = "{text} {text_b} Does the first sentence entail the second sentence? {mask}"
 
@@ -252,6 +279,12 @@ TASKS: dict[str, Task] = {
         Task("cola", ("unacceptable", "acceptable"),
              "{text} Is this sentence grammatically correct? {mask}",
              {"unacceptable": "No", "acceptable": "Yes"}, "CoLA grammatical acceptability"),
+        # the labels are GoEmotions' own names (emotions.txt, id order); each name is its label word, except the
+        # two that are two tokens for SmolLM2 (remote APIs and input-edge methods need one): a one-token synonym
+        Task("goemotions", _GOEMOTIONS, "{text} The emotion in this comment is {mask}",
+             {**{lab: lab for lab in _GOEMOTIONS}, "annoyance": "irritation", "disapproval": "disagreement"},
+             "GoEmotions Reddit comments, 27 emotions + neutral, several labels per text (train = the official dev "
+             "split)", multi_label=True),
     ]
 }
 
@@ -366,6 +399,9 @@ def task_from_file(path: str | os.PathLike) -> Task:
         columns={str(k): str(v) for k, v in dict(raw.get("columns", {})).items()},
         templates=tuple(str(t) for t in raw.get("templates", ())),
         more_label_words=tuple(_word_set(path, i, m) for i, m in enumerate(raw.get("more_label_words") or ())),
+        multi_label=bool(raw.get("multi_label", False)),
+        allow_empty=bool(raw.get("allow_empty", False)),
+        label_sep=None if raw.get("label_sep") is None else str(raw["label_sep"]),
     )
 
 
@@ -382,19 +418,26 @@ def custom_task(
     files: Mapping[str, str],
     columns: Mapping[str, str] | None = None,
     labels: Sequence[str] | None = None,
+    label_sep: str | None = None,
 ) -> Task:
     """A bring-your-own task from files given on the command line or in Python. Without ``label_words``
-    the labels are read from the training file (sorted) and each label's readable name is its word."""
+    the labels are read from the training file (sorted) and each label's readable name is its word. ``label_sep``:
+    a CSV/TSV label cell holds several labels joined by it (multi-label); JSONL rows with a list of labels are
+    multi-label without it."""
     words = parse_label_words(label_words) if label_words else {}
     columns = dict(columns or {})
     if not labels and not words:
         if "train" not in files:
             raise DataError(f"task {name!r}: without label words, a train file is needed to read the labels from")
         rows = read_examples(files["train"], text=columns.get("text", "text"), text_b=columns.get("text_b"),
-                             label=columns.get("label", "label"))
-        labels = sorted({ex.label for ex in rows if ex.label is not None})
+                             label=columns.get("label", "label"), label_sep=label_sep)
+        labels = sorted({name for ex in rows for name in (ex.labels if ex.labels is not None else (ex.label,))
+                         if name is not None})
+        multi = label_sep is not None or any(ex.labels is not None for ex in rows)
+    else:
+        multi = label_sep is not None
     return Task(name, tuple(labels) if labels else tuple(words), template, words,
-                files={k: str(v) for k, v in files.items()}, columns=columns)
+                files={k: str(v) for k, v in files.items()}, columns=columns, multi_label=multi, label_sep=label_sep)
 
 
 def dataset_from_examples(examples: Sequence[Example], labels: Sequence[str], name: str = "") -> Dataset:

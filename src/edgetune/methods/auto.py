@@ -31,12 +31,14 @@ import numpy as np
 
 from ..backends import Backend, load_backend
 from ..data.example import Dataset
+from ..data.tasks import parse_label_words
 from ..errors import DataError, EdgetuneError, IncompatibleError
-from ..metrics import score
+from ..metrics import multi_label_score, score
 from .configs.auto import AutoConfig
 from .configs.ensemble import member_specs
 from .core.decoders import log_softmax
 from .core.estimator import Costs, Method, sub_method
+from .core.multilabel import label_folds
 from .core.output_edge import OutputEdgeMethod, Prepared
 from .core.persistence import jsonable, restore, write_atomically
 from .core.registry import get_method, register
@@ -81,8 +83,11 @@ class Auto(Method):
         self._validate_params()
         start = time.perf_counter()
         backend = self.backend
+        y = self._indicator_targets(y, None if self.label_words is None else list(parse_label_words(self.label_words)))
         template, _, labels = self._prompting(X, y)
         _, y_idx = self._labelled(X, y, labels)
+        if y_idx.ndim == 2:
+            return self._fit_multi_label(X, y, y_idx, template, labels, start)
         counts = np.bincount(y_idx, minlength=len(labels))
         k = int(min(self.cv_folds, counts.min()))
         self.identity_, self.model_name_ = backend.identity, backend.name
@@ -122,9 +127,46 @@ class Auto(Method):
         self._keep(chosen, kept_label, table, extraction, start)
         return self
 
+    def _fit_multi_label(self, X: Any, y: Any, Y: np.ndarray, template: Any, labels: Sequence[str],
+                         start: float) -> Auto:
+        """Multi-label data: the multi-label candidates compared by ``metric`` (``accuracy``: micro-F1) over
+        ``cv_folds`` folds that spread every label (:func:`label_folds`; one repeat), each fold's decisions made
+        with the threshold the candidate chose on its own training part; no ensemble and no costly candidates."""
+        from ..methods.configs import declarations
+
+        self.identity_, self.model_name_ = self.backend.identity, self.backend.name
+        k = int(min(self.cv_folds, Y.sum(axis=0).min()))
+        if k < 2:
+            raise DataError(f"auto cross-validates on the sample and needs at least 2 texts of every label; "
+                            f"{labels[int(np.argmin(Y.sum(axis=0)))]!r} has fewer")
+        folds = label_folds(Y, k, self.seed)
+        splits = [(np.flatnonzero(folds != f), np.flatnonzero(folds == f)) for f in range(k)]
+        metric = "micro_f1" if self.metric == "accuracy" else self.metric
+        candidates = self._candidates(X, template)
+        for cand in candidates:
+            if not cand.skipped and not declarations()[cand.name].multi_label:
+                cand.skipped = "fits one label per text"
+        extraction: dict[str, int] = {}
+        for cand in candidates:
+            self._cross_validate(cand, X, y, splits, extraction, metric)
+        pool = [c for c in candidates if c.folds is not None]
+        if not pool:
+            raise EdgetuneError("auto: no candidate could be fitted on this sample: " + "; ".join(
+                f"{c.label}: {c.skipped}" for c in candidates))
+        prefer = next((i for i, c in enumerate(pool) if c.label == self.prefer), None)
+        best, tied = winner([c.folds for c in pool], self.tie, prefer)
+        table = self._table(candidates, pool, tied, k, extraction)
+        table.update(metric=metric, n_repeats=1)
+        self._keep(self._refit(pool[best], X, y), pool[best].label, table, extraction, start)
+        return self
+
     def _keep(self, chosen: Method, label: str, table: dict[str, Any], extraction: dict[str, int],
               start: float) -> None:
         self.chosen_, self.choice_ = chosen, label
+        self.multi_label_ = bool(getattr(chosen, "multi_label_", False))
+        if self.multi_label_:  # predict decides with the kept method's thresholds
+            self.thresholds_, self.allow_empty_ = chosen.thresholds_, chosen.allow_empty_
+            self.indicator_columns_ = getattr(self, "indicator_columns_", None)
         self.labels_ = tuple(chosen.labels_)
         self.label_values_ = getattr(chosen, "label_values_", None)
         self.extraction_ = dict(extraction)
@@ -150,7 +192,8 @@ class Auto(Method):
                 out.append(cand)
         return out
 
-    def _cross_validate(self, cand: _Candidate, X: Any, y: Any, splits: list, extraction: dict[str, int]) -> None:
+    def _cross_validate(self, cand: _Candidate, X: Any, y: Any, splits: list, extraction: dict[str, int],
+                        metric: str | None = None) -> None:
         if cand.skipped:
             return
         method = sub_method(self, cand.name, cand.params, cand.backend)
@@ -169,8 +212,11 @@ class Auto(Method):
         for train_idx, test_idx in splits:
             fold = sub_method(self, cand.name, cand.params, cand.backend)
             fold.fit_prepared(prep.train.take(train_idx), prep.y[train_idx], prep.content_free, prep.labels,
-                              prep.template, prep.words)
+                              prep.template, prep.words, allow_empty=prep.allow_empty)
             scores = fold.decision_features(prep.train.take(test_idx))
+            if prep.y.ndim == 2:
+                folds.append(multi_label_score(metric or "micro_f1", prep.y[test_idx], fold.decide_scores(scores)))
+                continue
             folds.append(score(self.metric, prep.y[test_idx], scores.argmax(1), len(prep.labels)))
             probs.append(np.exp(log_softmax(np.asarray(scores, np.float64))))
         cand.folds, cand.probs = folds, probs
@@ -355,6 +401,10 @@ class Auto(Method):
             raise IncompatibleError(f"{str(path)!r}: the chosen method has other labels than auto's config")
         obj.chosen_, obj.choice_, obj.cv_results_ = chosen, config["choice"], config["cv_results"]
         obj.extraction_ = dict(config.get("extraction") or {})
+        obj.multi_label_ = bool(getattr(chosen, "multi_label_", False))
+        if obj.multi_label_:
+            obj.thresholds_, obj.allow_empty_ = chosen.thresholds_, chosen.allow_empty_
+            obj.indicator_columns_ = getattr(chosen, "indicator_columns_", None)
         return obj
 
 

@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 
 from ..backends import Features
-from ..errors import EdgetuneError
+from ..errors import DataError, EdgetuneError
 from .configs.dect import DecTConfig
 from .core.config import epoch_choices
 from .core.decoders import (
@@ -67,6 +67,7 @@ from .core.decoders import (
     torch_threads,
     train_rows,
 )
+from .core.multilabel import choose_threshold, label_folds, sigmoid
 from .core.output_edge import OutputEdgeMethod
 from .core.registry import register
 
@@ -137,7 +138,7 @@ class DecT(OutputEdgeMethod):
         gen = torch.Generator().manual_seed(self.seed)
         bound = 1.0 / math.sqrt(d)  # nn.Linear's default initialisation range
         W0 = (torch.rand(self.proto_dim, d, generator=gen) * 2 - 1) * bound
-        onehot = F.one_hot(y, n_classes).float()  # (n, C)
+        onehot = y.float() if y.dim() == 2 else F.one_hot(y, n_classes).float()  # (n, C); multi-label: Y itself
         with torch.no_grad():
             z0 = F.normalize(x @ W0.T, dim=-1)  # (n, k)
             per_class = weights[:, :, None] * onehot[None]  # (M, n, C)
@@ -202,18 +203,24 @@ class DecT(OutputEdgeMethod):
         with torch_threads(self.threads):
             return self._fit(train, y, content_free)
 
-    def _fit(self, train: Features, y: np.ndarray, content_free: Features) -> DecT:
-        n_classes = len(self.labels_)
-        class_counts("DecT", self.labels_, y)  # every label needs an example
+    def _inputs(self, train: Features, content_free: Features) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoder's inputs: the standardised hidden states and the calibrated prior of the training sample
+        (setting the statistics and priors a fit keeps)."""
         self.content_free_ = content_free.scores.astype(np.float32)
         self.batch_prior_ = batch_prior(train.scores).astype(np.float32)
         h = train.hidden.astype(np.float64)
         self.mean_ = (h.mean(axis=0) if self.normalize != "none" else np.zeros(h.shape[1])).astype(np.float32)
         self.std_ = (h.std(axis=0) + 1e-6 if self.normalize == "standardize" else np.ones(h.shape[1])).astype(
             np.float32)
-        x = self._standardise(train.hidden)
+        return self._standardise(train.hidden), torch.from_numpy(self._prior(train.scores).astype(np.float32))
+
+    def _fit(self, train: Features, y: np.ndarray, content_free: Features) -> DecT:
+        n_classes = len(self.labels_)
+        if y.ndim == 2:
+            return self._fit_multi_label(train, y, content_free)
+        class_counts("DecT", self.labels_, y)  # every label needs an example
+        x, prior = self._inputs(train, content_free)
         yt = torch.from_numpy(y.astype(np.int64))
-        prior = torch.from_numpy(self._prior(train.scores).astype(np.float32))
         fitted = fit_searched(
             lambda lams, weights, epochs, snaps: self._train(x, yt, prior, lams, weights, n_classes, epochs, snaps),
             y, n_classes, lam=self.lam, lam_grid=self.lam_grid, epochs=self.epochs, folds=self.cv_folds, seed=self.seed,
@@ -221,6 +228,69 @@ class DecT(OutputEdgeMethod):
         self.lam_, self.epochs_, self.cv_accuracy_ = fitted.lam, fitted.epochs, fitted.cv_accuracy
         self.W_, self.protos_, self.radii_, self.losses_ = fitted.W, fitted.protos, fitted.radii, fitted.losses
         self.stopped_ = fitted.stopped
+        return self
+
+    def _fit_multi_label(self, train: Features, Y: np.ndarray, content_free: Features) -> DecT:
+        """Multi-label DecT: the same decoder, each label's score a logit trained with one sigmoid per label
+        (binary cross-entropy). λ (``lam="cv"``: {1/k} ∪ ``lam_grid``, k the mean positives per label) and the
+        training length are chosen with the threshold, by the micro-F1 of out-of-fold probabilities from
+        ``cv_folds`` folds that spread every label (:func:`label_folds`); all folds and λ values train as one
+        batch, as in the single-label fit. The chosen (λ, length)'s out-of-fold probabilities place the threshold
+        (``oof_``)."""
+        n, n_classes = Y.shape
+        if (Y.sum(axis=0) == 0).any():
+            missing = [lab for lab, k in zip(self.labels_, Y.sum(axis=0), strict=True) if k == 0]
+            raise DataError(f"DecT: label(s) {missing} have no training example; every label needs one")
+        x, prior = self._inputs(train, content_free)
+        yt = torch.from_numpy(Y.astype(np.int64))
+        shots = float(Y.sum(axis=0).mean())
+        grid = (sorted({round(1.0 / shots, 6), *self.lam_grid}) if self.lam == "cv"
+                else [1.0 / shots if self.lam is None else float(self.lam)])
+        lengths = self._epoch_choices()
+        k = int(min(self.cv_folds, Y.sum(axis=0).min())) if (len(grid) > 1 or len(lengths) > 1
+                                                             or self.threshold == "cv") else 0
+        folds = torch.from_numpy(label_folds(Y, k, self.seed)) if k >= 2 else None
+        k = k if folds is not None else 0
+        held = torch.tensor([f for _ in grid for f in range(k)], dtype=torch.int64)
+        weights = torch.cat([(folds[None] != held[:, None]).float() if k else torch.zeros(0, n),
+                             torch.ones(len(grid), n)])
+        lams = torch.tensor([g for g in grid for _ in range(k)] + list(grid), dtype=torch.float32)
+        snaps: dict[int, Any] = dict.fromkeys(lengths if k else (max(lengths),))
+        losses = self._train(x, yt, prior, lams, weights, n_classes, max(snaps), snaps)
+        best: tuple[float, int, int] | None = None  # (-micro-F1, length, λ index)
+        table: dict[int, dict[float, float]] = {}
+        oof: dict[tuple[int, int], np.ndarray] = {}
+        for e, snap in snaps.items():
+            scores = snap[-1]
+            table[e] = {}
+            for i, lam in enumerate(grid):
+                final = scores[k * len(grid) + i]
+                if not bool(torch.isfinite(final).all()):
+                    continue
+                if not k:
+                    best = (0.0, e, i) if best is None else best
+                    continue
+                P = np.zeros((n, n_classes))
+                rows = scores[i * k:(i + 1) * k]
+                if not bool(torch.isfinite(rows).all()):
+                    continue
+                for f in range(k):
+                    out = (folds == f).numpy()
+                    P[out] = sigmoid(rows[f].numpy()[out])
+                _, f1 = choose_threshold(P, Y, self.allow_empty_)
+                table[e][lam], oof[(e, i)] = f1, P
+                key = (-round(f1, 6), e, i)
+                best = key if best is None or key < best else best
+        if best is None:
+            raise EdgetuneError(f"{self.display_name}: every decoder went non-finite; lower the learning rate")
+        _, e, i = best
+        row = k * len(grid) + i
+        weights_of, protos, radii, _ = snaps[e]
+        self.W_, self.protos_ = weights_of(row).numpy().copy(), protos[row].numpy().copy()
+        self.radii_ = radii[row].numpy().copy()
+        self.lam_, self.epochs_, self.cv_accuracy_ = float(grid[i]), e, table.get(e, {})
+        self.losses_, self.stopped_ = losses[row, :e].tolist(), None
+        self.oof_ = oof.get((e, i))
         return self
 
     def decision_features(self, features: Features) -> np.ndarray:

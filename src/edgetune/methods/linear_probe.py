@@ -1,7 +1,10 @@
 """Linear probe: logistic regression on the same hidden states DecT sees.
 
 scikit-learn's ``LogisticRegression`` (L2, lbfgs) on standardised features; the learned coefficients are
-saved as arrays, and prediction is a matrix product, so no pickled estimator is ever stored.
+saved as arrays, and prediction is a matrix product, so no pickled estimator is ever stored. On multi-label data it
+is one-vs-rest: one binary logistic regression per label (scikit-learn's ``OneVsRestClassifier`` does the same; the
+loop here also keeps a label that is constant in a cross-validation fold, which that class would turn into a
+coefficient-free constant predictor).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ class LinearProbe(OutputEdgeMethod):
     config = LinearProbeConfig
 
     def fit_features(self, train: Features, y: np.ndarray, content_free: Features) -> LinearProbe:
+        if y.ndim == 2:
+            return self._fit_one_vs_rest(train, y)
         present = sorted(set(np.asarray(y).tolist()))
         if len(present) < 2:  # scikit-learn's own error would be a traceback
             raise DataError(f"{self.name} needs training examples of at least two labels; the training data has only "
@@ -46,6 +51,23 @@ class LinearProbe(OutputEdgeMethod):
                                  class_weight=self.class_weight)
         clf.fit((h - self.mean_) / self.std_, y)
         coef, bias = logistic_head(clf, n_classes)
+        self.coef_, self.intercept_ = coef.astype(np.float32), bias.astype(np.float32)
+        return self
+
+    def _fit_one_vs_rest(self, train: Features, Y: np.ndarray) -> LinearProbe:
+        h = train.hidden.astype(np.float64)
+        self.mean_ = h.mean(axis=0)
+        self.std_ = h.std(axis=0) + 1e-6
+        z = (h - self.mean_) / self.std_
+        coef, bias = np.zeros((Y.shape[1], z.shape[1])), np.zeros(Y.shape[1])
+        for c in range(Y.shape[1]):
+            col = Y[:, c]
+            if col.min() == col.max():  # every text (or none) has it: a constant answer, far from the threshold
+                bias[c] = 8.0 if col[0] else -8.0
+                continue
+            clf = LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=self.seed,
+                                     class_weight=self.class_weight).fit(z, col)
+            coef[c], bias[c] = clf.coef_[0], clf.intercept_[0]
         self.coef_, self.intercept_ = coef.astype(np.float32), bias.astype(np.float32)
         return self
 

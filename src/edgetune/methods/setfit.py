@@ -8,6 +8,12 @@ space); SetFit uses no template or label words.
 
 Saving writes the tuned body with sentence-transformers (safetensors) and the head's coefficients as
 arrays; SetFit's own ``save_pretrained`` pickles the head, which edgetune never writes or loads.
+
+Multi-label data (a list of labels per text) trains as SetFit's ``multi_target_strategy="one-vs-rest"``: its
+multi-label pair sampling, and a ``OneVsRestClassifier`` of logistic regressions as the head. ``threshold`` (default
+0.5, what SetFit's ``predict`` does) turns each label's probability into a decision; ``"cv"`` places it by the
+micro-F1 of out-of-fold head probabilities on the tuned embeddings of the training texts (the body itself is not
+refitted per fold: it has seen every training text, so this choice is optimistic).
 """
 
 from __future__ import annotations
@@ -62,20 +68,25 @@ class SetFit(Method):
         import datasets
         from setfit import SetFitModel, Trainer, TrainingArguments
         from sklearn.linear_model import LogisticRegression
+        from sklearn.multiclass import OneVsRestClassifier
 
         self._validate_params()
+        y = self._indicator_targets(y, self.labels)
         if isinstance(X, Dataset):
             labels = tuple(X.labels)
         else:
             labels = tuple(self.labels or (label_order(y) if y is not None else sorted(
-                {e.label for e in self.examples(X) if e.label is not None})))
+                {lab for e in self.examples(X) for lab in (e.labels or (e.label,)) if lab is not None})))
         examples, y_idx = self._labelled(X, y, labels)
-        if len(set(y_idx.tolist())) < 2:
+        multi = y_idx.ndim == 2
+        if not multi and len(set(y_idx.tolist())) < 2:
             raise DataError("SetFit needs examples of at least two labels")
         body = copy.deepcopy(self.backend.torch_model()[0]).float()  # trained in float32 whatever the backend's format
-        model = SetFitModel(model_body=body, model_head=LogisticRegression(max_iter=1000, random_state=self.seed,
-                                                                        class_weight=self.class_weight))
+        head = LogisticRegression(max_iter=1000, random_state=self.seed, class_weight=self.class_weight)
+        model = SetFitModel(model_body=body, model_head=OneVsRestClassifier(head) if multi else head,
+                            multi_target_strategy="one-vs-rest" if multi else None)
         data = datasets.Dataset.from_dict({"text": [_text(e) for e in examples], "label": y_idx.tolist()})
+        self.multi_label_ = multi
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             args = TrainingArguments(output_dir=tmp, batch_size=self.batch_size, num_epochs=self.num_epochs,
@@ -93,10 +104,40 @@ class SetFit(Method):
                          "pairs": len(inner.train_dataset) * self.num_epochs, "n_train": len(examples)}
         self.body_ = model.model_body
         self.body_.eval()
-        self.coef_, self.intercept_ = logistic_head(model.model_head, len(labels))
         self.labels_ = labels
+        if multi:
+            self.coef_, self.intercept_ = _one_vs_rest_head(model.model_head, y_idx)
+            self._multi_label_thresholds(examples, y_idx)
+        else:
+            self.coef_, self.intercept_ = logistic_head(model.model_head, len(labels))
         self.identity_, self.model_name_ = self.backend.identity, self.backend.name
         return self
+
+    def _multi_label_thresholds(self, examples: Sequence[Any], Y: np.ndarray) -> None:
+        """``thresholds_``: ``threshold`` as given, or for ``"cv"`` chosen on out-of-fold probabilities of the head
+        (refitted per fold on the tuned body's embeddings of the training texts)."""
+        from .core.multilabel import choose_threshold, label_folds
+
+        if self.threshold != "cv":
+            self.threshold_ = float(self.threshold)
+        else:
+            from sklearn.linear_model import LogisticRegression
+
+            emb = np.asarray(self.body_.encode([_text(e) for e in examples], batch_size=64, convert_to_numpy=True,
+                                               show_progress_bar=False), np.float64)
+            folds = label_folds(Y, 5, self.seed)
+            P = np.zeros(Y.shape)
+            for f in range(int(folds.max()) + 1):
+                fit_on, held = folds != f, folds == f
+                for c in range(Y.shape[1]):
+                    col = Y[fit_on, c]
+                    if col.min() == col.max():
+                        P[held, c] = float(col[0])
+                        continue
+                    clf = LogisticRegression(max_iter=1000, random_state=self.seed, class_weight=self.class_weight)
+                    P[held, c] = clf.fit(emb[fit_on], col).predict_proba(emb[held])[:, 1]
+            self.threshold_, _ = choose_threshold(P, Y, self.allow_empty_)
+        self.thresholds_ = np.full(Y.shape[1], self.threshold_, dtype=np.float32)
 
     @property
     def trainable_params_(self) -> int:
@@ -121,7 +162,8 @@ class SetFit(Method):
 
     def save(self, path: str | os.PathLike) -> Path:
         self._check_fitted()
-        config = {**self._base_config(), "backend_kind": "embedding", "history": self.history_}
+        config = {**self._base_config(), "backend_kind": "embedding", "history": self.history_,
+                  **self._multi_label_config()}
 
         def body(folder: Path) -> None:
             self.body_.save(str(folder / "body"), safe_serialization=True)
@@ -155,4 +197,19 @@ class SetFit(Method):
         obj.labels_ = tuple(config["labels"])
         obj.identity_, obj.model_name_ = config["model_identity"], config["model"]
         obj.history_ = config.get("history", {})
+        obj._restore_multi_label(path, config)
         return obj
+
+
+def _one_vs_rest_head(head: Any, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(C, d) coefficients and (C,) intercepts of a fitted ``OneVsRestClassifier`` of logistic regressions; a label
+    constant in the training data (scikit-learn's constant predictor) answers that constant, far from any
+    threshold."""
+    width = next(e.coef_.shape[1] for e in head.estimators_ if hasattr(e, "coef_"))
+    coef, bias = np.zeros((len(head.estimators_), width)), np.zeros(len(head.estimators_))
+    for c, est in enumerate(head.estimators_):
+        if hasattr(est, "coef_"):
+            coef[c], bias[c] = est.coef_[0], est.intercept_[0]
+        else:
+            bias[c] = 8.0 if Y[:, c].max() else -8.0
+    return coef.astype(np.float32), bias.astype(np.float32)

@@ -2,7 +2,10 @@
 
 Both use no training labels; ``fit`` only records the prompt (and, for the calibrated variant, the
 content-free prior). They exist as the floor every tuned method must beat, computed from the very same
-cached features.
+cached features. On multi-label data each label's probability is its label word's share of the label words'
+probability mass (raw or calibrated), predicted when it reaches ``threshold``; ``threshold="cv"`` reads the
+training sample's scores to place that one number (the only thing taken from the labels, and the only reason the
+training prompts are queried).
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ import numpy as np
 
 from ..backends import Features
 from .configs.zeroshot import CalibratedConfig, ZeroShotConfig
-from .core.decoders import calibrate
+from .core.decoders import calibrate, log_softmax
+from .core.multilabel import logit
 from .core.output_edge import OutputEdgeMethod
 from .core.registry import register
 
@@ -24,15 +28,18 @@ class ZeroShot(OutputEdgeMethod):
 
     config = ZeroShotConfig
 
-    uses_training_prompts = False
     uses_content_free = False
     learns_from_labels = False
+
+    @property
+    def uses_training_prompts(self) -> bool:  # type: ignore[override]
+        return _reads_sample(self)
 
     def fit_features(self, train: Features, y: np.ndarray, content_free: Features) -> ZeroShot:
         return self
 
     def decision_features(self, features: Features) -> np.ndarray:
-        return features.scores
+        return _per_label(self, features.scores)
 
 
 @register
@@ -47,15 +54,18 @@ class CalibratedZeroShot(OutputEdgeMethod):
 
     config = CalibratedConfig
 
-    uses_training_prompts = False
     learns_from_labels = False
+
+    @property
+    def uses_training_prompts(self) -> bool:  # type: ignore[override]
+        return _reads_sample(self)
 
     def fit_features(self, train: Features, y: np.ndarray, content_free: Features) -> CalibratedZeroShot:
         self.content_free_ = content_free.scores.astype(np.float32)
         return self
 
     def decision_features(self, features: Features) -> np.ndarray:
-        return calibrate(features.scores, self.content_free_)
+        return _per_label(self, calibrate(features.scores, self.content_free_))
 
     def state(self) -> dict[str, np.ndarray]:
         return {"content_free": self.content_free_}
@@ -65,3 +75,16 @@ class CalibratedZeroShot(OutputEdgeMethod):
 
     def set_state(self, tensors: dict[str, np.ndarray]) -> None:
         self.content_free_ = tensors["content_free"]
+
+
+def _reads_sample(method: OutputEdgeMethod) -> bool:
+    """Whether a zero-shot fit read the training prompts: only to place a multi-label threshold (``"cv"``)."""
+    return bool(getattr(method, "multi_label_", False)) and method.threshold == "cv"
+
+
+def _per_label(method: OutputEdgeMethod, scores: np.ndarray) -> np.ndarray:
+    """Class scores as they are; multi-label: each label word's probability as a logit (its sigmoid is that
+    probability)."""
+    if not getattr(method, "multi_label_", False):
+        return scores
+    return logit(np.exp(log_softmax(scores))).astype(np.float32)

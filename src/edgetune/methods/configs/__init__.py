@@ -36,3 +36,8 @@ def declarations() -> dict[str, type[MethodConfig]]:
     if registry is not None:
         out.update({name: cls.config for name, cls in registry.METHODS.items()})
     return dict(sorted(out.items()))
+
+
+def multi_label_methods() -> list[str]:
+    """The methods that fit multi-label data (several labels per text), by name."""
+    return [name for name, config in declarations().items() if config.multi_label]

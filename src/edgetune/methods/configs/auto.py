@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ...metrics import METRIC_NAMES
+from ...metrics import ALL_METRICS
 from ..core.config import (
     OutputEdgeConfig,
     class_weight_param,
@@ -31,14 +31,16 @@ class AutoConfig(OutputEdgeConfig):
     name: ClassVar[str] = "auto"
     estimator: ClassVar[str] = "Auto"
     display_name: ClassVar[str] = "auto"
+    multi_label: ClassVar[bool] = True
     smoke_params: ClassVar[dict[str, Any]] = {"candidates": ["calibrated", "centroid", "dect:epochs=3"],
                                               "ensemble": 2}
 
     candidates: tuple[Any, ...] = param(CANDIDATES, "the output-edge methods compared, cheapest first: names, "
                                                     "'name:key=value,...' or mappings with 'name' (mpd only where "
                                                     "the task has several templates)")
-    metric: str = param("accuracy", "what cross-validation compares: accuracy, macro_f1 or balanced_accuracy",
-                        one_of(*METRIC_NAMES))
+    metric: str = param("accuracy", "what cross-validation compares: accuracy, macro_f1 or balanced_accuracy "
+                                    "(multi-label data: micro_f1 for accuracy, or macro_f1, samples_f1, "
+                                    "subset_accuracy)", one_of(*ALL_METRICS))
     cv_folds: int = param(4, "most folds of the stratified cross-validation (fewer when a label has fewer "
                              "examples; every label needs 2)", whole(2))
     cv_repeats: int = param(2, "repeats of the k-fold split, each with other folds", whole(1))

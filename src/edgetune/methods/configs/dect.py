@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..core.config import PrototypeDecoderConfig, number, one_of, param
+from ..core.config import PrototypeDecoderConfig, number, one_of, param, threshold_param
 
 
 @dataclass(kw_only=True)
@@ -13,6 +13,7 @@ class DecTConfig(PrototypeDecoderConfig):
     name: ClassVar[str] = "dect"
     estimator: ClassVar[str] = "DecT"
     display_name: ClassVar[str] = "DecT"
+    multi_label: ClassVar[bool] = True
     companions: ClassVar[tuple[str, ...]] = ("zeroshot", "calibrated", "linear_probe")
     smoke_params: ClassVar[dict[str, Any]] = {"epochs": 5}
 
@@ -26,3 +27,4 @@ class DecTConfig(PrototypeDecoderConfig):
     weight_decay: float = param(0.0, "Adam weight decay", number(0))
     solver: str = param("span", "'span': learn the projection inside the span of the training inputs; 'full': "
                                 "whole", one_of("span", "full"))
+    threshold: float | str = threshold_param()

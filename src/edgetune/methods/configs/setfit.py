@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..core.config import MethodConfig, class_weight_param, learning_rate, param, seed, whole
+from ..core.config import MethodConfig, class_weight_param, learning_rate, param, seed, threshold_param, whole
 
 
 @dataclass(kw_only=True)
@@ -13,6 +13,7 @@ class SetFitConfig(MethodConfig):
     name: ClassVar[str] = "setfit"
     estimator: ClassVar[str] = "SetFit"
     display_name: ClassVar[str] = "SetFit"
+    multi_label: ClassVar[bool] = True
     edge: ClassVar[str] = "body"
     needs: ClassVar[str] = "encoder"
     default_model: ClassVar[str | None] = "minilm-l6"
@@ -29,6 +30,7 @@ class SetFitConfig(MethodConfig):
     class_weight: str | None = class_weight_param()
     seed: int = param(0, "seed of the pair sampling and the head", seed())
     progress: bool = param(True, "show a progress bar while training")
+    threshold: float | str = threshold_param(0.5)
 
     def check_together(self) -> None:
         if not (type(self.max_steps) is int and self.max_steps == -1):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..core.config import OutputEdgeConfig
+from ..core.config import OutputEdgeConfig, threshold_param
 
 
 @dataclass(kw_only=True)
@@ -13,6 +13,8 @@ class ZeroShotConfig(OutputEdgeConfig):
     name: ClassVar[str] = "zeroshot"
     estimator: ClassVar[str] = "ZeroShot"
     display_name: ClassVar[str] = "zero-shot"
+    multi_label: ClassVar[bool] = True
+    threshold: float | str = threshold_param()
 
 
 @dataclass(kw_only=True)
@@ -20,3 +22,5 @@ class CalibratedConfig(OutputEdgeConfig):
     name: ClassVar[str] = "calibrated"
     estimator: ClassVar[str] = "CalibratedZeroShot"
     display_name: ClassVar[str] = "calibrated zero-shot"
+    multi_label: ClassVar[bool] = True
+    threshold: float | str = threshold_param()

@@ -187,6 +187,21 @@ def class_weight_param() -> Any:
                        "its count), scikit-learn's meaning, for imbalanced samples", one_of(None, "balanced"))
 
 
+def check_threshold(owner: str, name: str, value: Any) -> None:
+    """A check: ``"cv"`` or a probability strictly between 0 and 1."""
+    if value == "cv":
+        return
+    if not (is_number(value) and 0 < value < 1):
+        raise ParamError(f"{owner}: {name} must be 'cv' or a probability strictly between 0 and 1, not {value!r}")
+
+
+def threshold_param(default: Any = "cv") -> Any:
+    """The ``threshold`` parameter of a method that can fit multi-label data (several labels per text)."""
+    return param(default, "multi-label data: the probability at which a label is predicted, in (0, 1); 'cv': one "
+                          "threshold chosen for micro-F1 by cross-validation on the training sample", check_threshold,
+                 kind="value")
+
+
 def param(default: Any, help: str, check: Check | None = None, *, kind: str | None = None) -> Any:
     """Declare one parameter: its default, one line of help, its check and, where the default does not say it,
     how the command line reads it (``kind``: ``"flag"``, ``"list"`` or ``"value"``)."""
@@ -224,6 +239,8 @@ class MethodConfig:
     companions: ClassVar[tuple[str, ...]] = ()
     smoke_params: ClassVar[dict[str, Any]] = {}
     aliases: ClassVar[dict[str, str]] = {}
+    #: fits multi-label data (a list of labels per text) as well as single-label data
+    multi_label: ClassVar[bool] = False
 
     text_col: str | None = param(None, "a DataFrame's text column (None: 'text', or its only column)",
                                  text())

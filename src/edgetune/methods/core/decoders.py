@@ -234,7 +234,8 @@ class LambdaSearch:
 def train_rows(forward: Callable[[], Any], opt: Any, y: Any, weights: Any, epochs: int,
                snapshots: dict[int, Any], keep: Callable[[Any], Any], params: Sequence[Any] = ()) -> Any:
     """Full-batch training of M decoders at once (one per row of ``weights``: which examples it trains on):
-    ``forward()`` gives every decoder's scores (M, n, C), each row's loss is its weighted cross-entropy, ``opt``
+    ``forward()`` gives every decoder's scores (M, n, C), each row's loss is its weighted cross-entropy (``y`` an
+    (n, C) 0/1 matrix: the binary cross-entropy of one sigmoid per label, summed over the labels), ``opt``
     steps ``epochs`` times. After every number of steps that is a key of ``snapshots`` it holds ``keep(scores)``
     — the scores of that step's own forward pass, taken before the update, so a snapshot costs no extra pass.
     Returns each decoder's loss per step (M, epochs).
@@ -273,7 +274,12 @@ def train_rows(forward: Callable[[], Any], opt: Any, y: Any, weights: Any, epoch
             scores = forward()
         finite = torch.isfinite(scores.detach()).flatten(1).all(1)
         if not last:
-            ce = F.cross_entropy(scores.reshape(-1, scores.shape[-1]), y.repeat(m), reduction="none").reshape(m, -1)
+            if y.dim() == 2:  # multi-label: one sigmoid per label, binary cross-entropy summed over the labels
+                ce = F.binary_cross_entropy_with_logits(scores, y.float()[None].expand_as(scores),
+                                                        reduction="none").sum(-1)
+            else:
+                ce = F.cross_entropy(scores.reshape(-1, scores.shape[-1]), y.repeat(m),
+                                     reduction="none").reshape(m, -1)
             per_row = (ce * weights).sum(1) / norm
             finite &= torch.isfinite(per_row.detach())
         newly = alive & ~finite

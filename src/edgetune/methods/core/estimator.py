@@ -24,16 +24,17 @@ from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 from ...backends import Backend, load_backend
 from ...backends.base import NeedsWeightsError
 from ...backends.models import DEFAULT_MODEL
-from ...data.example import Dataset, Example, as_examples
+from ...data.example import Dataset, Example, as_examples, is_label_list
 from ...data.tasks import parse_label_words, readable_label
 from ...data.templates import Template
 from ...errors import DataError, EdgetuneError, IncompatibleError
 from .config import RUNTIME_PARAMS, MethodConfig, ParamError
 from .decoders import log_softmax
+from .multilabel import decide, sigmoid
 from .persistence import FORMAT_VERSION, jsonable, short_identity
 
 #: what a method class takes from its config (besides the parameters)
-DECLARED = ("name", "display_name", "edge", "needs", "budget_rule", "companions", "smoke_params")
+DECLARED = ("name", "display_name", "edge", "needs", "budget_rule", "companions", "smoke_params", "multi_label")
 
 
 class NotFittedError(EdgetuneError, SklearnNotFittedError):
@@ -78,6 +79,8 @@ class Method(ClassifierMixin, BaseEstimator, ABC):
     budget_rule: ClassVar[str | None] = None
     companions: ClassVar[tuple[str, ...]] = ()
     smoke_params: ClassVar[dict[str, Any]] = {}
+    #: fits multi-label data too (from the config)
+    multi_label: ClassVar[bool] = False
     #: the learned attribute whose presence means "fitted" (or loaded)
     fitted_attribute: ClassVar[str] = "labels_"
 
@@ -260,6 +263,9 @@ class Method(ClassifierMixin, BaseEstimator, ABC):
             self.label_values_ = None if all(isinstance(v, str) for v in values) else values
         if not examples:
             raise DataError("no training examples")
+        self.multi_label_ = any(e.labels is not None for e in examples)
+        if self.multi_label_:
+            return examples, self._multi_label_targets(X, examples, labels)
         names = [e.label for e in examples]
         if any(lab is None for lab in names):
             raise DataError("every training example needs a label (pass y=)")
@@ -268,6 +274,48 @@ class Method(ClassifierMixin, BaseEstimator, ABC):
             raise DataError(f"unknown label(s) {unknown}; the labels are {list(labels)}")
         index = {lab: i for i, lab in enumerate(labels)}
         return examples, np.array([index[lab] for lab in names], dtype=np.int64)
+
+    def _multi_label_targets(self, X: Any, examples: list[Example], labels: Sequence[str]) -> np.ndarray:
+        """The (n, C) 0/1 targets of multi-label training examples; a method that fits one label per text refuses
+        them in one line."""
+        if not self.multi_label:
+            from ..configs import multi_label_methods
+
+            raise DataError(f"{self.name} fits one label per text; this data has several per text (multi-label). "
+                            f"Methods that fit multi-label data: {', '.join(multi_label_methods())}")
+        index = {lab: i for i, lab in enumerate(labels)}
+        Y = np.zeros((len(examples), len(labels)), dtype=np.int64)
+        for row, e in enumerate(examples):
+            names = e.labels if e.labels is not None else (() if e.label is None else (e.label,))
+            unknown = sorted(set(names) - set(index))
+            if unknown:
+                raise DataError(f"unknown label(s) {unknown}; the labels are {list(labels)}")
+            Y[row, [index[name] for name in names]] = 1
+        task = getattr(X, "task", None)
+        self.allow_empty_ = bool(getattr(task, "allow_empty", False)) or bool((Y.sum(axis=1) == 0).any())
+        return Y
+
+    def _indicator_targets(self, y: Any, names: Sequence[Any] | None = None) -> Any:
+        """``y`` as given, except a 0/1 indicator matrix (scikit-learn's multi-label format, e.g. from
+        ``MultiLabelBinarizer``), which becomes label lists: column j is label ``names[j]`` (the method's label words
+        or labels in their order; else the number j). ``predict`` then returns an indicator matrix too."""
+        self.indicator_columns_ = None
+        if y is None or isinstance(y, list | tuple | Dataset):
+            return y
+        if hasattr(y, "toarray"):  # a scipy sparse matrix
+            y = y.toarray()
+        if not hasattr(y, "shape") or len(y.shape) != 2 or y.shape[1] == 1:
+            return y
+        arr = np.asarray(y)
+        if not np.isin(arr, (0, 1)).all():
+            raise DataError("a 2-D y is a multi-label indicator matrix (one column per label, 0 or 1); this one holds "
+                            "other values")
+        columns = list(names) if names is not None else list(range(arr.shape[1]))
+        if len(columns) != arr.shape[1]:
+            raise DataError(f"the indicator matrix has {arr.shape[1]} columns but {len(columns)} labels are named; "
+                            "give one label (word) per column, in column order")
+        self.indicator_columns_ = columns
+        return [tuple(columns[j] for j in np.flatnonzero(row)) for row in arr]
 
     def examples(self, X: Any, y: Any = None) -> list[Example]:
         """The inputs ``X`` (and labels ``y``) as examples, a DataFrame read from ``text_col``/``text_b_col``; one
@@ -290,18 +338,61 @@ class Method(ClassifierMixin, BaseEstimator, ABC):
 
     def decision_function(self, X: Any) -> np.ndarray:
         """scikit-learn's decision function: for two classes, (n,) scores of ``classes_[1]`` against
-        ``classes_[0]`` (the difference of their :meth:`class_scores`, a log-odds); else the (n, C) class scores."""
+        ``classes_[0]`` (the difference of their :meth:`class_scores`, a log-odds); else the (n, C) class scores
+        (multi-label: each label's logit)."""
         scores = np.asarray(self.class_scores(X))
+        if getattr(self, "multi_label_", False):
+            return scores
         return scores[:, 1] - scores[:, 0] if scores.ndim == 2 and scores.shape[1] == 2 else scores
 
-    def predict(self, X: Any) -> list[Any]:
+    def predict(self, X: Any) -> Any:
         """The label of each input, as the labels were given to ``fit`` (names, or ints, …). No inputs: an
-        empty list, where scikit-learn raises (a labelling tool given an empty batch has nothing to label)."""
+        empty list, where scikit-learn raises (a labelling tool given an empty batch has nothing to label).
+        Multi-label: each input's list of labels (a 0/1 indicator matrix when ``fit`` got one)."""
         scores = np.asarray(self.class_scores([X] if isinstance(X, str) else X))
+        if getattr(self, "multi_label_", False):
+            return self._label_lists(self.decide_scores(scores))
         return [] if len(scores) == 0 else self.classes_[scores.argmax(axis=1)].tolist()
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        return np.exp(log_softmax(self.class_scores([X] if isinstance(X, str) else X)))
+        """(n, C) class probabilities in the order of ``classes_`` (rows sum to 1); multi-label: each label's own
+        probability."""
+        scores = self.class_scores([X] if isinstance(X, str) else X)
+        if getattr(self, "multi_label_", False):
+            return sigmoid(scores)
+        return np.exp(log_softmax(scores))
+
+    def decide_scores(self, scores: Any) -> np.ndarray:
+        """Multi-label decisions (n, C booleans) from :meth:`class_scores`: each label whose probability reaches
+        ``thresholds_``; a text with none gets its most probable label unless the training data had empty lists."""
+        return decide(sigmoid(scores), self.thresholds_, getattr(self, "allow_empty_", False))
+
+    def _label_lists(self, decided: np.ndarray) -> Any:
+        columns = getattr(self, "indicator_columns_", None)
+        if columns is not None:  # fitted on an indicator matrix: answer in one, columns as given
+            where = {str(c): j for j, c in enumerate(columns)}
+            out = np.zeros((len(decided), len(columns)), dtype=np.int64)
+            for i, lab in enumerate(self.labels_):
+                out[:, where[lab]] = decided[:, i]
+            return out
+        classes = self.classes_.tolist()
+        return [[classes[j] for j in np.flatnonzero(row)] for row in decided]
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Mean accuracy (scikit-learn's); multi-label: subset accuracy, the share of texts whose label set is
+        exactly right (scikit-learn's ``accuracy_score`` on indicator matrices)."""
+        if not getattr(self, "multi_label_", False):
+            return float(super().score(X, y, sample_weight))
+        from sklearn.metrics import accuracy_score
+
+        truth = self._indicator_targets(y, getattr(self, "indicator_columns_", None))
+        predicted = self.predict(X)
+        if isinstance(predicted, np.ndarray):
+            return float(accuracy_score(np.asarray(y), predicted, sample_weight=sample_weight))
+        as_sets = [set(map(str, row)) for row in truth]
+        got = [set(map(str, row)) for row in predicted]
+        weights = np.ones(len(got)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        return float(np.average([a == b for a, b in zip(as_sets, got, strict=True)], weights=weights))
 
     def labels_from_scores(self, scores: np.ndarray) -> list[str]:
         scores = np.asarray(scores)
@@ -318,6 +409,30 @@ class Method(ClassifierMixin, BaseEstimator, ABC):
     @classmethod
     @abstractmethod
     def load(cls, path: str | os.PathLike, model: str | Backend | None = None) -> Method: ...
+
+    def _multi_label_config(self) -> dict[str, Any]:
+        """What a saved multi-label method records beyond its arrays: its thresholds and how it answers."""
+        if not getattr(self, "multi_label_", False):
+            return {}
+        columns = getattr(self, "indicator_columns_", None)
+        return {"multi_label": {"thresholds": [float(t) for t in self.thresholds_],
+                                "allow_empty": bool(self.allow_empty_),
+                                **({"indicator_columns": list(columns)} if columns is not None else {})}}
+
+    def _restore_multi_label(self, path: Any, config: Mapping[str, Any]) -> None:
+        """Read back :meth:`_multi_label_config` (a single-label save: nothing)."""
+        info = config.get("multi_label")
+        self.multi_label_ = info is not None
+        if info is None:
+            return
+        thresholds = info.get("thresholds") if isinstance(info, Mapping) else None
+        if (not isinstance(thresholds, list) or len(thresholds) != len(self.labels_)
+                or not all(isinstance(t, int | float) and 0 < t < 1 for t in thresholds)):
+            raise IncompatibleError(f"{str(path)!r}: config.json's multi_label thresholds must be {len(self.labels_)} "
+                                    "numbers in (0, 1); save or train the model again")
+        self.thresholds_ = np.asarray(thresholds, dtype=np.float32)
+        self.allow_empty_ = bool(info.get("allow_empty", False))
+        self.indicator_columns_ = info.get("indicator_columns")
 
     def _base_config(self) -> dict[str, Any]:
         """What every saved method records: format, method, parameters, labels and the model identity."""
@@ -400,7 +515,11 @@ def content_free_examples(template: Template) -> list[Example]:
 
 
 def label_values(y: Any) -> dict[str, Any]:
-    """Each distinct label of ``y`` by its name (``str``), as a plain Python value (a numpy scalar unwrapped)."""
+    """Each distinct label of ``y`` by its name (``str``), as a plain Python value (a numpy scalar unwrapped); the
+    labels of every list, for multi-label ``y`` (a list of label lists)."""
+    items = list(y.tolist() if hasattr(y, "tolist") else y)
+    if any(is_label_list(v) for v in items):
+        return {str(v): _plain_value(v) for row in items for v in (row if is_label_list(row) else [row])}
     return {str(v): _plain_value(v) for v in np.asarray(y, dtype=object).ravel()}
 
 

@@ -20,10 +20,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ...backends import Backend, Features
+from ...data.tasks import parse_label_words
 from ...data.templates import Template
 from ...errors import DataError, IncompatibleError
 from .config import OutputEdgeConfig
 from .estimator import Costs, Method, content_free_examples
+from .multilabel import choose_threshold, label_folds, sigmoid
 from .persistence import check_shapes, jsonable, restore, write_atomically
 
 
@@ -38,6 +40,8 @@ class Prepared:
     labels: tuple[str, ...]
     template: list[Template]
     words: list[str]
+    #: multi-label data (``y`` an (n, C) 0/1 matrix) whose texts may have no label at all
+    allow_empty: bool = False
 
     @property
     def queries(self) -> int:
@@ -129,6 +133,7 @@ class OutputEdgeMethod(Method):
         ``fit_prepared(**vars(prepare(X, y)))``; the bench runner calls the two apart, to time extraction and
         decoder training separately — one implementation of the output-edge cell."""
         self._validate_params()
+        y = self._indicator_targets(y, None if self.label_words is None else list(parse_label_words(self.label_words)))
         template, words, labels = self._prompting(X, y)
         examples, y_idx = self._labelled(X, y, labels)
         task = getattr(X, "task", None)
@@ -139,13 +144,20 @@ class OutputEdgeMethod(Method):
         cf = (extract(self.backend, content_free_examples(template), templates, word_list, "content-free prompts")
               if self.uses_content_free else Features(np.zeros((0, len(word_list) * len(templates)), np.float32),
                                                       np.zeros((0, 0), np.float32), views=len(templates)))
-        return Prepared(train, y_idx, cf, labels, templates, word_list)
+        return Prepared(train, y_idx, cf, labels, templates, word_list,
+                        allow_empty=bool(getattr(self, "multi_label_", False) and getattr(self, "allow_empty_", False)))
 
     def fit_prepared(self, train: Features, y: np.ndarray, content_free: Features, labels: Sequence[str],
-                     template: Template | str | Sequence[Template | str], words: Sequence[str]) -> OutputEdgeMethod:
+                     template: Template | str | Sequence[Template | str], words: Sequence[str],
+                     allow_empty: bool = False) -> OutputEdgeMethod:
         """Fit on features already extracted (the runner shares one extraction among methods). ``template``:
-        the prompt, or the prompts of multi-prompt features (as :meth:`query_templates` gave them)."""
+        the prompt, or the prompts of multi-prompt features (as :meth:`query_templates` gave them). ``y``: label
+        indices, or for multi-label data an (n, C) 0/1 matrix (``allow_empty``: a text may have no label)."""
         self._validate_params()
+        y = np.asarray(y)
+        self.multi_label_, self.allow_empty_ = y.ndim == 2, bool(allow_empty)
+        if self.multi_label_ and not self.multi_label:
+            self._multi_label_targets(None, [], labels)  # the one-line refusal
         self.labels_ = tuple(labels)
         many = template if isinstance(template, list | tuple) else [template]
         self.templates_ = [Template(t) if isinstance(t, str) else t for t in many]
@@ -165,8 +177,46 @@ class OutputEdgeMethod(Method):
         self.model_name_ = self.backend.name
         self.hidden_dim_ = int(train.hidden.shape[1]) // train.views
         self.n_train_, self.n_content_free_ = len(train), len(content_free)
-        self.fit_features(train, np.asarray(y), content_free)
+        self.oof_ = None
+        self.fit_features(train, y, content_free)
+        if self.multi_label_:
+            self.thresholds_ = self._fit_thresholds(train, y, content_free)
         return self
+
+    # -- multi-label ----------------------------------------------------------------------------------------
+    #: folds of the cross-validation that chooses a multi-label threshold (``threshold="cv"``)
+    threshold_folds: ClassVar[int] = 5
+
+    def _fit_thresholds(self, train: Features, Y: np.ndarray, content_free: Features) -> np.ndarray:
+        """One threshold per label (all equal): ``threshold`` as given, or for ``"cv"`` the one with the best
+        micro-F1 on out-of-fold probabilities (:meth:`out_of_fold`; ``cv_micro_f1_`` keeps that F1)."""
+        if self.threshold != "cv":
+            self.threshold_, self.cv_micro_f1_ = float(self.threshold), None
+        else:
+            self.threshold_, self.cv_micro_f1_ = choose_threshold(self.out_of_fold(train, Y, content_free), Y,
+                                                                  self.allow_empty_)
+        return np.full(Y.shape[1], self.threshold_, dtype=np.float32)
+
+    def out_of_fold(self, train: Features, Y: np.ndarray, content_free: Features) -> np.ndarray:
+        """(n, C) probabilities of the training examples, each from a model that did not train on it: the
+        method's own (``oof_``, when its fit cross-validated anyway), else those of ``threshold_folds`` fits on
+        folds that spread every label (:func:`label_folds`). A method that learns nothing from labels scores the
+        sample directly."""
+        if not self.learns_from_labels:
+            return sigmoid(self.decision_features(train))
+        if self.oof_ is not None:
+            return self.oof_
+        from sklearn.base import clone
+
+        folds = label_folds(Y, self.threshold_folds, int(getattr(self, "seed", 0) or 0))
+        out = np.zeros(Y.shape, dtype=np.float64)
+        for f in range(int(folds.max()) + 1):
+            fit_on, held = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
+            sub = clone(self).set_params(threshold=0.5)  # a fixed threshold: no cross-validation inside
+            sub.fit_prepared(train.take(fit_on), Y[fit_on], content_free, self.labels_, self.templates_, self.words_,
+                             allow_empty=self.allow_empty_)
+            out[held] = sigmoid(sub.decision_features(train.take(held)))
+        return out
 
     def class_scores(self, X: Any) -> np.ndarray:
         """(n, C) class scores; no inputs: a (0, C) array, without asking the model anything."""
@@ -188,7 +238,7 @@ class OutputEdgeMethod(Method):
         config = {**self._base_config(), "template": self.template_.text, "label_words": list(self.words_),
                   **({"templates": [t.text for t in self.templates_]} if len(self.templates_) > 1 else {}),
                   "backend_kind": self.backend.kind, "backend_settings": jsonable(self.backend.settings()),
-                  "hidden_dim": self.hidden_dim_}
+                  "hidden_dim": self.hidden_dim_, **self._multi_label_config()}
         return write_atomically(path, config, self.state())
 
     @classmethod
@@ -201,6 +251,7 @@ class OutputEdgeMethod(Method):
         if not isinstance(templates, list) or not templates or not all(isinstance(t, str) for t in templates):
             raise IncompatibleError(f"{str(path)!r}: config.json's 'templates' must be a non-empty list of prompts")
         obj.hidden_dim_ = hidden
+        obj._restore_multi_label(path, config)
         obj.templates_ = [Template(t) for t in templates]
         check_shapes(path, tensors, obj.saved_shapes(),
                      f"{len(obj.labels_)} labels, hidden size {hidden}, {len(templates)} prompt(s)")
