@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends import Features
+from ..errors import DataError
 from .configs.most_frequent import MostFrequentConfig
 from .core.output_edge import OutputEdgeMethod
 from .core.registry import register
@@ -22,7 +23,8 @@ CONFIDENT = 8.0
 
 @register
 class MostFrequent(OutputEdgeMethod):
-    """Predict the training sample's most frequent label for every input (ties: the first in label order).
+    """Predict the training sample's most frequent label for every input (ties: the first in label order), or the
+    label named by ``label``.
 
     Attributes
     ----------
@@ -42,6 +44,11 @@ class MostFrequent(OutputEdgeMethod):
         y = np.asarray(y)
         counts = y.sum(axis=0) if y.ndim == 2 else np.bincount(y, minlength=len(self.labels_))
         self.counts_ = counts.astype(np.int64)
+        if self.label is not None:
+            if self.label not in self.labels_:
+                raise DataError(f"most_frequent: label {self.label!r} is not one of the labels {list(self.labels_)}")
+            self.counts_ = np.zeros(len(self.labels_), np.int64)  # the named label is the one predicted
+            self.counts_[self.labels_.index(self.label)] = 1
         return self
 
     def _fit_thresholds(self, train: Features, Y: np.ndarray, content_free: Features) -> np.ndarray:
