@@ -348,3 +348,21 @@ def test_auto_chooses_among_multi_label_candidates_by_micro_f1(make_backend, tmp
     assert got == auto.chosen_.predict(TICKETS[:3]) and all(isinstance(r, list) for r in got)
     auto.save(tmp_path / "auto")
     assert load(tmp_path / "auto", model=backend).predict(TICKETS[:3]) == got
+
+
+
+def test_predict_on_a_saved_multi_label_model_prints_each_texts_labels(capsys, tmp_path, tiny_model_dir):
+    from edgetune.backends import load_backend
+
+    words = {"billing": "money", "bug": "crash", "praise": "thanks", "urgent": "now"}
+    backend = load_backend(str(tiny_model_dir), progress=False)
+    method = METHODS["linear_probe"](backend, template="{text} Topic: {mask}", label_words=words,
+                                     threshold=0.3).fit(TICKETS, TAGS)
+    method.save(tmp_path / "lp")
+    expected = method.predict(TICKETS[:3])
+    code, out, err = cli(capsys, "predict", tmp_path / "lp", *TICKETS[:3], "--json", "--no-progress")
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.strip().splitlines()]
+    assert [r["labels"] for r in rows] == expected and len(rows[0]["probabilities"]) == 4
+    code, out, _ = cli(capsys, "predict", tmp_path / "lp", *TICKETS[:3], "--no-progress")
+    assert out.strip().splitlines() == ["|".join(row) for row in expected]

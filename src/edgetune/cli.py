@@ -167,6 +167,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     pred.add_argument("--text-col", default="text")
     pred.add_argument("--text-b-col", default=None)
     pred.add_argument("--json", action="store_true", help="print one JSON object per input with probabilities")
+    pred.add_argument("--label-sep", dest="label_sep_out", default="|", help="a multi-label model's output: what "
+                      "joins a text's labels on its line (default |; --json gives a list)")
     pred.add_argument("--model", default=None, help="model to use (default: the one it was trained with)")
     pred.add_argument("--cache-dir")
     pred.add_argument("--base-url", help="server URL, for a decoder trained with --backend openai")
@@ -639,12 +641,23 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
         probs = predict_with_ray(args.path, {**options, "progress": False}, inputs, address=args.ray or None)
     else:
         labels, probs = list(method.labels_), method.predict_proba(inputs)
+    multi = config.get("multi_label") if isinstance(config, dict) else None
+    if multi:  # several labels per text: each label whose probability reaches the saved threshold
+        from .methods.core.multilabel import decide
+
+        chosen = decide(probs, multi["thresholds"], bool(multi.get("allow_empty")))
     for i, row in enumerate(probs):
+        text = inputs[i] if isinstance(inputs[i], str) else inputs[i].text
+        if multi:
+            names = [lab for lab, on in zip(labels, chosen[i], strict=True) if on]
+            per_label = {lab: round(float(p), 6) for lab, p in zip(labels, row, strict=True)}
+            print(json.dumps({"text": text, "labels": names, "probabilities": per_label}) if args.json
+                  else args.label_sep_out.join(names))
+            continue
         label = labels[int(row.argmax())]
         if args.json:
-            text = inputs[i] if isinstance(inputs[i], str) else inputs[i].text
-            probs = {lab: round(float(p), 6) for lab, p in zip(labels, row, strict=True)}
-            print(json.dumps({"text": text, "label": label, "probabilities": probs}))
+            probs_of = {lab: round(float(p), 6) for lab, p in zip(labels, row, strict=True)}
+            print(json.dumps({"text": text, "label": label, "probabilities": probs_of}))
         else:
             print(label)
     return 0

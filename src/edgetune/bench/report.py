@@ -598,7 +598,8 @@ def print_run(lines: list[dict[str, Any]], console: Any, metric: str = "accuracy
         seeds = sorted({c["seed"] for c in cs})
         n, pool = cs[0]["n_test"], cs[0].get("n_test_pool", cs[0]["n_test"])
         sub = f" (a seeded subset of {pool:,}; --test-size all for every one)" if pool > n else ""
-        table = Table(title=f"{task} · {size_label(shots, cs[0].get('sample'))} · {model} · {n:,} test examples{sub} · "
+        size = f"{shots} per label" if cs[0].get("multi_label") else size_label(shots, cs[0].get("sample"))
+        table = Table(title=f"{task} · {size} · {model} · {n:,} test examples{sub} · "
                             f"{METRIC_TITLES[metric]} %",
                       title_justify="left")
         table.add_column("seed", justify="right")

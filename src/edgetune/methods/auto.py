@@ -385,7 +385,7 @@ class Auto(Method):
         self._check_fitted()
         own = getattr(self.chosen_, "identity_", None) == self.identity_
         config = {**self._base_config(), "choice": self.choice_, "cv_results": jsonable(self.cv_results_),
-                  "extraction": dict(self.extraction_), "own_model": own}
+                  "extraction": dict(self.extraction_), "own_model": own, **self._multi_label_config()}
         return write_atomically(path, config, {}, extra=lambda folder: self.chosen_.save(folder / "chosen"))
 
     @classmethod
