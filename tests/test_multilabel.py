@@ -366,3 +366,21 @@ def test_predict_on_a_saved_multi_label_model_prints_each_texts_labels(capsys, t
     assert [r["labels"] for r in rows] == expected and len(rows[0]["probabilities"]) == 4
     code, out, _ = cli(capsys, "predict", tmp_path / "lp", *TICKETS[:3], "--no-progress")
     assert out.strip().splitlines() == ["|".join(row) for row in expected]
+
+
+def test_an_indicator_fit_keeps_answering_in_an_indicator_after_score_and_a_load(make_backend, tmp_path):
+    from sklearn.preprocessing import MultiLabelBinarizer
+
+    from edgetune.methods import Auto, load
+
+    words = {"billing": "money", "bug": "crash", "praise": "thanks", "urgent": "now"}
+    Y = MultiLabelBinarizer(classes=list(words)).fit_transform(TAGS)
+    backend = make_backend()
+    auto = Auto(backend, template="{text} Topic: {mask}", label_words=words, cv_folds=2,
+                candidates=["centroid", "linear_probe"]).fit(TICKETS, Y)
+    assert 0 <= auto.score(TICKETS, TAGS) <= 1  # scored on label lists: the fitted answer form is kept
+    out = auto.predict(TICKETS[:3])
+    assert isinstance(out, np.ndarray) and out.shape == (3, 4)
+    auto.save(tmp_path / "auto")
+    again = load(tmp_path / "auto", model=backend).predict(TICKETS[:3])
+    assert isinstance(again, np.ndarray) and (again == out).all()

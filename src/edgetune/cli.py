@@ -641,7 +641,7 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
         probs = predict_with_ray(args.path, {**options, "progress": False}, inputs, address=args.ray or None)
     else:
         labels, probs = list(method.labels_), method.predict_proba(inputs)
-    multi = config.get("multi_label") if isinstance(config, dict) else None
+    multi = config.get("multi_label")
     if multi:  # several labels per text: each label whose probability reaches the saved threshold
         from .methods.core.multilabel import decide
 

@@ -83,7 +83,8 @@ class Auto(Method):
         self._validate_params()
         start = time.perf_counter()
         backend = self.backend
-        y = self._indicator_targets(y, None if self.label_words is None else list(parse_label_words(self.label_words)))
+        y, self.indicator_columns_ = self._indicator_targets(
+            y, None if self.label_words is None else list(parse_label_words(self.label_words)))
         template, _, labels = self._prompting(X, y)
         _, y_idx = self._labelled(X, y, labels)
         if y_idx.ndim == 2:
@@ -166,7 +167,6 @@ class Auto(Method):
         self.multi_label_ = bool(getattr(chosen, "multi_label_", False))
         if self.multi_label_:  # predict decides with the kept method's thresholds
             self.thresholds_, self.allow_empty_ = chosen.thresholds_, chosen.allow_empty_
-            self.indicator_columns_ = getattr(self, "indicator_columns_", None)
         self.labels_ = tuple(chosen.labels_)
         self.label_values_ = getattr(chosen, "label_values_", None)
         self.extraction_ = dict(extraction)
@@ -401,10 +401,7 @@ class Auto(Method):
             raise IncompatibleError(f"{str(path)!r}: the chosen method has other labels than auto's config")
         obj.chosen_, obj.choice_, obj.cv_results_ = chosen, config["choice"], config["cv_results"]
         obj.extraction_ = dict(config.get("extraction") or {})
-        obj.multi_label_ = bool(getattr(chosen, "multi_label_", False))
-        if obj.multi_label_:
-            obj.thresholds_, obj.allow_empty_ = chosen.thresholds_, chosen.allow_empty_
-            obj.indicator_columns_ = getattr(chosen, "indicator_columns_", None)
+        obj._restore_multi_label(path, config)  # auto's own record: the kept method's thresholds, its own columns
         return obj
 
 

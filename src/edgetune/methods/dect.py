@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 
 from ..backends import Features
-from ..errors import DataError, EdgetuneError
+from ..errors import EdgetuneError
 from .configs.dect import DecTConfig
 from .core.config import epoch_choices
 from .core.decoders import (
@@ -238,19 +238,17 @@ class DecT(OutputEdgeMethod):
         batch, as in the single-label fit. The chosen (λ, length)'s out-of-fold probabilities place the threshold
         (``oof_``)."""
         n, n_classes = Y.shape
-        if (Y.sum(axis=0) == 0).any():
-            missing = [lab for lab, k in zip(self.labels_, Y.sum(axis=0), strict=True) if k == 0]
-            raise DataError(f"DecT: label(s) {missing} have no training example; every label needs one")
+        counts = class_counts("DecT", self.labels_, Y)  # every label needs an example
         x, prior = self._inputs(train, content_free)
         yt = torch.from_numpy(Y.astype(np.int64))
-        shots = float(Y.sum(axis=0).mean())
+        shots = float(counts.mean())
         grid = (sorted({round(1.0 / shots, 6), *self.lam_grid}) if self.lam == "cv"
                 else [1.0 / shots if self.lam is None else float(self.lam)])
         lengths = self._epoch_choices()
-        k = int(min(self.cv_folds, Y.sum(axis=0).min())) if (len(grid) > 1 or len(lengths) > 1
-                                                             or self.threshold == "cv") else 0
-        folds = torch.from_numpy(label_folds(Y, k, self.seed)) if k >= 2 else None
-        k = k if folds is not None else 0
+        searched = len(grid) > 1 or len(lengths) > 1 or self.threshold == "cv"
+        k = int(min(self.cv_folds, counts.min())) if searched else 0
+        k = k if k >= 2 else 0  # a fold needs every label's texts in its training part: none with fewer than 2
+        folds = torch.from_numpy(label_folds(Y, k, self.seed)) if k else None
         held = torch.tensor([f for _ in grid for f in range(k)], dtype=torch.int64)
         weights = torch.cat([(folds[None] != held[:, None]).float() if k else torch.zeros(0, n),
                              torch.ones(len(grid), n)])

@@ -2,9 +2,7 @@
 
 scikit-learn's ``LogisticRegression`` (L2, lbfgs) on standardised features; the learned coefficients are
 saved as arrays, and prediction is a matrix product, so no pickled estimator is ever stored. On multi-label data it
-is one-vs-rest: one binary logistic regression per label (scikit-learn's ``OneVsRestClassifier`` does the same; the
-loop here also keeps a label that is constant in a cross-validation fold, which that class would turn into a
-coefficient-free constant predictor).
+is one-vs-rest: one binary logistic regression per label (:func:`~edgetune.methods.core.decoders.one_vs_rest`).
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from ..backends import Features
 from ..errors import DataError
 from .configs.linear_probe import LinearProbeConfig
-from .core.decoders import logistic_head
+from .core.decoders import logistic_head, one_vs_rest
 from .core.output_edge import OutputEdgeMethod
 from .core.registry import register
 
@@ -58,17 +56,9 @@ class LinearProbe(OutputEdgeMethod):
         h = train.hidden.astype(np.float64)
         self.mean_ = h.mean(axis=0)
         self.std_ = h.std(axis=0) + 1e-6
-        z = (h - self.mean_) / self.std_
-        coef, bias = np.zeros((Y.shape[1], z.shape[1])), np.zeros(Y.shape[1])
-        for c in range(Y.shape[1]):
-            col = Y[:, c]
-            if col.min() == col.max():  # every text (or none) has it: a constant answer, far from the threshold
-                bias[c] = 8.0 if col[0] else -8.0
-                continue
-            clf = LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=self.seed,
-                                     class_weight=self.class_weight).fit(z, col)
-            coef[c], bias[c] = clf.coef_[0], clf.intercept_[0]
-        self.coef_, self.intercept_ = coef.astype(np.float32), bias.astype(np.float32)
+        self.coef_, self.intercept_ = one_vs_rest(
+            (h - self.mean_) / self.std_, Y, lambda: LogisticRegression(
+                C=self.C, max_iter=self.max_iter, random_state=self.seed, class_weight=self.class_weight))
         return self
 
     def decision_features(self, features: Features) -> np.ndarray:

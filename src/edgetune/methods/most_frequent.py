@@ -14,6 +14,7 @@ import numpy as np
 from ..backends import Features
 from ..errors import DataError
 from .configs.most_frequent import MostFrequentConfig
+from .core.decoders import label_counts
 from .core.output_edge import OutputEdgeMethod
 from .core.registry import register
 
@@ -41,9 +42,7 @@ class MostFrequent(OutputEdgeMethod):
     fixed_state = ("counts",)
 
     def fit_features(self, train: Features, y: np.ndarray, content_free: Features) -> MostFrequent:
-        y = np.asarray(y)
-        counts = y.sum(axis=0) if y.ndim == 2 else np.bincount(y, minlength=len(self.labels_))
-        self.counts_ = counts.astype(np.int64)
+        self.counts_ = label_counts(y, len(self.labels_)).astype(np.int64)
         if self.label is not None:
             if self.label not in self.labels_:
                 raise DataError(f"most_frequent: label {self.label!r} is not one of the labels {list(self.labels_)}")
@@ -51,9 +50,9 @@ class MostFrequent(OutputEdgeMethod):
             self.counts_[self.labels_.index(self.label)] = 1
         return self
 
-    def _fit_thresholds(self, train: Features, Y: np.ndarray, content_free: Features) -> np.ndarray:
-        self.threshold_, self.cv_micro_f1_ = 0.5, None
-        return np.full(Y.shape[1], 0.5, dtype=np.float32)
+    def _fit_thresholds(self, train: Features, Y: np.ndarray, content_free: Features) -> None:
+        self.threshold_, self.cv_micro_f1_ = 0.5, None  # the scores are ±CONFIDENT: any threshold decides alike
+        self.thresholds_ = np.full(Y.shape[1], 0.5, dtype=np.float32)
 
     def decision_features(self, features: Features) -> np.ndarray:
         row = np.full(len(self.labels_), -CONFIDENT, dtype=np.float32)

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..backends import Features
 from .configs.prototypes import CentroidConfig, KNNConfig
+from .core.decoders import label_counts
 from .core.multilabel import logit
 from .core.output_edge import OutputEdgeMethod
 from .core.registry import register
@@ -61,12 +62,11 @@ class Centroid(_Normalised):
     uses_content_free = False
 
     def fit_features(self, train: Features, y: np.ndarray, content_free: Features) -> Centroid:
+        z = self._fit_mean(train)
         if y.ndim == 2:
-            z = self._fit_mean(train)
             self.centroids_ = _unit_rows(y.T.astype(np.float64) @ z)
             self.negatives_ = _unit_rows((1 - y).T.astype(np.float64) @ z)
             return self
-        z = self._fit_mean(train)
         cents = np.zeros((len(self.labels_), z.shape[1]))
         for c in range(len(self.labels_)):
             if np.any(y == c):
@@ -122,7 +122,7 @@ class KNN(_Normalised):
     def fit_features(self, train: Features, y: np.ndarray, content_free: Features) -> KNN:
         self.vectors_ = self._fit_mean(train).astype(np.float32)
         self.targets_ = np.asarray(y, dtype=np.int64)
-        counts = self.targets_.sum(axis=0) if self.targets_.ndim == 2 else np.bincount(self.targets_)
+        counts = label_counts(self.targets_, len(self.labels_))
         k = int(counts[counts > 0].min()) if self.k == "auto" else int(self.k)
         self.k_ = np.array([min(k, len(self.targets_))])
         self._build()

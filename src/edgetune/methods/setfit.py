@@ -32,7 +32,7 @@ from ..backends import Backend, load_backend
 from ..data.example import Dataset
 from ..errors import DataError, IncompatibleError
 from .configs.setfit import SetFitConfig
-from .core.decoders import logistic_head
+from .core.decoders import CONSTANT_LOGIT, logistic_head
 from .core.estimator import Costs, Method, label_order
 from .core.persistence import check_shapes, read_saved, restored_config, write_atomically
 from .core.registry import register
@@ -71,7 +71,7 @@ class SetFit(Method):
         from sklearn.multiclass import OneVsRestClassifier
 
         self._validate_params()
-        y = self._indicator_targets(y, self.labels)
+        y, self.indicator_columns_ = self._indicator_targets(y, self.labels)
         if isinstance(X, Dataset):
             labels = tuple(X.labels)
         else:
@@ -86,7 +86,6 @@ class SetFit(Method):
         model = SetFitModel(model_body=body, model_head=OneVsRestClassifier(head) if multi else head,
                             multi_target_strategy="one-vs-rest" if multi else None)
         data = datasets.Dataset.from_dict({"text": [_text(e) for e in examples], "label": y_idx.tolist()})
-        self.multi_label_ = multi
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             args = TrainingArguments(output_dir=tmp, batch_size=self.batch_size, num_epochs=self.num_epochs,
@@ -107,37 +106,30 @@ class SetFit(Method):
         self.labels_ = labels
         if multi:
             self.coef_, self.intercept_ = _one_vs_rest_head(model.model_head, y_idx)
-            self._multi_label_thresholds(examples, y_idx)
+            self._set_thresholds(y_idx, lambda: self._head_out_of_fold(examples, y_idx))
         else:
             self.coef_, self.intercept_ = logistic_head(model.model_head, len(labels))
         self.identity_, self.model_name_ = self.backend.identity, self.backend.name
         return self
 
-    def _multi_label_thresholds(self, examples: Sequence[Any], Y: np.ndarray) -> None:
-        """``thresholds_``: ``threshold`` as given, or for ``"cv"`` chosen on out-of-fold probabilities of the head
-        (refitted per fold on the tuned body's embeddings of the training texts)."""
-        from .core.multilabel import choose_threshold, label_folds
+    def _head_out_of_fold(self, examples: Sequence[Any], Y: np.ndarray) -> np.ndarray:
+        """(n, C) out-of-fold probabilities of the head, refitted per fold (:func:`label_folds`) on the tuned body's
+        embeddings of the training texts (what ``threshold="cv"`` reads)."""
+        from sklearn.linear_model import LogisticRegression
 
-        if self.threshold != "cv":
-            self.threshold_ = float(self.threshold)
-        else:
-            from sklearn.linear_model import LogisticRegression
+        from .core.decoders import one_vs_rest
+        from .core.multilabel import label_folds, sigmoid
 
-            emb = np.asarray(self.body_.encode([_text(e) for e in examples], batch_size=64, convert_to_numpy=True,
-                                               show_progress_bar=False), np.float64)
-            folds = label_folds(Y, 5, self.seed)
-            P = np.zeros(Y.shape)
-            for f in range(int(folds.max()) + 1):
-                fit_on, held = folds != f, folds == f
-                for c in range(Y.shape[1]):
-                    col = Y[fit_on, c]
-                    if col.min() == col.max():
-                        P[held, c] = float(col[0])
-                        continue
-                    clf = LogisticRegression(max_iter=1000, random_state=self.seed, class_weight=self.class_weight)
-                    P[held, c] = clf.fit(emb[fit_on], col).predict_proba(emb[held])[:, 1]
-            self.threshold_, _ = choose_threshold(P, Y, self.allow_empty_)
-        self.thresholds_ = np.full(Y.shape[1], self.threshold_, dtype=np.float32)
+        emb = np.asarray(self.body_.encode([_text(e) for e in examples], batch_size=64, convert_to_numpy=True,
+                                           show_progress_bar=False), np.float64)
+        folds = label_folds(Y, 5, self.seed)
+        out = np.zeros(Y.shape)
+        for f in range(int(folds.max()) + 1):
+            fit_on, held = folds != f, folds == f
+            coef, bias = one_vs_rest(emb[fit_on], Y[fit_on], lambda: LogisticRegression(
+                max_iter=1000, random_state=self.seed, class_weight=self.class_weight))
+            out[held] = sigmoid(emb[held] @ coef.T + bias)
+        return out
 
     @property
     def trainable_params_(self) -> int:
@@ -211,5 +203,5 @@ def _one_vs_rest_head(head: Any, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]
         if hasattr(est, "coef_"):
             coef[c], bias[c] = est.coef_[0], est.intercept_[0]
         else:
-            bias[c] = 8.0 if Y[:, c].max() else -8.0
+            bias[c] = CONSTANT_LOGIT if Y[:, c].max() else -CONSTANT_LOGIT
     return coef.astype(np.float32), bias.astype(np.float32)

@@ -67,9 +67,36 @@ def torch_threads(n: int | None) -> contextlib.AbstractContextManager[None]:
     return threads(n)
 
 
+def label_counts(y: np.ndarray, n_classes: int) -> np.ndarray:
+    """Training examples per label, from label indices (n,) or a multi-label 0/1 matrix (n, C)."""
+    y = np.asarray(y)
+    return y.sum(axis=0) if y.ndim == 2 else np.bincount(y, minlength=n_classes)
+
+
+#: a one-vs-rest label that is constant in its training data answers this logit (its sign), far from any threshold
+CONSTANT_LOGIT = 8.0
+
+
+def one_vs_rest(z: np.ndarray, Y: np.ndarray, make: Callable[[], Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(C, d) coefficients and (C,) intercepts of one binary logistic regression per label of the 0/1 matrix ``Y``
+    (``make()`` gives an unfitted scikit-learn ``LogisticRegression``); a label every text (or none) has gets no
+    coefficients and ±:data:`CONSTANT_LOGIT`. scikit-learn's ``OneVsRestClassifier`` does the same but turns such a
+    label into a coefficient-free constant predictor."""
+    coef, bias = np.zeros((Y.shape[1], z.shape[1])), np.zeros(Y.shape[1])
+    for c in range(Y.shape[1]):
+        col = Y[:, c]
+        if col.min() == col.max():
+            bias[c] = CONSTANT_LOGIT if col[0] else -CONSTANT_LOGIT
+            continue
+        clf = make().fit(z, col)
+        coef[c], bias[c] = clf.coef_[0], clf.intercept_[0]
+    return coef.astype(np.float32), bias.astype(np.float32)
+
+
 def class_counts(name: str, labels: Sequence[str], y: np.ndarray) -> np.ndarray:
-    """Training examples per label; a label without one is an error naming it."""
-    counts = np.bincount(y, minlength=len(labels))
+    """Training examples per label (label indices or a multi-label 0/1 matrix); a label without one is an error
+    naming it."""
+    counts = label_counts(y, len(labels))
     if (counts == 0).any():
         missing = [labels[i] for i in np.flatnonzero(counts == 0)]
         raise DataError(f"{name} needs at least one training example of every label; none for {missing}")

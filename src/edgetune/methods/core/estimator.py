@@ -30,7 +30,7 @@ from ...data.templates import Template
 from ...errors import DataError, EdgetuneError, IncompatibleError
 from .config import RUNTIME_PARAMS, MethodConfig, ParamError
 from .decoders import log_softmax
-from .multilabel import decide, sigmoid
+from .multilabel import choose_threshold, decide, sigmoid
 from .persistence import FORMAT_VERSION, jsonable, short_identity
 
 #: what a method class takes from its config (besides the parameters)
@@ -278,11 +278,7 @@ class Method(ClassifierMixin, BaseEstimator, ABC):
     def _multi_label_targets(self, X: Any, examples: list[Example], labels: Sequence[str]) -> np.ndarray:
         """The (n, C) 0/1 targets of multi-label training examples; a method that fits one label per text refuses
         them in one line."""
-        if not self.multi_label:
-            from ..configs import multi_label_methods
-
-            raise DataError(f"{self.name} fits one label per text; this data has several per text (multi-label). "
-                            f"Methods that fit multi-label data: {', '.join(multi_label_methods())}")
+        self._refuse_multi_label()
         index = {lab: i for i, lab in enumerate(labels)}
         Y = np.zeros((len(examples), len(labels)), dtype=np.int64)
         for row, e in enumerate(examples):
@@ -295,17 +291,36 @@ class Method(ClassifierMixin, BaseEstimator, ABC):
         self.allow_empty_ = bool(getattr(task, "allow_empty", False)) or bool((Y.sum(axis=1) == 0).any())
         return Y
 
-    def _indicator_targets(self, y: Any, names: Sequence[Any] | None = None) -> Any:
-        """``y`` as given, except a 0/1 indicator matrix (scikit-learn's multi-label format, e.g. from
-        ``MultiLabelBinarizer``), which becomes label lists: column j is label ``names[j]`` (the method's label words
-        or labels in their order; else the number j). ``predict`` then returns an indicator matrix too."""
-        self.indicator_columns_ = None
+    def _refuse_multi_label(self) -> None:
+        """One line for a method that fits one label per text, given several per text (nothing for one that fits
+        them)."""
+        if not self.multi_label:
+            from ..configs import multi_label_methods
+
+            raise DataError(f"{self.name} fits one label per text; this data has several per text (multi-label). "
+                            f"Methods that fit multi-label data: {', '.join(multi_label_methods())}")
+
+    def _set_thresholds(self, Y: np.ndarray, out_of_fold: Any) -> None:
+        """``thresholds_`` (one per label, all equal): ``threshold`` as given, or for ``"cv"`` the one with the best
+        micro-F1 on the out-of-fold probabilities ``out_of_fold()`` gives (``cv_micro_f1_`` keeps that F1)."""
+        if self.threshold != "cv":
+            self.threshold_, self.cv_micro_f1_ = float(self.threshold), None
+        else:
+            self.threshold_, self.cv_micro_f1_ = choose_threshold(out_of_fold(), Y, self.allow_empty_)
+        self.thresholds_ = np.full(Y.shape[1], self.threshold_, dtype=np.float32)
+
+    @staticmethod
+    def _indicator_targets(y: Any, names: Sequence[Any] | None = None) -> tuple[Any, list[Any] | None]:
+        """``(y, None)`` for ``y`` as given, except a 0/1 indicator matrix (scikit-learn's multi-label format, e.g.
+        from ``MultiLabelBinarizer``), which becomes ``(label lists, columns)``: column j is label ``columns[j]`` =
+        ``names[j]`` (the method's label words or labels in their order; else the number j). A fit keeps the columns
+        as ``indicator_columns_``, so ``predict`` answers in an indicator matrix too."""
         if y is None or isinstance(y, list | tuple | Dataset):
-            return y
+            return y, None
         if hasattr(y, "toarray"):  # a scipy sparse matrix
             y = y.toarray()
         if not hasattr(y, "shape") or len(y.shape) != 2 or y.shape[1] == 1:
-            return y
+            return y, None
         arr = np.asarray(y)
         if not np.isin(arr, (0, 1)).all():
             raise DataError("a 2-D y is a multi-label indicator matrix (one column per label, 0 or 1); this one holds "
@@ -314,8 +329,7 @@ class Method(ClassifierMixin, BaseEstimator, ABC):
         if len(columns) != arr.shape[1]:
             raise DataError(f"the indicator matrix has {arr.shape[1]} columns but {len(columns)} labels are named; "
                             "give one label (word) per column, in column order")
-        self.indicator_columns_ = columns
-        return [tuple(columns[j] for j in np.flatnonzero(row)) for row in arr]
+        return [tuple(columns[j] for j in np.flatnonzero(row)) for row in arr], columns
 
     def examples(self, X: Any, y: Any = None) -> list[Example]:
         """The inputs ``X`` (and labels ``y``) as examples, a DataFrame read from ``text_col``/``text_b_col``; one
@@ -380,15 +394,12 @@ class Method(ClassifierMixin, BaseEstimator, ABC):
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """Mean accuracy (scikit-learn's); multi-label: subset accuracy, the share of texts whose label set is
-        exactly right (scikit-learn's ``accuracy_score`` on indicator matrices)."""
+        exactly right (scikit-learn's ``accuracy_score`` on indicator matrices); ``y`` label lists or an indicator."""
         if not getattr(self, "multi_label_", False):
             return float(super().score(X, y, sample_weight))
-        from sklearn.metrics import accuracy_score
-
-        truth = self._indicator_targets(y, getattr(self, "indicator_columns_", None))
-        predicted = self.predict(X)
-        if isinstance(predicted, np.ndarray):
-            return float(accuracy_score(np.asarray(y), predicted, sample_weight=sample_weight))
+        columns = getattr(self, "indicator_columns_", None)
+        truth, _ = self._indicator_targets(y, columns)  # label lists, or an indicator matrix read as label lists
+        predicted, _ = self._indicator_targets(self.predict(X), columns)
         as_sets = [set(map(str, row)) for row in truth]
         got = [set(map(str, row)) for row in predicted]
         weights = np.ones(len(got)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)

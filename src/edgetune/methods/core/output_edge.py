@@ -25,7 +25,7 @@ from ...data.templates import Template
 from ...errors import DataError, IncompatibleError
 from .config import OutputEdgeConfig
 from .estimator import Costs, Method, content_free_examples
-from .multilabel import choose_threshold, label_folds, sigmoid
+from .multilabel import label_folds, sigmoid
 from .persistence import check_shapes, jsonable, restore, write_atomically
 
 
@@ -133,7 +133,8 @@ class OutputEdgeMethod(Method):
         ``fit_prepared(**vars(prepare(X, y)))``; the bench runner calls the two apart, to time extraction and
         decoder training separately — one implementation of the output-edge cell."""
         self._validate_params()
-        y = self._indicator_targets(y, None if self.label_words is None else list(parse_label_words(self.label_words)))
+        y, self.indicator_columns_ = self._indicator_targets(
+            y, None if self.label_words is None else list(parse_label_words(self.label_words)))
         template, words, labels = self._prompting(X, y)
         examples, y_idx = self._labelled(X, y, labels)
         task = getattr(X, "task", None)
@@ -156,8 +157,8 @@ class OutputEdgeMethod(Method):
         self._validate_params()
         y = np.asarray(y)
         self.multi_label_, self.allow_empty_ = y.ndim == 2, bool(allow_empty)
-        if self.multi_label_ and not self.multi_label:
-            self._multi_label_targets(None, [], labels)  # the one-line refusal
+        if self.multi_label_:
+            self._refuse_multi_label()
         self.labels_ = tuple(labels)
         many = template if isinstance(template, list | tuple) else [template]
         self.templates_ = [Template(t) if isinstance(t, str) else t for t in many]
@@ -180,22 +181,16 @@ class OutputEdgeMethod(Method):
         self.oof_ = None
         self.fit_features(train, y, content_free)
         if self.multi_label_:
-            self.thresholds_ = self._fit_thresholds(train, y, content_free)
+            self._fit_thresholds(train, y, content_free)
         return self
 
     # -- multi-label ----------------------------------------------------------------------------------------
     #: folds of the cross-validation that chooses a multi-label threshold (``threshold="cv"``)
     threshold_folds: ClassVar[int] = 5
 
-    def _fit_thresholds(self, train: Features, Y: np.ndarray, content_free: Features) -> np.ndarray:
-        """One threshold per label (all equal): ``threshold`` as given, or for ``"cv"`` the one with the best
-        micro-F1 on out-of-fold probabilities (:meth:`out_of_fold`; ``cv_micro_f1_`` keeps that F1)."""
-        if self.threshold != "cv":
-            self.threshold_, self.cv_micro_f1_ = float(self.threshold), None
-        else:
-            self.threshold_, self.cv_micro_f1_ = choose_threshold(self.out_of_fold(train, Y, content_free), Y,
-                                                                  self.allow_empty_)
-        return np.full(Y.shape[1], self.threshold_, dtype=np.float32)
+    def _fit_thresholds(self, train: Features, Y: np.ndarray, content_free: Features) -> None:
+        """``thresholds_`` from ``threshold``; ``"cv"`` reads :meth:`out_of_fold` (:meth:`Method._set_thresholds`)."""
+        self._set_thresholds(Y, lambda: self.out_of_fold(train, Y, content_free))
 
     def out_of_fold(self, train: Features, Y: np.ndarray, content_free: Features) -> np.ndarray:
         """(n, C) probabilities of the training examples, each from a model that did not train on it: the
