@@ -190,7 +190,19 @@ def test_a_causal_model_whose_blocks_are_not_listed_is_refused_naming_the_parame
 def test_apt_and_bbtv2_budgets(make_backend, toy_task):
     backend = make_backend("causal")
     m = APT(backend, budget_tokens=8, **QUICK).fit(toy_task.sample(4, seed=0))
-    assert m.trainable_params_ <= 8 * 32
+    parts, tokens = m.param_parts_, m.prefix_tokens_
+    # the budget counts the prefix (P-tuning v2's count): the longest prefix within it; the gates come on top
+    per_token = parts["prefix"] // tokens
+    assert parts["prefix"] <= 8 * 32 < parts["prefix"] + per_token
+    assert parts["gates"] == len(m.module_.gates) * ((32 + 1) * tokens + 1)
+    assert m.trainable_params_ == parts["prefix"] + parts["gates"]
+    assert m.history_["param_parts"] == parts
+    from edgetune.bench.report import _params
+    from edgetune.bench.runner import training_summary
+
+    recorded = training_summary(m.history_)["param_parts"]
+    shown = _params({"trainable_params": m.trainable_params_, "param_parts": recorded})  # the report's cell
+    assert shown == f"{m.trainable_params_:,} (prefix {parts['prefix']:,} + gates {parts['gates']:,})"
     with pytest.raises(ParamError, match="apt: budget_tokens=1 leaves no room"):
         APT(backend, budget_tokens=1, **QUICK).fit(toy_task.sample(4, seed=0))
 
@@ -209,8 +221,25 @@ def test_accept_and_lamp_start_from_their_prompt(make_backend, toy_task):
     assert torch.equal(fresh.transform(emb, torch.ones(2, 5)), emb)
     lamp = LAMP(backend, prompt_tokens=4, rank=4, pool=2, **QUICK).fit(toy_task.sample(4, seed=0))
     p0 = lamp.initial_prompt(lamp.module_.input_embedding(), 4, "vocab")
-    fresh = type(lamp.module_)(lamp.module_.frozen, lamp.reader_, p0, 4, 2)
-    torch.testing.assert_close(fresh.prompt(1)[0], p0.view(2, 2, -1).mean(1), atol=1e-5, rtol=1e-4)
+    for core in ("full", "diagonal"):
+        fresh = type(lamp.module_)(lamp.module_.frozen, lamp.reader_, p0, 4, 2, core)
+        torch.testing.assert_close(fresh.prompt(1)[0], p0.view(2, 2, -1).mean(1), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("core", ["full", "diagonal"])
+def test_lamp_cores_count_and_train_as_declared(make_backend, toy_task, core):
+    from edgetune.methods.lamp import lamp_params
+
+    backend = make_backend("causal")
+    m = LAMP(backend, prompt_tokens=8, pool=2, budget_tokens=3, core=core, lr_prompt=0.05,
+             **QUICK).fit(toy_task.sample(4, seed=0))
+    r, d = m.rank_, 32
+    assert m.trainable_params_ == lamp_params(d, 8, r, core) <= 3 * d < lamp_params(d, 8, r + 1, core)
+    assert m.module_.core.shape == ((r, r) if core == "full" else (r,))
+    assert set(m.factor_lr_.values()) == {0.05}  # a number: one rate for every factor
+    start = torch.linalg.svdvals(m.initial_prompt(m.module_.input_embedding(), 8, "vocab").double())[:r]
+    assert not torch.allclose((m.module_.core if core == "diagonal" else m.module_.core.diagonal()).double(),
+                              start.to(m.module_.core.device), atol=1e-6)  # the core trained
 
 
 @pytest.mark.parametrize("cls, params, message", [
@@ -236,3 +265,23 @@ def test_factor_rates_move_a_product_prompt_as_far_as_prompt_tuning_moves_its_pr
     # one step of every element by its rate, all moves adding up: the prompt moves by about the step
     moved = (a + rates["a"]) @ (b - rates["b"]) - a @ b
     assert moved.abs().mean() == pytest.approx(0.04, rel=0.01)
+
+
+def test_black_box_projections_read_the_embeddings_as_the_model_does(causal_backend, toy_task):
+    """BBT's and BBTv2's first projection std is ``projection_scale · σ̂ / (√intrinsic_dim · sigma)`` with σ̂ the std
+    of the embeddings the model reads: Gemma multiplies its table by ``embed_scale`` (√d) in forward, and p0 has it."""
+    from edgetune.methods import BBT
+
+    train = toy_task.sample(4, seed=0)
+    embedding = causal_backend.model.get_input_embeddings()
+    raw = float(embedding.weight.detach().float().std())
+    read = raw * float(getattr(embedding, "embed_scale", 1.0))
+    if causal_backend.name == "tiny-gemma3":
+        assert read == pytest.approx(raw * 32 ** 0.5, rel=1e-4)  # the scale the old rule missed
+    kw = {"intrinsic_dim": 40, "prompt_tokens": 4, "popsize": 2, "eval_every": 4, "progress": False}
+    bbt = BBT(causal_backend, budget=4, projection_scale=1.0, sigma=1.0, **kw).fit(train)
+    assert float(bbt.projection_.std()) == pytest.approx(read / 40 ** 0.5, rel=0.05)
+    p0 = bbt.p0_.float()
+    assert float(p0.std()) == pytest.approx(read, rel=0.5)  # p0 (vocabulary rows as read) is on the same scale
+    deep = BBTv2(causal_backend, budget=4, projection_scale=1.0, sigma=1.0, **kw).fit(train)
+    assert deep.proj_std_[0] == pytest.approx(read / 40 ** 0.5, rel=1e-4)

@@ -54,6 +54,7 @@ def summarise(lines: list[dict[str, Any]]) -> dict[str, Any]:
             "fit_seconds": float(np.mean([c["fit_seconds"] for c in cs])),
             "queries": float(np.mean([c["queries"] for c in cs])),
             "trainable_params": int(cs[0]["trainable_params"]), "edge": cs[0].get("edge", "?"),
+            "param_parts": (cs[0].get("training") or {}).get("param_parts"),
             "n_train": int(np.mean([c["n_train"] for c in cs])), "n_test": cs[0]["n_test"],
             "min": float(acc.min()), "offset_ratio": _mean_of(cs, "offset_ratio"),
             # the other measures (records from before they existed have accuracy only)
@@ -314,6 +315,13 @@ def _mean_of(cells: list[dict[str, Any]], key: str, first: bool = False) -> floa
     return float(np.mean(values)) if values else None
 
 
+def _params(row: dict[str, Any]) -> str:
+    """The trainable-parameter count, with its parts where a method's budget counts only some (APT)."""
+    parts = row.get("param_parts")
+    detail = f" ({' + '.join(f'{k} {v:,}' for k, v in parts.items())})" if parts else ""
+    return f"{row['trainable_params']:,}{detail}"
+
+
 def _fmt_s(x: float) -> str:
     if not math.isfinite(x):
         return "n/a"
@@ -465,7 +473,7 @@ def _render(results: Path, out: Path, plots: bool, lines: list[dict[str, Any]], 
                       f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f} | "
                       + "".join(f"{pct(*r['measures'][m])} | " if m in r["measures"] else " | " for m in others)
                       + f"{_fmt_s(r['wall_seconds'])} | "
-                      f"{_fmt_s(r['fit_seconds'])} | {r['queries']:,.0f} | {r['trainable_params']:,} | "
+                      f"{_fmt_s(r['fit_seconds'])} | {r['queries']:,.0f} | {_params(r)} | "
                       f"{r['n_seeds']} |" + extra)
         md.append("")
     views = [json.loads(v) for v in dict.fromkeys(  # every invocation's views, in order, once each

@@ -533,7 +533,7 @@ def training_summary(history: Mapping[str, Any], n_dev: int | None = None,
     if at_checks:
         out["eval_accuracy"] = at_checks
     for key in ("best_step", "best_call", "best_dev_accuracy", "best_dev_loss", "select_by", "best_train_loss",
-                "offset_ratio", "lr", "stopped", "rollbacks"):
+                "offset_ratio", "lr", "stopped", "rollbacks", "param_parts"):
         if key in history:
             out[key] = history[key]
     return out

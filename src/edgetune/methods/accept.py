@@ -66,7 +66,10 @@ class ACCEPTModule(PromptedModel):
         k = d // offset_sub_dim
         self.offset_weights = nn.Parameter(torch.zeros(positions, k, offset_size))
         self.offset_books = nn.Parameter(torch.empty(k, offset_size, offset_sub_dim))
-        nn.init.kaiming_uniform_(self.offset_books, a=math.sqrt(5))  # as the reference
+        # torch's nn.Linear default (a=√5); the reference initialises these codebooks with a=0 (a √3× wider
+        # uniform bound). The offsets start at zero either way (offset_weights = 0); only the codebooks' spread, and
+        # so the first steps' gradient on the weights, differ.
+        nn.init.kaiming_uniform_(self.offset_books, a=math.sqrt(5))
 
     @staticmethod
     def mix(weights: torch.Tensor, books: torch.Tensor) -> torch.Tensor:

@@ -18,8 +18,13 @@ transformers lists (Llama-style SmolLM2, Gemma-3); any other model is refused na
 
 The prefix starts as the keys and values the frozen model itself computes for the task's own words (the
 text initialisation the other prompt methods use; Li & Liang found real-word activations the best start). The
-gates start at W = 0, b = 0 (α = ½) and λ = 1. Parameters per block: ``2·l·kv + (d + 1)·l + 1`` (kv: the
-key/value width, heads × head size); by default the largest prefix length l within the budget.
+gates start at W = 0, b = 0 (α = ½) and λ = 1. Parameters per block: the prefix's ``2·l·kv`` (kv: the key/value
+width, heads × head size) and the gates' ``(d + 1)·l + 1``. The budget counts the prefix only, as P-tuning v2
+counts prefix tuning: by default l is the longest prefix whose keys and values fit ``budget_tokens·d``; the gates
+come on top and are reported separately (``param_parts_``). On SmolLM2 (30 blocks, kv 192, d 576) the default
+budget gives 5 prefix tokens (57,600 prefix parameters) and 86,580 gate parameters. (Charging the gates to the
+budget too, as edgetune did before, left one prefix token: a token gate of one scalar per layer, redundant with
+the layer scale, so the method's distinguishing part was inert.)
 """
 
 from __future__ import annotations
@@ -38,9 +43,10 @@ from .core.prompted import PromptedModel, decoder_layers, embed_ids, layer_input
 from .core.registry import register
 
 
-def apt_params(blocks: int, d: int, kv: int, tokens: int) -> int:
-    """Per block: prefix keys and values (2·l·kv), the token gate (d·l + l) and the layer scale (1)."""
-    return blocks * (2 * tokens * kv + (d + 1) * tokens + 1)
+def apt_params(blocks: int, d: int, kv: int, tokens: int) -> dict[str, int]:
+    """Parameters by part: the prefix keys and values (2·l·kv per block), the gates (the token gate's d·l + l and
+    the layer scale's 1 per block)."""
+    return {"prefix": blocks * 2 * tokens * kv, "gates": blocks * ((d + 1) * tokens + 1)}
 
 
 class APTModule(PromptedModel):
@@ -86,6 +92,8 @@ class APT(GradientMethod):
     ----------
     prefix_tokens_ : int
         The prefix length used.
+    param_parts_ : dict
+        Trainable parameters by part, ``{"prefix": …, "gates": …}`` (the budget counts the prefix only).
     module_ : torch.nn.Module
         The prompted model, holding the trained prefixes and gates; ``history_``, ``dev_size_`` and the rest: see
         :class:`~edgetune.methods.core.input_edge.InputEdgeMethod`.
@@ -97,7 +105,7 @@ class APT(GradientMethod):
         blocks, d = self.saved_axis(tensors, "keys", 0), self.saved_axis(tensors, "gates.0.weight", 1)
         kv = self.saved_axis(tensors, "keys", 1) * self.saved_axis(tensors, "keys", 3)
         # the longest prefix within the budget (as _tokens_in_budget), in closed form: its count is linear in l
-        tokens = self.prefix_tokens or (self.budget_tokens * d - blocks) // (blocks * (2 * kv + d + 1))
+        tokens = self.prefix_tokens or (self.budget_tokens * d) // (blocks * 2 * kv)
         keys = (blocks, None, tokens, None)
         return {"keys": keys, "values": keys, "scales": (blocks,),
                 **{f"gates.{i}.{p}": (tokens, d) if p == "weight" else (tokens,)
@@ -112,19 +120,22 @@ class APT(GradientMethod):
         tokens = self.prefix_tokens or self._tokens_in_budget(model, embedding, blocks, d)
         keys, values = self._text_prefix(model, embedding, tokens)
         self.prefix_tokens_ = tokens
+        self.param_parts_ = apt_params(blocks, d, keys.shape[1] * keys.shape[3], tokens)
         return APTModule(model, self.reader_, keys, values)
 
+    def param_parts(self) -> dict[str, int]:
+        return self.param_parts_
+
     def _tokens_in_budget(self, model: Any, embedding: nn.Module, blocks: int, d: int) -> int:
-        """The longest prefix within ``budget_tokens·d`` (a one-token prefix tells the key/value width)."""
+        """The longest prefix whose keys and values fit ``budget_tokens·d`` (a one-token prefix tells the key/value
+        width); the gates are not charged to the budget (see the module docstring)."""
         keys, _ = self._text_prefix(model, embedding, 1)
         kv = keys.shape[1] * keys.shape[3]
-        tokens = 0
-        while apt_params(blocks, d, kv, tokens + 1) <= self.budget_tokens * d:
-            tokens += 1
+        tokens = self.budget_tokens * d // apt_params(blocks, d, kv, 1)["prefix"]
         if tokens < 1:
             raise ParamError(f"apt: budget_tokens={self.budget_tokens} leaves no room for one prefix token in "
-                             f"each of {blocks} layers ({apt_params(blocks, d, kv, 1):,} parameters); "
-                             f"raise budget_tokens")
+                             f"each of {blocks} layers ({apt_params(blocks, d, kv, 1)['prefix']:,} prefix "
+                             f"parameters); raise budget_tokens")
         return tokens
 
     @torch.no_grad()

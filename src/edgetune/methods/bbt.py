@@ -3,7 +3,8 @@
 The input-side black-box method DecT is compared with. A vector z of ``intrinsic_dim`` numbers is
 mapped by a fixed random matrix A (``n_prompt_tokens * d x intrinsic_dim``, normal with std
 ``projection_scale * std(word embeddings) / (sqrt(intrinsic_dim) * sigma)``, as in the reference
-txsun1997/Black-Box-Tuning) to a soft prompt ``p0 + A z`` prepended to the input embeddings of the frozen
+txsun1997/Black-Box-Tuning; the std of the embeddings as the model reads them, so Gemma's ``embed_scale`` is in it
+as it is in p0) to a soft prompt ``p0 + A z`` prepended to the input embeddings of the frozen
 model. As in the reference's GPT-2 path, p0 is the embeddings of the vocabulary tokens 1000, 1001, ...
 (``prompt_init="range"``; ``"zeros"`` searches from zero vectors, ``"text"``/``"vocab"`` as for ADePT).
 CMA-ES (the ``cma`` package; start z = 0, step size ``sigma``, population ``popsize``) minimises
@@ -11,9 +12,11 @@ the cross-entropy over the label words on the k-shot training set, with forward 
 
 **Budget, counted the way the BBT paper counts it:** one *call* = one candidate prompt evaluated on the
 whole k-shot training set; ``budget`` calls in all (default 8,000 = 400 generations of 20). Model
-*queries* (forward passes over single samples) are ``calls x len(train)``, plus the dev evaluations
-(every ``eval_every`` calls the current best candidate is scored on the dev split and the prompt with
-the best dev accuracy is kept, as the reference does). Both are reported in :attr:`history_`.
+*queries* (forward passes over single samples) are ``calls x len(train)``, plus the dev evaluations. Both are
+reported in :attr:`history_`. The dev check: every ``eval_every`` calls the candidate with the best training loss
+so far is scored on the dev split, and the prompt with the best dev accuracy is kept. The reference also checks
+every ``eval_every`` calls, but scores the candidate evaluated at that call, whatever its training loss; edgetune
+scores the best-so-far instead, so a check never spends a dev pass on a candidate the search already rejected.
 
 The search itself is :class:`~edgetune.methods.core.trainers.CMAESTrainer`, shared with other black-box
 methods; this module supplies the projection, the prompted model and the batched scoring.
@@ -32,7 +35,7 @@ import torch
 
 from .configs.bbt import BBTConfig
 from .core.input_edge import ProjectedSearch
-from .core.prompted import PromptedModel
+from .core.prompted import PromptedModel, embedding_scale
 from .core.registry import register
 
 
@@ -95,9 +98,10 @@ class BBT(ProjectedSearch):
     def _prepare_search(self, ids: list[list[int]], y: torch.Tensor) -> None:
         """Draw the projection A (only a search needs it: a loaded BBT has its prompt, so loading never allocates
         ``prompt_tokens·d × intrinsic_dim`` numbers), then pre-batch the training set."""
-        table = self.module_.input_embedding().weight.detach().float()
-        dim = table.shape[1]
-        std = self.projection_scale * float(table.std()) / (np.sqrt(self.intrinsic_dim) * self.sigma)
+        embedding = self.module_.input_embedding()
+        dim = embedding.weight.shape[1]
+        std = (self.projection_scale * embedding_scale(embedding, rows=None)
+               / (np.sqrt(self.intrinsic_dim) * self.sigma))
         gen = torch.Generator().manual_seed(self.seed)
         self.projection_ = torch.randn(self.prompt_tokens * dim, self.intrinsic_dim, generator=gen) * std
         super()._prepare_search(ids, y)

@@ -5,14 +5,14 @@ A prompt of ``prompt_tokens`` positions sits before the input, and *every* trans
 vector added to the hidden states at those positions: block i reads ``h + A_i z_i`` there (block 0: the
 embeddings of the vocabulary tokens 1000, 1001, ... plus ``A_0 z_0``, as the reference's placeholder tokens).
 Each z_i has ``intrinsic_dim`` numbers; each A_i is a fixed random projection drawn, as the reference, from a
-normal distribution with mean 0 and std ``projection_scale · σ̂_i / (√intrinsic_dim · sigma)``, where σ̂_0 is the std of
-the word-embedding table and σ̂_i (i ≥ 1) the std of block i's input hidden states on the training prompts,
-clipped five times to mean ± 3 std (the reference's outlier clipping; it measures them on the first
-candidate, here on the start, z = 0). The search is divide and conquer: one CMA-ES per block, a round giving
-each block one generation while the others stay at their best so far
-(:class:`~edgetune.methods.core.trainers.CMAESTrainer` with ``blocks``). Calls are counted as BBT counts them (one
-candidate over the k-shot set); the reference budget is 8,000 calls, population 20, intrinsic dimension 500,
-50 prompt tokens, cross-entropy over the label words, a dev check every 100 calls.
+normal distribution with mean 0 and std ``projection_scale · σ̂_i / (√intrinsic_dim · sigma)``, where σ̂_0 is
+the std of the word-embedding table as the model reads it (Gemma's ``embed_scale`` included, as in p0) and σ̂_i
+(i ≥ 1) the std of block i's input hidden states on the training prompts, clipped five times to mean ± 3 std
+(the reference's outlier clipping; it measures them on the first candidate, here on the start, z = 0). The
+search is divide and conquer: one CMA-ES per block, a round giving each block one generation while the others
+stay at their best so far (:class:`~edgetune.methods.core.trainers.CMAESTrainer` with ``blocks``). Calls are
+counted as BBT counts them (one candidate over the k-shot set); the reference budget is 8,000 calls, population
+20, intrinsic dimension 500, 50 prompt tokens, cross-entropy over the label words, a dev check every 100 calls.
 
 How the deep prompt reaches the model: the prompt positions are run first, through the model's own blocks
 with a forward pre-hook adding A_i z_i to block i's input (:func:`~edgetune.methods.core.prompted.layer_input_hooks`);
@@ -38,7 +38,7 @@ from ..errors import IncompatibleError
 from .configs.bbtv2 import BBTv2Config
 from .core.config import ParamError
 from .core.input_edge import ProjectedSearch
-from .core.prompted import PromptedModel, decoder_layers, layer_input_hooks
+from .core.prompted import PromptedModel, decoder_layers, embedding_scale, layer_input_hooks
 from .core.registry import register
 
 
@@ -103,7 +103,7 @@ class BBTv2(ProjectedSearch):
                                     f"through the key/value cache); this backend's model is {self.kind_}")
         self.n_blocks_ = len(decoder_layers(model, "bbtv2", "prompt_tokens (a prompt at every block)"))
         self.p0_ = self.initial_prompt(embedding, self.prompt_tokens, self.prompt_init)
-        self.proj_std_ = [self.projection_scale * float(embedding.weight.detach().float().std())
+        self.proj_std_ = [self.projection_scale * embedding_scale(embedding, rows=None)  # Gemma's embed_scale too
                           / (np.sqrt(self.intrinsic_dim) * self.sigma)]
         self._made: dict[int, tuple[bytes, torch.Tensor]] = {}
         return DeepPromptModel(model, self.reader_, self.p0_.clone(), self.n_blocks_)

@@ -20,8 +20,9 @@ paper's; ``word_sets`` label words per class (default 1; the task's further sets
 in the same query: the registry gives two further sets for sst2, imdb, yelp, agnews, trec and rte) enter only
 the averaged calibrated scores (a prompt's hidden state does not depend on the words); prototypes start at
 each class's mean projected state under each prompt; the transport is entropic with a fixed number of
-Sinkhorn iterations, differentiated through. No reference code was available to compare with; this follows the
-paper's description.
+Sinkhorn iterations, differentiated through. The paper names its code (github.com/czlll/MPD); no copy of it could
+be reached from where this was written, so this follows the paper's description and has not been compared with
+that code.
 """
 
 from __future__ import annotations

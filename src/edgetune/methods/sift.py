@@ -15,9 +15,10 @@ remainders, so the total is exact); ``density`` gives the fraction directly (the
 Where edgetune differs: the reference spends its first optimiser step on choosing the components (no update);
 here the choice is an extra forward/backward pass on a seeded batch before training (counted in the queries),
 so every method gets the same number of update steps. The reference merges δ into W every step and keeps
-AdamW's moments on the zeroed vector; here δ stays separate (same arithmetic), so the increments are saved
-sparse — the chosen indices (int64) and their values, as safetensors — and :meth:`SIFT.merge` folds them back
-into a plain model.
+AdamW's moments on the zeroed vector; here δ stays separate, so the increments are saved sparse — the chosen
+indices (int64) and their values, as safetensors — and :meth:`SIFT.merge` folds them back into a plain model.
+That is the same arithmetic as the reference's because δ is excluded from weight decay (the reference never
+decays its sparse vector): ``weight_decay`` has no effect on SIFT.
 """
 
 from __future__ import annotations
@@ -135,7 +136,9 @@ class SIFT(GradientMethod):
         return super()._train(ids, y)
 
     def param_groups(self) -> list[dict[str, Any]]:
-        return [{"params": [p for p in self.module_.parameters() if p.requires_grad], "lr": self.learning_rate("lr")}]
+        """The increments δ, never weight-decayed (the reference does not decay its sparse vector)."""
+        return [{"params": [p for p in self.module_.parameters() if p.requires_grad], "lr": self.learning_rate("lr"),
+                 "weight_decay": 0.0}]
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """The increments and their (int64) indices: the sparse update, nothing of the frozen weights."""

@@ -325,6 +325,11 @@ class GradientMethod(InputEdgeMethod):
         """Mean ‖offset‖ / ‖embedding‖ over the training tokens, for methods that offset embeddings."""
         return None
 
+    def param_parts(self) -> dict[str, int] | None:
+        """Trainable parameters by part, for a method whose budget counts only some of them (APT's prefix, not its
+        gates); recorded in the history and shown beside the total in bench reports."""
+        return None
+
     def _train(self, ids: list[list[int]], y: torch.Tensor) -> dict[str, Any]:
         trainer = AdamWTrainer(self.settings(), description=f"training {self.name}", on_check=self.on_check)
         history = trainer.train(self, self.param_groups(), ids, y)
@@ -334,6 +339,8 @@ class GradientMethod(InputEdgeMethod):
         ratio = self.offset_ratio(ids)
         if ratio is not None:
             history["offset_ratio"] = ratio
+        if self.param_parts() is not None:
+            history["param_parts"] = self.param_parts()
         return history
 
     def costs(self) -> Costs:

@@ -112,14 +112,16 @@ def text_prompt_ids(token_ids: list[int], tokens: int) -> list[int]:
     return (token_ids * reps)[:tokens]
 
 
-def embedding_scale(embedding: torch.nn.Module) -> float:
+def embedding_scale(embedding: torch.nn.Module, rows: int | None = 8192) -> float:
     """Standard deviation of the input-embedding elements as the model reads them (Gemma-style
-    ``embed_scale`` included): the scale a soft prompt's learning rate is measured against."""
+    ``embed_scale`` included): the scale a soft prompt's learning rate is measured against (over ``rows``
+    evenly spaced rows of the table; None: the whole table, as BBT's projection reads it)."""
     with torch.no_grad():
         weight = embedding.weight.detach().float()
-        rows = weight[torch.linspace(0, len(weight) - 1, min(len(weight), 8192)).long()]
+        if rows is not None:
+            weight = weight[torch.linspace(0, len(weight) - 1, min(len(weight), rows)).long()]
         scale = getattr(embedding, "embed_scale", None)
-        return float(rows.std()) * (float(scale) if scale is not None else 1.0)
+        return float(weight.std()) * (float(scale) if scale is not None else 1.0)
 
 
 def decoder_layers(model: Any, method: str, parameter: str) -> torch.nn.ModuleList:
