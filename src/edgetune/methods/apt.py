@@ -104,8 +104,7 @@ class APT(GradientMethod):
     def saved_shapes(self, tensors: dict[str, Any]) -> dict[str, tuple[int | None, ...]]:
         blocks, d = self.saved_axis(tensors, "keys", 0), self.saved_axis(tensors, "gates.0.weight", 1)
         kv = self.saved_axis(tensors, "keys", 1) * self.saved_axis(tensors, "keys", 3)
-        # the longest prefix within the budget (as _tokens_in_budget), in closed form: its count is linear in l
-        tokens = self.prefix_tokens or (self.budget_tokens * d) // (blocks * 2 * kv)
+        tokens = self.prefix_tokens or self._prefix_in_budget(blocks, d, kv)
         keys = (blocks, None, tokens, None)
         return {"keys": keys, "values": keys, "scales": (blocks,),
                 **{f"gates.{i}.{p}": (tokens, d) if p == "weight" else (tokens,)
@@ -131,12 +130,16 @@ class APT(GradientMethod):
         width); the gates are not charged to the budget (see the module docstring)."""
         keys, _ = self._text_prefix(model, embedding, 1)
         kv = keys.shape[1] * keys.shape[3]
-        tokens = self.budget_tokens * d // apt_params(blocks, d, kv, 1)["prefix"]
+        tokens = self._prefix_in_budget(blocks, d, kv)
         if tokens < 1:
             raise ParamError(f"apt: budget_tokens={self.budget_tokens} leaves no room for one prefix token in "
                              f"each of {blocks} layers ({apt_params(blocks, d, kv, 1)['prefix']:,} prefix "
                              f"parameters); raise budget_tokens")
         return tokens
+
+    def _prefix_in_budget(self, blocks: int, d: int, kv: int) -> int:
+        """The longest prefix whose keys and values fit ``budget_tokens·d`` (their count is linear in l)."""
+        return self.budget_tokens * d // apt_params(blocks, d, kv, 1)["prefix"]
 
     @torch.no_grad()
     def _text_prefix(self, model: Any, embedding: nn.Module, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:

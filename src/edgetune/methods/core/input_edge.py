@@ -339,8 +339,9 @@ class GradientMethod(InputEdgeMethod):
         ratio = self.offset_ratio(ids)
         if ratio is not None:
             history["offset_ratio"] = ratio
-        if self.param_parts() is not None:
-            history["param_parts"] = self.param_parts()
+        parts = self.param_parts()
+        if parts is not None:
+            history["param_parts"] = parts
         return history
 
     def costs(self) -> Costs:
