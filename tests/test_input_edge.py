@@ -1,5 +1,7 @@
 """Input-edge methods (ADePT, DePT, prompt tuning, LoRA) on tiny random models."""
 
+from collections import Counter
+
 import numpy as np
 import pytest
 import torch
@@ -214,6 +216,18 @@ def test_the_dev_split_is_drawn_from_the_pool_outside_the_sample(make_backend, t
     m.fit(sample)
     assert m.dev_size_ == len(dev)  # what fit checks on
     assert m.dev_split(["a text"]) is None  # plain texts carry no pool
+
+
+def test_a_class_short_of_dev_examples_shrinks_the_dev_split_evenly(make_backend, toy_task):
+    """The pool holds 10 texts per class: at 7 shots 3 are left per class, so the dev split is 3 per class (it was
+    dropped, leaving training to keep its last step); a class with nothing left drops it."""
+    m = small(PromptTuning, make_backend("causal"), steps=1, seed=3)
+    sample = toy_task.sample(7, 0)
+    dev = m.dev_split(sample)
+    assert dev is not None and sorted(Counter(dev.y).values()) == [3, 3] and not set(dev.ids) & set(sample.ids)
+    m.set_params(dev_shots=2)
+    assert sorted(Counter(m.dev_split(sample).y).values()) == [2, 2]  # fewer asked than left: as asked
+    assert m.set_params(dev_shots=None).dev_split(toy_task.sample(10, 0)) is None  # nothing left
 
 
 def test_select_by_and_max_grad_norm_are_checked(make_backend, toy_task):

@@ -11,8 +11,8 @@ the same way for all of them:
   truncation and label words as DecT) and padded by it (:meth:`Backend.collate`);
 - the objective is cross-entropy over the label words' logits read by the backend's
   :class:`~edgetune.backends.local.LabelReader` (the forward pass feature extraction uses);
-- a dev split of k per class is drawn from the task's train pool, disjoint from the training sample,
-  and the checkpoint with the best dev accuracy is kept;
+- a dev split of k per class (fewer, still balanced, when a class runs short) is drawn from the task's train
+  pool, disjoint from the training sample, and the checkpoint ``select_by`` picks among its checks is kept;
 - only trainable parameters are saved (safetensors + JSON config), and loading checks the model.
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 from abc import abstractmethod
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -162,12 +163,20 @@ class InputEdgeMethod(Method):
 
     def dev_split(self, X: Any) -> Dataset | None:
         """The dev split :meth:`fit` draws for a task sample ``X``: k per class from the task's train pool,
-        disjoint from ``X`` (seeded by ``seed``); ``None`` for plain texts or a pool too small."""
+        disjoint from ``X`` (seeded by ``seed``; k = ``dev_shots``, else the sample's shots). When some class has
+        fewer than k left outside the sample, every class gets as many as that class has left, so the split stays
+        balanced (trec at 64 shots: its rarest class has 22 left, so 22 per class) rather than being dropped, as it
+        was before: a run without a dev split keeps its last step whatever happened to it. ``None`` for plain
+        texts, a multi-label sample, or a class with nothing left."""
         task = getattr(X, "task", None)
-        if task is None or not isinstance(X, Dataset):
+        if task is None or not isinstance(X, Dataset) or X.multi_label:
             return None
         rest = task.load("train").excluding(X)
         shots = self.dev_shots or X.shots or max(1, len(X) // max(1, len(X.labels)))
+        left = Counter(ex.label for ex in rest.examples)
+        shots = min([shots, *(left.get(lab, 0) for lab in rest.labels)])
+        if shots < 1:
+            return None
         try:
             return sample_k_per_class(rest, shots, self.seed + 10_000)
         except DataError:
