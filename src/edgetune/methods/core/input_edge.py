@@ -165,9 +165,8 @@ class InputEdgeMethod(Method):
         """The dev split :meth:`fit` draws for a task sample ``X``: k per class from the task's train pool,
         disjoint from ``X`` (seeded by ``seed``; k = ``dev_shots``, else the sample's shots). When some class has
         fewer than k left outside the sample, every class gets as many as that class has left, so the split stays
-        balanced (trec at 64 shots: its rarest class has 22 left, so 22 per class) rather than being dropped, as it
-        was before: a run without a dev split keeps its last step whatever happened to it. ``None`` for plain
-        texts, a multi-label sample, or a class with nothing left."""
+        balanced (trec at 64 shots: its rarest class has 22 left, so 22 per class); without a split, training keeps
+        its last step. ``None`` for plain texts, a multi-label sample, or a class with nothing left."""
         task = getattr(X, "task", None)
         if task is None or not isinstance(X, Dataset) or X.multi_label:
             return None
