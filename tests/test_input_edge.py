@@ -230,6 +230,21 @@ def test_a_class_short_of_dev_examples_shrinks_the_dev_split_evenly(make_backend
     assert m.set_params(dev_shots=None).dev_split(toy_task.sample(10, 0)) is None  # nothing left
 
 
+def test_the_dev_split_never_holds_a_held_out_validation_example(make_backend, toy_task):
+    """A validation split held out of the train pool (a bench's ``eval: {split: heldout}``) is reserved: samples
+    drawn from the rest carry its ids, and the dev split a method draws from the task's pool leaves them out (it
+    used not to: on trec at 48 shots the rarest class's whole validation share sat in the dev split)."""
+    from edgetune.data.sampling import draw, held_out
+
+    val, rest = held_out(toy_task.load("train"), 3, 7)  # 10 per class: 3 held out, 7 left
+    assert rest.reserved == set(val.ids) and not set(rest.ids) & set(val.ids)
+    sample = draw(rest, 4, 0)
+    assert sample.reserved == rest.reserved and draw(rest, 6, 0, "natural").reserved == rest.reserved
+    dev = small(PromptTuning, make_backend("causal"), steps=1, seed=3).dev_split(sample)
+    assert dev is not None and sorted(Counter(dev.y).values()) == [3, 3]  # 10 - 3 held out - 4 sampled
+    assert not set(dev.ids) & (set(val.ids) | set(sample.ids))
+
+
 def test_select_by_and_max_grad_norm_are_checked(make_backend, toy_task):
     with pytest.raises(EdgetuneError, match="select_by"):
         small(ADePT, make_backend("causal"), steps=1, select_by="f1").fit(toy_task.sample(2, 0))

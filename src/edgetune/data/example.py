@@ -48,6 +48,9 @@ class Dataset(Sequence[Example]):
     task: Any = field(default=None, compare=False)  # the Task it came from (carries template and words)
     #: labels a multi-label sample holds fewer than ``shots`` of (the pool had no more)
     short: tuple[str, ...] = ()
+    #: ids of examples held out of the pool this dataset is (or was drawn from) for validation: nothing drawn for a
+    #: method from the task's pool — a sample, a dev split — may use them (:func:`~edgetune.data.sampling.held_out`)
+    reserved: frozenset[str] = field(default=frozenset(), compare=False)
 
     def __len__(self) -> int:
         return len(self.examples)

@@ -3,6 +3,8 @@ test subsampling."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from ..errors import DataError
@@ -28,7 +30,7 @@ def sample_k_per_class(pool: Dataset, shots: int, seed: int) -> Dataset:
             )
         chosen.extend(sorted(rng.choice(idx, size=shots, replace=False).tolist()))
     return Dataset(tuple(pool.examples[i] for i in chosen), pool.labels, name=pool.name, seed=seed, shots=shots,
-                   task=pool.task)
+                   task=pool.task, reserved=pool.reserved)
 
 
 def sample_k_per_label(pool: Dataset, shots: int, seed: int) -> Dataset:
@@ -58,7 +60,7 @@ def sample_k_per_label(pool: Dataset, shots: int, seed: int) -> Dataset:
         taken[rng.choice(free, size=min(need, len(free)), replace=False)] = True
     short = tuple(lab for lab, n in zip(pool.labels, counts, strict=True) if n < shots)
     return Dataset(tuple(pool.examples[i] for i in np.flatnonzero(taken)), pool.labels, name=pool.name, seed=seed,
-                   shots=shots, task=pool.task, short=short)
+                   shots=shots, task=pool.task, short=short, reserved=pool.reserved)
 
 
 def sample_natural(pool: Dataset, n: int, seed: int) -> Dataset:
@@ -84,7 +86,8 @@ def sample_natural(pool: Dataset, n: int, seed: int) -> Dataset:
     first = [int(rng.choice(by_label[lab])) for lab in labels]
     rest = np.setdiff1d(np.arange(len(pool)), first)
     chosen = sorted(first + rng.choice(rest, size=n - len(first), replace=False).tolist())
-    return Dataset(tuple(pool.examples[i] for i in chosen), labels, name=pool.name, seed=seed, shots=n, task=pool.task)
+    return Dataset(tuple(pool.examples[i] for i in chosen), labels, name=pool.name, seed=seed, shots=n, task=pool.task,
+                   reserved=pool.reserved)
 
 
 def check_natural_size(name: str, n: int, n_labels: int) -> None:
@@ -132,6 +135,9 @@ def subsample(ds: Dataset, size: int, seed: int = 0) -> Dataset:
 def held_out(pool: Dataset, per_class: int, seed: int) -> tuple[Dataset, Dataset]:
     """(validation, rest): ``per_class`` examples of every label drawn from ``pool`` with ``seed`` as a validation
     split, and the pool without them, which few-shot samples are then drawn from (so no sample ever holds a
-    validation example, and choices made on it never touch a test set)."""
+    validation example, and choices made on it never touch a test set). The rest, and every sample drawn from it,
+    carries the validation ids as :attr:`Dataset.reserved`, so a method's dev split, drawn from the task's whole
+    train pool, leaves them out too."""
     val = (sample_k_per_label if pool.multi_label else sample_k_per_class)(pool, per_class, seed)
-    return val, pool.excluding(val)
+    rest = pool.excluding(val)
+    return val, replace(rest, reserved=rest.reserved | {e.id for e in val if e.id is not None})

@@ -163,14 +163,16 @@ class InputEdgeMethod(Method):
 
     def dev_split(self, X: Any) -> Dataset | None:
         """The dev split :meth:`fit` draws for a task sample ``X``: k per class from the task's train pool,
-        disjoint from ``X`` (seeded by ``seed``; k = ``dev_shots``, else the sample's shots). When some class has
-        fewer than k left outside the sample, every class gets as many as that class has left, so the split stays
-        balanced (trec at 64 shots: its rarest class has 22 left, so 22 per class); without a split, training keeps
-        its last step. ``None`` for plain texts, a multi-label sample, or a class with nothing left."""
+        disjoint from ``X`` and from the validation examples ``X.reserved`` names (seeded by ``seed``; k =
+        ``dev_shots``, else the sample's shots). When some class has fewer than k left, every class gets as many as
+        that class has left, so the split stays balanced (trec at 64 shots: its rarest class has 22 left, so 22
+        per class); without a split, training keeps its last step. ``None`` for plain texts, a multi-label sample,
+        or a class with nothing left."""
         task = getattr(X, "task", None)
         if task is None or not isinstance(X, Dataset) or X.multi_label:
             return None
-        rest = task.load("train").excluding(X)
+        pool = task.load("train")
+        rest = pool.excluding(X, [e for e in pool.examples if e.id in X.reserved])
         shots = self.dev_shots or X.shots or max(1, len(X) // max(1, len(X.labels)))
         left = Counter(ex.label for ex in rest.examples)
         shots = min([shots, *(left.get(lab, 0) for lab in rest.labels)])
