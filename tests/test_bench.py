@@ -300,3 +300,25 @@ def test_bad_eval_cache_and_views_are_one_line(tmp_path, key, value, message):
 
     with pytest.raises(DataError, match=message):
         BenchConfig.from_dict({"name": "x", "tasks": ["sst2"], "methods": ["dect"], key: value})
+
+
+def test_the_replayed_selection_rules_pick_the_checks_they_name():
+    """The checks view's rules on one hand-made curve (dev of 50: two examples = 0.04; the window is accuracy ≥
+    0.86, checks 2 and 3): edgetune's pick is the lower loss inside it, the latest-in-window rule the later one,
+    and the last-check rules fall back to edgetune's pick when the last check left the window or a rollback fired."""
+    import numpy as np
+
+    from edgetune.bench.report import RULES
+
+    a, loss = np.array([0.5, 0.8, 0.9, 0.88, 0.7]), np.array([1.0, 0.3, 0.3, 0.35, 0.2])
+    picks = {name: rule(a, loss, 50, {"rollbacks": []}) for name, rule in RULES.items()}
+    assert picks == {
+        "dev accuracy, earliest best (the papers' rule)": 2, "dev accuracy, latest best": 2,
+        "dev loss, among checks ≥ the start's accuracy": 4,
+        "dev loss, also within 2 dev examples of the best accuracy (edgetune)": 2,
+        "latest check within edgetune's window": 3,
+        "last check if within edgetune's window, else edgetune's pick": 2,
+        "last check, or edgetune's pick if a rollback fired": 4, "last check": 4}
+    assert RULES["last check, or edgetune's pick if a rollback fired"](a, loss, 50, {"rollbacks": [[40, 20]]}) == 2
+    a[4] = 0.9  # the last check back in the window: kept
+    assert RULES["last check if within edgetune's window, else edgetune's pick"](a, loss, 50, {}) == 4

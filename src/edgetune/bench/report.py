@@ -7,6 +7,7 @@ import json
 import math
 import os
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -217,15 +218,22 @@ def paired(lines: list[dict[str, Any]], baseline: str, default_models: list[str]
     return [*md, ""]
 
 
-#: selection rules a ``checks`` view replays on recorded dev curves: (dev accuracies, dev losses, dev size) -> the
-#: index of the check kept
+#: the selection rule edgetune trains with (``select_by="loss"``), as the checks view names it
+EDGETUNE_RULE = "dev loss, also within 2 dev examples of the best accuracy (edgetune)"
+#: selection rules a ``checks`` view replays on recorded dev curves: (dev accuracies, dev losses, dev size, the run's
+#: training record) -> the index of the check kept
 RULES: dict[str, Any] = {
-    "dev accuracy, earliest best (the papers' rule)": lambda a, loss, n: int(np.argmax(a)),
-    "dev accuracy, latest best": lambda a, loss, n: int(len(a) - 1 - np.argmax(a[::-1])),
-    "dev loss, among checks ≥ the start's accuracy": lambda a, loss, n: int(
+    "dev accuracy, earliest best (the papers' rule)": lambda a, loss, n, t: int(np.argmax(a)),
+    "dev accuracy, latest best": lambda a, loss, n, t: int(len(a) - 1 - np.argmax(a[::-1])),
+    "dev loss, among checks ≥ the start's accuracy": lambda a, loss, n, t: int(
         min((i for i in range(len(a)) if a[i] >= a[0]), key=lambda i: loss[i])),
-    "dev loss, also within 2 dev examples of the best accuracy (edgetune)": lambda a, loss, n: _choose(a, loss, n),
-    "last check": lambda a, loss, n: len(a) - 1,
+    EDGETUNE_RULE: lambda a, loss, n, t: _choose(a, loss, n),
+    "latest check within edgetune's window": lambda a, loss, n, t: _latest_in_window(a, n),
+    "last check if within edgetune's window, else edgetune's pick": lambda a, loss, n, t: (
+        len(a) - 1 if _latest_in_window(a, n) == len(a) - 1 else _choose(a, loss, n)),
+    "last check, or edgetune's pick if a rollback fired": lambda a, loss, n, t: (
+        _choose(a, loss, n) if t.get("rollbacks") else len(a) - 1),
+    "last check": lambda a, loss, n, t: len(a) - 1,
 }
 
 
@@ -235,11 +243,45 @@ def _choose(a: np.ndarray, loss: np.ndarray, n_dev: int) -> int:
     return choose([(i, a[i], loss[i], None) for i in range(len(a))], "loss", n_dev)
 
 
+def _latest_in_window(a: np.ndarray, n_dev: int) -> int:
+    """The latest check that edgetune's loss rule could keep: at least as accurate on dev as the start and within
+    two dev examples of the most accurate check."""
+    from ..methods.core.selection import accuracy_floor
+
+    floor = accuracy_floor(list(a), n_dev)
+    return max(i for i in range(len(a)) if a[i] >= floor)
+
+
+def rule_table(runs: list[Mapping[str, Any]]) -> list[str]:
+    """Per selection rule, the eval accuracy at the check it keeps over ``runs`` (training records with dev curves
+    and ``eval_accuracy`` per check): mean, sample std, worst run, and the per-run difference from edgetune's rule
+    (mean ± standard error; runs ahead / level / behind), beside the best check in hindsight."""
+    picks: dict[str, list[float]] = {name: [] for name in [*RULES, "best check in hindsight (eval)"]}
+    for t in runs:
+        a = np.array([v for _, v in t["dev_accuracy"]])
+        loss = np.array([v for _, v in t["dev_loss"]])
+        ev = np.array(t["eval_accuracy"])
+        for name, rule in RULES.items():
+            picks[name].append(float(ev[rule(a, loss, t.get("n_dev", 0), t)]))
+        picks["best check in hindsight (eval)"].append(float(ev.max()))
+    base = 100 * np.array(picks[EDGETUNE_RULE])
+    md = ["| rule | mean | std | worst | Δ vs edgetune's | ahead / level / behind |", "|---|---:|---:|---:|---:|---:|"]
+    for name, vals in picks.items():
+        v = 100 * np.array(vals)
+        d = v - base
+        std = f"{v.std(ddof=1):.1f}" if len(v) > 1 else ""
+        se = f" ± {d.std(ddof=1) / np.sqrt(len(d)):.1f}" if len(d) > 1 else ""
+        md.append(f"| {name} | {v.mean():.1f} | {std} | {v.min():.1f} | {d.mean():+.1f}{se} | "
+                  f"{int((d > 1e-9).sum())} / {int((abs(d) <= 1e-9).sum())} / {int((d < -1e-9).sum())} |")
+    return md
+
+
 def checks(lines: list[dict[str, Any]], default_models: list[str]) -> list[str]:
     """Gradient-trained cells check by check: per method label, the eval accuracy at the check each selection
     rule keeps (replayed on the recorded dev curves; mean, sample std and worst over runs) beside the best check in
-    hindsight, and per run its curves — training loss since the previous check, dev accuracy, eval accuracy — and
-    the check training kept. Eval accuracy per check is recorded with ``eval: {at_checks: true}``."""
+    hindsight (see :func:`rule_table`), and per run its curves — training loss since the previous check, dev
+    accuracy, eval accuracy — and the check training kept; then the rules over all runs pooled. Eval accuracy per
+    check is recorded with ``eval: {at_checks: true}``."""
     runs = [c for c in latest_cells(lines).values() if len((c.get("training") or {}).get("dev_loss") or []) > 1]
     md = ["## Check by check", "",
           "Eval accuracy % at the dev check each selection rule keeps (replayed on each run's recorded dev curve; "
@@ -252,21 +294,9 @@ def checks(lines: list[dict[str, Any]], default_models: list[str]) -> list[str]:
         tasks = ", ".join(dict.fromkeys(c.get("task_name", c["task"]) for c in cs))
         md += [f"### {_label(method, model, default_models)}: {tasks} ({len(cs)} run{'s' if len(cs) > 1 else ''})",
                ""]
-        scored = [c for c in cs if c["training"].get("eval_accuracy")]
+        scored = [c["training"] for c in cs if c["training"].get("eval_accuracy")]
         if scored:
-            md += ["| rule | mean | std | worst |", "|---|---:|---:|---:|"]
-            for name in [*RULES, "best check in hindsight (eval)"]:
-                vals = []
-                for c in scored:
-                    t = c["training"]
-                    a = np.array([v for _, v in t["dev_accuracy"]])
-                    loss = np.array([v for _, v in t["dev_loss"]])
-                    ev = np.array(t["eval_accuracy"])
-                    rule = RULES.get(name)
-                    vals.append(ev.max() if rule is None else ev[rule(a, loss, t.get("n_dev", 0))])
-                std = f"{100 * np.std(vals, ddof=1):.1f}" if len(vals) > 1 else ""
-                md.append(f"| {name} | {100 * np.mean(vals):.1f} | {std} | {100 * np.min(vals):.1f} |")
-            md.append("")
+            md += [*rule_table(scored), ""]
         md += ["| run | training loss | dev % | eval % | kept |", "|---|---|---|---|---:|"]
         for c in cs:
             t = c["training"]
@@ -276,6 +306,9 @@ def checks(lines: list[dict[str, Any]], default_models: list[str]) -> list[str]:
             kept = f"step {t['best_step']}" if t.get("best_step") is not None else ""
             md.append(f"| {c.get('task_name', c['task'])} seed {c['seed']} | {loss} | {dev} | {ev} | {kept} |")
         md.append("")
+    pooled = [c["training"] for c in runs if c["training"].get("eval_accuracy")]
+    if len(groups) > 1 and pooled:
+        md += [f"### All runs pooled ({len(pooled)})", "", *rule_table(pooled), ""]
     return md
 
 

@@ -18,12 +18,13 @@ def choose(checks: Sequence[tuple[int, float, float, Any]], select_by: str, n_de
     accs = [c[1] for c in checks]
     if select_by == "accuracy":
         return accs.index(max(accs))
-    floor = _floor(accs, n_dev)
+    floor = accuracy_floor(accs, n_dev)
     return min((i for i, a in enumerate(accs) if a >= floor), key=lambda i: checks[i][2])
 
 
-def _floor(accs: Sequence[float], n_dev: int) -> float:
-    """The loss rule's accuracy floor: the start's dev accuracy, or two dev examples below the best, if higher."""
+def accuracy_floor(accs: Sequence[float], n_dev: int) -> float:
+    """The loss rule's accuracy floor (its window's lower edge): the start's dev accuracy, or two dev examples below
+    the best, if higher."""
     return max(accs[0], max(accs) - 2.0 / max(n_dev, 1) - 1e-9)
 
 
@@ -40,7 +41,7 @@ def unchoosable(checks: Sequence[tuple[int, float, float, Any]], select_by: str,
     if select_by == "accuracy":
         return [i for i in range(len(checks)) if i != keep]
     accs = [c[1] for c in checks]
-    floor = _floor(accs, n_dev)
+    floor = accuracy_floor(accs, n_dev)
 
     def dominated(i: int) -> bool:
         return any(j != i and accs[j] >= accs[i] and (checks[j][2], j) < (checks[i][2], i) for j in range(len(checks)))
