@@ -117,3 +117,17 @@ def test_on_check_sees_every_dev_check(make_backend, toy_task):
     m.fit(toy_task.sample(4, seed=0))
     assert [s for s, _, _ in seen] == [s for s, _ in m.history_["dev_accuracy"]] == [0, 2, 4]
     assert [a for _, a, _ in seen] == [a for _, a in m.history_["dev_accuracy"]]
+
+
+def test_the_factor_rule_keeps_the_step_it_was_measured_with_when_the_prompt_ratio_moves():
+    """The soft-prompt family's "auto" ratio (PROMPT_LR_RATIO) and ACCEPT's / LAMP's factor step (FACTOR_LR_RATIO) are
+    separate defaults: moving one (session 25: 0.3 → 0.1 for prompt tuning, ADePT, DePT) leaves the other alone."""
+    from edgetune.methods.core.config import FACTOR_LR_RATIO, PROMPT_LR_RATIO
+
+    configs = declared()
+    for name in ("pt", "adept", "dept"):
+        assert configs[name]().prompt_lr_ratio == PROMPT_LR_RATIO
+    for name in ("accept", "lamp"):
+        assert configs[name]().prompt_lr_ratio == FACTOR_LR_RATIO
+    assert PROMPT_LR_RATIO != FACTOR_LR_RATIO
+    assert configs["accept"](prompt_lr_ratio=0.1).prompt_lr_ratio == 0.1  # still a parameter

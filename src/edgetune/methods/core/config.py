@@ -37,6 +37,12 @@ MAX_LR = 1e3
 #: the largest ``seed`` (numpy's and scikit-learn's seeds are 32-bit)
 MAX_SEED = 2**32 - 1
 PROMPT_INITS = ("vocab", "text", "range", "zeros")
+#: A soft prompt's learning rate as a ratio to the backbone's embedding scale (``lr_prompt="auto"``): 0.1 × 0.136 =
+#: 0.014 on SmolLM2, 0.1 × 1.03 = 0.10 on Gemma-3-270M (why this default: benchmarks/results/README.md, 'Where the
+#: defaults come from').
+PROMPT_LR_RATIO = 0.1
+#: the ratio ACCEPT's and LAMP's factor rule (``factor_rates``) was measured with: their ``"auto"`` keeps it
+FACTOR_LR_RATIO = 0.3
 INPUT_COLUMNS = ("text_col", "text_b_col")  # every method's: where a DataFrame's texts are
 TEMPLATE_EXAMPLE = "'{text} It was {mask}'"
 SELECT_BY = ("loss", "accuracy")  # which dev checkpoint a gradient method keeps (see AdamWTrainer)
@@ -413,7 +419,7 @@ class SoftPromptConfig(GradientConfig):
                                            "embedding scale)", learning_rate(auto=True))
     prompt_init: str = param("text", "how the soft prompt starts: 'text', 'vocab', 'range' or 'zeros'",
                              one_of(*PROMPT_INITS))
-    prompt_lr_ratio: float = param(0.3, "the 'auto' prompt rate as a ratio to the embedding scale",
+    prompt_lr_ratio: float = param(PROMPT_LR_RATIO, "the 'auto' prompt rate as a ratio to the embedding scale",
                                    number(0, MAX_LR, low_open=True))
 
     def prompt_positions(self) -> int:

@@ -20,10 +20,6 @@ from ...backends.precision import autocast_for
 from ...errors import IncompatibleError
 from .config import ParamError
 
-#: A soft prompt's learning rate as a ratio to the backbone's embedding scale (``lr_prompt="auto"``):
-#: 0.3 × 0.136 = 0.041 on SmolLM2 (why this default: benchmarks/results/README.md, 'Where the defaults come from').
-PROMPT_LR_RATIO = 0.3
-
 
 class PromptedModel(torch.nn.Module):
     """The frozen ``model`` read through ``reader``; ``soft_prompt`` (m, d), when given, is prepended."""
