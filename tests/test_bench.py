@@ -322,3 +322,32 @@ def test_the_replayed_selection_rules_pick_the_checks_they_name():
     assert RULES["last check, or edgetune's pick if a rollback fired"](a, loss, 50, {"rollbacks": [[40, 20]]}) == 2
     a[4] = 0.9  # the last check back in the window: kept
     assert RULES["last check if within edgetune's window, else edgetune's pick"](a, loss, 50, {}) == 4
+
+
+def test_a_resumed_grid_notices_a_default_that_moved_since_its_cells_ran(config_file, tmp_path, monkeypatch):
+    """Cells record the declared defaults they ran with; resuming after a default moved refuses (a record is never
+    mixed with cells run under another default), and naming the old value in the config's params resumes."""
+    from edgetune.bench import runner
+    from edgetune.errors import EdgetuneError
+    from edgetune.methods.core.config import PROMPT_LR_RATIO
+
+    results = tmp_path / "out" / "results.jsonl"
+    assert main(["bench", str(config_file), "--no-progress", "--no-plots", "--seeds", "1", "--methods",
+                 "pt-short"]) == 0
+    spec = next(c for c in read_results(results) if c["type"] == "cell")["spec"]
+    assert spec["defaults"]["prompt_lr_ratio"] == PROMPT_LR_RATIO and "steps" not in spec["defaults"]
+    config = BenchConfig.from_yaml(config_file).narrowed(seeds=[1], methods=["pt-short"])
+    assert runner.check_run(config) == 0  # nothing moved: done
+
+    today = runner._defaults
+    monkeypatch.setattr(runner, "_defaults", lambda entry: {**today(entry), "prompt_lr_ratio": 0.7})
+    with pytest.raises(EdgetuneError, match=f"default prompt_lr_ratio was {PROMPT_LR_RATIO!r}, now 0.7"):
+        runner.check_run(config)
+    raw = yaml.safe_load(config_file.read_text())
+    raw["methods"][-1]["params"]["prompt_lr_ratio"] = PROMPT_LR_RATIO  # the value those cells ran with
+    config_file.write_text(yaml.safe_dump(raw))
+    assert runner.check_run(BenchConfig.from_yaml(config_file).narrowed(seeds=[1], methods=["pt-short"])) == 0
+    raw["methods"][-1]["params"]["prompt_lr_ratio"] = 0.7  # another value given: other cells
+    config_file.write_text(yaml.safe_dump(raw))
+    with pytest.raises(EdgetuneError, match="prompt_lr_ratio"):
+        runner.check_run(BenchConfig.from_yaml(config_file).narrowed(seeds=[1], methods=["pt-short"]))

@@ -141,10 +141,15 @@ def _plan(config: BenchConfig, output: str | os.PathLike | None, save_dir: str |
                                                                                                     recorded[k])]
     if conflicts:
         (model, task, shots, seed, entry), old = conflicts[0]
+        then, now = old.get("spec") or {}, _spec(config, entry)
+        given = {*(then.get("params") or {}), *(now.get("params") or {})}
+        moved = _moved_defaults(then, now)
+        settings = (", ".join(f"default {k} was {a!r}, now {b!r}" for k, (a, b) in sorted(moved.items()))
+                    if moved and not given & set(moved) else f"{_describe(old)}; now {_describe_entry(config, entry)}")
         raise EdgetuneError(
             f"{path} already holds {entry.label} on {task_key(task)} ({model}, {shots}-shot, seed {seed}) run with "
-            f"other settings ({_describe(old)}; now {_describe_entry(config, entry)}); {len(conflicts)} cell(s) "
-            "differ. Records are never replaced: write to another folder (-o) or give the method another label")
+            f"other settings ({settings}); {len(conflicts)} cell(s) differ. Records are never replaced: write to "
+            "another folder (-o), give the method another label, or name the old value in the config's params")
     saving = save_dir is not None
     names = {task_key(t): config.load_task(t).name for t in config.tasks} if saving else {}
     wanted = {id(c): Path(save_dir) / save_name(names[task_key(c[1])], c[4].label, c[2], c[3])  # type: ignore[arg-type]
@@ -208,11 +213,36 @@ def _eval_split(config: BenchConfig, task: Task) -> tuple[Any, int, Any]:
 
 def _spec(config: BenchConfig, entry: MethodEntry) -> dict[str, Any]:
     """What, beside the cell's key, decides a cell's result: the method, its given parameters, the test size (or
-    the held-out split)."""
+    the held-out split), and the declared defaults of the parameters it leaves unset."""
     spec = {"name": entry.name, "params": _plain(entry.params), "test_size": config.test_size}
     if config.sample != "per_class":
         spec["sample"] = config.sample
+    if defaults := _defaults(entry):
+        spec["defaults"] = defaults
     return {**spec, "eval": config.eval} if config.eval != {"split": "test"} else spec
+
+
+def _defaults(entry: MethodEntry) -> dict[str, Any]:
+    """The declared defaults of the parameters ``entry`` leaves unset (the seed aside): recorded with each cell, so
+    that a record says what ran and a resumed study notices a default that moved since its cells ran."""
+    config = declarations().get(entry.name)
+    if config is None:
+        return {}
+    given = set(_renamed(entry.name, entry.params))
+    unset = {k: v for k, v in config.defaults().items() if k not in given and k != "seed"}
+    return json.loads(json.dumps(_plain(unset)))
+
+
+def _moved_defaults(recorded: Mapping[str, Any], now: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Parameters whose value as run (given, else its recorded default) differs between two specs that both record
+    defaults: name -> (then, now). A parameter added or removed since is not a move; records written before
+    defaults were kept have none."""
+    if "defaults" not in recorded or "defaults" not in now:
+        return {}
+    then = {**recorded["defaults"], **(recorded.get("params") or {})}
+    today = {**now["defaults"], **(now.get("params") or {})}
+    moved = {k: (then[k], today[k]) for k in then.keys() & today.keys() if then[k] != today[k] and k != "seed"}
+    return moved | {k: (None, v) for k, v in (now.get("params") or {}).items() if k not in then and k != "seed"}
 
 
 def _renamed(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -226,7 +256,15 @@ def _same_spec(config: BenchConfig, cell: tuple, record: Mapping[str, Any]) -> b
     if "spec" in record:
         spec = dict(record["spec"])
         spec["params"] = _renamed(str(spec.get("name")), spec.get("params") or {})
-        return spec == json.loads(json.dumps(_spec(config, entry)))
+        now = json.loads(json.dumps(_spec(config, entry)))
+        if "defaults" in spec and "defaults" in now:  # compare the values as run, given or by default
+            if _moved_defaults(spec, now):
+                return False
+            spec.pop("params")
+            now.pop("params")
+        spec.pop("defaults", None)
+        now.pop("defaults", None)
+        return spec == now
     # records written before specs were kept: the method and its parameters (the run's seed aside)
     old = {k: v for k, v in _renamed(entry.name, record.get("params") or {}).items() if k != "seed"}
     now = {k: v for k, v in json.loads(json.dumps(_plain(entry.params))).items() if k != "seed"}
