@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..core.config import FACTOR_LR_RATIO, MAX_LR, SoftPromptConfig, learning_rate, number, param, whole
+from ..core.config import FactoredPromptConfig, learning_rate, param, whole
 
 
 @dataclass(kw_only=True)
-class ACCEPTConfig(SoftPromptConfig):
+class ACCEPTConfig(FactoredPromptConfig):
     name: ClassVar[str] = "accept"
     estimator: ClassVar[str] = "ACCEPT"
     display_name: ClassVar[str] = "ACCEPT"
@@ -20,9 +20,6 @@ class ACCEPTConfig(SoftPromptConfig):
         "steps": 2, "batch_size": 4, "eval_every": 1, "prompt_tokens": 4, "budget_tokens": 8, "positions": 8,
         "sub_dim": 8, "offset_sub_dim": 8}
 
-    prompt_lr_ratio: float = param(FACTOR_LR_RATIO, "the 'auto' rate's prompt step as a ratio to the embedding "
-                                                    "scale, shared among the factors (factor_rates)",
-                                   number(0, MAX_LR, low_open=True))
     prompt_tokens: int = param(60, "prompt length m", whole(1))
     sub_dim: int = param(32, "slice width of the prompt's codebooks; must divide d", whole(1))
     codebook_size: int | None = param(None, "codewords per prompt slice (None: the largest within prompt_tokens·d)",

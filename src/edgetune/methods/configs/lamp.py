@@ -5,21 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..core.config import (
-    FACTOR_LR_RATIO,
-    MAX_LR,
-    PROMPT_INITS,
-    SoftPromptConfig,
-    learning_rate,
-    number,
-    one_of,
-    param,
-    whole,
-)
+from ..core.config import PROMPT_INITS, FactoredPromptConfig, learning_rate, one_of, param, whole
 
 
 @dataclass(kw_only=True)
-class LAMPConfig(SoftPromptConfig):
+class LAMPConfig(FactoredPromptConfig):
     name: ClassVar[str] = "lamp"
     estimator: ClassVar[str] = "LAMP"
     display_name: ClassVar[str] = "LAMP"
@@ -31,9 +21,6 @@ class LAMPConfig(SoftPromptConfig):
 
     lr_prompt: float | str = param(0.003, "AdamW rate of every factor ('auto': the worst-case factor bound, "
                                           "factor_rates)", learning_rate(auto=True))
-    prompt_lr_ratio: float = param(FACTOR_LR_RATIO, "the 'auto' rate's prompt step as a ratio to the embedding "
-                                                    "scale, shared among the factors (factor_rates)",
-                                   number(0, MAX_LR, low_open=True))
     prompt_tokens: int = param(100, "prompt length m before pooling", whole(1))
     rank: int | None = param(None, "rank r of the prompt (None: the largest within budget_tokens·d, at most "
                                    "min(m, d))", whole(1, none_ok=True))

@@ -10,8 +10,8 @@ import no torch: a config module imports only this one), the bench's checks and 
 
 The family configs (:class:`OutputEdgeConfig`, :class:`PrototypeDecoderConfig`, :class:`InputEdgeConfig`,
 :class:`GradientConfig` — consumed as is by :class:`~edgetune.methods.core.trainers.AdamWTrainer` —,
-:class:`SoftPromptConfig`, :class:`BlackBoxConfig`, :class:`ProjectedConfig`) declare what a family shares; a
-method's config subclasses one and adds its own.
+:class:`SoftPromptConfig`, :class:`FactoredPromptConfig`, :class:`BlackBoxConfig`, :class:`ProjectedConfig`) declare
+what a family shares; a method's config subclasses one and adds its own.
 """
 
 from __future__ import annotations
@@ -424,6 +424,16 @@ class SoftPromptConfig(GradientConfig):
 
     def prompt_positions(self) -> int:
         return self.prompt_tokens if isinstance(self.prompt_tokens, int) else 0
+
+
+@dataclass(kw_only=True)
+class FactoredPromptConfig(SoftPromptConfig):
+    """A soft prompt built as a product of factors (ACCEPT's codebook mixes, LAMP's U·Q·V), whose ``"auto"`` rates
+    come from ``factor_rates``: its prompt step keeps the ratio that rule was measured with."""
+
+    prompt_lr_ratio: float = param(FACTOR_LR_RATIO, "the 'auto' rate's prompt step as a ratio to the embedding "
+                                                    "scale, shared among the factors (factor_rates)",
+                                   number(0, MAX_LR, low_open=True))
 
 
 @dataclass(kw_only=True)
