@@ -324,6 +324,21 @@ def test_the_replayed_selection_rules_pick_the_checks_they_name():
     assert RULES["last check if within edgetune's window, else edgetune's pick"](a, loss, 50, {}) == 4
 
 
+def test_tuple_valued_defaults_are_recorded_and_a_move_of_one_is_noticed():
+    """DecT's candidate epochs and λ grid are tuples; a cell records them (as lists) like any other default, so a
+    resume notices when one moved, and a record written before they were kept reads as 'added since'."""
+    from edgetune.bench import runner
+    from edgetune.bench.config import MethodEntry
+
+    defaults = runner._defaults(MethodEntry(name="dect", label="dect"))
+    assert isinstance(defaults["epochs"], list) and isinstance(defaults["lam_grid"], list)
+    then = {"name": "dect", "params": {}, "defaults": defaults}
+    now = {"name": "dect", "params": {}, "defaults": {**defaults, "epochs": [*defaults["epochs"], 40]}}
+    assert runner._moved_defaults(then, now) == {"epochs": (defaults["epochs"], now["defaults"]["epochs"])}
+    older = {**then, "defaults": {k: v for k, v in defaults.items() if k not in ("epochs", "lam_grid")}}
+    assert runner._moved_defaults(older, then) == {}
+
+
 def test_a_resumed_grid_notices_a_default_that_moved_since_its_cells_ran(config_file, tmp_path, monkeypatch):
     """Cells record the declared defaults they ran with; resuming after a default moved refuses (a record is never
     mixed with cells run under another default), and naming the old value in the config's params resumes."""

@@ -229,7 +229,8 @@ def _defaults(entry: MethodEntry) -> dict[str, Any]:
     if config is None:
         return {}
     given = set(_renamed(entry.name, entry.params))
-    unset = {k: v for k, v in config.defaults().items() if k not in given and k != "seed"}
+    unset = {k: list(v) if isinstance(v, tuple) else v  # a tuple default (DecT's epochs) is recorded as its list
+             for k, v in config.defaults().items() if k not in given and k != "seed"}
     return json.loads(json.dumps(_plain(unset)))
 
 
