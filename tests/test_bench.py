@@ -339,6 +339,23 @@ def test_tuple_valued_defaults_are_recorded_and_a_move_of_one_is_noticed():
     assert runner._moved_defaults(older, then) == {}
 
 
+def test_tuple_valued_given_params_are_recorded_and_a_change_of_one_is_noticed(config_file):
+    """A tuple given from Python (``MethodEntry(params={"epochs": (10, 20)})``) is recorded as its list, as YAML
+    gives it: the record says what ran, the same values as a list resume, and other values are other cells."""
+    from edgetune.bench import runner
+    from edgetune.bench.config import MethodEntry
+
+    config = BenchConfig.from_yaml(config_file)
+    entry = MethodEntry(name="dect", label="dect", params={"epochs": (10, 20)})
+    spec = json.loads(json.dumps(runner._spec(config, entry)))
+    assert spec["params"] == {"epochs": [10, 20]} and "epochs" not in spec["defaults"]
+    record = {"spec": spec}
+    cell = (None, None, 4, 0, entry)
+    assert runner._same_spec(config, cell, record)
+    assert runner._same_spec(config, (*cell[:4], MethodEntry("dect", "dect", {"epochs": [10, 20]})), record)
+    assert not runner._same_spec(config, (*cell[:4], MethodEntry("dect", "dect", {"epochs": (10, 30)})), record)
+
+
 def test_a_resumed_grid_notices_a_default_that_moved_since_its_cells_ran(config_file, tmp_path, monkeypatch):
     """Cells record the declared defaults they ran with; resuming after a default moved refuses (a record is never
     mixed with cells run under another default), and naming the old value in the config's params resumes."""

@@ -229,9 +229,8 @@ def _defaults(entry: MethodEntry) -> dict[str, Any]:
     if config is None:
         return {}
     given = set(_renamed(entry.name, entry.params))
-    unset = {k: list(v) if isinstance(v, tuple) else v  # a tuple default (DecT's epochs) is recorded as its list
-             for k, v in config.defaults().items() if k not in given and k != "seed"}
-    return json.loads(json.dumps(_plain(unset)))
+    unset = {k: v for k, v in config.defaults().items() if k not in given and k != "seed"}
+    return json.loads(json.dumps(_plain(unset)))  # a tuple default (DecT's epochs) is recorded as its list
 
 
 def _moved_defaults(recorded: Mapping[str, Any], now: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
@@ -579,5 +578,12 @@ def training_summary(history: Mapping[str, Any], n_dev: int | None = None,
 
 
 def _plain(params: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in params.items() if isinstance(v, str | int | float | bool | list | type(None))
-            and k != "progress"}
+    """The parameters a record can hold (JSON values; a tuple, e.g. DecT's candidate ``epochs`` given from Python,
+    as its list, which is how YAML and ``--params`` give it), without the progress switch."""
+    out = {}
+    for k, v in params.items():
+        if isinstance(v, tuple):
+            v = list(v)
+        if isinstance(v, str | int | float | bool | list | type(None)) and k != "progress":
+            out[k] = v
+    return out
